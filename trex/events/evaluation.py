@@ -1,0 +1,34 @@
+"""Evaluation of adapters: metrics and the per-example outputs artifact."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from trex.events.base import Event, event
+
+
+@event("MetricRecorded")
+class MetricRecorded(Event):
+    node_id: str
+    name: str
+    value: float
+    primary: bool = False
+    split: str = "eval"
+    eval_id: str = ""
+
+
+@event("EvaluationFinished")
+class EvaluationFinished(Event):
+    node_id: str
+    eval_id: str
+    backend: str
+    n_examples: int = Field(ge=0)
+    outputs_artifact: str = ""
+    seconds: float = Field(default=0.0, ge=0)
+
+
+@event("EvaluationFailed")
+class EvaluationFailed(Event):
+    node_id: str
+    eval_id: str = ""
+    reason: str
+    message: str = ""

@@ -1,0 +1,73 @@
+"""Plans proposed by the Researcher, their rejections, LLM calls and tool calls."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from trex.events.base import Event, event
+from trex.events.search import Operator
+
+
+@event("PlanProposed")
+class PlanProposed(Event):
+    node_id: str
+    parent_id: str | None
+    operator: Operator = "draft"
+    plan: dict[str, Any]
+    plan_hash: str = ""
+    rationale: str = ""
+    proposer: str = ""
+    decision_id: str | None = None
+    insights: tuple[str, ...] = ()  # insight ids the proposer was given
+
+
+@event("PlanRejected")
+class PlanRejected(Event):
+    """A plan that failed validation: recorded, never trained."""
+
+    node_id: str | None = None
+    parent_id: str | None = None
+    proposer: str = ""
+    reason: str
+    raw: str = ""
+
+
+@event("LlmCallMade")
+class LlmCallMade(Event):
+    call_id: str
+    purpose: str
+    backend: str
+    model: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    prompt_hash: str
+    prompt: str | None = None
+    prompt_artifact: str | None = None
+    response: str
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    latency_s: float = Field(default=0.0, ge=0)
+    attempt: int = Field(default=1, ge=1)
+
+
+@event("LlmCallFailed")
+class LlmCallFailed(Event):
+    call_id: str
+    purpose: str
+    backend: str
+    model: str
+    error: str
+    response: str | None = None
+    prompt_hash: str = ""
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    attempt: int = Field(default=1, ge=1)
+    latency_s: float = Field(default=0.0, ge=0)
+
+
+@event("ToolCalled")
+class ToolCalled(Event):
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    ok: bool = True
+    result: str = ""

@@ -1,0 +1,74 @@
+"""Training trials: start, sampled progress, and exactly one closing event each."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from trex.events.base import Event, event
+
+FailureReason = Literal["oom", "nan_loss", "timeout", "bad_plan", "crash", "cancelled"]
+
+
+@event("TrialStarted")
+class TrialStarted(Event):
+    node_id: str
+    trial_id: str
+    command_id: str = ""
+    plan_hash: str = ""
+    worker: str = ""
+    device: str = "cpu"
+    attempt: int = Field(default=1, ge=1)
+    resume_from: str | None = None  # adapter hash of the parent checkpoint, when continuing
+
+
+@event("TrialProgressed")
+class TrialProgressed(Event):
+    node_id: str
+    trial_id: str
+    step: int = Field(ge=0)
+    loss: float | None = None
+    learning_rate: float | None = None
+
+
+@event("TrialFinished")
+class TrialFinished(Event):
+    node_id: str
+    trial_id: str
+    adapter: str  # artifact hash
+    plan_hash: str = ""
+    steps: int = Field(default=0, ge=0)
+    train_metrics: dict[str, float] = Field(default_factory=dict)
+    compute_seconds: float = Field(default=0.0, ge=0)
+    device: str = "cpu"
+
+
+@event("TrialFailed")
+class TrialFailed(Event):
+    node_id: str
+    trial_id: str
+    reason: FailureReason
+    message: str = ""
+    log_tail: str = ""
+    compute_seconds: float = Field(default=0.0, ge=0)
+
+
+@event("TrialAbandoned")
+class TrialAbandoned(Event):
+    """The worker running a trial died or vanished; the trial may be retried once."""
+
+    node_id: str
+    trial_id: str
+    reason: str = ""
+
+
+@event("TrialReused")
+class TrialReused(Event):
+    """Identical work was already done: the node points to the existing result, nothing is trained."""
+
+    node_id: str
+    plan_hash: str
+    adapter: str
+    source_search_id: str
+    source_node_id: str
+    train_metrics: dict[str, Any] = Field(default_factory=dict)
