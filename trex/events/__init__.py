@@ -6,24 +6,27 @@ Public API::
     log = EventLog(home)
     log.append(search_id, [SearchStarted(task="arith-sub")], expected_version=0)
     for env in log.read(search_id): env.event  # typed, upcast payload
-"""
-from trex.events.base import (
-    Event,
-    EventError,
-    InvalidPayload,
-    SchemaTooNew,
-    UnknownEventType,
-    decode,
-    encode,
-    event,
-    registered_types,
-    upcaster,
-)
-from trex.events.envelope import Envelope, NewEvent, RawEvent, new_id
-from trex.events.log import ConcurrencyConflict, CorruptLog, EventLog, UnknownSearch, default_home
 
-__all__ = [
-    "ConcurrencyConflict", "CorruptLog", "Envelope", "Event", "EventError", "EventLog", "InvalidPayload",
-    "NewEvent", "RawEvent", "SchemaTooNew", "UnknownEventType", "UnknownSearch", "decode", "default_home",
-    "encode", "event", "new_id", "registered_types", "upcaster",
-]
+Names are resolved lazily so that ``trex sql`` (which needs only
+:mod:`trex.events.layout` and DuckDB) does not pay for pydantic and pyarrow.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Event": "base", "EventError": "base", "InvalidPayload": "base", "SchemaTooNew": "base",
+    "UnknownEventType": "base", "decode": "base", "encode": "base", "event": "base",
+    "registered_types": "base", "upcaster": "base",
+    "Envelope": "envelope", "NewEvent": "envelope", "RawEvent": "envelope", "new_id": "envelope",
+    "ConcurrencyConflict": "log", "CorruptLog": "log", "EventLog": "log", "UnknownSearch": "log",
+    "default_home": "log",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'trex.events' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"trex.events.{mod}"), name)

@@ -8,6 +8,7 @@ newer than the code knows is a hard error, never a silent guess.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -113,11 +114,19 @@ def decode(type_name: str, version: int, payload: dict) -> Event:
         raise InvalidPayload(f"invalid payload for {type_name!r}: {e}") from None
 
 
+def encode_json(ev: Event) -> tuple[str, int, str]:
+    """(type, version, payload as JSON text): the form the log stores and hashes."""
+    if not isinstance(ev, Event) or not ev.TYPE:
+        raise EventError(f"{type(ev).__name__} is not a registered event")
+    return ev.TYPE, ev.VERSION, ev.model_dump_json()
+
+
 def encode(ev: Event) -> tuple[str, int, dict[str, Any]]:
     """(type, version, json-ready payload) for an event instance."""
     if not isinstance(ev, Event) or not ev.TYPE:
         raise EventError(f"{type(ev).__name__} is not a registered event")
-    return ev.TYPE, ev.VERSION, ev.model_dump(mode="json")
+    # via JSON so that NaN/inf serialise as strings (ser_json_inf_nan) instead of failing
+    return ev.TYPE, ev.VERSION, json.loads(ev.model_dump_json())
 
 
 _LOADED = False

@@ -1,6 +1,6 @@
 """The envelope every stored event travels in, and the hash chain over it.
 
-The envelope is a slotted dataclass rather than a pydantic model: reading and
+The envelope is a NamedTuple rather than a pydantic model: reading and
 folding a million events must take seconds, and the envelope's fields are
 produced by the log itself, not by untrusted callers. Payloads, which do come
 from callers, are validated pydantic models (:mod:`trex.events.base`).
@@ -12,7 +12,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from trex.events.base import Event, decode
 
@@ -63,12 +63,15 @@ def chain_hash(
     The global position is left out on purpose: it depends on the machine's log,
     and a search exported and imported elsewhere keeps its hashes.
     """
-    head = canonical_json([prev_hash, event_id, search_id, seq, type_, schema_version, recorded_at, causation_id, correlation_id])
+    parts = (prev_hash, event_id, search_id, str(seq), type_, str(schema_version), recorded_at, causation_id, correlation_id)
+    head = "|".join("-" if p is None else f"{len(p)}:{p}" for p in parts)  # length-prefixed: unambiguous
     return hashlib.sha256((head + "\n" + payload_json).encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
+    """A stored event. A NamedTuple: immutable, and ~5x cheaper to build than a frozen dataclass
+    when a million of them are read."""
+
     position: int
     search_id: str
     seq: int
@@ -78,7 +81,7 @@ class Envelope:
     recorded_at: str
     causation_id: str | None
     correlation_id: str | None
-    payload: str  # canonical JSON of the stored payload
+    payload: str  # the stored payload's JSON text, exactly as hashed
     prev_hash: str
     hash: str
 
@@ -98,7 +101,7 @@ class Envelope:
         )
 
     def as_record(self) -> dict[str, Any]:
-        return {c: getattr(self, c) for c in COLUMNS}
+        return self._asdict()
 
 
 @dataclass(frozen=True)

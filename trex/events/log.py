@@ -23,20 +23,21 @@ from typing import Iterable, Iterator, Sequence
 
 from filelock import FileLock
 
-from trex.events.base import Event, EventError, decode, encode
+from trex.events import layout
+from trex.events.base import Event, EventError, decode, encode_json
 from trex.events.envelope import (
     COLUMNS,
     GENESIS,
     Envelope,
     NewEvent,
     RawEvent,
-    canonical_json,
     chain_hash,
     now_iso,
 )
 
-SEAL_EVENTS = 100_000
-SEAL_BYTES = 64 * 1024 * 1024
+# Small enough that a reader parses the open segment's JSON in well under 100 ms.
+SEAL_EVENTS = 20_000
+SEAL_BYTES = 16 * 1024 * 1024
 
 
 class ConcurrencyConflict(EventError):
@@ -145,22 +146,7 @@ class EventLog:
             _fsync_dir(self.dir)
 
     def _listing(self) -> tuple[list[int], list[int]]:
-        sealed, open_ = [], []
-        try:
-            names = os.listdir(self.segdir)
-        except FileNotFoundError:
-            return [], []
-        for name in names:
-            stem, _, ext = name.partition(".")
-            if not stem.isdigit():
-                continue
-            if ext == "parquet":
-                sealed.append(int(stem))
-            elif ext == "jsonl":
-                open_.append(int(stem))
-        sealed.sort()
-        open_ = sorted(n for n in open_ if n not in set(sealed))
-        return sealed, open_
+        return layout.listing(self.segdir)
 
     def seg_path(self, n: int, ext: str) -> Path:
         return self.segdir / f"{n:08d}.{ext}"
@@ -185,13 +171,13 @@ class EventLog:
         raws = []
         for ev in events:
             ne = ev if isinstance(ev, NewEvent) else NewEvent(ev)
-            type_, version, payload = encode(ne.payload)
+            type_, version, payload = encode_json(ne.payload)
             raws.append(
                 RawEvent(
                     event_id=ne.event_id,
                     type=type_,
                     schema_version=version,
-                    payload=canonical_json(payload),
+                    payload=payload,
                     recorded_at="",
                     causation_id=ne.causation_id or causation_id,
                     correlation_id=ne.correlation_id or correlation_id,
@@ -216,9 +202,9 @@ class EventLog:
                     payload = json.loads(r.payload)
                 except json.JSONDecodeError as e:
                     raise EventError(f"event {r.event_id}: payload is not JSON: {e}") from None
+                if not isinstance(payload, dict):
+                    raise EventError(f"event {r.event_id}: payload is not a JSON object")
                 decode(r.type, r.schema_version, payload)  # raises on unknown type / too new / invalid
-                if canonical_json(payload) != r.payload:
-                    raise EventError(f"event {r.event_id}: payload is not in canonical form")
         ids_in_call = [r.event_id for r in raws]
         if len(set(ids_in_call)) != len(ids_in_call):
             raise EventError("duplicate event ids within one append")
@@ -280,7 +266,7 @@ class EventLog:
         fd = os.open(self.seg_path(idx.open_seg, "jsonl"), os.O_WRONLY | os.O_APPEND)
         try:
             os.write(fd, line)
-            os.fsync(fd)
+            os.fdatasync(fd)  # data and the size needed to read it back: durable before we acknowledge
         finally:
             os.close(fd)
         idx.open_offset += len(line)
@@ -373,7 +359,25 @@ class EventLog:
     # ------------------------------------------------------------------- read
     def read(self, search_id: str | None = None, after_seq: int = 0, until_seq: int | None = None) -> list[Envelope]:
         """A consistent snapshot of events (one stream, or all), in log order. Never blocks."""
-        return [Envelope(**r) for r in self.read_records(search_id, after_seq, until_seq)]
+        from trex.events import segments
+
+        for _attempt in range(50):
+            sealed, open_ = self._listing()
+            try:
+                out: list[Envelope] = []
+                for n in sealed:
+                    out.extend(map(Envelope._make, segments.read_rows(self.seg_path(n, "parquet"), search_id)))
+                for n in open_:
+                    scan = scan_open_segment(self.seg_path(n, "jsonl").read_bytes())
+                    if scan.corrupt:
+                        raise CorruptLog(f"segment {n:08d}.jsonl: {scan.corrupt}")
+                    out.extend(Envelope(**r) for r in scan.records if search_id is None or r["search_id"] == search_id)
+            except FileNotFoundError:
+                continue  # sealed under us: list again
+            if after_seq or until_seq is not None:
+                out = [e for e in out if e.seq > after_seq and (until_seq is None or e.seq <= until_seq)]
+            return out
+        raise EventError("log kept changing under the reader")
 
     def read_records(self, search_id: str | None = None, after_seq: int = 0, until_seq: int | None = None) -> list[dict]:
         from trex.events import segments
@@ -398,6 +402,24 @@ class EventLog:
             if after_seq or until_seq is not None:
                 out = [r for r in out if r["seq"] > after_seq and (until_seq is None or r["seq"] <= until_seq)]
             return out
+        raise EventError("log kept changing under the reader")
+
+    def snapshot(self) -> tuple[list[Path], list[dict]]:
+        """A consistent view for bulk readers: the sealed segment paths and the open segment's records."""
+        for _attempt in range(50):
+            sealed, open_ = self._listing()
+            try:
+                recs: list[dict] = []
+                for n in open_:
+                    scan = scan_open_segment(self.seg_path(n, "jsonl").read_bytes())
+                    if scan.corrupt:
+                        raise CorruptLog(f"segment {n:08d}.jsonl: {scan.corrupt}")
+                    recs.extend(scan.records)
+            except FileNotFoundError:
+                continue
+            paths = [self.seg_path(n, "parquet") for n in sealed]
+            if all(p.exists() for p in paths):
+                return paths, recs
         raise EventError("log kept changing under the reader")
 
     def read_table(self):

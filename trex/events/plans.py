@@ -31,6 +31,7 @@ class PlanRejected(Event):
     proposer: str = ""
     reason: str
     raw: str = ""
+    decision_id: str | None = None
 
 
 @event("LlmCallMade")
@@ -48,6 +49,8 @@ class LlmCallMade(Event):
     completion_tokens: int = Field(default=0, ge=0)
     latency_s: float = Field(default=0.0, ge=0)
     attempt: int = Field(default=1, ge=1)
+    node_id: str | None = None  # the node the call was made for, when there is one
+    decision_id: str | None = None
 
 
 @event("LlmCallFailed")
@@ -63,6 +66,8 @@ class LlmCallFailed(Event):
     completion_tokens: int = Field(default=0, ge=0)
     attempt: int = Field(default=1, ge=1)
     latency_s: float = Field(default=0.0, ge=0)
+    node_id: str | None = None
+    decision_id: str | None = None
 
 
 @event("ToolCalled")

@@ -1,0 +1,185 @@
+"""Damaged logs and bad input get precise errors and lose nothing that was acknowledged."""
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from trex.events.base import SchemaTooNew, UnknownEventType
+from trex.events.envelope import chain_hash
+from trex.events.log import CorruptLog, EventLog, encode_line
+from trex.events.notes import NoteAdded
+from trex.events.segments import CorruptSegment
+from trex.events.transfer import BadImportFile, export_search, import_file
+from trex.events.verify import verify
+
+
+def _notes(n, prefix="n"):
+    return [NoteAdded(text=f"{prefix}{i}") for i in range(n)]
+
+
+def _open_segment(log):
+    (path,) = [p for p in log.segdir.iterdir() if p.suffix == ".jsonl"]
+    return path
+
+
+def test_torn_tail_is_reported_then_dropped_and_acknowledged_events_survive(log):
+    log.append("s", _notes(3))
+    path = _open_segment(log)
+    with open(path, "ab") as f:  # a crash in the middle of an append's write
+        f.write(b'1234abcd [{"position":4,"search_id":"s"')
+    rep = verify(EventLog(log.home))
+    assert [p.kind for p in rep.problems] == ["torn_tail"]
+    assert "never acknowledged" in rep.problems[0].detail and path.name in rep.problems[0].where
+    fresh = EventLog(log.home)
+    assert [e.event.text for e in fresh.read("s")] == ["n0", "n1", "n2"]  # readers skip the torn tail
+    out = fresh.append("s", [NoteAdded(text="after")], expected_version=3)  # the writer truncates it
+    assert out[0].seq == 4 and out[0].position == 4
+    assert verify(fresh).ok
+
+
+def test_flipped_byte_in_open_segment_is_reported_precisely(log):
+    log.append("s", _notes(2))
+    log.append("s", _notes(2, "m"))
+    path = _open_segment(log)
+    data = bytearray(path.read_bytes())
+    i = data.index(b"n1")
+    data[i + 1] ^= 0x01
+    path.write_bytes(bytes(data))
+    rep = verify(EventLog(log.home))
+    assert rep.problems and rep.problems[0].kind == "corrupt_line"
+    with pytest.raises(CorruptLog, match="invalid line at byte 0"):
+        EventLog(log.home).append("s", _notes(1))
+
+
+def test_flipped_byte_in_sealed_segment_is_reported_and_never_rewritten(log):
+    log.append("s", _notes(50))
+    log.seal()
+    (seg,) = list(log.segdir.glob("*.parquet"))
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    rep = verify(EventLog(log.home))
+    assert rep.problems and rep.problems[0].kind == "corrupt_segment" and seg.name in rep.problems[0].where
+    with pytest.raises(CorruptSegment, match=seg.name):
+        EventLog(log.home).read("s")
+    damaged = seg.read_bytes()
+    try:  # appending goes to a new segment; it never touches (or "fixes") the damaged one
+        EventLog(log.home).append("s", _notes(1))
+    except CorruptSegment:
+        pass
+    assert seg.read_bytes() == damaged
+    assert not verify(EventLog(log.home)).ok
+
+
+def test_truncated_parquet_footer_is_reported(log):
+    log.append("s", _notes(5))
+    log.seal()
+    (seg,) = list(log.segdir.glob("*.parquet"))
+    seg.write_bytes(seg.read_bytes()[:-10])
+    rep = verify(EventLog(log.home))
+    assert rep.problems[0].kind == "corrupt_segment" and "footer" in rep.problems[0].detail
+
+
+def test_modified_payload_breaks_the_hash_chain(log):
+    log.append("s", _notes(3))
+    path = _open_segment(log)
+    recs = json.loads(path.read_bytes().split(b" ", 1)[1])
+    recs[1]["payload"] = json.dumps({"author": "", "text": "forged"}, separators=(",", ":"))
+    path.write_bytes(encode_line(recs))  # a valid CRC: only the hash chain can tell
+    rep = verify(EventLog(log.home))
+    assert [p.kind for p in rep.problems] == ["hash_mismatch"]
+    assert "seq 2" in rep.problems[0].where
+
+
+def _forge(log, type_, version, payload):
+    """Store an event as a newer trex would: valid line, valid hash, unknown to this code."""
+    prev = log.read("s")[-1]
+    p = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    rec = {"position": prev.position + 1, "search_id": "s", "seq": prev.seq + 1, "event_id": "forged",
+           "type": type_, "schema_version": version, "recorded_at": "2026-01-01T00:00:00Z",
+           "causation_id": None, "correlation_id": None, "payload": p, "prev_hash": prev.hash}
+    rec["hash"] = chain_hash(prev.hash, "forged", "s", prev.seq + 1, type_, version, rec["recorded_at"], None, None, p)
+    with open(_open_segment(log), "ab") as f:
+        f.write(encode_line([rec]))
+
+
+def test_unknown_event_type_in_the_log_is_a_hard_error_on_decode(log):
+    log.append("s", _notes(1))
+    _forge(log, "WidgetFrobbed", 1, {"x": 1})
+    env = EventLog(log.home).read("s")[-1]
+    with pytest.raises(UnknownEventType, match="WidgetFrobbed"):
+        env.event
+    rep = verify(EventLog(log.home))
+    assert [p.kind for p in rep.problems] == ["bad_payload"]
+
+
+def test_too_new_schema_version_in_the_log_is_a_hard_error(log):
+    log.append("s", _notes(1))
+    _forge(log, "NoteAdded", 7, {"text": "from the future", "author": ""})
+    with pytest.raises(SchemaTooNew, match="version 7.*upgrade trex"):
+        EventLog(log.home).read("s")[-1].event
+
+
+def test_malformed_import_files_are_rejected_before_anything_is_written(log, tmp_path):
+    log.append("s", _notes(4))
+    good = tmp_path / "s.parquet"
+    export_search(log, "s", good)
+    other = EventLog(tmp_path / "other")
+
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet at all")
+    with pytest.raises(BadImportFile, match="not a readable Parquet file"):
+        import_file(other, junk)
+
+    table = pq.read_table(good)
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(table.replace_schema_metadata({}), plain)
+    with pytest.raises(BadImportFile, match="not a trex export"):
+        import_file(other, plain)
+
+    rows = table.to_pylist()
+    rows[2]["payload"] = json.dumps({"author": "", "text": "tampered"}, separators=(",", ":"))
+    import pyarrow as pa
+
+    tampered = tmp_path / "tampered.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), tampered)
+    with pytest.raises(BadImportFile, match="seq 3: hash chain does not verify"):
+        import_file(other, tampered)
+
+    gap = tmp_path / "gap.parquet"
+    pq.write_table(pa.Table.from_pylist(rows[:1] + rows[2:], schema=table.schema), gap)
+    with pytest.raises(BadImportFile, match="gap"):
+        import_file(other, gap)
+
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(table.drop(["hash"]), missing)
+    with pytest.raises(BadImportFile, match="missing columns"):
+        import_file(other, missing)
+    assert other.read() == []
+
+
+def test_export_import_round_trip_is_idempotent_and_keeps_hashes(log, tmp_path):
+    log.append("s", _notes(3))
+    log.append("t", _notes(1))
+    out = tmp_path / "s.parquet"
+    assert export_search(log, "s", out) == 3
+    other = EventLog(tmp_path / "other")
+    other.append("unrelated", _notes(2))
+    assert import_file(other, out) == {"s": 3}
+    assert import_file(other, out) == {"s": 0}
+    mine = [(e.event_id, e.seq, e.hash) for e in log.read("s")]
+    theirs = [(e.event_id, e.seq, e.hash) for e in other.read("s")]
+    assert mine == theirs
+    assert verify(other).ok
+    # the origin goes on; a later export imports only the new suffix
+    log.append("s", _notes(2, "late"))
+    export_search(log, "s", out)
+    assert import_file(other, out) == {"s": 2}
+    # a home whose stream diverged refuses the file
+    other.append("s", _notes(1, "local"))
+    log.append("s", _notes(1, "remote"))
+    export_search(log, "s", out)
+    with pytest.raises(BadImportFile, match="different event at seq 6"):
+        import_file(other, out)

@@ -1,0 +1,191 @@
+"""Selection policies (MCTS/UCT, greedy, best-first), virtual loss and budget checks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.plugins.search_fixtures import evaluated, failed
+from trex.events.plans import PlanProposed
+from trex.events.search import Budget
+from trex.events.trials import TrialStarted
+from trex.search import apply, budget_check, fold, mcts_stats, select, select_many
+from trex.search.policy import UNVISITED, PolicyError
+
+
+def mcts_tree(started, *extra, **params):
+    cfg = {"policy_params": {"num_drafts": 3, **params}}
+    return fold([started(policy="mcts", seed=5, config=cfg), *evaluated("a", None, 0.9), *evaluated("b", None, 0.5),
+                 *evaluated("c", None, 0.1), *extra])
+
+
+def test_mcts_drafts_first(started):
+    t = fold([started(policy="mcts"), *evaluated("a", None, 0.9)])
+    d = select(t)
+    assert (d.node_id, d.operator, d.policy) == (None, "draft", "mcts")
+
+
+def test_mcts_picks_unvisited_child_before_revisiting(started):
+    t = mcts_tree(started)
+    d = select(t)
+    assert (d.node_id, d.operator) == ("a", "improve")
+    assert dict(d.scores) == {"a": UNVISITED, "b": UNVISITED, "c": UNVISITED}
+    # a was expanded (and its child was even better): b and c are still unvisited and come first
+    t = mcts_tree(started, *evaluated("a1", "a", 1.0))
+    assert select(t).node_id == "b"
+    t = mcts_tree(started, *evaluated("a1", "a", 1.0), *evaluated("b1", "b", 0.2))
+    assert select(t).node_id == "c"
+
+
+def test_mcts_backs_values_up(started):
+    t = mcts_tree(started, *evaluated("a1", "a", 0.7), *failed("a2", "a"), *evaluated("a11", "a1", 0.3),
+                  PlanProposed(node_id="b1", parent_id="b", plan={}), TrialStarted(node_id="b1", trial_id="t"))
+    st = mcts_stats(t)
+    assert (st["a"].visits, st["a"].scored, st["a"].expansions) == (4, 3, 2)
+    assert st["a"].score_sum == pytest.approx(0.9 + 0.7 + 0.3)
+    assert (st["a1"].visits, st["a1"].scored, st["a1"].score_sum) == (2, 2, pytest.approx(1.0))
+    assert (st["a2"].visits, st["a2"].scored) == (1, 0)  # a failure is a visit worth nothing
+    assert (st["b"].visits, st["b"].scored) == (2, 1)  # the running child is a pending visit (virtual loss)
+    assert (st[None].visits, st[None].scored, st[None].expansions) == (7, 5, 3)
+    assert st[None].score_sum == pytest.approx(0.9 + 0.5 + 0.1 + 0.7 + 0.3)
+    st2 = mcts_stats(t, pending=["a1", None])
+    assert st2["a1"].visits == 3 and st2["a"].visits == 5 and st2[None].visits == 9 and st2["a1"].expansions == 2
+
+
+def test_mcts_uct_exploits_and_explores(started):
+    # every draft expanded; a's subtree is strong, c's weak, b's the least visited
+    base = [*evaluated("a1", "a", 0.9), *evaluated("a2", "a", 0.8), *evaluated("b1", "b", 0.5),
+            *evaluated("c1", "c", 0.1), *evaluated("c2", "c", 0.1)]
+    exploit = select(mcts_tree(started, *base, c_uct=0.0, pw_k=0.1))
+    s = dict(exploit.scores)
+    # Q = mean of min-max normalised scores over the subtree: a = (1 + 1 + 0.875) / 3, b = 0.5, c = 0
+    assert (s["a"], s["b"], s["c"]) == (pytest.approx(2.875 / 3), pytest.approx(0.5), pytest.approx(0.0))
+    assert (exploit.node_id, exploit.operator) == ("a1", "improve")  # then a's first unexpanded child
+    assert exploit.reason.startswith("root: uct 0.9583 -> a: unexpanded child a1")
+    explore = select(mcts_tree(started, *base, c_uct=100.0, pw_k=0.1))
+    s = dict(explore.scores)
+    ln8 = math.log(8)
+    assert s["b"] == pytest.approx(0.5 + 100 * math.sqrt(ln8 / 2))
+    assert s["a"] == pytest.approx(2.875 / 3 + 100 * math.sqrt(ln8 / 3))
+    assert explore.node_id == "b1"
+
+
+def test_mcts_virtual_loss_spreads_parallel_workers(started):
+    t = mcts_tree(started)
+    ds = select_many(t, 3)
+    assert [d.node_id for d in ds] == ["a", "b", "c"]
+    assert [d.index for d in ds] == [0, 1, 2] and len({d.decision_id for d in ds}) == 3
+    # the same, derived from the tree: a running child of a, and a recorded decision on b
+    t2 = mcts_tree(started, PlanProposed(node_id="a1", parent_id="a", plan={}),
+                   TrialStarted(node_id="a1", trial_id="t"))
+    t2 = apply(t2, select(t2).to_event())
+    assert t2.open_decisions and list(t2.open_decisions.values()) == ["b"]
+    assert select(t2).node_id == "c"
+
+
+def test_mcts_debugs_failed_node_within_depth(started):
+    t = fold([started(policy="mcts", config={"policy_params": {"num_drafts": 1}}), *failed("a", None)])
+    d = select(t)
+    assert (d.node_id, d.operator) == ("a", "debug")
+    chain = [*failed("a", None), *failed("a1", "a", "debug"), *failed("a2", "a1", "debug"),
+             *failed("a3", "a2", "debug")]
+    t = fold([started(policy="mcts", config={"policy_params": {"num_drafts": 1, "max_debug_depth": 3}}), *chain])
+    assert t.nodes["a3"].debug_depth == 3
+    d = select(t)
+    assert (d.node_id, d.operator) == (None, "draft")  # nothing left to expand below: draft again
+
+
+def test_select_is_deterministic_given_tree_and_seed(started):
+    t = mcts_tree(started, *evaluated("a1", "a", 0.7), *failed("b1", "b"))
+    for policy in ("mcts", "greedy", "best_first"):
+        assert select(t, policy=policy) == select(t, policy=policy)
+    g = [select(t, seed=s, policy="greedy", params={"num_drafts": 1, "debug_prob": 0.5}).operator for s in range(40)]
+    assert set(g) == {"debug", "improve"}  # the seed matters...
+    g2 = [select(t, seed=s, policy="greedy", params={"num_drafts": 1, "debug_prob": 0.5}).operator for s in range(40)]
+    assert g == g2  # ...and decides
+
+
+def greedy_tree(started, *evs, **params):
+    cfg = {"policy_params": {"num_drafts": 2, **params}}
+    return fold([started(policy="greedy", seed=1, config=cfg), *evs])
+
+
+def test_greedy_drafts_until_k_drafts(started):
+    t = greedy_tree(started, *evaluated("a", None, 0.5))
+    assert (select(t).node_id, select(t).operator) == (None, "draft")
+    # a draft in flight counts: no third draft for a second worker
+    ds = select_many(greedy_tree(started, *evaluated("a", None, 0.5), *evaluated("b", None, 0.7)), 2,
+                     params={"debug_prob": 0.0})
+    assert [(d.node_id, d.operator) for d in ds] == [("b", "improve"), ("a", "improve")]
+    ds = select_many(t, 2, params={"debug_prob": 0.0})
+    assert [(d.node_id, d.operator) for d in ds] == [(None, "draft"), ("a", "improve")]
+
+
+def test_greedy_debugs_failed_leaf_then_improves_best(started):
+    evs = [*evaluated("a", None, 0.5), *evaluated("b", None, 0.7), *failed("c", "a")]
+    d = select(greedy_tree(started, *evs, debug_prob=1.0))
+    assert (d.node_id, d.operator) == ("c", "debug")
+    d = select(greedy_tree(started, *evs, debug_prob=0.0))
+    assert (d.node_id, d.operator) == ("b", "improve") and d.scores[0] == ("b", 0.7)
+    # debug depth bound: c's chain of debugs is at the limit, so improve the best instead
+    deep = [*evs, *failed("c1", "c", "debug"), *failed("c2", "c1", "debug")]
+    d = select(greedy_tree(started, *deep, debug_prob=1.0, max_debug_depth=2))
+    assert (d.node_id, d.operator) == ("b", "improve")
+    # a failed node that already has a child is not a leaf
+    d = select(greedy_tree(started, *evs, *evaluated("c1", "c", 0.1, "debug"), debug_prob=1.0))
+    assert d.operator == "improve"
+
+
+def test_best_first_picks_best_free_node(started):
+    evs = [*evaluated("a", None, 0.5), *evaluated("b", "a", 0.8), *evaluated("c", "a", 0.6), *failed("d", "b")]
+    t = fold([started(policy="best_first"), *evs])
+    ds = select_many(t, 4)
+    assert [(d.node_id, d.operator) for d in ds] == [("b", "improve"), ("c", "improve"), ("a", "improve"),
+                                                     (None, "draft")]
+    t = fold([started(policy="best_first", config={"metric_direction": "min"}), *evs])
+    assert select(t).node_id == "a"
+    assert select(fold([started(policy="best_first")])).operator == "draft"
+
+
+def test_unknown_policy_is_an_error(started):
+    with pytest.raises(PolicyError):
+        select(fold([started()]), policy="random_walk")
+
+
+def test_budget_whichever_first(started):
+    t = fold([started(budget=Budget(max_trials=3, max_seconds=100, max_compute_seconds=2.5, max_tokens=10**6)),
+              *evaluated("a", None, 0.5, compute=1.0)])
+    assert budget_check(t) is None and budget_check(t, 99.0) is None
+    ex = budget_check(t, 100.0)
+    assert (ex.kind, ex.limit, ex.used) == ("seconds", 100.0, 100.0)
+    t2 = fold([*evaluated("b", None, 0.1, compute=2.0)], start=t)
+    ex = budget_check(t2, 5.0)
+    assert (ex.kind, ex.used) == ("compute_seconds", 3.0)
+    t3 = fold([*evaluated("c", None, 0.1, compute=0.0)], start=t2)
+    assert budget_check(t3).kind == "trials"  # 3 trials started: checked before compute
+    assert budget_check(fold([started()])) is None  # no limits
+
+
+def test_budget_tokens(started):
+    from trex.events.plans import LlmCallMade
+
+    t = fold([started(budget=Budget(max_tokens=100)),
+              LlmCallMade(call_id="c", purpose="p", backend="b", model="m", prompt_hash="h", response="",
+                          prompt_tokens=90, completion_tokens=10)])
+    ex = budget_check(t)
+    assert (ex.kind, ex.used, ex.limit) == ("tokens", 100.0, 100.0)
+
+
+def test_deep_chains_need_no_recursion(started):
+    evs = [started(policy="mcts", config={"policy_params": {"num_drafts": 1, "pw_k": 0.01}}),
+           *evaluated("n0", None, 0.0)]
+    for i in range(1, 3000):
+        evs += evaluated(f"n{i}", f"n{i - 1}", i / 3000)
+    t = fold(evs)
+    assert t.nodes["n2999"].depth == 3000 and t.best_node_id == "n2999"
+    st = mcts_stats(t)
+    assert st["n0"].visits == 3000 and st[None].scored == 3000
+    d = select(t)
+    assert d.node_id == "n2999" and d.operator == "improve"  # the descent walks the whole chain
+    for policy in ("greedy", "best_first"):
+        assert select(t, policy=policy, params={"num_drafts": 1, "debug_prob": 0}).node_id == "n2999"

@@ -1,0 +1,117 @@
+"""Benchmark the event log (issue 2 targets). Not a test: prints figures to put in docs/events.md.
+
+    .venv/bin/python tools/bench_log.py [--events 1000000] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from trex.events.log import EventLog
+from trex.events.notes import NoteAdded
+from trex.events.trials import TrialProgressed
+
+
+def bench_single(home: Path, n: int = 1000) -> float:
+    log = EventLog(home)
+    t = time.perf_counter()
+    for i in range(n):
+        log.append("single", [NoteAdded(text=f"note {i}")])
+    return n / (time.perf_counter() - t)
+
+
+def bench_batches(home: Path, total: int, batch: int = 1000) -> float:
+    log = EventLog(home)
+    t = time.perf_counter()
+    for b in range(total // batch):
+        log.append(
+            f"search-{b % 50}",
+            [TrialProgressed(node_id=f"n{b}", trial_id=f"t{b}", step=i, loss=1.0 / (i + 1)) for i in range(batch)],
+        )
+    return total / (time.perf_counter() - t)
+
+
+def bench_read_fold(home: Path) -> dict:
+    log = EventLog(home)
+    t = time.perf_counter()
+    envs = log.read()
+    t_read = time.perf_counter() - t
+    t = time.perf_counter()
+    counts: Counter = Counter()
+    last: dict[str, int] = {}
+    for e in envs:  # a fold: events per type and the head of each stream
+        counts[e.type] += 1
+        last[e.search_id] = e.seq
+    t_fold = time.perf_counter() - t
+    return {"events": len(envs), "read_s": round(t_read, 3), "fold_s": round(t_fold, 3), "total_s": round(t_read + t_fold, 3)}
+
+
+def bench_sql(home: Path) -> dict:
+    from trex.events.sql import connect, query
+
+    queries = {
+        "count": "SELECT count(*) FROM events",
+        "group_by": "SELECT type, count(*) FROM events GROUP BY type",
+        "group_by_search": "SELECT search_id, count(*), max(seq) FROM events GROUP BY search_id",
+    }
+    out = {}
+    con = connect(home)
+    for name, q in queries.items():
+        con.execute(q).fetchall()  # warm
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            con.execute(q).fetchall()
+            times.append(time.perf_counter() - t)
+        out[f"{name}_warm_ms"] = round(statistics.median(times) * 1000, 1)
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            query(home, q)
+            times.append(time.perf_counter() - t)
+        out[f"{name}_fresh_connection_ms"] = round(statistics.median(times) * 1000, 1)
+    trex = shutil.which("trex") or str(Path(sys.executable).with_name("trex"))
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run([trex, "sql", queries["count"], "--home", str(home), "--format", "json"], check=True, capture_output=True)
+        times.append(time.perf_counter() - t)
+    out["cli_count_end_to_end_ms"] = round(statistics.median(times) * 1000, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="trex-bench-"))
+    try:
+        res = {"machine": f"{platform.machine()} {platform.python_version()}"}
+        res["single_appends_per_s"] = round(bench_single(base / "single"))
+        res["batch_1000_events_per_s"] = round(bench_batches(base / "big", args.events))
+        res["read_and_fold"] = bench_read_fold(base / "big")
+        res["sql"] = bench_sql(base / "big")
+        res["cli_help_ms"] = round(min(_time([str(Path(sys.executable).with_name("trex")), "--help"]) for _ in range(3)) * 1000, 1)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(json.dumps(res, indent=2))
+
+
+def _time(cmd) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Commands over the event log: sql, note, verify, export, import, ls. None imports torch or Ray."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from trex.commands.common import emit_json, fail, format_option, home_option, info
+
+
+def _jsonable(v):
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return str(v)
+
+
+@click.command()
+@click.argument("query")
+@home_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds before the query is interrupted.")
+@click.option("--memory-limit", default="1GB", show_default=True)
+def sql(query, home, fmt, timeout, memory_limit):
+    """Run a read-only SQL QUERY over the event log.
+
+    Views: events, trials, metrics, insights, llm_calls, notes, nodes, decisions.
+    Only SELECT and EXPLAIN run; files outside the trex home cannot be read.
+    """
+    from trex.events.sql import SqlFailed, SqlRefused
+    from trex.events.sql import query as run_query
+
+    try:
+        res = run_query(home, query, timeout_s=timeout, memory_limit=memory_limit)
+    except SqlRefused as e:
+        fail(f"refused: {e}", 2)
+    except SqlFailed as e:
+        fail(str(e), 1)
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(res.columns, map(_jsonable, r))) for r in res.rows], default=str))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(res.columns)
+        w.writerows(res.rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*res.columns, show_lines=False)
+        for r in res.rows:
+            t.add_row(*("NULL" if v is None else str(v) for v in r))
+        Console(soft_wrap=True).print(t)
+        info(f"{len(res.rows)} row(s)")
+
+
+@click.command()
+@click.argument("search")
+@click.argument("text")
+@click.option("--author", default="", help="Who writes the note.")
+@home_option
+@format_option
+def note(search, text, author, home, fmt):
+    """Add an operator note TEXT to SEARCH (an event in its stream)."""
+    from pydantic import ValidationError
+
+    from trex.events.log import EventLog
+    from trex.events.notes import NoteAdded
+
+    log = EventLog(home)
+    if not log.exists(search):
+        fail(f"no search {search!r} in {home}")
+    try:
+        ev = NoteAdded(text=text, author=author)
+    except ValidationError as e:
+        fail(f"invalid note: {e.errors()[0]['msg']}")
+    (env,) = log.append(search, [ev])
+    if fmt == "json":
+        emit_json({"search_id": search, "seq": env.seq, "event_id": env.event_id})
+    else:
+        click.echo(f"{search} seq {env.seq} {env.event_id}")
+
+
+@click.command()
+@click.argument("search", required=False)
+@click.option("--repair", is_flag=True, help="Truncate a torn tail (an append that was never acknowledged) first.")
+@home_option
+@format_option
+def verify(search, repair, home, fmt):
+    """Check the log (or one SEARCH): hash chains, gapless sequences, unique ids, segment footers."""
+    from trex.events.log import CorruptLog, EventLog
+    from trex.events.verify import verify as run_verify
+
+    log = EventLog(home)
+    if repair:
+        try:
+            dropped = log.repair()
+        except CorruptLog as e:
+            fail(f"cannot repair: {e}")
+        if dropped:
+            info(f"repaired: dropped a torn tail of {dropped} bytes")
+    rep = run_verify(log, search)
+    if search is not None and rep.events == 0:
+        fail(f"no search {search!r} in {home}")
+    if fmt == "json":
+        emit_json({"ok": rep.ok, "events": rep.events, "searches": rep.searches, "segments": rep.segments,
+                   "problems": [p.__dict__ for p in rep.problems]})
+    else:
+        for p in rep.problems:
+            click.echo(str(p))
+        status = "OK" if rep.ok else f"{len(rep.problems)} problem(s)"
+        info(f"{status}: {rep.events} events, {rep.searches} searches, {rep.segments} segments")
+    sys.exit(0 if rep.ok else 1)
+
+
+@click.command()
+@click.argument("search")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@home_option
+def export(search, output, home):
+    """Export SEARCH (with the searches it forks from) to a Parquet file."""
+    from trex.events.base import EventError
+    from trex.events.log import EventLog
+    from trex.events.transfer import export_search
+
+    try:
+        n = export_search(EventLog(home), search, output)
+    except EventError as e:
+        fail(str(e))
+    info(f"exported {n} events to {output}")
+
+
+@click.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@home_option
+@format_option
+def import_(file, home, fmt):
+    """Import a file made by `trex export` (idempotent: importing twice adds nothing)."""
+    from trex.events.base import EventError
+    from trex.events.log import EventLog
+    from trex.events.transfer import import_file
+
+    try:
+        added = import_file(EventLog(home), file)
+    except EventError as e:
+        fail(str(e))
+    if fmt == "json":
+        emit_json(added)
+    else:
+        for sid, n in added.items():
+            click.echo(f"{sid}\t{n} events added")
+
+
+@click.command()
+@home_option
+@format_option
+def ls(home, fmt):
+    """List the searches in this trex home."""
+    from trex.events.sql import query
+
+    res = query(home, """
+        SELECT search_id, count(*) AS events,
+               arg_min(coalesce(payload->>'task', payload->>'parent_search_id'), seq) AS task_or_parent,
+               arg_min(type, seq) AS first_event, max(recorded_at) AS last_update
+        FROM events GROUP BY search_id ORDER BY min(position)""")
+    rows = [dict(zip(res.columns, map(_jsonable, r))) for r in res.rows]
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        for r in rows:
+            click.echo(f"{r['search_id']}\t{r['events']}\t{r['first_event']}\t{r['task_or_parent'] or ''}\t{r['last_update']}")

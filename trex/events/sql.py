@@ -1,0 +1,172 @@
+"""Read-only, sandboxed SQL over the event log with DuckDB.
+
+The connection is in-memory. Sealed segments are read by DuckDB straight from
+their Parquet files; the open segment's complete lines are parsed here and
+registered as an Arrow table. Then the sandbox closes: file access is limited
+to the trex home, configuration is locked, and only SELECT / EXPLAIN statements
+run — so ``COPY … TO``, ``ATTACH``, ``INSTALL``/``LOAD``, ``SET`` and reading
+files outside the home are refused with a clear message.
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from trex.events import layout
+
+ALLOWED = {"SELECT", "EXPLAIN"}
+VIEW_MODULES = ("trex.events.views", "trex.search.views")
+
+EVENTS_VIEW = """
+CREATE VIEW events AS
+SELECT search_id, seq, event_id, type, schema_version,
+       CAST(recorded_at AS TIMESTAMPTZ) AS recorded_at, causation_id, correlation_id,
+       CAST(payload AS JSON) AS payload, position, prev_hash, hash
+FROM ({source})
+"""
+
+
+class SqlRefused(Exception):
+    """The query is not allowed in trex's read-only sandbox."""
+
+
+class SqlFailed(Exception):
+    pass
+
+
+@dataclass
+class Result:
+    columns: list[str]
+    rows: list[tuple]
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def check_statements(query: str) -> None:
+    try:
+        stmts = duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise SqlFailed(f"cannot parse query: {e}") from None
+    if not stmts:
+        raise SqlRefused("empty query")
+    for st in stmts:
+        kind = st.type.name
+        if kind not in ALLOWED:
+            raise SqlRefused(
+                f"{kind} statements are not allowed: trex sql is read-only (only SELECT and EXPLAIN run)"
+            )
+
+
+_OPEN_STRUCT = (
+    '[{"position":"BIGINT","search_id":"VARCHAR","seq":"BIGINT","event_id":"VARCHAR","type":"VARCHAR",'
+    '"schema_version":"INTEGER","recorded_at":"VARCHAR","causation_id":"VARCHAR","correlation_id":"VARCHAR",'
+    '"payload":"VARCHAR","prev_hash":"VARCHAR","hash":"VARCHAR"}]'
+)
+_COLS = "position, search_id, seq, event_id, type, schema_version, recorded_at, causation_id, correlation_id, payload, prev_hash, hash"
+
+# The open segment read by DuckDB itself: one line per append, "CRC32 JSON-ARRAY\n". The last
+# element after splitting on newlines is either empty or a torn (unacknowledged) line: dropped.
+_OPEN_SOURCE = """
+SELECT r.* FROM (
+  SELECT unnest(from_json(substr(line, 10), '{struct}')) AS r
+  FROM (SELECT unnest(string_split(content, chr(10))[1:-2]) AS line FROM read_text({path}))
+  WHERE json_valid(substr(line, 10))
+)"""
+
+
+def _source(home: Path, opened: list[Path] | None = None) -> str:
+    segdir = layout.segments_dir(home)
+    sealed, open_ = layout.listing(segdir)
+    parts = []
+    if sealed:
+        files = ", ".join(_sql_str(str(layout.seg_path(segdir, n, "parquet").resolve())) for n in sealed)
+        parts.append(f"SELECT {_COLS} FROM read_parquet([{files}])")
+    for n in open_:
+        if opened is not None:
+            opened.append(layout.seg_path(segdir, n, "jsonl"))
+        path = _sql_str(str(layout.seg_path(segdir, n, "jsonl").resolve()))
+        parts.append(f"SELECT {_COLS} FROM ({_OPEN_SOURCE.format(struct=_OPEN_STRUCT, path=path)})")
+    if not parts:
+        parts.append(
+            "SELECT NULL::BIGINT AS position, NULL::VARCHAR AS search_id, NULL::BIGINT AS seq, NULL::VARCHAR AS event_id, "
+            "NULL::VARCHAR AS type, NULL::INTEGER AS schema_version, NULL::VARCHAR AS recorded_at, "
+            "NULL::VARCHAR AS causation_id, NULL::VARCHAR AS correlation_id, NULL::VARCHAR AS payload, "
+            "NULL::VARCHAR AS prev_hash, NULL::VARCHAR AS hash WHERE false"
+        )
+    return " UNION ALL ".join(parts)
+
+
+def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
+            opened: list[Path] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the trex views, sandboxed to the home.
+
+    ``opened`` collects the open-segment files the views read: if one of them is
+    gone after a query, it was sealed meanwhile and the query must be rerun.
+    """
+    home = Path(home)
+    home_abs = str(home.resolve())
+    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads})
+    con.execute(EVENTS_VIEW.format(source=_source(home, opened)))
+    for modname in VIEW_MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError:
+            continue
+        for sql in getattr(mod, "VIEWS", {}).values():
+            con.execute(sql)
+    con.execute(f"SET allowed_directories=[{_sql_str(home_abs + '/')}]")
+    con.execute("SET enable_external_access=false")
+    con.execute("SET autoinstall_known_extensions=false")
+    con.execute("SET autoload_known_extensions=false")
+    con.execute("SET lock_configuration=true")
+    return con
+
+
+def query(home: str | Path, sql: str, timeout_s: float = 30.0, memory_limit: str = "1GB") -> Result:
+    """Run one read-only query; refused statements raise :class:`SqlRefused`, errors :class:`SqlFailed`."""
+    check_statements(sql)
+    for _attempt in range(20):
+        try:
+            return _query_once(home, sql, timeout_s, memory_limit)
+        except _Resealed:
+            continue
+    raise SqlFailed("the log kept being sealed under the query; try again")
+
+
+class _Resealed(Exception):
+    pass
+
+
+def _query_once(home, sql, timeout_s, memory_limit) -> Result:
+    opened: list[Path] = []
+    con = connect(home, memory_limit=memory_limit, opened=opened)
+    timer = threading.Timer(timeout_s, con.interrupt)
+    timer.start()
+    try:
+        cur = con.execute(sql)
+        rows = cur.fetchall()
+        columns = [d[0] for d in cur.description] if cur.description else []
+    except duckdb.InterruptException:
+        raise SqlFailed(f"query interrupted after the {timeout_s:g} s timeout") from None
+    except duckdb.PermissionException as e:
+        raise SqlRefused(f"refused by the sandbox: {e}") from None
+    except duckdb.OutOfMemoryException as e:
+        raise SqlFailed(f"query exceeded the {memory_limit} memory limit: {e}") from None
+    except duckdb.IOException as e:
+        if "No files found" in str(e) or "No such file" in str(e):
+            raise _Resealed() from None
+        raise SqlFailed(str(e)) from None
+    except duckdb.Error as e:
+        raise SqlFailed(str(e)) from None
+    finally:
+        timer.cancel()
+        con.close()
+    if any(not p.exists() for p in opened):
+        raise _Resealed()  # an open segment was sealed while we read it: what we read may be empty
+    return Result(columns, rows)

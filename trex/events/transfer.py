@@ -1,0 +1,114 @@
+"""Export a search to one Parquet file and import it elsewhere through the normal append path."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from trex.events.base import EventError
+from trex.events.envelope import GENESIS, Envelope, RawEvent
+from trex.events.log import EventLog, UnknownSearch
+
+EXPORT_MAGIC = "trex.export.v1"
+
+
+class BadImportFile(EventError):
+    pass
+
+
+def lineage(log: EventLog, search_id: str) -> list[str]:
+    """The search and the searches it was forked from, oldest ancestor first."""
+    chain, sid = [], search_id
+    while sid is not None:
+        if sid in chain:
+            raise EventError(f"fork cycle at {sid!r}")
+        recs = log.read_records(sid, until_seq=1)
+        if not recs:
+            raise UnknownSearch(f"no search {sid!r} in {log.home}")
+        chain.append(sid)
+        first = recs[0]
+        sid = json.loads(first["payload"]).get("parent_search_id") if first["type"] == "SearchForked" else None
+    return chain[::-1]
+
+
+def export_search(log: EventLog, search_id: str, out: Path) -> int:
+    from trex.events import segments
+
+    records = []
+    for sid in lineage(log, search_id):
+        records.extend(log.read_records(sid))
+    segments.write_parquet(Path(out), records, metadata={EXPORT_MAGIC: search_id})
+    return len(records)
+
+
+def _read_import(path: Path) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trex.events import segments
+
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise BadImportFile(f"{path}: no such file") from None
+    except (OSError, pa.ArrowException) as e:
+        raise BadImportFile(f"{path}: not a readable Parquet file ({e})") from None
+    meta = table.schema.metadata or {}
+    if EXPORT_MAGIC.encode() not in meta:
+        raise BadImportFile(f"{path}: not a trex export (no {EXPORT_MAGIC} marker)")
+    missing = set(segments.SCHEMA.names) - set(table.column_names)
+    if missing:
+        raise BadImportFile(f"{path}: missing columns {sorted(missing)}")
+    try:
+        table = table.select(segments.SCHEMA.names).cast(segments.SCHEMA)
+    except (pa.ArrowException, ValueError) as e:
+        raise BadImportFile(f"{path}: columns have the wrong types ({e})") from None
+    return table.to_pylist()
+
+
+def import_file(log: EventLog, path: Path) -> dict[str, int]:
+    """Validate the whole file first, then append each stream; returns events added per search.
+
+    Importing the same file twice adds nothing (event ids are idempotent). A file
+    whose hash chain does not verify, or that disagrees with what this home
+    already holds for the same search, is rejected before anything is written.
+    """
+    records = _read_import(Path(path))
+    by_stream: dict[str, list[dict]] = defaultdict(list)
+    order: list[str] = []
+    for r in records:
+        if r["search_id"] not in by_stream:
+            order.append(r["search_id"])
+        by_stream[r["search_id"]].append(r)
+    plans: dict[str, list[RawEvent]] = {}
+    for sid in order:
+        recs = sorted(by_stream[sid], key=lambda r: r["seq"])
+        prev = GENESIS
+        for i, r in enumerate(recs, start=1):
+            env = Envelope(**r)
+            where = f"{path}: search {sid!r} seq {env.seq}"
+            if env.seq != i:
+                raise BadImportFile(f"{where}: sequence has a gap (expected {i})")
+            if env.prev_hash != prev or env.expected_hash() != env.hash:
+                raise BadImportFile(f"{where}: hash chain does not verify (the file was modified or truncated)")
+            prev = env.hash
+        existing = {r["seq"]: r for r in log.read_records(sid)}
+        for r in recs:
+            mine = existing.get(r["seq"])
+            if mine is not None and (mine["event_id"] != r["event_id"] or mine["hash"] != r["hash"]):
+                raise BadImportFile(
+                    f"{path}: search {sid!r} already exists here with a different event at seq {r['seq']}"
+                )
+        plans[sid] = [
+            RawEvent(r["event_id"], r["type"], r["schema_version"], r["payload"], r["recorded_at"],
+                     r["causation_id"], r["correlation_id"], expect_hash=r["hash"])
+            for r in recs if r["seq"] not in existing
+        ]
+    added: dict[str, int] = {}
+    for sid in order:
+        raws = plans[sid]
+        if raws:
+            start = len(by_stream[sid]) - len(raws)
+            log.append_raw(sid, raws, expected_version=start)
+        added[sid] = len(raws)
+    return added

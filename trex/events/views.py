@@ -1,0 +1,49 @@
+"""SQL views over the ``events`` view that the log's own event families define.
+
+Other packages add theirs (``trex.search.views``); :mod:`trex.events.sql` creates them all.
+"""
+VIEWS: dict[str, str] = {
+    "trials": """
+        CREATE VIEW trials AS
+        SELECT search_id, payload->>'trial_id' AS trial_id, payload->>'node_id' AS node_id,
+               max(CASE WHEN type = 'TrialStarted' THEN seq END) AS started_seq,
+               max(CASE WHEN type IN ('TrialFinished', 'TrialFailed', 'TrialAbandoned') THEN seq END) AS closed_seq,
+               arg_max(type, seq) FILTER (WHERE type IN ('TrialStarted', 'TrialFinished', 'TrialFailed', 'TrialAbandoned')) AS last_event,
+               max(CASE WHEN type = 'TrialFinished' THEN payload->>'adapter' END) AS adapter,
+               max(CASE WHEN type = 'TrialFailed' THEN payload->>'reason' END) AS failure_reason,
+               max(CASE WHEN type IN ('TrialFinished', 'TrialFailed') THEN CAST(payload->>'compute_seconds' AS DOUBLE) END) AS compute_seconds,
+               count(*) FILTER (WHERE type = 'TrialProgressed') AS progress_events
+        FROM events
+        WHERE type IN ('TrialStarted', 'TrialProgressed', 'TrialFinished', 'TrialFailed', 'TrialAbandoned')
+        GROUP BY search_id, payload->>'trial_id', payload->>'node_id'
+    """,
+    "metrics": """
+        CREATE VIEW metrics AS
+        SELECT search_id, seq, payload->>'node_id' AS node_id, payload->>'name' AS name,
+               CAST(payload->>'value' AS DOUBLE) AS value, CAST(payload->>'primary' AS BOOLEAN) AS "primary",
+               payload->>'split' AS split, payload->>'eval_id' AS eval_id, recorded_at
+        FROM events WHERE type = 'MetricRecorded'
+    """,
+    "insights": """
+        CREATE VIEW insights AS
+        SELECT search_id, seq, payload->>'insight_id' AS insight_id, payload->>'text' AS text,
+               CAST(json_extract(payload, '$.support') AS VARCHAR[]) AS support, payload->>'task' AS task,
+               payload->>'source_search_id' AS source_search_id, recorded_at
+        FROM events WHERE type = 'InsightDistilled'
+    """,
+    "llm_calls": """
+        CREATE VIEW llm_calls AS
+        SELECT search_id, seq, payload->>'call_id' AS call_id, payload->>'purpose' AS purpose,
+               payload->>'backend' AS backend, payload->>'model' AS model,
+               type = 'LlmCallMade' AS ok, CAST(payload->>'attempt' AS INTEGER) AS attempt,
+               CAST(payload->>'prompt_tokens' AS BIGINT) AS prompt_tokens,
+               CAST(payload->>'completion_tokens' AS BIGINT) AS completion_tokens,
+               CAST(payload->>'latency_s' AS DOUBLE) AS latency_s, payload->>'error' AS error, recorded_at
+        FROM events WHERE type IN ('LlmCallMade', 'LlmCallFailed')
+    """,
+    "notes": """
+        CREATE VIEW notes AS
+        SELECT search_id, seq, payload->>'text' AS text, payload->>'author' AS author, recorded_at
+        FROM events WHERE type = 'NoteAdded'
+    """,
+}

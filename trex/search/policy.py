@@ -1,0 +1,307 @@
+"""Selection policies: which node to expand next, and with which operator.
+
+A policy is a pure function of the tree, the search's seed and the pending
+expansions; it returns a :class:`Decision` that the caller records as a
+``NodeSelected`` event. Its randomness is ``random.Random(f"{seed}:{n}")`` where
+``n`` is the number of decisions already taken (recorded ones plus the pending
+ones passed in), so a replayed search takes the same decisions.
+
+Pending work (virtual loss): every node that is proposed/running/trained but has
+no result yet, and every recorded decision whose plan has not arrived
+(``tree.open_decisions``), counts as a visit with value 0 to the node it
+expands; ``pending=`` adds decisions the caller has handed out but not recorded
+yet. So K workers asking in turn (:func:`select_many`) do not get the same node K times.
+
+Policies:
+
+* ``mcts`` — UCT descent from the root. At each node: if progressive widening
+  allows another child (``children < ceil(pw_k * visits ** pw_alpha)``, and the
+  root until ``num_drafts`` drafts exist), expand it; else go to the child with
+  the highest UCT ``Q + c * sqrt(ln N(parent) / N(child))``, where a child never
+  expanded yet scores +inf (reported as 1e9) so that every child is expanded
+  once before any is revisited. N and Q come from :func:`mcts_stats`: visits and
+  value sums backed up over each node's subtree (evaluated nodes count their
+  score min-max normalised to [0, 1] in the metric's direction, failures and
+  pending work count 0).
+* ``greedy`` — AIDE's: draft until ``num_drafts`` drafts exist; then with
+  probability ``debug_prob`` debug a failed leaf whose debug chain is shorter
+  than ``max_debug_depth``; else improve the best node (the next best if it is
+  already pending).
+* ``best_first`` — improve the best-scoring node that is not pending; draft when
+  none has a score.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from trex.events.search import NodeSelected
+from trex.search.tree import IN_FLIGHT, ROOT, Node, SearchTree, is_number
+
+UNVISITED = 1e9  # the reported UCT of a child never expanded (JSON has no infinity)
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "mcts": {"c_uct": 1.0, "num_drafts": 3, "pw_k": 1.0, "pw_alpha": 0.5, "max_debug_depth": 3},
+    "greedy": {"num_drafts": 5, "debug_prob": 0.5, "max_debug_depth": 3},
+    "best_first": {"num_drafts": 1},
+}
+
+
+class PolicyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Decision:
+    node_id: str | None  # None: the root, i.e. a fresh draft
+    operator: str  # draft / improve / debug
+    policy: str
+    seed: int
+    index: int  # how many decisions came before this one
+    decision_id: str
+    scores: tuple[tuple[str, float], ...] = ()
+    reason: str = ""
+
+    def to_event(self) -> NodeSelected:
+        return NodeSelected(decision_id=self.decision_id, node_id=self.node_id, operator=self.operator,
+                            policy=self.policy, seed=self.seed, scores=self.scores, reason=self.reason)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What MCTS backs up over a node's subtree (the node included)."""
+
+    visits: int  # results (scores, failures) + pending work in the subtree
+    scored: int  # nodes with a score in the subtree
+    score_sum: float  # sum of their raw scores
+    expansions: int  # children + pending expansions of this node itself
+
+
+def _rng(seed: int, index: int) -> random.Random:
+    return random.Random(f"{seed}:{index}")
+
+
+def _decision_id(tree: SearchTree, seed: int, index: int) -> str:
+    return hashlib.sha256(f"{tree.search_id}:{seed}:{index}".encode()).hexdigest()[:16]
+
+
+def pending_targets(tree: SearchTree, pending: Iterable[str | None] = ()) -> Counter:
+    """Expansions in progress per target node (None = the root): open decisions and caller's pending."""
+    c: Counter = Counter(tree.open_decisions.values())
+    c.update(pending)
+    return c
+
+
+def _expandable(n: Node, max_debug_depth: int) -> str | None:
+    """The operator that would expand ``n``, or None if it cannot be expanded."""
+    if n.status == "evaluated" and is_number(n.score):
+        return "improve"
+    if n.status == "failed" and n.debug_depth < max_debug_depth:
+        return "debug"
+    return None
+
+
+def _draft_count(tree: SearchTree, pend: Counter) -> int:
+    return sum(1 for c in tree.children.get(None, ()) if tree.nodes[c].status != "rejected") + pend[None]
+
+
+def mcts_stats(tree: SearchTree, pending: Iterable[str | None] = ()) -> dict[str | None, Stats]:
+    """Visits and value sums backed up from every node to its ancestors and the root (key None)."""
+    pend = pending_targets(tree, pending)
+    visits: dict[str | None, int] = {None: 0}
+    scored: dict[str | None, int] = {None: 0}
+    ssum: dict[str | None, float] = {None: 0.0}
+    for nid in tree.order:
+        visits[nid] = 0
+        scored[nid] = 0
+        ssum[nid] = 0.0
+    for target, k in pend.items():  # a pending expansion will be a child of its target
+        if target is None or target in visits:
+            visits[target] += k
+    for nid in reversed(tree.order):  # children come after their parents in creation order
+        n = tree.nodes[nid]
+        if is_number(n.score):
+            scored[nid] += 1
+            ssum[nid] += n.score
+            visits[nid] += 1
+        elif n.status == "failed" or n.status in IN_FLIGHT:
+            visits[nid] += 1  # a failure, or work with no result yet: a visit worth 0 (the virtual loss)
+        p = n.parent_id if n.parent_id in visits else None
+        visits[p] += visits[nid]
+        scored[p] += scored[nid]
+        ssum[p] += ssum[nid]
+    out = {}
+    for key in visits:
+        kids = tree.children.get(key, ())
+        expansions = sum(1 for c in kids if tree.nodes[c].status != "rejected") + pend[key]
+        out[key] = Stats(visits[key], scored[key], ssum[key], expansions)
+    return out
+
+
+def _normaliser(tree: SearchTree):
+    scores = [n.score for n in tree.nodes.values() if is_number(n.score)]
+    lo, hi = (min(scores), max(scores)) if scores else (0.0, 0.0)
+    span = hi - lo
+
+    def value(st: Stats) -> float:
+        """Mean value in [0, 1] over the subtree: normalised scores, 0 for failures and pending work."""
+        if st.visits == 0:
+            return 0.0
+        if span <= 0:
+            total = float(st.scored)
+        elif tree.higher_is_better:
+            total = (st.score_sum - st.scored * lo) / span
+        else:
+            total = (st.scored * hi - st.score_sum) / span
+        return total / st.visits
+
+    return value
+
+
+def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple) -> tuple[str | None, str, tuple, str]:
+    stats = mcts_stats(tree, pending)
+    value = _normaliser(tree)
+    mdd = int(p["max_debug_depth"])
+    # can the node, or something under it, be expanded? Bottom-up (children are created after
+    # their parents), so that deep chains need no recursion. Pruned subtrees are left alone.
+    below: set[str] = set()
+    ok: set[str] = set()
+    for nid in reversed(tree.order):
+        n = tree.nodes[nid]
+        if n.status != "pruned" and (nid in below or _expandable(n, mdd) is not None):
+            ok.add(nid)
+            if n.parent_id is not None:
+                below.add(n.parent_id)
+    selectable = ok.__contains__
+
+    v: str | None = None
+    path: list[str] = []
+    last: tuple = ()
+    reason = ""
+    while True:
+        st = stats[v]
+        if v is None:
+            own_op: str | None = "draft"
+            drafts = _draft_count(tree, pend)
+            if drafts < int(p["num_drafts"]):
+                return None, "draft", (), f"drafts {drafts} < {p['num_drafts']}"
+        else:
+            own_op = _expandable(tree.nodes[v], mdd)
+        allowed = math.ceil(float(p["pw_k"]) * max(st.visits, 1) ** float(p["pw_alpha"]))
+        kids = [c for c in tree.children.get(v, ()) if selectable(c)]
+        where = " > ".join(path) or ROOT
+        if own_op is not None and (st.expansions < allowed or not kids):
+            why = "no selectable child" if not kids else f"widening ({st.expansions} expansions < {allowed})"
+            return v, own_op, last, f"{reason}{where}: {why}"
+        if not kids:  # unreachable: a node is only descended into when selectable
+            raise PolicyError(f"mcts: nothing to expand under {where}")
+        log_n = math.log(max(st.visits, 1))
+        scored = []
+        for c in kids:
+            cs = stats[c]
+            if cs.expansions == 0 and _expandable(tree.nodes[c], mdd):
+                u = UNVISITED
+            else:
+                u = value(cs) + float(p["c_uct"]) * math.sqrt(log_n / max(cs.visits, 1))
+            scored.append((c, u))
+        best_c, best_u = scored[0]
+        for c, u in scored[1:]:
+            if u > best_u:  # ties: the first created wins
+                best_c, best_u = c, u
+        last = last + tuple((c, round(u, 12)) for c, u in scored)  # every level of the descent
+        if best_u >= UNVISITED:
+            return best_c, _expandable(tree.nodes[best_c], mdd), last, f"{reason}{where}: unexpanded child {best_c}"
+        reason = f"{where}: uct {best_u:.4f} -> "
+        path.append(best_c)
+        v = best_c
+
+
+def _ranked(tree: SearchTree) -> list[Node]:
+    """Scored nodes that can be improved, best first (ties: created first)."""
+    nodes = [tree.nodes[nid] for nid in tree.order]
+    nodes = [n for n in nodes if n.status == "evaluated" and is_number(n.score)]
+    sign = -1.0 if tree.higher_is_better else 1.0
+    idx = {nid: i for i, nid in enumerate(tree.order)}
+    return sorted(nodes, key=lambda n: (sign * n.score, idx[n.node_id]))
+
+
+def _greedy(tree: SearchTree, pend: Counter, p: Mapping[str, Any], rng: random.Random):
+    drafts = _draft_count(tree, pend)
+    if drafts < int(p["num_drafts"]):
+        return None, "draft", (), f"drafts {drafts} < {p['num_drafts']}"
+    mdd = int(p["max_debug_depth"])
+    if rng.random() < float(p["debug_prob"]):
+        leaves = [tree.nodes[nid] for nid in tree.order]
+        leaves = [n for n in leaves if n.status == "failed" and n.debug_depth < mdd
+                  and not tree.children.get(n.node_id) and not pend[n.node_id]]
+        if leaves:
+            n = rng.choice(leaves)
+            return n.node_id, "debug", (), f"debug failed leaf (debug depth {n.debug_depth} < {mdd})"
+    ranked = _ranked(tree)
+    scores = tuple((n.node_id, float(n.score)) for n in ranked[:10])
+    for n in ranked:
+        if not pend[n.node_id]:
+            return n.node_id, "improve", scores, f"improve best free node ({n.score:g})"
+    return None, "draft", scores, "no free scored node: drafting"
+
+
+def _best_first(tree: SearchTree, pend: Counter, p: Mapping[str, Any]):
+    drafts = _draft_count(tree, pend)
+    if drafts < int(p["num_drafts"]):
+        return None, "draft", (), f"drafts {drafts} < {p['num_drafts']}"
+    ranked = _ranked(tree)
+    scores = tuple((n.node_id, float(n.score)) for n in ranked[:10])
+    for n in ranked:
+        if not pend[n.node_id]:
+            return n.node_id, "improve", scores, f"best free node ({n.score:g})"
+    return None, "draft", scores, "no free scored node: drafting"
+
+
+def policy_params(tree: SearchTree, policy: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then SearchStarted.config["policy_params"], then ``overrides``."""
+    if policy not in DEFAULTS:
+        raise PolicyError(f"unknown policy {policy!r} (known: {', '.join(DEFAULTS)})")
+    out = dict(DEFAULTS[policy])
+    out.update(tree.config.get("policy_params") or {})
+    out.update(overrides or {})
+    return out
+
+
+def select(
+    tree: SearchTree,
+    seed: int | None = None,
+    *,
+    policy: str | None = None,
+    pending: Iterable[str | None] = (),
+    params: Mapping[str, Any] | None = None,
+) -> Decision:
+    """The next decision. ``seed`` defaults to the search's (SearchStarted.seed), ``policy`` to its policy."""
+    seed = tree.seed if seed is None else seed
+    name = (policy or tree.policy or "mcts").replace("-", "_")
+    p = policy_params(tree, name, params)
+    pending = tuple(pending)
+    pend = pending_targets(tree, pending)
+    index = tree.n_decisions + len(pending)
+    rng = _rng(seed, index)
+    if name == "mcts":
+        node_id, op, scores, reason = _mcts(tree, pend, p, pending)
+    elif name == "greedy":
+        node_id, op, scores, reason = _greedy(tree, pend, p, rng)
+    else:
+        node_id, op, scores, reason = _best_first(tree, pend, p)
+    return Decision(node_id, op, name, seed, index, _decision_id(tree, seed, index), scores, reason)
+
+
+def select_many(tree: SearchTree, k: int, seed: int | None = None, **kw: Any) -> list[Decision]:
+    """K decisions for K idle workers: each one sees the previous ones as pending."""
+    out: list[Decision] = []
+    pending = list(kw.pop("pending", ()))
+    for _ in range(k):
+        d = select(tree, seed, pending=pending, **kw)
+        out.append(d)
+        pending.append(d.node_id)
+    return out

@@ -1,0 +1,189 @@
+"""The values of the search-tree projection: :class:`Node` and :class:`SearchTree`.
+
+Both are frozen. They are built by :mod:`trex.search.projection`, which is the only
+place that knows how events change them. A plan is a plain dict inside a frozen
+node, shared by the successive trees that hold the node: treat it as read-only
+(the fold never changes one).
+
+Invariants the fold keeps: a node's parent exists before it (so ``order``, the
+creation order, lists parents before children and the tree has no cycles), and
+``children`` lists each parent's children in creation order, None for the root.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple
+
+# Lifecycle: proposed -> running -> trained -> evaluated, or one of the closed states.
+STATUSES = ("proposed", "running", "trained", "evaluated", "failed", "rejected", "pruned", "abandoned")
+IN_FLIGHT = frozenset({"proposed", "running", "trained"})  # work started, no result yet
+ROOT = "root"  # how the implicit root is named where a string is needed (scores, html); its node_id is None
+
+
+def is_number(x: Any) -> bool:
+    """A usable score: a finite int or float (NaN and infinities never rank)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    parent_id: str | None  # None: a draft, child of the implicit root
+    operator: str = "draft"
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    plan_hash: str = ""
+    rationale: str = ""
+    proposer: str = ""
+    decision_id: str | None = None
+    insights: tuple[str, ...] = ()  # insight ids the proposer was given
+    status: str = "proposed"
+    score: float | None = None  # the primary metric
+    metrics: tuple[tuple[str, float], ...] = ()  # secondary metrics, sorted by name
+    train_metrics: tuple[tuple[str, Any], ...] = ()
+    compute_seconds: float = 0.0
+    tokens: int = 0
+    adapter: str | None = None
+    failure: str | None = None  # TrialFailed.reason, EvaluationFailed.reason, or the rejection reason
+    failure_message: str = ""
+    log_tail: str = ""
+    reused_from: tuple[str, str] | None = None  # (source search, source node) of a TrialReused
+    trials: int = 0  # TrialStarted events (attempts)
+    progress: tuple[tuple[int, float | None], ...] = ()  # (step, loss) of TrialProgressed
+    created_seq: int = 0  # seq of the event that created the node, in the stream named by origin
+    origin: str = ""  # the search id whose stream created the node (differs from the tree's in a fork)
+    updated_seq: int = 0  # seq (in ``updated_in``) of the last event about this node
+    updated_in: str = ""
+    depth: int = 1  # drafts are at depth 1; the root is depth 0
+    debug_depth: int = 0  # length of the chain of debug operators ending at this node
+
+
+class DecisionRecord(NamedTuple):
+    """A recorded NodeSelected, as the tree keeps it (a NamedTuple: cheap to build, immutable)."""
+
+    seq: int
+    decision_id: str
+    node_id: str | None
+    operator: str
+    policy: str
+    seed: int
+    scores: tuple[tuple[str, float], ...] = ()
+    reason: str = ""
+
+
+class HistoryPoint(NamedTuple):
+    """The best score so far, each time a node got a score (for the best-vs-trials/compute plots)."""
+
+    trials: int
+    compute_seconds: float
+    node_id: str
+    score: float | None
+    best_score: float | None
+
+
+@dataclass(frozen=True)
+class SearchTree:
+    search_id: str = ""
+    task: str = ""
+    base_model: str = ""
+    proposer: str = ""
+    policy: str = ""
+    seed: int = 0
+    parallel: int = 1
+    budget: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    metric_direction: str = "max"  # "min" when SearchStarted.config["metric_direction"] == "min"
+    status: str = "new"  # new (no SearchStarted yet) / running / finished
+    finish_reason: str | None = None
+    exhausted: tuple[str, ...] = ()  # BudgetExhausted kinds, in order
+    forks: tuple[tuple[str, str, int, str | None], ...] = ()  # (search, parent, at_seq, at_node) per SearchForked
+    resumes: int = 0
+    nodes: Mapping[str, Node] = field(default_factory=lambda: MappingProxyType({}))
+    children: Mapping[str | None, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    order: tuple[str, ...] = ()  # node ids in creation order
+    decisions: tuple[DecisionRecord, ...] = ()
+    open_decisions: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))  # id -> target
+    insights: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # in force: id -> text
+    pending_tokens: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # open decision -> tokens
+    notes: tuple[tuple[str, str], ...] = ()  # (author, text)
+    rejected_plans: int = 0  # PlanRejected without a node id
+    trials: int = 0  # TrialStarted events
+    trials_finished: int = 0
+    trials_failed: int = 0
+    trials_reused: int = 0
+    compute_seconds: float = 0.0
+    tokens: int = 0
+    llm_calls: int = 0
+    best_node_id: str | None = None
+    history: tuple[HistoryPoint, ...] = ()
+    n_events: int = 0  # events folded (the prefix of a fork included)
+    last_seq: int = 0  # seq of the last event folded, in its own stream
+    ignored: int = 0  # events about unknown nodes (kept out of the tree, counted for auditors)
+
+    # ------------------------------------------------------------ queries
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric_direction != "min"
+
+    @property
+    def best(self) -> Node | None:
+        return self.nodes.get(self.best_node_id) if self.best_node_id else None
+
+    @property
+    def best_score(self) -> float | None:
+        b = self.best
+        return b.score if b else None
+
+    def better(self, a: float, b: float) -> bool:
+        """Is score ``a`` strictly better than ``b`` in this search's direction?"""
+        return a > b if self.higher_is_better else a < b
+
+    def children_of(self, node_id: str | None) -> tuple[Node, ...]:
+        return tuple(self.nodes[c] for c in self.children.get(node_id, ()))
+
+    def ancestors(self, node_id: str) -> tuple[str, ...]:
+        """Parent first, up to the draft (the root, None, is not included)."""
+        out = []
+        p = self.nodes[node_id].parent_id
+        while p is not None and p in self.nodes:
+            out.append(p)
+            p = self.nodes[p].parent_id
+        return tuple(out)
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = {s: 0 for s in STATUSES}
+        for n in self.nodes.values():
+            counts[n.status] = counts.get(n.status, 0) + 1
+        return counts
+
+    @property
+    def n_decisions(self) -> int:
+        return len(self.decisions)
+
+    def summary(self) -> dict[str, Any]:
+        b = self.best
+        return {
+            "search_id": self.search_id,
+            "task": self.task,
+            "base_model": self.base_model,
+            "policy": self.policy,
+            "status": self.status,
+            "finish_reason": self.finish_reason,
+            "nodes": len(self.nodes),
+            "by_status": {k: v for k, v in self.count_by_status().items() if v},
+            "best_node_id": b.node_id if b else None,
+            "best_score": b.score if b else None,
+            "metric_direction": self.metric_direction,
+            "trials": self.trials,
+            "trials_finished": self.trials_finished,
+            "trials_failed": self.trials_failed,
+            "trials_reused": self.trials_reused,
+            "compute_seconds": self.compute_seconds,
+            "tokens": self.tokens,
+            "llm_calls": self.llm_calls,
+            "decisions": len(self.decisions),
+            "insights_in_force": len(self.insights),
+            "events": self.n_events,
+            "last_seq": self.last_seq,
+        }

@@ -1,0 +1,80 @@
+"""DuckDB views of the search tree over the base view ``events`` (see trex.events.envelope.COLUMNS).
+
+``trex sql`` creates ``events`` and then runs these, in order (after
+trex.events.views, which has the ``metrics``, ``trials`` and ``insights`` views). They read one
+stream at a time: a fork's rows hold its own events only (its prefix lives in
+the parent's rows). A node's ``status`` follows the same rule as the
+projection: the latest lifecycle event about it, counting from the event that
+created it (a repeated PlanProposed of an existing node changes nothing, and
+events about a node before it exists are ignored).
+"""
+from __future__ import annotations
+
+# event type -> the node status it sets (the same table the fold's handlers implement)
+LIFECYCLE = {
+    "PlanProposed": "proposed",
+    "PlanRejected": "rejected",
+    "TrialStarted": "running",
+    "TrialFinished": "trained",
+    "TrialReused": "trained",
+    "TrialFailed": "failed",
+    "TrialAbandoned": "abandoned",
+    "EvaluationFinished": "evaluated",
+    "EvaluationFailed": "failed",
+    "NodePruned": "pruned",
+}
+
+_CASE = "CASE type " + " ".join(f"WHEN '{t}' THEN '{s}'" for t, s in LIFECYCLE.items()) + " END"
+_TYPES = ", ".join(f"'{t}'" for t in LIFECYCLE)
+
+VIEWS: dict[str, str] = {
+    "nodes": f"""
+CREATE OR REPLACE VIEW nodes AS
+WITH created AS (
+    SELECT search_id,
+           json_extract_string(payload, '$.node_id') AS node_id,
+           json_extract_string(payload, '$.parent_id') AS parent_id,
+           CASE WHEN type = 'PlanProposed' THEN coalesce(json_extract_string(payload, '$.operator'), 'draft')
+                ELSE 'draft' END AS operator,
+           CASE WHEN type = 'PlanProposed' THEN json_extract(payload, '$.plan') ELSE '{{}}'::JSON END AS plan,
+           seq AS created_seq
+    FROM events
+    WHERE type IN ('PlanProposed', 'PlanRejected') AND json_extract_string(payload, '$.node_id') IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY search_id, json_extract_string(payload, '$.node_id') ORDER BY seq) = 1
+),
+life AS (
+    SELECT search_id, json_extract_string(payload, '$.node_id') AS node_id, seq, type, {_CASE} AS status
+    FROM events WHERE type IN ({_TYPES})
+),
+status AS (
+    SELECT c.search_id, c.node_id, arg_max(l.status, l.seq) AS status
+    FROM created c JOIN life l ON l.search_id = c.search_id AND l.node_id = c.node_id
+     AND (l.seq = c.created_seq OR (l.seq > c.created_seq AND l.type <> 'PlanProposed'))
+    GROUP BY c.search_id, c.node_id
+),
+score AS (
+    SELECT c.search_id, c.node_id,
+           arg_max(TRY_CAST(json_extract_string(e.payload, '$.value') AS DOUBLE), e.seq) AS score
+    FROM created c JOIN events e ON e.search_id = c.search_id AND e.type = 'MetricRecorded'
+     AND json_extract_string(e.payload, '$.node_id') = c.node_id AND e.seq > c.created_seq
+     AND json_extract(e.payload, '$.primary')::BOOLEAN
+    GROUP BY c.search_id, c.node_id
+)
+SELECT c.search_id, c.node_id, c.parent_id, c.operator, s.status, sc.score, c.plan, c.created_seq
+FROM created c
+JOIN status s USING (search_id, node_id)
+LEFT JOIN score sc USING (search_id, node_id)
+""",
+    "decisions": """
+CREATE OR REPLACE VIEW decisions AS
+SELECT search_id, seq,
+       json_extract_string(payload, '$.decision_id') AS decision_id,
+       json_extract_string(payload, '$.node_id') AS node_id,
+       json_extract_string(payload, '$.operator') AS operator,
+       json_extract_string(payload, '$.policy') AS policy,
+       TRY_CAST(json_extract_string(payload, '$.seed') AS BIGINT) AS seed,
+       json_extract(payload, '$.scores') AS scores,
+       json_extract_string(payload, '$.reason') AS reason
+FROM events WHERE type = 'NodeSelected'
+""",
+}
