@@ -37,6 +37,7 @@ class TrialFinished(Event):
     trial_id: str
     adapter: str  # artifact hash
     plan_hash: str = ""
+    work_key: str = ""  # plan + recipe output + base model + seed (+ parent adapter): identical work, same key
     steps: int = Field(default=0, ge=0)
     train_metrics: dict[str, float] = Field(default_factory=dict)
     compute_seconds: float = Field(default=0.0, ge=0)
@@ -69,6 +70,7 @@ class TrialReused(Event):
     node_id: str
     plan_hash: str
     adapter: str
+    work_key: str = ""
     source_search_id: str
     source_node_id: str
     train_metrics: dict[str, Any] = Field(default_factory=dict)

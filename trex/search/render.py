@@ -20,10 +20,27 @@ STATUS_STYLE = {
 }
 
 
+# What a person scans a plan for first; other scalar fields follow alphabetically.
+_KEY_FIELDS = {"learning_rate": "lr", "lora_rank": "r", "target_modules": "targets", "max_steps": "steps",
+               "epochs": "epochs", "lr_schedule": "sched", "continue_from_parent": "continue"}
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x).removesuffix("_proj") for x in v)
+    return str(v)
+
+
 def plan_summary(plan: Any, limit: int = 60) -> str:
     if not isinstance(plan, dict) or not plan:
         return ""
-    s = " ".join(f"{k}={v}" for k, v in sorted(plan.items()) if not isinstance(v, (dict, list)))
+    parts = [f"{short}={_short(plan[k])}" for k, short in _KEY_FIELDS.items()
+             if k in plan and plan[k] not in (None, False)]
+    parts += [f"{k}={v}" for k, v in sorted(plan.items())
+              if k not in _KEY_FIELDS and not isinstance(v, (dict, list))]
+    s = " ".join(parts)
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 

@@ -1,0 +1,75 @@
+import hashlib
+
+import pytest
+
+from trex.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore, content_hash, folder_hash
+
+
+def make_folder(root, order=("a.txt", "sub/b.bin")):
+    d = root
+    for rel in order:
+        p = d / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(rel.encode() * 3)
+    return d
+
+
+@pytest.mark.parametrize("kind", ["local", "file-url", "memory"])
+def test_put_get_roundtrip(tmp_path, kind):
+    root = {"local": str(tmp_path / "store"), "file-url": f"file://{tmp_path}/store2",
+            "memory": f"memory://trex-test-{tmp_path.name}"}[kind]
+    store = ArtifactStore(tmp_path / "home", root=root)
+    folder = make_folder(tmp_path / "adapter")
+    f = tmp_path / "one.json"
+    f.write_text('{"x": 1}')
+    h = store.put(folder)
+    hf = store.put(f)
+    assert h == folder_hash(folder) and hf == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert store.put(folder) == h  # idempotent
+    got = store.get(h)
+    assert got.is_dir() and (got / "sub" / "b.bin").read_bytes() == (folder / "sub" / "b.bin").read_bytes()
+    assert content_hash(got) == h and store.verify(h)
+    gf = store.get(hf)
+    assert gf.read_text() == '{"x": 1}' and gf.name == "one.json"
+    assert store.manifest(h)["kind"] == "dir" and store.manifest(hf)["kind"] == "file"
+    if kind == "local":
+        assert str(got).startswith(str(tmp_path / "store" / h[:2] / h))
+
+
+def test_folder_hash_covers_names_and_content(tmp_path):
+    a = make_folder(tmp_path / "a", ("a.txt", "sub/b.bin"))
+    b = make_folder(tmp_path / "b", ("sub/b.bin", "a.txt"))
+    assert folder_hash(a) == folder_hash(b)
+    (b / "a.txt").write_text("changed")
+    assert folder_hash(a) != folder_hash(b)
+    (b / "a.txt").rename(b / "c.txt")
+    (b / "c.txt").write_bytes(b"a.txt" * 3)
+    assert folder_hash(a) != folder_hash(b)
+
+
+def test_missing_and_bad_hashes(tmp_path):
+    store = ArtifactStore(tmp_path, root=tmp_path / "s")
+    with pytest.raises(ArtifactNotFound):
+        store.get("0" * 64)
+    with pytest.raises(ArtifactError):
+        store.get("../../etc")
+    assert not store.exists("f" * 64)
+
+
+def test_incomplete_put_is_not_visible(tmp_path):
+    store = ArtifactStore(tmp_path, root=tmp_path / "s")
+    folder = make_folder(tmp_path / "x")
+    h = folder_hash(folder)
+    (tmp_path / "s" / h[:2] / h).mkdir(parents=True)  # a crashed put: folder, no manifest
+    assert not store.exists(h)
+    assert store.put(folder) == h and store.verify(h)
+
+
+def test_default_root_is_home_artifacts(tmp_path, monkeypatch):
+    monkeypatch.delenv("TREX_ARTIFACTS", raising=False)
+    f = tmp_path / "x.txt"
+    f.write_text("x")
+    h = ArtifactStore(tmp_path / "home").put(f)
+    assert (tmp_path / "home" / "artifacts" / h[:2] / h / "x.txt").is_file()
+    assert (tmp_path / "home" / "artifacts" / h[:2] / f"{h}.json").is_file()
+    assert ArtifactStore.for_home(tmp_path / "home").get(h).read_text() == "x"

@@ -1,0 +1,74 @@
+"""The sequential search loop, end to end on the tiny task: real training, real evaluation."""
+from __future__ import annotations
+
+from collections import Counter
+
+from trex.conductor import BASE_NODE, Runner, SearchConfig, base_score, run_search, start_search
+from trex.events.log import EventLog
+from trex.events.plans import PlanProposed
+from trex.events.search import Budget
+from trex.events.trials import TrialStarted
+from trex.events.verify import verify
+from trex.search import build_tree, select, tree_hash
+
+CLOSING = ("TrialFinished", "TrialFailed", "TrialAbandoned", "TrialReused")
+
+
+def _cfg(**kw):
+    base = dict(task="arith-sub", proposer="random", policy="mcts", seed=1, budget=Budget(max_trials=3),
+                trial_steps=20, eval_limit=40, batch_size=16)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _closed_once(log, sid):
+    envs = log.read(sid)
+    starts = Counter(e.event.trial_id for e in envs if e.type == "TrialStarted")
+    closes = Counter(e.event.trial_id for e in envs if e.type in CLOSING[:3])
+    assert starts.keys() == closes.keys(), "a trial has no closing event"
+    assert set(closes.values()) == {1}, "a trial closed twice"
+    finished = Counter(e.event.node_id for e in envs if e.type == "TrialFinished")
+    assert all(v == 1 for v in finished.values()), "a node was trained twice"
+
+
+def test_search_runs_its_budget_and_replays_to_the_same_tree(arith_home):
+    log = EventLog(arith_home)
+    sid = start_search(log, _cfg(proposer="optuna"))
+    tree = run_search(arith_home, sid)
+    assert tree.status == "finished" and tree.trials == 3
+    assert all(n.status == "evaluated" for n in tree.nodes.values())
+    assert base_score(log, sid) is not None
+    types = [e.type for e in log.read(sid)]
+    assert types[-2:] == ["BudgetExhausted", "SearchFinished"]
+    assert types.count("NodeSelected") == 3 and types.count("PlanProposed") == 3
+    _closed_once(log, sid)
+    assert tree_hash(build_tree(log, sid)) == tree_hash(tree)
+    assert verify(log).ok
+
+
+def test_a_crashed_run_is_continued_without_training_anything_twice(arith_home):
+    log = EventLog(arith_home)
+    sid = start_search(log, _cfg(budget=Budget(max_trials=2)))
+    runner = Runner(arith_home, sid)
+    runner.recover()  # base model evaluation
+    # what a driver killed mid-trial leaves behind: a decision, a plan, a trial that never closed
+    tree = runner.tree()
+    d = select(tree)
+    from trex.propose import propose_random
+    from trex.plan import plan_hash
+
+    prop = propose_random(tree, d, task="arith-sub", steps=20, batch_size=16)
+    log.append(sid, [d.to_event(), PlanProposed(node_id="n1", parent_id=None, operator=d.operator,
+                                                plan=prop.plan.model_dump(mode="json"), plan_hash=plan_hash(prop.plan),
+                                                proposer="random", decision_id=d.decision_id),
+                     TrialStarted(node_id="n1", trial_id="lost", plan_hash=plan_hash(prop.plan))])
+    tree = run_search(arith_home, sid)
+    envs = log.read(sid)
+    types = [e.type for e in envs]
+    assert "SearchResumed" in types and "TrialAbandoned" in types
+    assert tree.nodes["n1"].status == "evaluated" and tree.status == "finished"
+    assert [e.event.node_id for e in envs if e.type == "MetricRecorded" and e.event.primary].count(BASE_NODE) == 1
+    assert Counter(e.event.node_id for e in envs if e.type == "TrialFinished")["n1"] == 1
+    assert [e.event.trial_id for e in envs if e.type == "TrialAbandoned"] == ["lost"]
+    _closed_once(log, sid)
+    assert verify(log).ok

@@ -1,0 +1,168 @@
+"""Real training of the tiny arith model in worker subprocesses (tens of steps each)."""
+import os
+import signal
+import threading
+
+import pytest
+
+from trex.events import EventLog
+from trex.events.trials import TrialFailed, TrialFinished, TrialProgressed, TrialReused, TrialStarted
+from trex.plan import example_plan
+from trex.recipe import Recipe, Source
+from trex.train import Executor
+
+pytestmark = pytest.mark.slow
+
+SID = "search-1"
+
+
+def make_executor(home, **kw):
+    log = EventLog(home)
+    seen = []
+
+    def emit(ev):
+        seen.append(ev)
+        log.append(SID, [ev])
+
+    kw.setdefault("threads", 1)
+    kw.setdefault("progress_every", 5)
+    return Executor(home, emit, search_id=SID, **kw), log, seen
+
+
+def kinds(events):
+    return [type(e).__name__ for e in events]
+
+
+def plan(**kw):
+    kw.setdefault("max_steps", 30)
+    kw.setdefault("learning_rate", 3e-3)
+    kw.setdefault("batch_size", 32)
+    kw.setdefault("lr_schedule", "constant")
+    return example_plan(**kw)
+
+
+def test_train_reuse_and_continue(arith_home):
+    ex, log, seen = make_executor(arith_home)
+    p = plan()
+    out = ex.run(p, task="arith-sub", node_id="n1")
+    assert out.status == "finished", (out.reason, out.message)
+    k = kinds(out.events)
+    assert k[0] == "TrialStarted" and k[-1] == "TrialFinished" and k.count("TrialProgressed") == 6
+    fin = out.events[-1]
+    assert isinstance(fin, TrialFinished) and fin.steps == 30 and fin.adapter == out.adapter
+    assert fin.train_metrics["final_loss"] < fin.train_metrics["first_loss"]
+    assert fin.compute_seconds > 0
+    steps = [e.step for e in out.events if isinstance(e, TrialProgressed)]
+    assert steps == [5, 10, 15, 20, 25, 30]
+    assert (ex.store.get(out.adapter) / "adapter_config.json").is_file()
+    assert [e.type for e in log.read(SID)] == k
+
+    # the same plan again: served from the cache, no worker
+    started = []
+    again = ex.run(p, task="arith-sub", node_id="n2", on_worker_start=started.append)
+    assert again.status == "reused" and not started
+    assert kinds(again.events) == ["TrialReused"]
+    r = again.events[0]
+    assert isinstance(r, TrialReused) and r.adapter == out.adapter and r.source_node_id == "n1"
+    assert r.source_search_id == SID and r.work_key == fin.work_key == out.work_key != ""
+
+    # the index is only a cache of the log: without it, an Executor given the log finds the work there
+    import shutil
+
+    shutil.rmtree(arith_home / "train" / "index")
+    ex_log = Executor(arith_home, lambda ev: None, search_id="other", log=log, threads=1)
+    assert ex.lookup(out.work_key) is None
+    via_log = ex_log.run(p, task="arith-sub", node_id="m1", on_worker_start=started.append)
+    assert via_log.status == "reused" and via_log.adapter == out.adapter and not started
+    assert via_log.events[0].source_node_id == "n1" and via_log.events[0].source_search_id == SID
+
+    # a continued child starts from its parent's checkpoint and trains only its own steps
+    child = plan(max_steps=10, continue_from_parent=True)
+    c = ex.run(child, task="arith-sub", node_id="n3", parent_adapter=out.adapter)
+    assert c.status == "finished", (c.reason, c.message)
+    st = c.events[0]
+    assert isinstance(st, TrialStarted) and st.resume_from == out.adapter
+    assert c.steps == 10 and c.adapter != out.adapter
+    # it starts where the parent ended, far below a fresh adapter's first loss
+    assert c.train_metrics["first_loss"] < fin.train_metrics["first_loss"] - 0.1
+    # continuing needs the parent, and the same adapter shape
+    nop = ex.run(child, task="arith-sub", node_id="n4")
+    assert nop.status == "failed" and nop.reason == "bad_plan"
+    bad = ex.run(plan(max_steps=10, continue_from_parent=True, lora_rank=4), task="arith-sub", node_id="n5",
+                 parent_adapter=out.adapter)
+    assert bad.reason == "bad_plan" and "rank" in bad.message
+
+
+def test_nan_loss_then_crash_then_carry_on(arith_home):
+    ex, log, seen = make_executor(arith_home)
+    nan = ex.run(plan(method="full", learning_rate=1.0, max_steps=60), task="arith-sub", node_id="nan")
+    assert nan.status == "failed" and nan.reason == "nan_loss", nan.message
+    assert kinds(nan.events)[0] == "TrialStarted" and kinds(nan.events)[-1] == "TrialFailed"
+
+    # SIGKILL the worker after its first progress report
+    pid = {}
+
+    def emit(ev):
+        seen.append(ev)
+        log.append(SID, [ev])
+        if isinstance(ev, TrialProgressed) and ev.node_id == "killed":
+            os.kill(pid["pid"], signal.SIGKILL)
+
+    ex.emit_fn = emit
+    killed = ex.run(plan(max_steps=5000), task="arith-sub", node_id="killed",
+                    on_worker_start=lambda p: pid.setdefault("pid", p))
+    assert killed.status == "failed" and killed.reason == "crash"
+    fail = killed.events[-1]
+    assert isinstance(fail, TrialFailed) and "SIGKILL" in fail.message
+    assert sum(isinstance(e, (TrialFinished, TrialFailed)) for e in killed.events) == 1
+
+    # the caller carries on: the next trial (a full fine-tune) trains normally
+    ok = ex.run(plan(max_steps=10, method="full", learning_rate=1e-3), task="arith-sub", node_id="after")
+    assert ok.status == "finished", ok.message
+    from ftbench.tasks import evaluate_adapter
+
+    full_dir = ex.store.get(ok.adapter)
+    assert (full_dir / "config.json").is_file() and not (full_dir / "adapter_config.json").exists()
+    m = evaluate_adapter(full_dir, "arith-sub", arith_home, limit=50)
+    assert set(m) == {"exact_match", "add_exact_match"}
+
+
+def test_injected_nan_cancel_and_timeout(arith_home):
+    ex, log, seen = make_executor(arith_home, worker_env={"TREX_FAULT": "nan@3"})
+    out = ex.run(plan(max_steps=10), task="arith-sub", node_id="inj")
+    assert out.reason == "nan_loss" and "injected" in out.message
+
+    cancel = threading.Event()
+    ex2, _, _ = make_executor(arith_home)
+    ex2.emit_fn = lambda ev: cancel.set() if isinstance(ev, TrialProgressed) else None
+    c = ex2.run(plan(max_steps=5000), task="arith-sub", node_id="cancel", cancel=cancel)
+    assert c.status == "failed" and c.reason == "cancelled"
+
+    ex3, _, _ = make_executor(arith_home, worker_env={"TREX_FAULT": "sleep@1"})
+    t = ex3.run(plan(max_steps=10), task="arith-sub", node_id="slow", time_limit_s=8)
+    assert t.reason == "timeout" and t.compute_seconds >= 8
+
+
+def test_bad_recipe_never_starts_a_worker(arith_home, tmp_path):
+    ex, log, seen = make_executor(arith_home)
+    started = []
+    p = plan(data=Recipe(sources=(Source(uri="../../etc/passwd.jsonl"),)))
+    out = ex.run(p, task="arith-sub", node_id="evil", on_worker_start=started.append)
+    assert out.reason == "bad_plan" and "'..'" in out.message and not started
+    assert kinds(out.events) == ["TrialStarted", "TrialFailed"]
+    out = ex.run({"learning_rate": 3}, task="arith-sub", node_id="evil2")
+    assert out.reason == "bad_plan" and "invalid plan" in out.message
+
+
+def test_emit_error_never_leaves_a_worker_behind(arith_home):
+    pid = {}
+
+    def emit(ev):
+        if isinstance(ev, TrialProgressed):
+            raise RuntimeError("log unavailable")
+
+    ex = Executor(arith_home, emit, threads=1, progress_every=1)
+    with pytest.raises(RuntimeError, match="log unavailable"):
+        ex.run(plan(max_steps=5000), task="arith-sub", node_id="x", on_worker_start=lambda p: pid.setdefault("p", p))
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid["p"], 0)

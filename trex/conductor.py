@@ -1,0 +1,229 @@
+"""The search loop as plain functions: fold → budget → select → propose → train → evaluate.
+
+This is the Conductor's domain, run in one process (``trex demo``, tests, and the
+sequential fallback). Everything it decides is appended to the log before it acts,
+so a crashed run is continued by :func:`run_search` on the same search id: nodes
+proposed but never trained are trained, a trial left open is recorded abandoned
+and retried once, trained nodes without a score are evaluated. Nothing is trained
+twice for one node (and identical work is served from the Executor's cache).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from trex.events.envelope import NewEvent
+from trex.events.evaluation import MetricRecorded
+from trex.events.log import EventLog
+from trex.events.plans import PlanProposed, PlanRejected
+from trex.events.search import Budget, SearchFinished, SearchResumed, SearchStarted
+from trex.events.trials import TrialAbandoned
+
+BASE_NODE = "base"  # metrics of the untouched base model are recorded under this node id
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    task: str = "arith-sub"
+    proposer: str = "random"
+    policy: str = "mcts"
+    seed: int = 0
+    budget: Budget = field(default_factory=lambda: Budget(max_trials=4))
+    trial_steps: int = 100
+    batch_size: int = 32
+    eval_limit: int | None = None
+    trial_time_limit_s: float = 600.0
+    threads: int | None = None
+
+
+def start_search(log: EventLog, cfg: SearchConfig, search_id: str | None = None) -> str:
+    from trex.events.envelope import new_id
+
+    sid = search_id or f"{cfg.task}-{new_id()[:8]}"
+    log.append(sid, [SearchStarted(
+        task=cfg.task, proposer=cfg.proposer, policy=cfg.policy, seed=cfg.seed, budget=cfg.budget,
+        config={"trial_steps": cfg.trial_steps, "batch_size": cfg.batch_size, "eval_limit": cfg.eval_limit,
+                "trial_time_limit_s": cfg.trial_time_limit_s, "threads": cfg.threads},
+    )], expected_version=0)
+    return sid
+
+
+def _started_at(log: EventLog, sid: str) -> float:
+    first = log.read(sid, until_seq=1)[0]
+    return datetime.fromisoformat(first.recorded_at.replace("Z", "+00:00")).timestamp()
+
+
+class Runner:
+    """Holds the heavy collaborators (executor, evaluator) for one search run."""
+
+    def __init__(self, home, search_id: str, on_event: Callable[[Any], None] | None = None):
+        from trex.search import build_tree
+
+        self.home = Path(home)
+        self.log = EventLog(home)
+        self.sid = search_id
+        self.on_event = on_event
+        tree = build_tree(self.log, search_id)
+        if tree.status == "new":
+            raise ValueError(f"no search {search_id!r} in {home}")
+        cfg = dict(tree.config)
+        self.task = tree.task
+        self.steps = int(cfg.get("trial_steps", 100))
+        self.batch_size = int(cfg.get("batch_size", 32))
+        self.eval_limit = cfg.get("eval_limit")
+        self.time_limit = float(cfg.get("trial_time_limit_s", 600.0))
+        self.threads = cfg.get("threads")
+        self._executor = None
+        self._evaluator = None
+
+    # ----------------------------------------------------------- plumbing
+    def emit(self, ev, **kw) -> None:
+        self.log.append(self.sid, [NewEvent(ev, **kw)] if kw else [ev])
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def tree(self):
+        from trex.search import build_tree
+
+        return build_tree(self.log, self.sid)
+
+    @property
+    def executor(self):
+        if self._executor is None:
+            from trex.train import Executor
+
+            self._executor = Executor(self.home, emit=self.emit, search_id=self.sid, time_limit_s=self.time_limit,
+                                      threads=self.threads, log=self.log)
+        return self._executor
+
+    @property
+    def evaluator(self):
+        if self._evaluator is None:
+            from ftbench.tasks import get_task, prepare_task
+            from trex.evaluate.backends import TransformersEvalBackend
+            from trex.evaluate.evaluator import Evaluator
+
+            assets = prepare_task(get_task(self.task), self.home)
+            self._evaluator = Evaluator(TransformersEvalBackend(assets.base_model_dir), home=self.home, emit=self.emit)
+        return self._evaluator
+
+    # --------------------------------------------------------------- steps
+    def evaluate(self, node_id: str, adapter: str | None) -> None:
+        from trex.artifacts import ArtifactStore
+        from trex.evaluate.evaluator import EvaluationError, evaluate_task
+
+        adapter_dir = ArtifactStore(self.home).get(adapter) if adapter else None
+        try:
+            evaluate_task(self.evaluator, self.task, adapter_dir, node_id=node_id, home=self.home,
+                          limit=self.eval_limit)
+        except EvaluationError:
+            pass  # recorded as EvaluationFailed by the evaluator
+
+    def train(self, node) -> None:
+        from trex.plan import parse_plan
+
+        tree = self.tree()
+        parent = tree.nodes.get(node.parent_id) if node.parent_id else None
+        plan = parse_plan(dict(node.plan))
+        outcome = self.executor.run(plan if not isinstance(plan, str) else dict(node.plan), task=self.task,
+                                    node_id=node.node_id, parent_adapter=parent.adapter if parent else None)
+        if outcome.ok:
+            self.evaluate(node.node_id, outcome.adapter)
+
+    def recover(self) -> int:
+        """Finish what a crashed run left open. Returns how many nodes it touched."""
+        tree = self.tree()
+        touched = 0
+        if BASE_NODE not in {m for m in self._metric_nodes()}:
+            self.evaluate(BASE_NODE, None)
+        for nid in tree.order:
+            node = tree.nodes[nid]
+            if node.status == "running":
+                for trial_id in self._open_trials(nid):
+                    self.emit(TrialAbandoned(node_id=nid, trial_id=trial_id, reason="the run that trained it stopped"))
+                if node.trials < 2:
+                    self.train(node)
+                touched += 1
+            elif node.status == "proposed":
+                self.train(node)
+                touched += 1
+            elif node.status == "trained":
+                self.evaluate(nid, node.adapter)
+                touched += 1
+        return touched
+
+    def _open_trials(self, node_id: str) -> list[str]:
+        open_: dict[str, None] = {}
+        for e in self.log.read(self.sid):
+            if e.type.startswith("Trial") and e.type != "TrialProgressed":
+                ev = e.event
+                if getattr(ev, "node_id", None) != node_id or not hasattr(ev, "trial_id"):
+                    continue
+                if e.type == "TrialStarted":
+                    open_[ev.trial_id] = None
+                else:
+                    open_.pop(ev.trial_id, None)
+        return list(open_)
+
+    def _metric_nodes(self) -> set[str]:
+        return {e.event.node_id for e in self.log.read(self.sid) if e.type == "MetricRecorded"}
+
+    def step(self, started_at: float) -> bool:
+        """One expansion. Returns False when the search is finished."""
+        from trex.propose import PROPOSERS
+        from trex.plan import plan_hash
+        from trex.search import budget_check, select
+
+        tree = self.tree()
+        if tree.status == "finished":
+            return False
+        exhausted = budget_check(tree, time.time() - started_at)
+        if exhausted is not None:
+            self.emit(exhausted)
+            best = tree.best
+            self.emit(SearchFinished(reason=f"budget exhausted: {exhausted.kind}",
+                                     best_node_id=best.node_id if best else None,
+                                     best_score=best.score if best else None))
+            return False
+        decision = select(tree)
+        self.emit(decision.to_event())
+        proposer = PROPOSERS.get(tree.proposer)
+        if proposer is None:
+            raise ValueError(f"unknown proposer {tree.proposer!r} (known: {', '.join(PROPOSERS)})")
+        prop = proposer(tree, decision, task=self.task, steps=self.steps, batch_size=self.batch_size)
+        if prop.plan is None:
+            self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer, reason=prop.rejection or "",
+                                   raw=str(prop.raw)[:4000], decision_id=decision.decision_id))
+            return True
+        node_id = f"n{len(tree.order) + 1}"
+        self.emit(PlanProposed(node_id=node_id, parent_id=decision.node_id, operator=decision.operator,
+                               plan=prop.plan.model_dump(mode="json"), plan_hash=plan_hash(prop.plan),
+                               rationale=prop.rationale, proposer=tree.proposer, decision_id=decision.decision_id,
+                               insights=tuple(tree.insights)))
+        self.train(self.tree().nodes[node_id])
+        return True
+
+
+def run_search(home, search_id: str, on_event: Callable[[Any], None] | None = None):
+    """Run (or continue) a search until its budget is spent. Returns the final tree."""
+    runner = Runner(home, search_id, on_event)
+    log = runner.log
+    if len(log.read(search_id)) > 1 and runner.tree().status != "finished":
+        runner.emit(SearchResumed(reason="run_search continued an existing search"))
+    runner.recover()
+    started = _started_at(log, search_id)
+    while runner.step(started):
+        pass
+    return runner.tree()
+
+
+def base_score(log: EventLog, search_id: str) -> float | None:
+    for env in log.read(search_id):
+        if env.type == "MetricRecorded":
+            ev: MetricRecorded = env.event
+            if ev.node_id == BASE_NODE and ev.primary:
+                return ev.value
+    return None

@@ -1,0 +1,300 @@
+"""Data recipes: where training rows come from and the deterministic ops applied to them.
+
+A :class:`Recipe` is plain, flat data (it sits inside a :class:`trex.plan.Plan` and an
+LLM fills it through a JSON schema). :func:`materialize` runs it with ``datasets`` in
+a fixed order::
+
+    load each source -> filter (length, regex) -> dedup -> sample/mix by ratio
+    -> apply the prompt template -> shuffle(seed) -> cap at max_rows
+
+and returns the rows' content hash; the rows are cached under
+``HOME/datasets/<hh>/<hash>.jsonl``. Rows are ``{"prompt": str, "completion": str}``.
+
+Sources:
+
+* ``task:<task>/<split>``: a registered ftbench task's split (its data folder);
+* a path to a ``.jsonl``/``.json``/``.parquet``/``.csv`` file, relative to the trex home
+  or absolute inside the trex home or a task data folder. ``..``, absolute paths
+  elsewhere, symlinks leading out, ``file://`` and other URLs, and NUL bytes are refused;
+* ``hf:<org>/<name>[:split]``: a Hugging Face hub dataset; loaded only when
+  ``TREX_ALLOW_HUB=1`` (no hub is reachable here), else a clear error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import string
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_ROWS = 1_000_000
+ALLOWED_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+_TASK_RE = re.compile(r"^task:([a-z0-9][a-z0-9._-]{0,63})/([a-z0-9_]{1,32})$")
+_HF_RE = re.compile(r"^hf:([A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9._-]{1,96})?)(?::([A-Za-z0-9_.-]{1,32}))?$")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run: bad path, missing file, hub unreachable, bad template."""
+
+
+class UnsafePath(RecipeError):
+    pass
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    uri: str = Field(min_length=1, max_length=512, description=(
+        "task:<task>/<split>, a data file path inside the trex home (.jsonl/.json/.parquet/.csv), "
+        "or hf:<org>/<dataset>[:split]"))
+    weight: float = Field(default=1.0, gt=0, le=1000, description="mixing ratio relative to the other sources")
+    prompt_field: str = Field(default="prompt", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    completion_field: str = Field(default="completion", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_nul(cls, v: str) -> str:
+        if "\x00" in v:
+            raise ValueError("source uri contains a NUL byte")
+        return v
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sources: tuple[Source, ...] = Field(min_length=1, max_length=8)
+    min_chars: int = Field(default=0, ge=0, le=1_000_000, description="drop rows whose prompt+completion is shorter")
+    max_chars: int | None = Field(default=None, ge=1, le=1_000_000, description="drop rows longer than this")
+    include_regex: str | None = Field(default=None, max_length=200, description="keep rows whose prompt matches")
+    exclude_regex: str | None = Field(default=None, max_length=200, description="drop rows whose prompt matches")
+    dedup: bool = Field(default=True, description="drop exact duplicate (prompt, completion) pairs")
+    max_rows: int | None = Field(default=None, ge=1, le=MAX_ROWS, description="total rows after mixing")
+    prompt_template: str = Field(default="{prompt}", max_length=2000,
+                                 description="python format string over the row's fields; must use {prompt}")
+    shuffle_seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @field_validator("include_regex", "exclude_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"invalid regex {v!r}: {e}") from None
+        return v
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        fields = template_fields(v)
+        if "prompt" not in fields:
+            raise ValueError("prompt_template must contain {prompt}")
+        return v
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "Recipe":
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise ValueError("max_chars must be >= min_chars")
+        return self
+
+
+def template_fields(template: str) -> list[str]:
+    """Field names of a format string; only plain names (no attribute/index access, no conversions)."""
+    out = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"invalid prompt_template: {e}") from None
+    for _lit, name, spec, conv in parsed:
+        if name is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name) or spec or conv:
+            raise ValueError(f"prompt_template field {{{name}}} must be a plain field name")
+        out.append(name)
+    return out
+
+
+def recipe_for_task(task: str, split: str = "train", **kw) -> Recipe:
+    return Recipe(sources=(Source(uri=f"task:{task}/{split}"),), **kw)
+
+
+# ------------------------------------------------------------------ paths
+def resolve_local(uri: str, home: Path, allowed_roots: Sequence[Path] = ()) -> Path:
+    """Resolve a local data path, confined to the trex home and the allowed roots.
+
+    Raises :class:`UnsafePath` for ``..`` components, URLs (``file://`` included), NUL
+    bytes, absolute paths outside the roots and symlinks that lead out of them.
+    """
+    if "\x00" in uri:
+        raise UnsafePath("data path contains a NUL byte")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", uri) or uri.lower().startswith("file:"):
+        raise UnsafePath(f"data path {uri!r} is a URL; only plain paths inside the trex home are allowed")
+    parts = re.split(r"[\\/]+", uri)
+    if ".." in parts:
+        raise UnsafePath(f"data path {uri!r} contains '..'")
+    if uri.startswith("~"):
+        raise UnsafePath(f"data path {uri!r} starts with '~'")
+    roots = [Path(home).resolve()] + [Path(r).resolve() for r in allowed_roots]
+    p = Path(uri)
+    if not p.is_absolute():
+        p = Path(home) / p
+    real = p.resolve()  # follows every symlink
+    if not any(real == r or r in real.parents for r in roots):
+        raise UnsafePath(f"data path {uri!r} resolves to {real}, outside the trex home and task data folders")
+    if real.suffix.lower() not in ALLOWED_SUFFIXES:
+        raise RecipeError(f"data file {uri!r}: unsupported type (use {', '.join(ALLOWED_SUFFIXES)})")
+    if not real.is_file():
+        raise RecipeError(f"data file {uri!r} not found")
+    return real
+
+
+def _load_source(src: Source, home: Path, allowed_roots: Sequence[Path]):
+    from datasets import Dataset, load_dataset
+
+    cache = str(home / "cache" / "hf-datasets")  # keep datasets' arrow copies inside the trex home
+
+    m = _TASK_RE.match(src.uri)
+    if m:
+        from ftbench.tasks import get_task, prepare_data
+
+        try:
+            t = get_task(m.group(1))
+        except KeyError as e:
+            raise RecipeError(str(e.args[0])) from None
+        if m.group(2) not in t.splits:
+            raise RecipeError(f"task {t.name!r} has no split {m.group(2)!r}")
+        if m.group(2) != "train" and not m.group(2).startswith("train"):
+            raise RecipeError(f"task {t.name!r}: only training splits may be used in a recipe, not {m.group(2)!r}")
+        path = prepare_data(t, home) / f"{m.group(2)}.jsonl"
+        return Dataset.from_json(str(path), cache_dir=cache)
+    if src.uri.startswith("hf:"):
+        hm = _HF_RE.match(src.uri)
+        if not hm:
+            raise RecipeError(f"bad hub dataset id {src.uri!r} (hf:<org>/<name>[:split])")
+        if os.environ.get("TREX_ALLOW_HUB") != "1":
+            raise RecipeError(
+                f"{src.uri}: Hugging Face hub datasets need a reachable hub; this machine has none "
+                "(set TREX_ALLOW_HUB=1 where the hub is reachable, or download the data into the trex home)")
+        return load_dataset(hm.group(1), split=hm.group(2) or "train", cache_dir=cache)
+    path = resolve_local(src.uri, home, allowed_roots)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return Dataset.from_json(str(path), cache_dir=cache)
+    if suffix == ".parquet":
+        return Dataset.from_parquet(str(path), cache_dir=cache)
+    return Dataset.from_csv(str(path), cache_dir=cache)
+
+
+# --------------------------------------------------------------- materialize
+def rows_hash(rows: Iterable[dict]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def dataset_path(home: Path, digest: str) -> Path:
+    return Path(home) / "datasets" / digest[:2] / f"{digest}.jsonl"
+
+
+def apply_recipe(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = ()) -> list[dict]:
+    """The recipe's output rows (deterministic for the same recipe and inputs)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    home = Path(home)
+    roots = [Path(r) for r in allowed_roots]
+    # task data folders are always allowed
+    roots.append(home / "tasks")
+    inc = re.compile(recipe.include_regex) if recipe.include_regex else None
+    exc = re.compile(recipe.exclude_regex) if recipe.exclude_regex else None
+    fields = template_fields(recipe.prompt_template)
+    parts = []
+    for i, src in enumerate(recipe.sources):
+        ds = _load_source(src, home, roots)
+        for f in (src.prompt_field, src.completion_field):
+            if f not in ds.column_names:
+                raise RecipeError(f"source {src.uri!r} has no column {f!r} (columns: {', '.join(ds.column_names)})")
+        missing = [f for f in fields if f != "prompt" and f not in ds.column_names]
+        if missing:
+            raise RecipeError(f"prompt_template uses {missing} which source {src.uri!r} lacks")
+
+        def norm(row, src=src):
+            out = {k: ("" if row[k] is None else str(row[k])) for k in fields if k != "prompt"}
+            out["prompt"] = "" if row[src.prompt_field] is None else str(row[src.prompt_field])
+            out["completion"] = "" if row[src.completion_field] is None else str(row[src.completion_field])
+            return out
+
+        ds = ds.map(norm, remove_columns=ds.column_names, load_from_cache_file=False)
+
+        def keep(row):
+            n = len(row["prompt"]) + len(row["completion"])
+            if n < recipe.min_chars or (recipe.max_chars is not None and n > recipe.max_chars):
+                return False
+            if inc is not None and not inc.search(row["prompt"]):
+                return False
+            if exc is not None and exc.search(row["prompt"]):
+                return False
+            return True
+
+        ds = ds.filter(keep, load_from_cache_file=False)
+        parts.append(ds.to_list())
+    if recipe.dedup:
+        seen: set[tuple[str, str]] = set()
+        deduped = []
+        for rows in parts:
+            kept = []
+            for r in rows:
+                key = (r["prompt"], r["completion"])
+                if key not in seen:
+                    seen.add(key)
+                    kept.append(r)
+            deduped.append(kept)
+        parts = deduped
+    # mix by ratio: each source gets weight/sum(weights) of the total, capped by what it has
+    import random
+
+    total_w = sum(s.weight for s in recipe.sources)
+    avail = sum(len(p) for p in parts)
+    target = min(avail, recipe.max_rows) if recipe.max_rows is not None else avail
+    if len(parts) > 1 or recipe.max_rows is not None:
+        # the largest total the ratios allow with the rows available
+        feasible = min((len(p) * total_w / s.weight for p, s in zip(parts, recipe.sources)), default=0)
+        target = min(target, int(feasible)) if len(parts) > 1 else target
+        mixed = []
+        for i, (p, s) in enumerate(zip(parts, recipe.sources)):
+            n = min(len(p), int(round(target * s.weight / total_w)))
+            rng = random.Random(f"{recipe.shuffle_seed}-sample-{i}")
+            idx = sorted(rng.sample(range(len(p)), n))
+            mixed.extend(p[j] for j in idx)
+    else:
+        mixed = parts[0]
+    out = []
+    for r in mixed:
+        prompt = recipe.prompt_template.format(**r)
+        out.append({"prompt": prompt, "completion": r["completion"]})
+    random.Random(f"{recipe.shuffle_seed}-shuffle").shuffle(out)
+    if not out:
+        raise RecipeError("the recipe produced no rows")
+    return out
+
+
+def materialize(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = ()) -> tuple[str, Path]:
+    """Run the recipe and cache its rows; returns (content hash, path of the cached JSONL)."""
+    rows = apply_recipe(recipe, home, allowed_roots)
+    digest = rows_hash(rows)
+    path = dataset_path(Path(home), digest)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        with open(tmp, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return digest, path

@@ -1,0 +1,109 @@
+"""``trex train PLAN.json --task arith-sub``: train one plan outside any search.
+
+Events go to the search stream ``train-<plan_hash[:12]>`` of the home's log; data
+(adapter hash, metrics) to stdout, progress to stderr. torch and transformers are
+imported lazily (in the worker and inside functions), never at import of this module.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import click
+
+from trex.commands.common import emit_json, fail, format_option, home_option, info
+
+
+def stream_name(phash: str) -> str:
+    return f"train-{phash[:12]}"
+
+
+@click.command()
+@click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--task", required=True, help="An ftbench task name, e.g. arith-sub.")
+@home_option
+@format_option
+@click.option("--threads", type=int, default=None, help="torch threads in the worker (default: all cores).")
+@click.option("--time-limit", type=float, default=None, help="Seconds before the trial is killed (timeout).")
+@click.option("--no-eval", is_flag=True, help="Skip scoring the adapter on the task's eval sets.")
+def train(plan_file: Path, task: str, home: Path, fmt: str, threads: int | None, time_limit: float | None,
+          no_eval: bool) -> None:
+    """Train one plan outside any search and print the adapter hash and metrics."""
+    from rich.console import Console
+
+    from trex.events import EventLog
+    from trex.plan import parse_plan, plan_hash
+    from trex.train.executor import Executor
+
+    try:
+        raw = json.loads(plan_file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        fail(f"{plan_file}: not a JSON plan: {e}")
+        return
+    plan = parse_plan(raw)
+    if isinstance(plan, str):
+        fail(f"{plan_file}: {plan}")
+        return
+    if plan.continue_from_parent:
+        fail(f"{plan_file}: continue_from_parent needs a parent node; `trex train` trains plans alone")
+        return
+    try:
+        from ftbench.tasks import get_task
+
+        get_task(task)
+    except KeyError as e:
+        fail(str(e.args[0]))
+        return
+    phash = plan_hash(plan)
+    sid = stream_name(phash)
+    log = EventLog(home)
+    console = Console(stderr=True)
+
+    def emit(ev) -> None:
+        log.append(sid, [ev])
+        name = type(ev).__name__
+        if name == "TrialProgressed":
+            console.print(f"[dim]step {ev.step}[/] loss {ev.loss if ev.loss is None else f'{ev.loss:.4f}'}")
+        elif name in ("TrialStarted", "TrialFinished", "TrialFailed", "TrialReused"):
+            console.print(f"[bold]{name}[/] " + ", ".join(
+                f"{k}={v}" for k, v in ev.model_dump().items() if k in ("trial_id", "adapter", "reason", "message", "worker")))
+
+    info(f"training plan {phash[:12]} on {task} (events: search {sid} in {home})")
+    if not log.exists(sid):
+        from trex.events.search import SearchStarted
+
+        log.append(sid, [SearchStarted(task=task, proposer="manual", policy="none", seed=plan.seed,
+                                       config={"plan_hash": phash, "command": "trex train"})])
+    ex = Executor(home, emit, search_id=sid, threads=threads, time_limit_s=time_limit)
+    cancel = threading.Event()
+    try:
+        out = ex.run(plan, task=task, node_id="root", cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        fail("interrupted")
+        return
+    result = {"search_id": sid, "plan_hash": phash, "status": out.status, "adapter": out.adapter,
+              "steps": out.steps, "train_metrics": out.train_metrics, "compute_seconds": out.compute_seconds,
+              "reason": out.reason, "message": out.message}
+    if out.ok and not no_eval:
+        from ftbench.tasks import evaluate_adapter
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        adapter_dir = ex.store.get(out.adapter)
+        result["eval_metrics"] = evaluate_adapter(adapter_dir, task, home)
+        result["adapter_path"] = str(adapter_dir)
+    if fmt == "json":
+        emit_json(result)
+    else:
+        if out.ok:
+            click.echo(f"adapter\t{out.adapter}")
+            click.echo(f"status\t{out.status}")
+            for k, v in sorted({**out.train_metrics, **result.get("eval_metrics", {})}.items()):
+                click.echo(f"{k}\t{v:.6g}" if isinstance(v, float) else f"{k}\t{v}")
+        else:
+            click.echo(f"status\tfailed\nreason\t{out.reason}\nmessage\t{out.message}")
+    if not out.ok:
+        raise SystemExit(2)

@@ -1,0 +1,403 @@
+"""The Executor's domain function: train one plan in a worker subprocess, emitting events.
+
+    from trex.train import Executor
+    ex = Executor(home, emit=lambda ev: log.append(search_id, [ev]), search_id=search_id)
+    out = ex.run(plan, task="arith-sub", node_id="n1")             # -> TrialOutcome
+    out = ex.run(child, task="arith-sub", node_id="n2", parent_adapter=out.adapter)
+
+Events, through ``emit``: ``TrialStarted``, sampled ``TrialProgressed``, then exactly one
+of ``TrialFinished`` / ``TrialFailed``; or, when identical work was already done, one
+``TrialReused`` and nothing else (no worker is started).
+
+Identical work = same *work key*: sha256 over the plan hash, the recipe output hash,
+the base model's content hash, the seed and (when continuing) the parent adapter.
+The key → result index lives under ``HOME/train/index/<hh>/<key>.json`` (written
+after ``TrialFinished`` is emitted); when it has no entry and the Executor was given
+``log=EventLog``, the log's ``TrialFinished``/``TrialReused`` events are searched by
+their ``work_key``. A result is honoured only if its adapter is in the artifact store.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+from trex.artifacts import ArtifactStore, content_hash
+from trex.events.base import Event
+from trex.events.envelope import new_id
+from trex.events.trials import TrialFailed, TrialFinished, TrialProgressed, TrialReused, TrialStarted
+from trex.plan import Plan, parse_plan, plan_hash
+from trex.recipe import RecipeError, materialize
+
+TRAIN_CODE_VERSION = 1
+EXIT_REASONS = {3: "nan_loss", 4: "oom", 5: "bad_plan"}
+LOG_TAIL_CHARS = 4000
+
+Emit = Callable[[Event], Any]
+
+
+@dataclass
+class TrialOutcome:
+    status: Literal["finished", "reused", "failed"]
+    node_id: str
+    plan_hash: str
+    work_key: str = ""
+    trial_id: str | None = None
+    adapter: str | None = None
+    steps: int = 0
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    compute_seconds: float = 0.0
+    reason: str | None = None
+    message: str = ""
+    resume_from: str | None = None
+    worker_pid: int | None = None
+    reused_from: dict[str, str] | None = None  # source search/node of a reused result
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("finished", "reused")
+
+
+_BASE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def base_model_hash(path: str | os.PathLike) -> str:
+    """Content hash of a base model folder (memoised on path + mtime of its folder listing)."""
+    p = Path(path).resolve()
+    st = max((f.stat().st_mtime_ns for f in p.iterdir()), default=0)
+    key = (str(p), st, len(list(p.iterdir())))
+    if key not in _BASE_HASHES:
+        _BASE_HASHES[key] = content_hash(p)
+    return _BASE_HASHES[key]
+
+
+def work_key(plan: Plan, data_hash: str, base_hash: str, parent_adapter: str | None) -> str:
+    body = json.dumps({
+        "v": TRAIN_CODE_VERSION, "plan": plan_hash(plan), "data": data_hash, "base": base_hash,
+        "seed": plan.seed, "parent": parent_adapter if plan.continue_from_parent else None,
+    }, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _tail(path: Path, n: int = LOG_TAIL_CHARS) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - n))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _detect_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001
+        return "cpu"
+
+
+class Executor:
+    """Trains plans for one trex home. Thread-safe enough for one trial per call at a time."""
+
+    def __init__(self, home: str | os.PathLike, emit: Emit, *, search_id: str = "", threads: int | None = None,
+                 device: str = "auto", progress_every: int = 10, time_limit_s: float | None = None,
+                 allowed_roots: Sequence[str | os.PathLike] = (), store: ArtifactStore | None = None,
+                 worker_env: dict[str, str] | None = None, packing: bool = False, chunked_ce: bool = False,
+                 compile: bool = False, log=None):
+        self.home = Path(home)
+        self.emit_fn = emit
+        self.search_id = search_id
+        self.threads = threads
+        self.device = device
+        self.progress_every = max(1, progress_every)
+        self.time_limit_s = time_limit_s
+        self.allowed_roots = list(allowed_roots)
+        self.store = store or ArtifactStore.for_home(self.home)
+        self.worker_env = dict(worker_env or {})
+        self.options = {"packing": packing, "chunked_ce": chunked_ce, "compile": compile}
+        self.log = log  # optional EventLog: searched for earlier work when the index has no entry
+
+    # ----------------------------------------------------------------- index
+    def _index_path(self, key: str) -> Path:
+        return self.home / "train" / "index" / key[:2] / f"{key}.json"
+
+    def lookup(self, key: str) -> dict | None:
+        """Earlier identical work: the index under the home, else (if given) the event log."""
+        p = self._index_path(key)
+        try:
+            entry = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            entry = None
+        if entry is not None and self.store.exists(entry.get("adapter", "0" * 64)):
+            return entry
+        return self._lookup_log(key) if self.log is not None else None
+
+    def _lookup_log(self, key: str) -> dict | None:
+        for env in self.log.read():
+            if env.type not in ("TrialFinished", "TrialReused"):
+                continue
+            d = env.data
+            if d.get("work_key") != key or not self.store.exists(d.get("adapter", "0" * 64)):
+                continue
+            if env.type == "TrialFinished":
+                src = (env.search_id, d.get("node_id", ""))
+            else:
+                src = (d.get("source_search_id", ""), d.get("source_node_id", ""))
+            entry = {"adapter": d["adapter"], "plan_hash": d.get("plan_hash", ""), "search_id": src[0],
+                     "node_id": src[1], "steps": d.get("steps", 0), "train_metrics": d.get("train_metrics", {}),
+                     "compute_seconds": d.get("compute_seconds", 0.0)}
+            self._record(key, entry)
+            return entry
+        return None
+
+    def _record(self, key: str, entry: dict) -> None:
+        p = self._index_path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(entry, sort_keys=True))
+        os.replace(tmp, p)
+
+    # ------------------------------------------------------------------- run
+    def run(self, plan: Plan | dict, *, task: str, node_id: str, parent_adapter: str | None = None,
+            base_model_dir: str | os.PathLike | None = None, trial_id: str | None = None,
+            cancel: threading.Event | None = None, time_limit_s: float | None = None,
+            on_worker_start: Callable[[int], Any] | None = None, command_id: str = "",
+            attempt: int = 1) -> TrialOutcome:
+        """Train ``plan`` for ``node_id`` (or reuse identical earlier work). Never raises for a
+        failed trial: the outcome (and the events emitted) says what happened."""
+        events: list[Event] = []
+
+        def emit(ev: Event) -> None:
+            events.append(ev)
+            self.emit_fn(ev)
+
+        trial_id = trial_id or new_id()
+        limit = time_limit_s if time_limit_s is not None else self.time_limit_s
+        device = _detect_device(self.device)
+
+        def bad(msg: str, phash: str = "") -> TrialOutcome:
+            emit(TrialStarted(node_id=node_id, trial_id=trial_id, command_id=command_id, plan_hash=phash,
+                              worker=socket.gethostname(), device=device, attempt=attempt))
+            emit(TrialFailed(node_id=node_id, trial_id=trial_id, reason="bad_plan", message=msg[:2000]))
+            return TrialOutcome("failed", node_id, phash, trial_id=trial_id, reason="bad_plan", message=msg,
+                                events=events)
+
+        if not isinstance(plan, Plan):
+            parsed = parse_plan(plan)
+            if isinstance(parsed, str):
+                return bad(parsed)
+            plan = parsed
+        phash = plan_hash(plan)
+        if plan.continue_from_parent and not parent_adapter:
+            return bad("continue_from_parent is set but the node has no parent adapter", phash)
+        resume_from = parent_adapter if plan.continue_from_parent else None
+        try:
+            from ftbench.tasks import get_task, prepare_task
+
+            assets = prepare_task(get_task(task), self.home, base_model_dir)
+        except KeyError as e:
+            return bad(str(e.args[0]) if e.args else str(e), phash)
+        parent_dir = None
+        if resume_from:
+            if not self.store.exists(resume_from):
+                return bad(f"parent adapter {resume_from} is not in the artifact store", phash)
+            parent_dir = self.store.get(resume_from)
+            err = _check_continuation(plan, parent_dir)
+            if err:
+                return bad(err, phash)
+        try:
+            data_hash, data_path = materialize(plan.data, self.home, [*self.allowed_roots, assets.data_dir])
+        except (RecipeError, ValueError) as e:
+            return bad(f"data recipe: {e}", phash)
+        key = work_key(plan, data_hash, base_model_hash(assets.base_model_dir), resume_from)
+
+        hit = self.lookup(key)
+        if hit is not None:
+            metrics = dict(hit.get("train_metrics", {}))
+            emit(TrialReused(node_id=node_id, plan_hash=phash, adapter=hit["adapter"], work_key=key,
+                             source_search_id=hit.get("search_id", ""), source_node_id=hit.get("node_id", ""),
+                             train_metrics=metrics))
+            return TrialOutcome("reused", node_id, phash, work_key=key, adapter=hit["adapter"],
+                                steps=int(hit.get("steps", 0)), train_metrics=metrics,
+                                compute_seconds=0.0, resume_from=resume_from,
+                                reused_from={"search_id": hit.get("search_id", ""), "node_id": hit.get("node_id", ""),
+                                             "compute_seconds": str(hit.get("compute_seconds", 0.0))},
+                                events=events)
+        return self._train(plan, phash, key, node_id, trial_id, assets.base_model_dir, data_path, parent_dir,
+                           resume_from, device, limit, cancel, on_worker_start, emit, events, command_id, attempt)
+
+    def _train(self, plan, phash, key, node_id, trial_id, base_dir, data_path, parent_dir, resume_from, device,
+               limit, cancel, on_worker_start, emit, events, command_id="", attempt=1) -> TrialOutcome:
+        from trex.train.loop import WorkerSpec
+
+        run_dir = self.home / "train" / "runs" / trial_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        progress = run_dir / "progress.jsonl"
+        log_path = run_dir / "worker.log"
+        out_dir = run_dir / "out"
+        spec = WorkerSpec(plan=plan.model_dump(mode="json"), base_model_dir=str(base_dir), data_path=str(data_path),
+                          out_dir=str(out_dir), progress_path=str(progress),
+                          parent_adapter_dir=str(parent_dir) if parent_dir else None, threads=self.threads,
+                          device=device, progress_every=self.progress_every, **self.options)
+        (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.update(self.worker_env)
+        t0 = time.time()
+        with open(log_path, "wb") as logf:
+            proc = subprocess.Popen([sys.executable, "-m", "trex.train.worker", str(run_dir / "spec.json")],
+                                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
+        try:
+            return self._watch(proc, plan, phash, key, node_id, trial_id, run_dir, progress, log_path, out_dir,
+                               resume_from, device, limit, cancel, on_worker_start, emit, events, command_id,
+                               attempt, t0)
+        finally:
+            if proc.poll() is None:  # an exception escaped (e.g. from emit): never leave the worker behind
+                _kill(proc)
+
+    def _watch(self, proc, plan, phash, key, node_id, trial_id, run_dir, progress, log_path, out_dir, resume_from,
+               device, limit, cancel, on_worker_start, emit, events, command_id, attempt, t0) -> TrialOutcome:
+        import shutil
+
+        emit(TrialStarted(node_id=node_id, trial_id=trial_id, command_id=command_id, plan_hash=phash,
+                          worker=f"{socket.gethostname()}:{proc.pid}", device=device, attempt=attempt,
+                          resume_from=resume_from))
+        if on_worker_start is not None:
+            on_worker_start(proc.pid)
+        offset = 0
+        lines: list[dict] = []
+        killed_for: str | None = None
+
+        def drain() -> None:
+            nonlocal offset
+            try:
+                with open(progress, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            except FileNotFoundError:
+                return
+            end = data.rfind(b"\n")
+            if end < 0:
+                return
+            offset += end + 1
+            for raw in data[: end + 1].splitlines():
+                try:
+                    msg = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue
+                lines.append(msg)
+                if msg.get("kind") == "progress":
+                    loss = msg.get("loss")
+                    if loss is not None and not (isinstance(loss, float) and loss == loss and abs(loss) != float("inf")):
+                        loss = None
+                    emit(TrialProgressed(node_id=node_id, trial_id=trial_id, step=int(msg["step"]), loss=loss,
+                                         learning_rate=msg.get("lr")))
+
+        while True:
+            rc = proc.poll()
+            drain()
+            if rc is not None:
+                break
+            if cancel is not None and cancel.is_set():
+                killed_for = "cancelled"
+            elif limit is not None and time.time() - t0 > limit:
+                killed_for = "timeout"
+            if killed_for:
+                _kill(proc)
+                drain()
+                break
+            time.sleep(0.1)
+        rc = proc.returncode
+        compute = time.time() - t0
+        finished = next((m for m in lines if m.get("kind") == "finished"), None)
+        failed = next((m for m in lines if m.get("kind") == "failed"), None)
+        if killed_for is None and rc == 0 and finished is not None and out_dir.is_dir():
+            try:
+                adapter = self.store.put(out_dir)
+            except Exception as e:  # noqa: BLE001
+                failed, rc = {"reason": "crash", "message": f"storing the adapter failed: {e}"}, -1
+            else:
+                metrics = {k: float(v) for k, v in finished.get("train_metrics", {}).items()}
+                steps = int(finished.get("steps", 0))
+                emit(TrialFinished(node_id=node_id, trial_id=trial_id, adapter=adapter, plan_hash=phash, work_key=key,
+                                   steps=steps,
+                                   train_metrics=metrics, compute_seconds=compute, device=finished.get("device", device)))
+                self._record(key, {"adapter": adapter, "plan_hash": phash, "search_id": self.search_id,
+                                   "node_id": node_id, "trial_id": trial_id, "steps": steps,
+                                   "train_metrics": metrics, "compute_seconds": compute})
+                shutil.rmtree(run_dir, ignore_errors=True)
+                return TrialOutcome("finished", node_id, phash, work_key=key, trial_id=trial_id, adapter=adapter,
+                                    steps=steps, train_metrics=metrics, compute_seconds=compute,
+                                    resume_from=resume_from, worker_pid=proc.pid, events=events)
+        if killed_for:
+            reason = killed_for
+            message = f"worker killed: {'cancelled by the caller' if reason == 'cancelled' else f'time limit {limit}s'}"
+        elif failed is not None:
+            reason, message = failed.get("reason", "crash"), failed.get("message", "")
+        elif rc in EXIT_REASONS:
+            reason, message = EXIT_REASONS[rc], f"worker exited with code {rc}"
+        else:
+            reason = "crash"
+            message = (f"worker killed by signal {signal.Signals(-rc).name}" if rc is not None and rc < 0
+                       else f"worker exited with code {rc}")
+            if rc == -signal.SIGKILL:
+                message += " (killed externally, or by the kernel's OOM killer)"
+        if reason not in ("oom", "nan_loss", "timeout", "bad_plan", "crash", "cancelled"):
+            reason = "crash"
+        emit(TrialFailed(node_id=node_id, trial_id=trial_id, reason=reason, message=message[:2000],
+                         log_tail=_tail(log_path), compute_seconds=compute))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return TrialOutcome("failed", node_id, phash, work_key=key, trial_id=trial_id, reason=reason, message=message,
+                            compute_seconds=compute, resume_from=resume_from, worker_pid=proc.pid, events=events)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def _check_continuation(plan: Plan, parent_dir: Path) -> str | None:
+    is_lora = (parent_dir / "adapter_config.json").is_file()
+    if plan.method == "lora" and not is_lora:
+        return "continue_from_parent: the parent is a full fine-tune, the child a LoRA plan"
+    if plan.method == "full" and is_lora:
+        return "continue_from_parent: the parent is a LoRA adapter, the child a full fine-tune"
+    if is_lora:
+        cfg = json.loads((parent_dir / "adapter_config.json").read_text())
+        if int(cfg.get("r", -1)) != plan.lora_rank or sorted(cfg.get("target_modules") or []) != sorted(plan.target_modules):
+            return (f"continue_from_parent: the parent adapter has rank {cfg.get('r')} on "
+                    f"{sorted(cfg.get('target_modules') or [])}; the child plan must keep them")
+    return None
+
+
+def run_trial(plan: Plan | dict, *, home: str | os.PathLike, task: str, node_id: str, emit: Emit,
+              parent_adapter: str | None = None, search_id: str = "", **kw) -> TrialOutcome:
+    """One-shot form of :meth:`Executor.run` (Executor options and run options both accepted)."""
+    run_keys = {"base_model_dir", "trial_id", "cancel", "time_limit_s", "on_worker_start", "command_id", "attempt"}
+    run_kw = {k: kw.pop(k) for k in list(kw) if k in run_keys}
+    return Executor(home, emit, search_id=search_id, **kw).run(plan, task=task, node_id=node_id,
+                                                               parent_adapter=parent_adapter, **run_kw)
