@@ -16,7 +16,6 @@ torch and transformers are imported lazily, inside functions.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -338,8 +337,6 @@ def load_model(path: str | os.PathLike):
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from trex.artifacts import file_hash
+
+    return file_hash(path)

@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.plugins.log_fixtures",
     "tests.plugins.model_fixtures",
     "tests.plugins.search_fixtures",
+    "tests.plugins.llm_fixtures",
 ]

@@ -4,14 +4,13 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from tests.plugins.llm_fixtures import *  # noqa: F401,F403  (until registered in tests/conftest.py)
 from trex.evaluate import EvalSpec, EvaluationError, Evaluator, TransformersEvalBackend, register_scorer
 from trex.events.evaluation import EvaluationFailed, EvaluationFinished, MetricRecorded
 
 
 @pytest.fixture(scope="module")
-def tf_backend(tiny_arith_base):
-    return TransformersEvalBackend(tiny_arith_base, batch_size=128, threads=1)
+def tf_backend(eval_arith_base):
+    return TransformersEvalBackend(eval_arith_base, batch_size=128, threads=1)
 
 
 def sub_spec(rows, **kw):
@@ -19,10 +18,10 @@ def sub_spec(rows, **kw):
     return EvalSpec(task="arith-sub", examples=rows, max_new_tokens=4, add_bos=True, **kw)
 
 
-def test_scores_adapter_records_events_and_parquet(tf_backend, tiny_arith_adapters, arith_sub_eval, tmp_path):
+def test_scores_adapter_records_events_and_parquet(tf_backend, eval_arith_adapters, arith_sub_eval, tmp_path):
     evs = []
     ev = Evaluator(tf_backend, home=tmp_path, emit=evs.append)
-    res = ev.evaluate(sub_spec(arith_sub_eval), tiny_arith_adapters[-1], node_id="n1")
+    res = ev.evaluate(sub_spec(arith_sub_eval), eval_arith_adapters[-1], node_id="n1")
     assert res.n_examples == len(arith_sub_eval) == 500
     assert set(res.metrics) == {"exact_match", "accuracy", "macro_f1", "rougeL"}
     assert res.primary == "exact_match" and 0 <= res.primary_value <= 1
@@ -46,10 +45,10 @@ def test_scores_adapter_records_events_and_parquet(tf_backend, tiny_arith_adapte
     assert not list((tmp_path / "artifacts" / "evals").glob(".*tmp"))  # no temp files left
 
 
-def test_same_adapter_same_score_and_no_base_reload(tf_backend, tiny_arith_adapters, arith_sub_eval, tmp_path):
+def test_same_adapter_same_score_and_no_base_reload(tf_backend, eval_arith_adapters, arith_sub_eval, tmp_path):
     ev = Evaluator(tf_backend, home=tmp_path)
     spec = sub_spec(arith_sub_eval, metrics=("exact_match",))
-    a0, a1 = tiny_arith_adapters[0], tiny_arith_adapters[3]
+    a0, a1 = eval_arith_adapters[0], eval_arith_adapters[3]
     r0 = ev.evaluate(spec, a0, node_id="a")
     r1 = ev.evaluate(spec, a1, node_id="b")
     r0b = ev.evaluate(spec, a0, node_id="a")
@@ -60,22 +59,22 @@ def test_same_adapter_same_score_and_no_base_reload(tf_backend, tiny_arith_adapt
     assert tf_backend.base_loads == 1
 
 
-def test_adapter_eviction_keeps_results(tiny_arith_base, tiny_arith_adapters, arith_sub_eval, tmp_path):
+def test_adapter_eviction_keeps_results(eval_arith_base, eval_arith_adapters, arith_sub_eval, tmp_path):
     rows = arith_sub_eval[:100]
-    small = TransformersEvalBackend(tiny_arith_base, batch_size=100, max_loaded=2, threads=1)
+    small = TransformersEvalBackend(eval_arith_base, batch_size=100, max_loaded=2, threads=1)
     ev = Evaluator(small, home=tmp_path)
     spec = sub_spec(rows, metrics=("exact_match",))
-    first = [ev.evaluate(spec, a, node_id="x").outputs for a in tiny_arith_adapters[:4]]
+    first = [ev.evaluate(spec, a, node_id="x").outputs for a in eval_arith_adapters[:4]]
     assert len(small.peft.peft_config) == 2
-    again = [ev.evaluate(spec, a, node_id="x").outputs for a in tiny_arith_adapters[:4]]
+    again = [ev.evaluate(spec, a, node_id="x").outputs for a in eval_arith_adapters[:4]]
     assert again == first and small.base_loads == 1
 
 
-def test_left_padded_batches_match_unbatched(tiny_arith_base, tiny_arith_adapters, arith_sub_eval, tmp_path):
+def test_left_padded_batches_match_unbatched(eval_arith_base, eval_arith_adapters, arith_sub_eval, tmp_path):
     rows = [r for r in arith_sub_eval if len(r["prompt"]) <= 4][:10] + [r for r in arith_sub_eval if len(r["prompt"]) == 6][:20]
     spec = sub_spec(rows, metrics=("exact_match",))
-    one = Evaluator(TransformersEvalBackend(tiny_arith_base, batch_size=1, threads=1), home=tmp_path).evaluate(spec, tiny_arith_adapters[5], node_id="x")
-    big = Evaluator(TransformersEvalBackend(tiny_arith_base, batch_size=64, threads=1), home=tmp_path).evaluate(spec, tiny_arith_adapters[5], node_id="x")
+    one = Evaluator(TransformersEvalBackend(eval_arith_base, batch_size=1, threads=1), home=tmp_path).evaluate(spec, eval_arith_adapters[5], node_id="x")
+    big = Evaluator(TransformersEvalBackend(eval_arith_base, batch_size=64, threads=1), home=tmp_path).evaluate(spec, eval_arith_adapters[5], node_id="x")
     assert big.outputs == one.outputs
 
 
@@ -92,7 +91,7 @@ def test_failure_is_an_event_then_an_error(tf_backend, arith_sub_eval, tmp_path)
     assert evs[0].reason == "empty_eval_set"
 
 
-def test_task_names_its_own_scorer(tf_backend, tiny_arith_adapters, arith_sub_eval, tmp_path):
+def test_task_names_its_own_scorer(tf_backend, eval_arith_adapters, arith_sub_eval, tmp_path):
     @register_scorer("arith_within_2")
     def within_2(outputs, references):
         per = []
@@ -107,7 +106,7 @@ def test_task_names_its_own_scorer(tf_backend, tiny_arith_adapters, arith_sub_ev
             "metrics": ["exact_match"], "scorer": "arith_within_2"}
     spec = EvalSpec.from_task(task)
     assert spec.primary == "arith_within_2" and set(spec.metrics) == {"arith_within_2", "exact_match"}
-    res = Evaluator(tf_backend, home=tmp_path).evaluate(spec, tiny_arith_adapters[7], node_id="n")
+    res = Evaluator(tf_backend, home=tmp_path).evaluate(spec, eval_arith_adapters[7], node_id="n")
     assert res.metrics["arith_within_2"] >= res.metrics["exact_match"]
 
 
@@ -116,7 +115,7 @@ def test_unknown_metric_fails_fast():
         EvalSpec(task="t", examples=[{"prompt": "a", "completion": "b"}], metrics=("bleurt_9000",))
 
 
-def test_ftbench_task_all_splits(tf_backend, tiny_arith_adapters, tmp_path):
+def test_ftbench_task_all_splits(tf_backend, eval_arith_adapters, tmp_path):
     pytest.importorskip("ftbench.tasks")
     from ftbench.tasks import get_task
 
@@ -124,7 +123,7 @@ def test_ftbench_task_all_splits(tf_backend, tiny_arith_adapters, tmp_path):
 
     evs = []
     ev = Evaluator(tf_backend, home=tmp_path, emit=evs.append)
-    res = evaluate_task(ev, get_task("arith-sub"), tiny_arith_adapters[4], node_id="n", home=tmp_path, limit=100)
+    res = evaluate_task(ev, get_task("arith-sub"), eval_arith_adapters[4], node_id="n", home=tmp_path, limit=100)
     assert list(res) == ["eval", "eval_add"]
     assert res["eval"].primary == "exact_match" and res["eval_add"].primary == "add_exact_match"
     metrics = [e for e in evs if isinstance(e, MetricRecorded)]
@@ -133,20 +132,20 @@ def test_ftbench_task_all_splits(tf_backend, tiny_arith_adapters, tmp_path):
     # same scores as ftbench's own reference scorer (merged adapter, no padding)
     from ftbench.tasks import evaluate_adapter
 
-    ref = evaluate_adapter(tiny_arith_adapters[4], "arith-sub", home=tmp_path, base_model_dir=tf_backend.base_model, limit=100)
+    ref = evaluate_adapter(eval_arith_adapters[4], "arith-sub", home=tmp_path, base_model_dir=tf_backend.base_model, limit=100)
     assert res["eval"].primary_value == pytest.approx(ref["exact_match"], abs=0.01)
     assert res["eval_add"].primary_value == pytest.approx(ref["add_exact_match"], abs=0.01)
 
 
-def test_full_model_folder_is_evaluated_without_touching_the_base(tf_backend, tiny_arith_base, tiny_arith_adapters,
+def test_full_model_folder_is_evaluated_without_touching_the_base(tf_backend, eval_arith_base, eval_arith_adapters,
                                                                  arith_sub_eval, tmp_path):
     import shutil
 
     full = tmp_path / "full-ft"
-    shutil.copytree(tiny_arith_base, full)  # a "method: full" result is a whole model folder
+    shutil.copytree(eval_arith_base, full)  # a "method: full" result is a whole model folder
     ev = Evaluator(tf_backend, home=tmp_path)
     spec = sub_spec(arith_sub_eval[:100], metrics=("exact_match",))
     base = ev.evaluate(spec, None, node_id="b")
     assert ev.evaluate(spec, full, node_id="f").outputs == base.outputs
-    ev.evaluate(spec, tiny_arith_adapters[1], node_id="a")  # adapters still work after it
+    ev.evaluate(spec, eval_arith_adapters[1], node_id="a")  # adapters still work after it
     assert tf_backend.base_loads == 1

@@ -80,11 +80,13 @@ def test_invalid_then_valid_is_retried_with_new_seed_and_temperature():
     assert [c["temperature"] for c in b.calls] == [0.0, 0.7, 0.7]
 
 
-def test_all_attempts_fail_raises_clear_error():
+def test_all_attempts_fail_raises_clear_error(tmp_path):
     evs = []
     b = Scripted(["{}", BackendError("HTTP 500"), "[1]"])
     with pytest.raises(LLMCallError) as ei:
-        LLMClient(b, emit=evs.append, max_attempts=3).chat(MSGS, schema=MiniPlan, purpose="propose")
+        LLMClient(b, emit=evs.append, max_attempts=3, home=tmp_path).chat(MSGS, schema=MiniPlan, purpose="propose")
+    assert evs[0].prompt and "user" in evs[0].prompt  # the prompt of a call that never succeeded stays traceable
+    assert evs[0].params["max_tokens"] == 512
     assert len(ei.value.errors) == 3 and "after 3 attempt" in str(ei.value)
     assert ei.value.last_text == "[1]"
     assert [type(e) for e in evs] == [LlmCallFailed] * 3
@@ -137,9 +139,9 @@ def test_replay_serves_recorded_calls_in_order_and_never_calls_a_backend():
         ReplayLLM(evs).chat([{"role": "user", "content": "something else"}], purpose="propose")
 
 
-def test_replay_reraises_recorded_failures():
+def test_replay_reraises_recorded_failures(tmp_path):
     evs = []
-    c = LLMClient(Scripted(["x", "y"]), emit=evs.append, max_attempts=2, max_total_tokens=10_000)
+    c = LLMClient(Scripted(["x", "y"]), emit=evs.append, max_attempts=2, max_total_tokens=10_000, home=tmp_path)
     with pytest.raises(LLMCallError):
         c.chat(MSGS, schema=MiniPlan, purpose="propose")
     c.max_total_tokens = 1
@@ -181,3 +183,10 @@ def test_cross_field_violation_is_a_recorded_retry():
     r = LLMClient(b, emit=evs.append).chat(MSGS, schema=CrossField, purpose="p")
     assert (r.parsed.low, r.parsed.high) == (1, 2)
     assert isinstance(evs[0], LlmCallFailed) and "low must be < high" in evs[0].error
+
+
+def test_unexpected_backend_crash_is_recorded_and_retried():
+    evs = []
+    b = Scripted([RuntimeError("out of memory"), GOOD])
+    r = LLMClient(b, emit=evs.append).chat(MSGS, schema=MiniPlan, purpose="p")
+    assert r.attempts == 2 and isinstance(evs[0], LlmCallFailed) and "RuntimeError: out of memory" in evs[0].error

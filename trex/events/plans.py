@@ -61,7 +61,10 @@ class LlmCallFailed(Event):
     model: str
     error: str
     response: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
     prompt_hash: str = ""
+    prompt: str | None = None
+    prompt_artifact: str | None = None
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     attempt: int = Field(default=1, ge=1)

@@ -33,7 +33,6 @@ from trex.events.envelope import canonical_json, new_id
 from trex.events.plans import LlmCallFailed, LlmCallMade
 from trex.llm.types import (
     Backend,
-    BackendError,
     InvalidOutput,
     LLMCallError,
     LLMResult,
@@ -118,8 +117,8 @@ class LLMClient:
         if self.emit is not None:
             self.emit(ev)
 
-    def _store_prompt(self, text: str, h: str) -> tuple[str | None, str | None]:
-        if len(text) <= self.inline_prompt_chars:
+    def _store_prompt(self, text: str, h: str, force_artifact: bool = False) -> tuple[str | None, str | None]:
+        if len(text) <= self.inline_prompt_chars and not force_artifact:
             return text, None
         from trex.events.log import default_home
 
@@ -192,11 +191,12 @@ class LLMClient:
                     messages, json_schema=json_schema, schema_name=schema_name or "output", max_tokens=max_tokens,
                     temperature=temp, seed=s, timeout=self.timeout,
                 )
-            except BackendError as e:
+            except Exception as e:  # noqa: BLE001 - backend errors, timeouts, and any crash: recorded, retried
                 dt = time.perf_counter() - t0
-                errors.append(f"{type(e).__name__}: {e}")
+                errors.append(f"{type(e).__name__}: {e}"[:2000])
                 self._emit(LlmCallFailed(call_id=call_id, purpose=purpose, backend=backend_name, model=model,
-                                         error=errors[-1], prompt_hash=h, attempt=attempt, latency_s=dt))
+                                         error=errors[-1], prompt_hash=h, attempt=attempt, latency_s=dt,
+                                         params=params, prompt=prompt_inline, prompt_artifact=prompt_artifact))
                 continue
             dt = time.perf_counter() - t0
             self.used = self.used + comp.usage
@@ -212,6 +212,7 @@ class LLMClient:
                     errors.append(f"InvalidOutput: {e}")
                     self._emit(LlmCallFailed(call_id=call_id, purpose=purpose, backend=backend_name, model=model,
                                              error=errors[-1], response=comp.text, prompt_hash=h,
+                                             params=params, prompt=prompt_inline, prompt_artifact=prompt_artifact,
                                              prompt_tokens=comp.usage.prompt_tokens,
                                              completion_tokens=comp.usage.completion_tokens,
                                              attempt=attempt, latency_s=dt))
