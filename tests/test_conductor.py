@@ -72,3 +72,48 @@ def test_a_crashed_run_is_continued_without_training_anything_twice(arith_home):
     assert [e.event.trial_id for e in envs if e.type == "TrialAbandoned"] == ["lost"]
     _closed_once(log, sid)
     assert verify(log).ok
+
+
+def test_a_second_runner_on_the_same_search_is_refused_before_it_decides(tmp_path):
+    import pytest
+
+    from trex.conductor import ConcurrentRun
+    from trex.events.notes import NoteAdded
+
+    home = tmp_path / "h"
+    log = EventLog(home)
+    sid = start_search(log, _cfg())
+    runner = Runner(home, sid)
+    runner.recover = lambda: 0  # no base evaluation needed for this check
+    # another process appends between this runner's fold and its decision
+    real_tree = runner.tree
+
+    def tree_then_interleave():
+        t = real_tree()
+        log.append(sid, [NoteAdded(text="someone else")])
+        return t
+
+    runner.tree = tree_then_interleave
+    with pytest.raises(ConcurrentRun, match="another process"):
+        runner.step(started_at=0.0 + __import__("time").time())
+    assert [e.type for e in log.read(sid)] == ["SearchStarted", "NoteAdded"]
+
+
+def test_proposer_that_only_produces_invalid_plans_ends_the_search(tmp_path, monkeypatch):
+    from trex import propose
+    from trex.conductor import MAX_REJECTIONS_IN_A_ROW
+
+    home = tmp_path / "h"
+    log = EventLog(home)
+    sid = start_search(log, _cfg())
+    monkeypatch.setitem(propose.PROPOSERS, "random",
+                        lambda tree, d, **kw: propose.Proposal(None, {"junk": 1}, "junk", rejection="invalid plan: junk"))
+    runner = Runner(home, sid)
+    import time as _t
+
+    t0 = _t.time()
+    while runner.step(t0):
+        pass
+    types = [e.type for e in log.read(sid)]
+    assert types.count("PlanRejected") == MAX_REJECTIONS_IN_A_ROW
+    assert types[-1] == "SearchFinished" and "invalid plans" in log.read(sid)[-1].event.reason

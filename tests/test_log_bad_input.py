@@ -183,3 +183,45 @@ def test_export_import_round_trip_is_idempotent_and_keeps_hashes(log, tmp_path):
     export_search(log, "s", out)
     with pytest.raises(BadImportFile, match="different event at seq 6"):
         import_file(other, out)
+
+
+def test_a_bad_stream_anywhere_in_an_import_writes_nothing(log, tmp_path):
+    import pyarrow as pa
+
+    log.append("a", _notes(2))
+    log.append("b", _notes(2))
+    both = tmp_path / "both.parquet"
+    from trex.events import segments
+
+    recs = [e._asdict() for e in log.read()]
+    # stream b gets an event whose payload is invalid for its type, chain recomputed so only the payload is wrong
+    from trex.events.envelope import GENESIS
+
+    prev = GENESIS
+    for r in recs:
+        if r["search_id"] == "b":
+            if r["seq"] == 2:
+                r["payload"] = json.dumps({"text": ""})  # NoteAdded needs a non-empty text
+            r["prev_hash"] = prev
+            r["hash"] = chain_hash(prev, r["event_id"], "b", r["seq"], r["type"], r["schema_version"],
+                                   r["recorded_at"], r["causation_id"], r["correlation_id"], r["payload"])
+            prev = r["hash"]
+    segments.write_parquet(both, recs, metadata={"trex.export.v1": "a"})
+    other = EventLog(tmp_path / "other")
+    with pytest.raises(BadImportFile, match="search 'b'"):
+        import_file(other, both)
+    assert other.read() == []
+    bad_time = [dict(r) for r in recs if r["search_id"] == "a"]
+    bad_time[0]["recorded_at"] = "not a time"
+    bad_time[0]["hash"] = chain_hash(GENESIS, bad_time[0]["event_id"], "a", 1, "NoteAdded", 1, "not a time",
+                                     None, None, bad_time[0]["payload"])
+    bad_time[1]["prev_hash"] = bad_time[0]["hash"]
+    bad_time[1]["hash"] = chain_hash(bad_time[0]["hash"], bad_time[1]["event_id"], "a", 2, "NoteAdded", 1,
+                                     bad_time[1]["recorded_at"], None, None, bad_time[1]["payload"])
+    f = tmp_path / "time.parquet"
+    segments.write_parquet(f, bad_time, metadata={"trex.export.v1": "a"})
+    with pytest.raises(BadImportFile, match="recorded_at"):
+        import_file(other, f)
+    assert other.read() == []
+    with pytest.raises(Exception, match="refusing to export into the log"):
+        export_search(log, "a", log.segdir / "00000099.parquet")

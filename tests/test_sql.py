@@ -110,3 +110,27 @@ def test_queries_while_another_writer_appends_and_seals(tmp_path, monkeypatch):
     assert not errors
     assert counts == sorted(counts) and counts[-1] > counts[0]
     assert any(p.suffix == ".parquet" for p in writer.segdir.iterdir())
+
+
+@pytest.mark.parametrize("bad", [
+    "EXPLAIN ANALYZE COPY (SELECT * FROM events WHERE false) TO 'seg.parquet' (FORMAT parquet)",
+    "EXPLAIN ANALYZE SELECT 1",
+    "EXPLAIN COPY (SELECT 1) TO 'x.csv'",
+    "explain   analyse create table t as select 1",
+])
+def test_explain_cannot_smuggle_a_write(filled, bad):
+    before = sorted((p.name, p.stat().st_size) for p in filled.segdir.iterdir())
+    with pytest.raises(SqlRefused):
+        query(filled.home, bad)
+    assert sorted((p.name, p.stat().st_size) for p in filled.segdir.iterdir()) == before
+
+
+def test_explain_of_a_select_runs(filled):
+    res = query(filled.home, "EXPLAIN SELECT count(*) FROM events")
+    assert res.rows
+
+
+def test_files_in_the_home_outside_the_log_are_not_readable(filled):
+    (filled.home / "secret.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SqlRefused, match="sandbox"):
+        query(filled.home, f"SELECT * FROM read_csv('{filled.home / 'secret.csv'}')")

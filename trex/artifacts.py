@@ -137,6 +137,17 @@ class ArtifactStore:
             return h
         if kind == "dir":
             src_files = {rel: src / rel for rel in files}
+        if self.local:  # two processes storing the same content: one writes, the other finds it stored
+            from filelock import FileLock
+
+            os.makedirs(f"{self.root}/tmp", exist_ok=True)
+            with FileLock(f"{self.root}/tmp/{h}.lock"):
+                if self.exists(h):
+                    return h
+                return self._put(h, kind, files, src_files)
+        return self._put(h, kind, files, src_files)
+
+    def _put(self, h: str, kind: str, files: list, src_files: dict) -> str:
         size = sum(p.stat().st_size for p in src_files.values())
         tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
         final = self._obj(h)
@@ -147,6 +158,12 @@ class ArtifactStore:
                 parent = dest.rsplit("/", 1)[0]
                 self.fs.makedirs(parent, exist_ok=True)
                 self.fs.put_file(str(p), dest)
+                if self.local:  # durable before a TrialFinished can name it
+                    fd = os.open(dest, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
             self.fs.makedirs(f"{self.root}/{h[:2]}", exist_ok=True)
             if self.fs.exists(final):  # a crashed earlier put (no manifest): replace it
                 self.fs.rm(final, recursive=True)

@@ -34,8 +34,8 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(mod), attr)
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("trex"):
-                return None  # not built yet
+            if e.name == mod:
+                return None  # that command's module is not part of this build
             raise
 
     def format_commands(self, ctx, formatter):

@@ -16,13 +16,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trex.events.envelope import NewEvent
-from trex.events.evaluation import MetricRecorded
-from trex.events.log import EventLog
+from trex.events.evaluation import EvaluationFailed, MetricRecorded
+from trex.events.log import ConcurrencyConflict, EventLog
 from trex.events.plans import PlanProposed, PlanRejected
 from trex.events.search import Budget, SearchFinished, SearchResumed, SearchStarted
 from trex.events.trials import TrialAbandoned
 
-BASE_NODE = "base"  # metrics of the untouched base model are recorded under this node id
+BASE_NODE = "base"
+MAX_REJECTIONS_IN_A_ROW = 5
+
+
+class ConcurrentRun(RuntimeError):
+    """Another process appended to the search while this one was deciding."""  # metrics of the untouched base model are recorded under this node id
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class Runner:
         self.threads = cfg.get("threads")
         self._executor = None
         self._evaluator = None
+        self.rejections_in_a_row = 0
 
     # ----------------------------------------------------------- plumbing
     def emit(self, ev, **kw) -> None:
@@ -115,37 +121,42 @@ class Runner:
         from trex.artifacts import ArtifactStore
         from trex.evaluate.evaluator import EvaluationError, evaluate_task
 
-        adapter_dir = ArtifactStore(self.home).get(adapter) if adapter else None
         try:
+            adapter_dir = ArtifactStore(self.home).get(adapter) if adapter else None
             evaluate_task(self.evaluator, self.task, adapter_dir, node_id=node_id, home=self.home,
                           limit=self.eval_limit)
         except EvaluationError:
             pass  # recorded as EvaluationFailed by the evaluator
+        except Exception as e:  # noqa: BLE001 - a failed evaluation is an event, never the end of the search
+            self.emit(EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]))
 
-    def train(self, node) -> None:
-        from trex.plan import parse_plan
-
+    def train(self, node, attempt: int = 1) -> None:
         tree = self.tree()
         parent = tree.nodes.get(node.parent_id) if node.parent_id else None
-        plan = parse_plan(dict(node.plan))
-        outcome = self.executor.run(plan if not isinstance(plan, str) else dict(node.plan), task=self.task,
-                                    node_id=node.node_id, parent_adapter=parent.adapter if parent else None)
+        outcome = self.executor.run(dict(node.plan), task=self.task, node_id=node.node_id,
+                                    parent_adapter=parent.adapter if parent else None, attempt=attempt,
+                                    command_id=f"{self.sid}:{node.node_id}")
         if outcome.ok:
             self.evaluate(node.node_id, outcome.adapter)
 
     def recover(self) -> int:
         """Finish what a crashed run left open. Returns how many nodes it touched."""
         tree = self.tree()
+        if tree.status == "finished":
+            return 0
         touched = 0
-        if BASE_NODE not in {m for m in self._metric_nodes()}:
+        if BASE_NODE not in self._metric_nodes():
             self.evaluate(BASE_NODE, None)
         for nid in tree.order:
             node = tree.nodes[nid]
             if node.status == "running":
                 for trial_id in self._open_trials(nid):
                     self.emit(TrialAbandoned(node_id=nid, trial_id=trial_id, reason="the run that trained it stopped"))
-                if node.trials < 2:
-                    self.train(node)
+                if node.trials < 2:  # retried at most once under the same command id
+                    self.train(node, attempt=node.trials + 1)
+                touched += 1
+            elif node.status == "abandoned" and node.trials < 2:
+                self.train(node, attempt=node.trials + 1)
                 touched += 1
             elif node.status == "proposed":
                 self.train(node)
@@ -188,8 +199,17 @@ class Runner:
                                      best_node_id=best.node_id if best else None,
                                      best_score=best.score if best else None))
             return False
+        if self.rejections_in_a_row >= MAX_REJECTIONS_IN_A_ROW:
+            self.emit(SearchFinished(reason=f"the proposer produced {MAX_REJECTIONS_IN_A_ROW} invalid plans in a row",
+                                     best_node_id=tree.best.node_id if tree.best else None,
+                                     best_score=tree.best.score if tree.best else None))
+            return False
         decision = select(tree)
-        self.emit(decision.to_event())
+        try:  # the expected version makes a second runner on the same search fail here, before any work
+            self.log.append(self.sid, [NewEvent(decision.to_event(), event_id=f"{self.sid}:{decision.decision_id}")],
+                            expected_version=tree.last_seq)
+        except ConcurrencyConflict as e:
+            raise ConcurrentRun(f"search {self.sid!r} is being run by another process ({e})") from None
         proposer = PROPOSERS.get(tree.proposer)
         if proposer is None:
             raise ValueError(f"unknown proposer {tree.proposer!r} (known: {', '.join(PROPOSERS)})")
@@ -197,7 +217,9 @@ class Runner:
         if prop.plan is None:
             self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer, reason=prop.rejection or "",
                                    raw=str(prop.raw)[:4000], decision_id=decision.decision_id))
+            self.rejections_in_a_row += 1
             return True
+        self.rejections_in_a_row = 0
         node_id = f"n{len(tree.order) + 1}"
         self.emit(PlanProposed(node_id=node_id, parent_id=decision.node_id, operator=decision.operator,
                                plan=prop.plan.model_dump(mode="json"), plan_hash=plan_hash(prop.plan),

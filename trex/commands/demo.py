@@ -14,8 +14,8 @@ from trex.commands.common import emit_json, format_option, home_option, info
 @click.command()
 @home_option
 @format_option
-@click.option("--trials", type=int, default=4, show_default=True, help="Trials in the demo search.")
-@click.option("--steps", type=int, default=300, show_default=True, help="Optimizer steps per trial.")
+@click.option("--trials", type=click.IntRange(1, 1000), default=4, show_default=True, help="Trials in the demo search.")
+@click.option("--steps", type=click.IntRange(1, 100_000), default=300, show_default=True, help="Optimizer steps per trial.")
 @click.option("--proposer", type=click.Choice(["random", "optuna"]), default="random", show_default=True)
 @click.option("--policy", type=click.Choice(["mcts", "greedy", "best-first"]), default="mcts", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -161,16 +161,25 @@ def import_(file, home, fmt):
 @format_option
 def ls(home, fmt):
     """List the searches in this trex home."""
-    from trex.events.sql import query
+    from trex.events.sql import SqlFailed
 
-    res = query(home, """
-        SELECT search_id, count(*) AS events,
-               arg_min(coalesce(payload->>'task', payload->>'parent_search_id'), seq) AS task_or_parent,
-               arg_min(type, seq) AS first_event, max(recorded_at) AS last_update
-        FROM events GROUP BY search_id ORDER BY min(position)""")
+    try:
+        res = _ls_query(home)
+    except SqlFailed as e:
+        fail(str(e))
     rows = [dict(zip(res.columns, map(_jsonable, r))) for r in res.rows]
     if fmt == "json":
         emit_json(rows)
     else:
         for r in rows:
             click.echo(f"{r['search_id']}\t{r['events']}\t{r['first_event']}\t{r['task_or_parent'] or ''}\t{r['last_update']}")
+
+
+def _ls_query(home):
+    from trex.events.sql import query
+
+    return query(home, """
+        SELECT search_id, count(*) AS events,
+               arg_min(coalesce(payload->>'task', payload->>'parent_search_id'), seq) AS task_or_parent,
+               arg_min(type, seq) AS first_event, max(recorded_at) AS last_update
+        FROM events GROUP BY search_id ORDER BY min(position)""")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,25 @@ def _fsync_dir(path: Path) -> None:
 def encode_line(records: Sequence[dict]) -> bytes:
     body = json.dumps(list(records), separators=(",", ":"), ensure_ascii=False).encode()
     return b"%08x " % zlib.crc32(body) + body + b"\n"
+
+
+_ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+
+
+def check_raw(r: RawEvent) -> None:
+    """Envelope fields of an already-serialised event (import): what the log and its SQL rely on."""
+    if not isinstance(r.event_id, str) or not r.event_id or len(r.event_id) > 200:
+        raise EventError(f"invalid event id {r.event_id!r}")
+    if not isinstance(r.type, str) or not isinstance(r.schema_version, int) or isinstance(r.schema_version, bool):
+        raise EventError(f"event {r.event_id}: invalid type or schema version")
+    if not isinstance(r.payload, str):
+        raise EventError(f"event {r.event_id}: payload must be JSON text")
+    if not isinstance(r.recorded_at, str) or not _ISO_UTC.match(r.recorded_at):
+        raise EventError(f"event {r.event_id}: recorded_at {r.recorded_at!r} is not an ISO-8601 UTC time ending in Z")
+    for name in ("causation_id", "correlation_id"):
+        v = getattr(r, name)
+        if v is not None and not isinstance(v, str):
+            raise EventError(f"event {r.event_id}: {name} must be a string or null")
 
 
 @dataclass
@@ -198,6 +218,7 @@ class EventLog:
             return []
         if not _validated:
             for r in raws:
+                check_raw(r)
                 try:
                     payload = json.loads(r.payload)
                 except json.JSONDecodeError as e:
@@ -249,7 +270,12 @@ class EventLog:
             for rec in records:
                 idx.add(rec)
             if idx.open_count >= SEAL_EVENTS or idx.open_bytes >= SEAL_BYTES:
-                self._seal(idx.open_seg)
+                try:
+                    self._seal(idx.open_seg)
+                except Exception as e:  # the events are durable already: report, seal again next time
+                    import warnings
+
+                    warnings.warn(f"sealing segment {idx.open_seg} failed ({e}); it stays open", stacklevel=2)
             return envs
 
     def _write_line(self, records: list[dict]) -> None:
@@ -265,8 +291,14 @@ class EventLog:
         line = encode_line(records)
         fd = os.open(self.seg_path(idx.open_seg, "jsonl"), os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(fd, line)
-            os.fdatasync(fd)  # data and the size needed to read it back: durable before we acknowledge
+            view = memoryview(line)
+            while view:
+                n = os.write(fd, view)  # a short write (e.g. disk full) must not be acknowledged as whole
+                view = view[n:]
+            os.fdatasync(fd)
+        except OSError:
+            os.ftruncate(fd, idx.open_offset)  # drop the partial line: nothing of this append is stored
+            raise  # data and the size needed to read it back: durable before we acknowledge
         finally:
             os.close(fd)
         idx.open_offset += len(line)
@@ -432,6 +464,8 @@ class EventLog:
                 tables = [segments.read_table(self.seg_path(n, "parquet")) for n in sealed]
                 for n in open_:
                     scan = scan_open_segment(self.seg_path(n, "jsonl").read_bytes())
+                    if scan.corrupt:
+                        raise CorruptLog(f"segment {n:08d}.jsonl: {scan.corrupt}")
                     tables.append(segments.records_to_table(scan.records))
             except FileNotFoundError:
                 continue

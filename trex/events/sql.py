@@ -10,6 +10,7 @@ files outside the home are refused with a clear message.
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +49,32 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def check_statements(query: str) -> None:
+def _statements(query: str):
     try:
-        stmts = duckdb.extract_statements(query)
+        return duckdb.extract_statements(query)
     except duckdb.Error as e:
         raise SqlFailed(f"cannot parse query: {e}") from None
+
+
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALY[SZ]E\b)?", re.IGNORECASE)
+
+
+def check_statements(query: str) -> None:
+    """Only SELECT runs, and EXPLAIN of a SELECT. ``EXPLAIN ANALYZE`` executes its statement, so it is
+    refused outright (``EXPLAIN ANALYZE COPY … TO`` would otherwise write files)."""
+    stmts = _statements(query)
     if not stmts:
         raise SqlRefused("empty query")
     for st in stmts:
         kind = st.type.name
-        if kind not in ALLOWED:
+        if kind == "EXPLAIN":
+            m = _EXPLAIN.match(st.query)
+            if m is None or m.group(1):
+                raise SqlRefused("EXPLAIN ANALYZE is not allowed: it executes the statement (use EXPLAIN)")
+            inner = _statements(st.query[m.end():])
+            if len(inner) != 1 or inner[0].type.name != "SELECT":
+                raise SqlRefused("only EXPLAIN of a SELECT is allowed: trex sql is read-only")
+        elif kind != "SELECT":
             raise SqlRefused(
                 f"{kind} statements are not allowed: trex sql is read-only (only SELECT and EXPLAIN run)"
             )
@@ -110,7 +127,7 @@ def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
     gone after a query, it was sealed meanwhile and the query must be rerun.
     """
     home = Path(home)
-    home_abs = str(home.resolve())
+    readable = str(layout.segments_dir(home).resolve())
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads})
     con.execute(EVENTS_VIEW.format(source=_source(home, opened)))
     for modname in VIEW_MODULES:
@@ -120,7 +137,8 @@ def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
             continue
         for sql in getattr(mod, "VIEWS", {}).values():
             con.execute(sql)
-    con.execute(f"SET allowed_directories=[{_sql_str(home_abs + '/')}]")
+    # Only the segments are readable; SELECT cannot write, and no other statement type runs.
+    con.execute(f"SET allowed_directories=[{_sql_str(readable + '/')}]")
     con.execute("SET enable_external_access=false")
     con.execute("SET autoinstall_known_extensions=false")
     con.execute("SET autoload_known_extensions=false")

@@ -5,9 +5,9 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from trex.events.base import EventError
+from trex.events.base import EventError, decode
 from trex.events.envelope import GENESIS, Envelope, RawEvent
-from trex.events.log import EventLog, UnknownSearch
+from trex.events.log import EventLog, UnknownSearch, check_raw
 
 EXPORT_MAGIC = "trex.export.v1"
 
@@ -33,6 +33,10 @@ def lineage(log: EventLog, search_id: str) -> list[str]:
 
 def export_search(log: EventLog, search_id: str, out: Path) -> int:
     from trex.events import segments
+
+    target = Path(out).resolve()
+    if target == log.dir.resolve() or log.dir.resolve() in target.parents:
+        raise EventError(f"refusing to export into the log's own folder ({log.dir})")
 
     records = []
     for sid in lineage(log, search_id):
@@ -63,6 +67,10 @@ def _read_import(path: Path) -> list[dict]:
         table = table.select(segments.SCHEMA.names).cast(segments.SCHEMA)
     except (pa.ArrowException, ValueError) as e:
         raise BadImportFile(f"{path}: columns have the wrong types ({e})") from None
+    for col in ("position", "search_id", "seq", "event_id", "type", "schema_version", "recorded_at", "payload",
+                "prev_hash", "hash"):
+        if table.column(col).null_count:
+            raise BadImportFile(f"{path}: column {col!r} has nulls")
     return table.to_pylist()
 
 
@@ -99,11 +107,27 @@ def import_file(log: EventLog, path: Path) -> dict[str, int]:
                 raise BadImportFile(
                     f"{path}: search {sid!r} already exists here with a different event at seq {r['seq']}"
                 )
-        plans[sid] = [
+        raws = [
             RawEvent(r["event_id"], r["type"], r["schema_version"], r["payload"], r["recorded_at"],
                      r["causation_id"], r["correlation_id"], expect_hash=r["hash"])
             for r in recs if r["seq"] not in existing
         ]
+        for raw in raws:  # everything is checked before the first stream is appended: no half-import
+            try:
+                check_raw(raw)
+                payload = json.loads(raw.payload)
+                if not isinstance(payload, dict):
+                    raise EventError("payload is not a JSON object")
+                decode(raw.type, raw.schema_version, payload)
+            except (EventError, ValueError) as e:
+                raise BadImportFile(f"{path}: search {sid!r} event {raw.event_id}: {e}") from None
+        plans[sid] = raws
+    held = {}
+    for sid in order:
+        for raw in plans[sid]:
+            other = held.setdefault(raw.event_id, sid)
+            if other != sid:
+                raise BadImportFile(f"{path}: event id {raw.event_id} appears in searches {other!r} and {sid!r}")
     added: dict[str, int] = {}
     for sid in order:
         raws = plans[sid]

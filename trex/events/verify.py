@@ -32,6 +32,16 @@ class Report:
 
 
 def verify(log: EventLog, search_id: str | None = None, check_payloads: bool = True) -> Report:
+    """Check the whole log (or one stream's chain); safe while searches append and seal."""
+    for _attempt in range(20):
+        try:
+            return _verify(log, search_id, check_payloads)
+        except FileNotFoundError:
+            continue  # a segment was sealed while we read it: start over
+    raise EventError("the log kept being sealed under verify; try again")
+
+
+def _verify(log: EventLog, search_id: str | None, check_payloads: bool) -> Report:
     from trex.events import segments
 
     rep = Report()
