@@ -58,7 +58,7 @@ def test_nodes_view_matches_projection(synthetic_log):
     assert rows(con, "SELECT count(*) AS n FROM nodes WHERE search_id = 'f1'") == [{"n": 0}]
     statuses = {r["node_id"]: r["status"] for r in rows(con, "SELECT * FROM nodes WHERE search_id = 'x'")}
     assert statuses == {"a": "evaluated", "b": "failed", "c": "abandoned", "d": "pruned", "e": "rejected",
-                        "f": "failed"}
+                        "f": "evaluated"}
 
 
 def test_decisions_and_metrics_views(synthetic_log):

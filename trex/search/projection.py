@@ -393,7 +393,9 @@ def _evaluation_finished(b: _Builder, d: dict) -> None:
 def _evaluation_failed(b: _Builder, d: dict) -> None:
     n = b.touch(d["node_id"])
     if n is not None:
-        n["status"], n["failure"] = "failed", d.get("reason")
+        if n.get("score") is None:  # a node already scored (another split failed) keeps its result
+            n["status"] = "failed"
+        n["failure"] = d.get("reason")
         n["failure_message"] = d.get("message", "")
 
 

@@ -5,7 +5,7 @@ trex.events.views, which has the ``metrics``, ``trials`` and ``insights`` views)
 stream at a time: a fork's rows hold its own events only (its prefix lives in
 the parent's rows). A node's ``status`` follows the same rule as the
 projection: the latest lifecycle event about it, counting from the event that
-created it (a repeated PlanProposed of an existing node changes nothing, and
+created it (except that an ``EvaluationFailed`` after a primary score leaves it evaluated) (a repeated PlanProposed of an existing node changes nothing, and
 events about a node before it exists are ignored).
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ life AS (
     FROM events WHERE type IN ({_TYPES})
 ),
 status AS (
-    SELECT c.search_id, c.node_id, arg_max(l.status, l.seq) AS status
+    SELECT c.search_id, c.node_id, arg_max(l.status, l.seq) AS status, arg_max(l.type, l.seq) AS last_type
     FROM created c JOIN life l ON l.search_id = c.search_id AND l.node_id = c.node_id
      AND (l.seq = c.created_seq OR (l.seq > c.created_seq AND l.type <> 'PlanProposed'))
     GROUP BY c.search_id, c.node_id
@@ -60,7 +60,11 @@ score AS (
      AND json_extract(e.payload, '$.primary')::BOOLEAN
     GROUP BY c.search_id, c.node_id
 )
-SELECT c.search_id, c.node_id, c.parent_id, c.operator, s.status, sc.score, c.plan, c.created_seq
+SELECT c.search_id, c.node_id, c.parent_id, c.operator,
+       -- as in the fold: a failed evaluation of another split does not undo a node's score
+       CASE WHEN s.last_type = 'EvaluationFailed' AND sc.score IS NOT NULL THEN 'evaluated' ELSE s.status END
+         AS status,
+       sc.score, c.plan, c.created_seq
 FROM created c
 JOIN status s USING (search_id, node_id)
 LEFT JOIN score sc USING (search_id, node_id)
