@@ -70,4 +70,6 @@ def test_golden_forks_content(tmp_path):
     assert gf2.nodes["f2n"].parent_id == "f1n1" and gf2.nodes["f1n1"].status == "failed"
     assert gf2.metric_direction == "min" and gf2.best_node_id == "n00003"  # lowest: 0.050136 < f1n0 0.125
     assert gf2.nodes["f1n0"].score == 0.125 and gf2.nodes["f1n0"].origin == "gf1"
-    assert dict(gf2.budget) == {"max_trials": 5}
+    # gf1's own budget (5 trials) is offset by the trials its prefix had started; gf2 inherits it
+    prefix_trials = build_tree(log, "gf1", until=1).trials
+    assert prefix_trials > 0 and dict(gf2.budget) == {"max_trials": 5 + prefix_trials}

@@ -162,3 +162,22 @@ def test_html_data_is_strict_json_even_with_nan(started):
     data = json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     nodes = {n["node_id"]: n for n in data["nodes"]}
     assert nodes["b"]["score"] is None and nodes["a"]["metrics"] == [["x", None]] and nodes["a"]["score"] == 0.5
+
+
+def test_a_fork_with_its_own_budget_counts_only_its_own_work(tmp_path):
+    from trex.events.log import EventLog
+    from trex.events.search import Budget, SearchStarted
+    from trex.search import budget_check, build_tree, fork
+    from tests.plugins.search_fixtures import evaluated
+
+    log = EventLog(tmp_path)
+    log.append("p", [SearchStarted(task="t", budget=Budget(max_trials=2)), *evaluated("a", None, 0.5),
+                     *evaluated("b", "a", 0.6)])
+    assert budget_check(build_tree(log, "p")).kind == "trials"
+    fork(log, "p", "b", "own", budget=Budget(max_trials=1))
+    assert budget_check(build_tree(log, "own")) is None  # the parent's two trials do not count
+    log.append("own", evaluated("c", "b", 0.7))
+    spent = budget_check(build_tree(log, "own"))
+    assert spent is not None and spent.kind == "trials"
+    fork(log, "p", "b", "inherits")
+    assert budget_check(build_tree(log, "inherits")).kind == "trials"  # no budget of its own: the parent's

@@ -3,7 +3,8 @@
 Pure: the elapsed wall-clock time is passed in by the caller (the projection has
 no clock). Trials count TrialStarted events, so parallel workers cannot
 overshoot the limit by starting trials that are still running. The budget is
-the search's (SearchStarted.budget), or the fork's when its SearchForked names one.
+the search's (SearchStarted.budget), or the fork's when its SearchForked names one: the fold
+then offsets it by the prefix's usage, so a fork's own budget counts only the fork's own work.
 """
 from __future__ import annotations
 

@@ -100,16 +100,34 @@ def tree(search: str, until: int | None, fmt: str, output: Path | None, home: Pa
 @click.option("--at-seq", type=int, default=None,
               help="Fork after this seq of SEARCH (default: the node's last update).")
 @click.option("--search-id", "new_id", default=None, help="The new search's id (default: generated).")
+@click.option("--budget-trials", type=click.IntRange(1), default=None,
+              help="The fork's own trials (default: it continues the parent's budget).")
+@click.option("--budget-compute", type=click.FloatRange(0, min_open=True), default=None,
+              help="The fork's own compute-seconds.")
+@click.option("--budget-time", type=click.FloatRange(0, min_open=True), default=None,
+              help="The fork's own wall-clock seconds, from the fork.")
+@click.option("--budget-tokens", type=click.IntRange(1), default=None, help="The fork's own LLM tokens.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @home_option
-def fork(search: str, at_node: str, at_seq: int | None, new_id: str | None, fmt: str, home: Path) -> None:
-    """Start a new search from SEARCH's prefix at node --at: its first event is SearchForked."""
+def fork(search: str, at_node: str, at_seq: int | None, new_id: str | None, budget_trials: int | None,
+         budget_compute: float | None, budget_time: float | None, budget_tokens: int | None, fmt: str,
+         home: Path) -> None:
+    """Start a new search from SEARCH's prefix at node --at: its first event is SearchForked.
+
+    With a --budget-* option the fork gets a budget of its own, counted from the fork point;
+    without one it continues under the parent's budget.
+    """
+    from trex.events.search import Budget
     from trex.search import replay as rp
     from trex.search.hashing import tree_hash
 
     log = _log(home)
+    budget = None
+    if any(v is not None for v in (budget_trials, budget_compute, budget_time, budget_tokens)):
+        budget = Budget(max_trials=budget_trials, max_compute_seconds=budget_compute, max_seconds=budget_time,
+                        max_tokens=budget_tokens)
     try:
-        env = rp.fork(log, search, at_node, new_id, at_seq)
+        env = rp.fork(log, search, at_node, new_id, at_seq, budget=budget)
         t = rp.build_tree(log, env.search_id)
     except EventError as e:
         fail(str(e))

@@ -205,7 +205,12 @@ def _search_forked(b: _Builder, d: dict) -> None:
     b.f["search_id"] = b.sid
     b.forks.append((b.sid, d["parent_search_id"], _i(d["at_seq"]), d.get("at_node")))
     if d.get("budget"):
-        b.f["budget"] = MappingProxyType({k: v for k, v in d["budget"].items() if v is not None})
+        # the fork's own budget counts only the fork's usage: offset it by what the prefix used
+        # (wall-clock is measured by the caller from the fork's own first event)
+        used = {"max_trials": b.f["trials"], "max_compute_seconds": b.f["compute_seconds"],
+                "max_tokens": b.f["tokens"]}
+        b.f["budget"] = MappingProxyType(
+            {k: v + used[k] if k in used else v for k, v in d["budget"].items() if v is not None})
     b.f["status"] = "running"
     b.f["finish_reason"] = None
     b.exhausted.clear()  # the parent's exhaustion does not bind the fork

@@ -55,7 +55,7 @@ def synthetic_search(
         nid = f"n{i:05d}"
         if i < n_drafts or not (evaluated or failed):
             parent, op, ddepth = None, "draft", 0
-        elif failed and rng.random() < 0.3:
+        elif failed and (not evaluated or rng.random() < 0.3):
             parent, pd = failed.pop(rng.randrange(len(failed)))
             op, ddepth = "debug", pd + 1
         else:
