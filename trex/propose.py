@@ -117,14 +117,25 @@ def propose_random(tree, decision, *, task: str, steps: int, batch_size: int = 3
             v = _sample(rng)
             why = f"parent {parent.node_id} failed ({reason or 'unknown'}): a fresh draft"
         return _finish(task, steps, batch_size, v, why)
+    same_shape = (parent.plan.get("method", "lora") == "lora" and v["lora_rank"] in RANKS
+                  and tuple(parent.plan.get("target_modules", ())) in TARGETS.values())
+    if parent.adapter and same_shape and rng.random() < 1 / 3:
+        # continue training the parent's adapter: same rank and modules (the checkpoint fixes them),
+        # a new learning rate, half the steps — the child pays only for its own steps
+        v["continue_from_parent"] = True
+        v["learning_rate"] = min(LR[1], max(LR[0], v["learning_rate"] * rng.choice((1 / 3, 1 / 2, 1, 2))))
+        v["max_steps"] = max(1, int(v["max_steps"]) // 2)
+        return _finish(task, steps, batch_size, v,
+                       f"continue {parent.node_id}'s adapter for {v['max_steps']} more steps at lr {v['learning_rate']:.3g}")
     # improve: perturb one or two values of a good parent
     changed = []
     for key in rng.sample(["learning_rate", "lora_rank", "targets", "lr_schedule"], k=rng.choice((1, 2))):
-        if key == "learning_rate":
-            v[key] = min(LR[1], max(LR[0], v[key] * rng.choice((1 / 3, 1 / 2, 2, 3))))
+        if key == "learning_rate":  # only moves that stay in range and change something
+            moves = [x for x in (min(LR[1], max(LR[0], v[key] * f)) for f in (1 / 3, 1 / 2, 2, 3)) if x != v[key]]
+            v[key] = rng.choice(moves)
         elif key == "lora_rank":
             i = RANKS.index(v[key]) if v[key] in RANKS else 2
-            v[key] = RANKS[min(len(RANKS) - 1, max(0, i + rng.choice((-1, 1))))]
+            v[key] = RANKS[rng.choice([j for j in (i - 1, i + 1) if 0 <= j < len(RANKS)])]
         elif key == "targets":
             v[key] = rng.choice([t for t in TARGETS if t != v[key]])
         else:
