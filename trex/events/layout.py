@@ -31,3 +31,27 @@ def listing(segdir: Path) -> tuple[list[int], list[int]]:
 
 def seg_path(segdir: Path, n: int, ext: str) -> Path:
     return segdir / f"{n:08d}.{ext}"
+
+
+def valid_prefix(data: bytes) -> str:
+    """The complete, CRC-valid lines at the start of an open segment, as text.
+
+    Each line is ``CRC32 JSON-ARRAY\\n``; reading stops at the first line that is
+    incomplete (a torn tail) or fails its CRC. JSON is not parsed here: DuckDB does that.
+    """
+    import zlib
+
+    pos, n = 0, len(data)
+    while pos < n:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break
+        line = data[pos:nl]
+        try:
+            ok = len(line) > 9 and line[8:9] == b" " and int(line[:8], 16) == zlib.crc32(line[9:])
+        except ValueError:
+            ok = False
+        if not ok:
+            break
+        pos = nl + 1
+    return data[:pos].decode()

@@ -87,49 +87,53 @@ _OPEN_STRUCT = (
 )
 _COLS = "position, search_id, seq, event_id, type, schema_version, recorded_at, causation_id, correlation_id, payload, prev_hash, hash"
 
-# The open segment read by DuckDB itself: one line per append, "CRC32 JSON-ARRAY\n". The last
-# element after splitting on newlines is either empty or a torn (unacknowledged) line: dropped.
-_OPEN_SOURCE = """
+# The open segment's valid lines (CRC-checked in Python, see layout.valid_prefix) are handed to
+# DuckDB as one string and parsed there into a temporary table, before the sandbox closes. Sealed
+# segments are immutable and never deleted, so once the open segment's bytes are read the
+# snapshot is consistent whatever a writer seals meanwhile.
+_OPEN_TABLE = """
+CREATE TEMP TABLE {name} AS
 SELECT r.* FROM (
   SELECT unnest(from_json(substr(line, 10), '{struct}')) AS r
-  FROM (SELECT unnest(string_split(content, chr(10))[1:-2]) AS line FROM read_text({path}))
-  WHERE json_valid(substr(line, 10))
+  FROM (SELECT unnest(string_split($1, chr(10))) AS line)
+  WHERE line <> ''
 )"""
 
+_EMPTY = (
+    "SELECT NULL::BIGINT AS position, NULL::VARCHAR AS search_id, NULL::BIGINT AS seq, NULL::VARCHAR AS event_id, "
+    "NULL::VARCHAR AS type, NULL::INTEGER AS schema_version, NULL::VARCHAR AS recorded_at, "
+    "NULL::VARCHAR AS causation_id, NULL::VARCHAR AS correlation_id, NULL::VARCHAR AS payload, "
+    "NULL::VARCHAR AS prev_hash, NULL::VARCHAR AS hash WHERE false"
+)
 
-def _source(home: Path, opened: list[Path] | None = None) -> str:
+
+def _snapshot(home: Path) -> tuple[list[Path], list[str]]:
+    """(sealed segment paths, texts of the open segments' valid lines), consistent with each other."""
     segdir = layout.segments_dir(home)
-    sealed, open_ = layout.listing(segdir)
-    parts = []
-    if sealed:
-        files = ", ".join(_sql_str(str(layout.seg_path(segdir, n, "parquet").resolve())) for n in sealed)
-        parts.append(f"SELECT {_COLS} FROM read_parquet([{files}])")
-    for n in open_:
-        if opened is not None:
-            opened.append(layout.seg_path(segdir, n, "jsonl"))
-        path = _sql_str(str(layout.seg_path(segdir, n, "jsonl").resolve()))
-        parts.append(f"SELECT {_COLS} FROM ({_OPEN_SOURCE.format(struct=_OPEN_STRUCT, path=path)})")
-    if not parts:
-        parts.append(
-            "SELECT NULL::BIGINT AS position, NULL::VARCHAR AS search_id, NULL::BIGINT AS seq, NULL::VARCHAR AS event_id, "
-            "NULL::VARCHAR AS type, NULL::INTEGER AS schema_version, NULL::VARCHAR AS recorded_at, "
-            "NULL::VARCHAR AS causation_id, NULL::VARCHAR AS correlation_id, NULL::VARCHAR AS payload, "
-            "NULL::VARCHAR AS prev_hash, NULL::VARCHAR AS hash WHERE false"
-        )
-    return " UNION ALL ".join(parts)
+    for _attempt in range(100):
+        sealed, open_ = layout.listing(segdir)
+        try:
+            texts = [layout.valid_prefix(layout.seg_path(segdir, n, "jsonl").read_bytes()) for n in open_]
+        except FileNotFoundError:
+            continue  # sealed between listing and reading: list again
+        return [layout.seg_path(segdir, n, "parquet") for n in sealed], texts
+    raise SqlFailed("the log kept being sealed under the query; try again")
 
 
-def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
-            opened: list[Path] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the trex views, sandboxed to the home.
-
-    ``opened`` collects the open-segment files the views read: if one of them is
-    gone after a query, it was sealed meanwhile and the query must be rerun.
-    """
+def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the trex views, sandboxed to the log's segments."""
     home = Path(home)
     readable = str(layout.segments_dir(home).resolve())
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads})
-    con.execute(EVENTS_VIEW.format(source=_source(home, opened)))
+    sealed, texts = _snapshot(home)
+    parts = []
+    if sealed:
+        files = ", ".join(_sql_str(str(p.resolve())) for p in sealed)
+        parts.append(f"SELECT {_COLS} FROM read_parquet([{files}])")
+    for i, text in enumerate(texts):
+        con.execute(_OPEN_TABLE.format(name=f"_open_segment_{i}", struct=_OPEN_STRUCT), [text])
+        parts.append(f"SELECT {_COLS} FROM _open_segment_{i}")
+    con.execute(EVENTS_VIEW.format(source=" UNION ALL ".join(parts) or _EMPTY))
     for modname in VIEW_MODULES:
         try:
             mod = importlib.import_module(modname)
@@ -149,21 +153,7 @@ def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
 def query(home: str | Path, sql: str, timeout_s: float = 30.0, memory_limit: str = "1GB") -> Result:
     """Run one read-only query; refused statements raise :class:`SqlRefused`, errors :class:`SqlFailed`."""
     check_statements(sql)
-    for _attempt in range(20):
-        try:
-            return _query_once(home, sql, timeout_s, memory_limit)
-        except _Resealed:
-            continue
-    raise SqlFailed("the log kept being sealed under the query; try again")
-
-
-class _Resealed(Exception):
-    pass
-
-
-def _query_once(home, sql, timeout_s, memory_limit) -> Result:
-    opened: list[Path] = []
-    con = connect(home, memory_limit=memory_limit, opened=opened)
+    con = connect(home, memory_limit=memory_limit)
     timer = threading.Timer(timeout_s, con.interrupt)
     timer.start()
     try:
@@ -176,15 +166,9 @@ def _query_once(home, sql, timeout_s, memory_limit) -> Result:
         raise SqlRefused(f"refused by the sandbox: {e}") from None
     except duckdb.OutOfMemoryException as e:
         raise SqlFailed(f"query exceeded the {memory_limit} memory limit: {e}") from None
-    except duckdb.IOException as e:
-        if "No files found" in str(e) or "No such file" in str(e):
-            raise _Resealed() from None
-        raise SqlFailed(str(e)) from None
     except duckdb.Error as e:
         raise SqlFailed(str(e)) from None
     finally:
         timer.cancel()
         con.close()
-    if any(not p.exists() for p in opened):
-        raise _Resealed()  # an open segment was sealed while we read it: what we read may be empty
     return Result(columns, rows)
