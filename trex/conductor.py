@@ -130,14 +130,11 @@ class Runner:
         except Exception as e:  # noqa: BLE001 - a failed evaluation is an event, never the end of the search
             self.emit(EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]))
 
-    def train(self, node, attempt: int = 1) -> None:
-        tree = self.tree()
-        parent = tree.nodes.get(node.parent_id) if node.parent_id else None
-        outcome = self.executor.run(dict(node.plan), task=self.task, node_id=node.node_id,
-                                    parent_adapter=parent.adapter if parent else None, attempt=attempt,
-                                    command_id=f"{self.sid}:{node.node_id}")
+    def train(self, node_id: str, plan: dict, parent_adapter: str | None, attempt: int = 1) -> None:
+        outcome = self.executor.run(plan, task=self.task, node_id=node_id, parent_adapter=parent_adapter,
+                                    attempt=attempt, command_id=f"{self.sid}:{node_id}")
         if outcome.ok:
-            self.evaluate(node.node_id, outcome.adapter)
+            self.evaluate(node_id, outcome.adapter)
 
     def recover(self) -> int:
         """Finish what a crashed run left open. Returns how many nodes it touched."""
@@ -147,19 +144,22 @@ class Runner:
         touched = 0
         if BASE_NODE not in self._metric_nodes():
             self.evaluate(BASE_NODE, None)
-        for nid in tree.order:
+        for nid in [n for n in tree.order if tree.nodes[n].status in ("running", "abandoned", "proposed", "trained")]:
+            tree = self.tree()  # a parent recovered earlier in this pass may have a new adapter
             node = tree.nodes[nid]
+            parent = tree.nodes.get(node.parent_id) if node.parent_id else None
+            parent_adapter = parent.adapter if parent else None
             if node.status == "running":
                 for trial_id in self._open_trials(nid):
                     self.emit(TrialAbandoned(node_id=nid, trial_id=trial_id, reason="the run that trained it stopped"))
                 if node.trials < 2:  # retried at most once under the same command id
-                    self.train(node, attempt=node.trials + 1)
+                    self.train(nid, dict(node.plan), parent_adapter, attempt=node.trials + 1)
                 touched += 1
             elif node.status == "abandoned" and node.trials < 2:
-                self.train(node, attempt=node.trials + 1)
+                self.train(nid, dict(node.plan), parent_adapter, attempt=node.trials + 1)
                 touched += 1
             elif node.status == "proposed":
-                self.train(node)
+                self.train(nid, dict(node.plan), parent_adapter)
                 touched += 1
             elif node.status == "trained":
                 self.evaluate(nid, node.adapter)
@@ -225,7 +225,8 @@ class Runner:
                                plan=prop.plan.model_dump(mode="json"), plan_hash=plan_hash(prop.plan),
                                rationale=prop.rationale, proposer=tree.proposer, decision_id=decision.decision_id,
                                insights=tuple(tree.insights)))
-        self.train(self.tree().nodes[node_id])
+        parent = tree.nodes.get(decision.node_id) if decision.node_id else None
+        self.train(node_id, prop.plan.model_dump(mode="json"), parent.adapter if parent else None)
         return True
 
 

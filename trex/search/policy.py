@@ -241,23 +241,23 @@ def _greedy(tree: SearchTree, pend: Counter, p: Mapping[str, Any], rng: random.R
         if leaves:
             n = rng.choice(leaves)
             return n.node_id, "debug", (), f"debug failed leaf (debug depth {n.debug_depth} < {mdd})"
-    ranked = _ranked(tree)
-    scores = tuple((n.node_id, float(n.score)) for n in ranked[:10])
-    for n in ranked:
-        if not pend[n.node_id]:
-            return n.node_id, "improve", scores, f"improve best free node ({n.score:g})"
-    return None, "draft", scores, "no free scored node: drafting"
+    return _improve_best_free(tree, pend, "improve best free node")
 
 
 def _best_first(tree: SearchTree, pend: Counter, p: Mapping[str, Any]):
     drafts = _draft_count(tree, pend)
     if drafts < int(p["num_drafts"]):
         return None, "draft", (), f"drafts {drafts} < {p['num_drafts']}"
+    return _improve_best_free(tree, pend, "best free node")
+
+
+def _improve_best_free(tree: SearchTree, pend: Counter, why: str):
+    """Improve the best scored node nobody is working on; draft when there is none."""
     ranked = _ranked(tree)
     scores = tuple((n.node_id, float(n.score)) for n in ranked[:10])
     for n in ranked:
         if not pend[n.node_id]:
-            return n.node_id, "improve", scores, f"best free node ({n.score:g})"
+            return n.node_id, "improve", scores, f"{why} ({n.score:g})"
     return None, "draft", scores, "no free scored node: drafting"
 
 

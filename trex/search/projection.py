@@ -337,26 +337,29 @@ def _trial_progressed(b: _Builder, d: dict) -> None:
         n["progress"].append((_i(d.get("step")), _fn(d.get("loss"))))
 
 
-def _trial_finished(b: _Builder, d: dict) -> None:
+def _close_trial(b: _Builder, d: dict, counter: str) -> dict | None:
+    """Count a closed trial and charge its compute to the search and its node (returned)."""
     cs = _f(d.get("compute_seconds"))
-    b.f["trials_finished"] += 1
+    b.f[counter] += 1
     b.f["compute_seconds"] += cs
     n = b.touch(d["node_id"])
     if n is not None:
-        n["status"], n["adapter"] = "trained", d.get("adapter")
         n["compute_seconds"] += cs
+    return n
+
+
+def _trial_finished(b: _Builder, d: dict) -> None:
+    n = _close_trial(b, d, "trials_finished")
+    if n is not None:
+        n["status"], n["adapter"] = "trained", d.get("adapter")
         n["train_metrics"] = tuple(sorted((d.get("train_metrics") or {}).items()))
 
 
 def _trial_failed(b: _Builder, d: dict) -> None:
-    cs = _f(d.get("compute_seconds"))
-    b.f["trials_failed"] += 1
-    b.f["compute_seconds"] += cs
-    n = b.touch(d["node_id"])
+    n = _close_trial(b, d, "trials_failed")
     if n is not None:
         n["status"], n["failure"] = "failed", d.get("reason")
         n["failure_message"], n["log_tail"] = d.get("message", ""), d.get("log_tail", "")
-        n["compute_seconds"] += cs
 
 
 def _trial_abandoned(b: _Builder, d: dict) -> None:
