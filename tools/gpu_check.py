@@ -73,7 +73,9 @@ def build_model(cfg, device, dtype, rank: int):
 def bench(path: str, cfg, args, device, dtype, examples):
     import torch
 
-    from trex.train.ops import causal_lm_parts, chunked_causal_lm_loss, pack_examples, pad_batch
+    ops = _load_ops()
+    causal_lm_parts, chunked_causal_lm_loss = ops.causal_lm_parts, ops.chunked_causal_lm_loss
+    pack_examples, pad_batch = ops.pack_examples, ops.pad_batch
 
     model = build_model(cfg, device, dtype, args.rank)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -171,6 +173,18 @@ def bench(path: str, cfg, args, device, dtype, examples):
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return res
+
+
+def _load_ops():
+    """trex/train/ops.py by file path: it needs only torch, and importing the ``trex`` package
+    would pull pydantic and the rest of trex's dependencies onto a bare GPU machine."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "trex" / "train" / "ops.py"
+    spec = importlib.util.spec_from_file_location("trex_train_ops", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _real_tokens(position_ids, labels):
