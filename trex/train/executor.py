@@ -117,8 +117,8 @@ class Executor:
     def __init__(self, home: str | os.PathLike, emit: Emit, *, search_id: str = "", threads: int | None = None,
                  device: str = "auto", progress_every: int = 10, time_limit_s: float | None = None,
                  allowed_roots: Sequence[str | os.PathLike] = (), store: ArtifactStore | None = None,
-                 worker_env: dict[str, str] | None = None, packing: bool = False, chunked_ce: bool = False,
-                 compile: bool = False, log=None):
+                 worker_env: dict[str, str] | None = None, packing: bool | None = None,
+                 chunked_ce: bool | None = None, compile: bool | None = None, log=None):
         self.home = Path(home)
         self.emit_fn = emit
         self.search_id = search_id
