@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.plugins.model_fixtures",
     "tests.plugins.search_fixtures",
     "tests.plugins.llm_fixtures",
+    "tests.plugins.ray_fixtures",
 ]

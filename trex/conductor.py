@@ -42,6 +42,9 @@ class SearchConfig:
     eval_limit: int | None = None
     trial_time_limit_s: float = 600.0
     threads: int | None = None
+    parallel: int = 1
+    llm: dict | None = None  # {"url", "model"} | {"model_dir"} | None = the embedded SmolLM2
+    extra: dict = field(default_factory=dict)  # more SearchStarted.config keys (search_url, llm_temperature, …)
 
 
 def start_search(log: EventLog, cfg: SearchConfig, search_id: str | None = None) -> str:
@@ -50,8 +53,10 @@ def start_search(log: EventLog, cfg: SearchConfig, search_id: str | None = None)
     sid = search_id or f"{cfg.task}-{new_id()[:8]}"
     log.append(sid, [SearchStarted(
         task=cfg.task, proposer=cfg.proposer, policy=cfg.policy, seed=cfg.seed, budget=cfg.budget,
+        parallel=cfg.parallel,
         config={"trial_steps": cfg.trial_steps, "batch_size": cfg.batch_size, "eval_limit": cfg.eval_limit,
-                "trial_time_limit_s": cfg.trial_time_limit_s, "threads": cfg.threads},
+                "trial_time_limit_s": cfg.trial_time_limit_s, "threads": cfg.threads,
+                **({"llm": dict(cfg.llm)} if cfg.llm else {}), **dict(cfg.extra)},
     )], expected_version=0)
     return sid
 
@@ -108,27 +113,12 @@ class Runner:
     @property
     def evaluator(self):
         if self._evaluator is None:
-            from ftbench.tasks import get_task, prepare_task
-            from trex.evaluate.backends import TransformersEvalBackend
-            from trex.evaluate.evaluator import Evaluator
-
-            assets = prepare_task(get_task(self.task), self.home)
-            self._evaluator = Evaluator(TransformersEvalBackend(assets.base_model_dir), home=self.home, emit=self.emit)
+            self._evaluator = make_evaluator(self.home, self.task, self.emit)
         return self._evaluator
 
     # --------------------------------------------------------------- steps
     def evaluate(self, node_id: str, adapter: str | None) -> None:
-        from trex.artifacts import ArtifactStore
-        from trex.evaluate.evaluator import EvaluationError, evaluate_task
-
-        try:
-            adapter_dir = ArtifactStore(self.home).get(adapter) if adapter else None
-            evaluate_task(self.evaluator, self.task, adapter_dir, node_id=node_id, home=self.home,
-                          limit=self.eval_limit)
-        except EvaluationError:
-            pass  # recorded as EvaluationFailed by the evaluator
-        except Exception as e:  # noqa: BLE001 - a failed evaluation is an event, never the end of the search
-            self.emit(EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]))
+        evaluate_node(self.evaluator, self.home, self.task, node_id, adapter, limit=self.eval_limit, emit=self.emit)
 
     def train(self, node_id: str, plan: dict, parent_adapter: str | None, attempt: int = 1) -> None:
         outcome = self.executor.run(plan, task=self.task, node_id=node_id, parent_adapter=parent_adapter,
@@ -167,20 +157,10 @@ class Runner:
         return touched
 
     def _open_trials(self, node_id: str) -> list[str]:
-        open_: dict[str, None] = {}
-        for e in self.log.read(self.sid):
-            if e.type.startswith("Trial") and e.type != "TrialProgressed":
-                ev = e.event
-                if getattr(ev, "node_id", None) != node_id or not hasattr(ev, "trial_id"):
-                    continue
-                if e.type == "TrialStarted":
-                    open_[ev.trial_id] = None
-                else:
-                    open_.pop(ev.trial_id, None)
-        return list(open_)
+        return open_trials(self.log, self.sid, node_id)
 
     def _metric_nodes(self) -> set[str]:
-        return {e.event.node_id for e in self.log.read(self.sid) if e.type == "MetricRecorded"}
+        return metric_nodes(self.log, self.sid)
 
     def step(self, started_at: float) -> bool:
         """One expansion. Returns False when the search is finished."""
@@ -228,6 +208,53 @@ class Runner:
         parent = tree.nodes.get(decision.node_id) if decision.node_id else None
         self.train(node_id, prop.plan.model_dump(mode="json"), parent.adapter if parent else None)
         return True
+
+
+def make_evaluator(home, task: str, emit):
+    """The CPU evaluator for ``task``'s base model (transformers, adapters swapped in place)."""
+    from ftbench.tasks import get_task, prepare_task
+    from trex.evaluate.backends import TransformersEvalBackend
+    from trex.evaluate.evaluator import Evaluator
+
+    assets = prepare_task(get_task(task), home)
+    return Evaluator(TransformersEvalBackend(assets.base_model_dir), home=home, emit=emit)
+
+
+def evaluate_node(evaluator, home, task: str, node_id: str, adapter: str | None, *, limit: int | None,
+                  emit) -> bool:
+    """Score ``adapter`` (None: the base model) on every split of ``task``; True when it worked.
+    A failure is an ``EvaluationFailed`` event, never an exception."""
+    from trex.artifacts import ArtifactStore
+    from trex.evaluate.evaluator import EvaluationError, evaluate_task
+
+    try:
+        adapter_dir = ArtifactStore(home).get(adapter) if adapter else None
+        evaluate_task(evaluator, task, adapter_dir, node_id=node_id, home=home, limit=limit)
+        return True
+    except EvaluationError:
+        return False  # recorded as EvaluationFailed by the evaluator
+    except Exception as e:  # noqa: BLE001 - a failed evaluation is an event, never the end of the search
+        emit(EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]))
+        return False
+
+
+def open_trials(log: EventLog, sid: str, node_id: str) -> list[str]:
+    """Trial ids of ``node_id`` started and never closed (finished, failed, abandoned)."""
+    open_: dict[str, None] = {}
+    for e in log.read(sid):
+        if e.type.startswith("Trial") and e.type != "TrialProgressed":
+            ev = e.event
+            if getattr(ev, "node_id", None) != node_id or not hasattr(ev, "trial_id"):
+                continue
+            if e.type == "TrialStarted":
+                open_[ev.trial_id] = None
+            else:
+                open_.pop(ev.trial_id, None)
+    return list(open_)
+
+
+def metric_nodes(log: EventLog, sid: str) -> set[str]:
+    return {e.event.node_id for e in log.read(sid) if e.type == "MetricRecorded"}
 
 
 def run_search(home, search_id: str, on_event: Callable[[Any], None] | None = None):

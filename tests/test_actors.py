@@ -1,0 +1,225 @@
+"""End to end on real Ray with the tiny task: every proposer, two executors, and SIGKILL of each actor.
+
+Each search trains real LoRA adapters on ``arith-sub`` (short trials) and evaluates them. The
+invariants checked after every run: the log verifies, every trial has a closing event, no command
+finished twice, and a command was started a second time only after its first attempt was
+recorded abandoned (a retry, at most one).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from trex.conductor import SearchConfig, base_score, start_search
+from trex.events.log import EventLog
+from trex.events.search import Budget
+from trex.events.verify import verify
+from trex.search import build_tree
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 150
+
+
+def new_search(home, proposer="random", trials=3, steps=STEPS, **kw) -> str:
+    cfg = SearchConfig(task="arith-sub", proposer=proposer, budget=Budget(max_trials=trials), trial_steps=steps,
+                       batch_size=32, eval_limit=100, trial_time_limit_s=300, **kw)
+    return start_search(EventLog(home), cfg)
+
+
+def wait_for(home, sid, type_: str, n: int = 1, timeout: float = 240) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if sum(e.type == type_ for e in EventLog(home).read(sid)) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {n} x {type_} in {sid} after {timeout}s")
+
+
+def check_invariants(home, sid) -> dict:
+    log = EventLog(home)
+    rep = verify(log, sid)
+    assert rep.ok, rep.problems
+    events = log.read(sid)
+    started, closed = {}, {}
+    by_cmd = defaultdict(list)
+    finished = Counter()
+    for e in events:
+        ev = e.event
+        if e.type == "TrialStarted":
+            started[ev.trial_id] = ev
+            by_cmd[ev.command_id].append(ev.trial_id)
+        elif e.type in ("TrialFinished", "TrialFailed", "TrialAbandoned"):
+            closed[ev.trial_id] = e.type
+            if e.type == "TrialFinished":
+                finished[started[ev.trial_id].command_id] += 1
+    assert set(started) == set(closed), f"trials never closed: {set(started) - set(closed)}"
+    assert all(v == 1 for v in finished.values()), f"a command finished twice: {finished}"
+    for cmd, trials in by_cmd.items():
+        assert len(trials) <= 2, f"{cmd} started {len(trials)} times"
+        if len(trials) == 2:
+            assert closed[trials[0]] == "TrialAbandoned", f"{cmd} retried although its first attempt {closed[trials[0]]}"
+    tree = build_tree(log, sid)
+    assert tree.status == "finished", tree.summary()
+    return {"tree": tree, "by_cmd": by_cmd, "closed": closed, "events": events}
+
+
+def run_conductor_actor(ray, home, sid, pool):
+    from trex.actors.shells import remote_classes
+
+    conductor = remote_classes()["conductor"].remote()
+    return conductor, conductor.run.remote(str(home), sid, pool.as_dict())
+
+
+# ------------------------------------------------------------------------------ every proposer
+@pytest.mark.parametrize("proposer", ["random", "optuna", "llm"])
+def test_search_with_each_proposer_beats_the_base_model(proposer, arith_home, actor_pool, smollm2_dir):
+    from trex.actors.conduct import conduct
+
+    llm = {"model_dir": str(smollm2_dir)} if proposer == "llm" else None
+    sid = new_search(arith_home, proposer, trials=3, llm=llm)
+    pool = actor_pool(1, threads=2)
+    summary = conduct(arith_home, sid, pool)
+    inv = check_invariants(arith_home, sid)
+    tree = inv["tree"]
+    assert summary["status"] == "finished" and tree.finish_reason == "budget exhausted: trials"
+    assert tree.trials + tree.trials_reused == 3 and tree.trials_finished + tree.trials_reused == 3
+    base = base_score(EventLog(arith_home), sid)
+    assert base is not None and tree.best_score > base, (tree.best_score, base)
+    types = Counter(e.type for e in inv["events"])
+    assert types["PlanProposed"] == 3 and types["MetricRecorded"] >= 4
+    if proposer == "llm":
+        calls = [e.event for e in inv["events"] if e.type == "LlmCallMade"]
+        assert len(calls) >= 3 and all(c.decision_id for c in calls)
+        tools = {e.event.tool for e in inv["events"] if e.type == "ToolCalled"}
+        assert {"task_data", "read_insights"} <= tools
+        assert tree.tokens > 0  # charged to the nodes through the decision ids
+        assert all(n.proposer == "llm" and n.rationale for n in tree.nodes.values())
+
+
+def test_llm_proposer_junk_is_a_recorded_rejection_not_a_crash(arith_home):
+    """A model that answers junk: every attempt an LlmCallFailed, then a rejection the Conductor records."""
+    from trex.llm import LLMClient
+    from trex.llm.types import Completion, Usage
+    from trex.research import propose
+    from trex.search import select
+
+    class Junk:  # the model under the proposer, answering junk (the proposer is what is tested)
+        name, model = "junk", "junk"
+
+        def count_tokens(self, messages):
+            return 10
+
+        def complete(self, messages, **kw):
+            return Completion(text="I think lr should be high!!", usage=Usage(10, 5), finish_reason="stop")
+
+    sid = new_search(arith_home, "llm", trials=2)
+    tree = build_tree(EventLog(arith_home), sid)
+    events = []
+    client = LLMClient(Junk(), emit=events.append, max_attempts=3)
+    prop = propose(tree, select(tree), home=arith_home, search_id=sid, emit=events.append, client=client)
+    assert prop.plan is None and "LLM" in prop.rejection
+    assert [type(e).__name__ for e in events].count("LlmCallFailed") == 3
+
+
+# ------------------------------------------------------------------------------- parallelism
+def test_two_executors_train_concurrently(arith_home, actor_pool):
+    from trex.actors.conduct import conduct
+
+    sid = new_search(arith_home, "random", trials=4, steps=200, parallel=2)
+    pool = actor_pool(2, threads=1)
+    conduct(arith_home, sid, pool)
+    inv = check_invariants(arith_home, sid)
+    spans = {}
+    for e in inv["events"]:
+        if e.type == "TrialStarted":
+            spans[e.event.trial_id] = [e.recorded_at, None, e.event.worker]
+        elif e.type in ("TrialFinished", "TrialFailed"):
+            spans[e.event.trial_id][1] = e.recorded_at
+    workers = {w for _, _, w in spans.values()}
+    assert len(workers) == 2, workers
+    s = sorted(spans.values())
+    overlaps = sum(1 for a, b in zip(s, s[1:]) if b[0] < a[1])
+    assert overlaps >= 1, s
+    assert inv["tree"].trials == 4
+
+
+# ----------------------------------------------------------------------------- fault tolerance
+def test_executor_killed_mid_trial_is_abandoned_and_retried_once(ray_local, arith_home, actor_pool):
+    sid = new_search(arith_home, "random", trials=3, steps=300)
+    pool = actor_pool(1, threads=2)
+    _, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
+    wait_for(arith_home, sid, "TrialStarted")
+    time.sleep(1.0)
+    pid = ray_local.get(pool.executors[0].pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    ray_local.get(ref, timeout=600)
+    inv = check_invariants(arith_home, sid)
+    retried = [cmd for cmd, trials in inv["by_cmd"].items() if len(trials) == 2]
+    assert len(retried) == 1, inv["by_cmd"]
+    attempts = [e.event.attempt for e in inv["events"] if e.type == "TrialStarted" and e.event.command_id == retried[0]]
+    assert attempts == [1, 2]
+    assert ray_local.get(pool.executors[0].pid.remote()) != pid  # Ray restarted it
+
+
+def test_researcher_killed_is_restarted_and_the_search_finishes(ray_local, arith_home, actor_pool):
+    sid = new_search(arith_home, "optuna", trials=3)
+    pool = actor_pool(1, threads=2)
+    pid = ray_local.get(pool.researcher.pid.remote())
+    _, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
+    wait_for(arith_home, sid, "NodeSelected")
+    os.kill(pid, signal.SIGKILL)
+    ray_local.get(ref, timeout=600)
+    inv = check_invariants(arith_home, sid)
+    assert inv["tree"].trials_finished == 3
+    assert ray_local.get(pool.researcher.pid.remote()) != pid
+    assert all(len(t) == 1 for t in inv["by_cmd"].values())
+
+
+def test_conductor_killed_reattaches_to_the_running_trial(ray_local, arith_home, actor_pool):
+    sid = new_search(arith_home, "random", trials=3, steps=300)
+    pool = actor_pool(1, threads=2)
+    conductor, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
+    wait_for(arith_home, sid, "TrialStarted")
+    time.sleep(1.0)
+    os.kill(ray_local.get(conductor.pid.remote()), signal.SIGKILL)
+    ray_local.get(ref, timeout=600)  # Ray restarts the Conductor and re-runs the call
+    inv = check_invariants(arith_home, sid)
+    # the executor never died: the trial in flight was re-attached, not abandoned and retrained
+    assert all(len(t) == 1 for t in inv["by_cmd"].values()), inv["by_cmd"]
+    assert "TrialAbandoned" not in inv["closed"].values()
+    assert inv["tree"].resumes >= 1 and inv["tree"].trials_finished == 3
+
+
+def test_driver_killed_then_trex_resume_finishes_the_search(arith_home):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    trex = [sys.executable, "-m", "trex.cli"]
+    args = ["run", "arith-sub", "--proposer", "random", "--budget-trials", "3", "--steps", "300",
+            "--eval-limit", "100", "--search-id", "driver-kill", "--home", str(arith_home), "--num-cpus", "2"]
+    proc = subprocess.Popen(trex + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        wait_for(arith_home, "driver-kill", "TrialStarted", timeout=300)
+        time.sleep(1.0)
+    finally:
+        proc.kill()
+        proc.wait()
+    tree = build_tree(EventLog(arith_home), "driver-kill")
+    assert tree.status == "running"
+    res = subprocess.run(trex + ["resume", "driver-kill", "--home", str(arith_home), "--format", "json"],
+                         env=env, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    import json
+
+    out = json.loads(res.stdout)
+    assert out["status"] == "finished" and out["best_node"] is not None
+    inv = check_invariants(arith_home, "driver-kill")
+    assert inv["tree"].resumes >= 1
+    retried = [c for c, t in inv["by_cmd"].items() if len(t) == 2]
+    assert len(retried) == 1  # the trial the dead driver's executor was training, retried once

@@ -1,0 +1,243 @@
+"""The Ray actors: thin shells over plain functions, holding only caches.
+
+Every actor writes its own events straight to the search's log (the log takes appends from
+many processes) and keeps no state that is not rebuilt from the log: a restarted actor
+(``max_restarts=-1``) is as good as the one that died. Homes are passed per call, so one set
+of detached actors (``trex-actors start``) serves any home on storage the cluster shares.
+
+* :class:`ExecutorActor` — trains one node at a time in a worker process; remembers, by
+  command id, what it is training and what it trained, so a restarted Conductor re-attaches
+  to a trial in flight instead of training it again.
+* :class:`ResearcherActor` — decision in, proposal out (any proposer; LLM clients cached).
+* :class:`EvaluatorActor` — scores adapters (one evaluator per home and task, cached).
+* :class:`DistillerActor` — writes insights from a search's evaluated nodes.
+* :class:`ConductorActor` — runs :func:`trex.actors.conduct.conduct` for one search.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from typing import Any
+
+
+def _append(home, sid: str, events, correlation_id: str | None = None) -> None:
+    from trex.events.envelope import NewEvent
+    from trex.events.log import EventLog
+
+    if events:
+        EventLog(home).append(sid, [NewEvent(e, correlation_id=correlation_id) for e in events])
+
+
+# ------------------------------------------------------------------------------ plain functions
+def train_node(home, sid: str, task: str, node_id: str, plan: dict, parent_adapter: str | None, *, attempt: int,
+               command_id: str, threads: int | None, time_limit_s: float | None, worker: str,
+               executor_options: dict | None = None) -> dict[str, Any]:
+    from trex.events.log import EventLog
+    from trex.events.trials import TrialStarted
+    from trex.train import Executor
+
+    log = EventLog(home)
+
+    def emit(ev):
+        if isinstance(ev, TrialStarted):
+            ev = ev.model_copy(update={"worker": worker})
+        log.append(sid, [ev])
+
+    out = Executor(home, emit=emit, search_id=sid, threads=threads, time_limit_s=time_limit_s, log=log,
+                   **(executor_options or {})).run(plan, task=task, node_id=node_id, parent_adapter=parent_adapter,
+                                                   attempt=attempt, command_id=command_id)
+    return {"node_id": node_id, "command_id": command_id, "ok": out.status in ("finished", "reused"),
+            "status": out.status, "adapter": out.adapter, "reason": out.reason}
+
+
+def propose_for(home, sid: str, decision: dict, clients: dict) -> dict[str, Any]:
+    from trex.conductor import base_score
+    from trex.events.log import EventLog
+    from trex.events.plans import LlmCallFailed, LlmCallMade
+    from trex.research import make_client, prior_insights, propose
+    from trex.search import build_tree
+
+    log = EventLog(home)
+    tree = build_tree(log, sid)
+    did = decision["decision_id"]
+
+    def emit(ev):  # every call is tied to its decision (tokens are charged to the node it makes)
+        if isinstance(ev, (LlmCallMade, LlmCallFailed)):
+            ev = ev.model_copy(update={"decision_id": did, "node_id": decision.get("node_id")})
+        _append(home, sid, [ev], correlation_id=did)
+
+    client = None
+    if tree.proposer == "llm":
+        cfg = dict(tree.config)
+        key = repr(sorted((cfg.get("llm") or {}).items()))
+        if key not in clients:
+            clients[key] = make_client(cfg, home, None)
+        client = clients[key]
+        client.emit = emit
+    from trex.search.policy import Decision
+
+    d = Decision(decision.get("node_id"), decision["operator"], tree.policy, tree.seed, int(decision.get("index", 0)),
+                 did, (), "")
+    prop = propose(tree, d, home=home, search_id=sid, emit=emit, client=client,
+                   prior_insights=prior_insights(log, tree.task, sid), base=base_score(log, sid))
+    return {"plan": prop.plan.model_dump(mode="json") if prop.plan is not None else None,
+            "rationale": prop.rationale, "rejection": prop.rejection, "raw": str(prop.raw)[:4000]}
+
+
+def distill_search(home, sid: str) -> int:
+    from trex.events.log import EventLog
+    from trex.insights import distill
+    from trex.search import build_tree
+
+    events = distill(build_tree(EventLog(home), sid))
+    _append(home, sid, events)
+    return len(events)
+
+
+def _command_lock(home, command_id: str):
+    import hashlib
+    from pathlib import Path
+
+    from filelock import FileLock
+
+    d = Path(home) / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(d / f"cmd-{hashlib.sha256(command_id.encode()).hexdigest()[:16]}.lock"))
+
+
+# ---------------------------------------------------------------------------------- the shells
+class ExecutorShell:
+    """One trial at a time (the pool has one actor per slot); other methods answer meanwhile."""
+
+    def __init__(self, index: int = 0, threads: int | None = None, time_limit_s: float | None = None,
+                 executor_options: dict | None = None):
+        self.index = index
+        self.threads = threads
+        self.time_limit_s = time_limit_s
+        self.options = dict(executor_options or {})
+        self.worker = f"{socket.gethostname()}/executor-{index}"
+        self._running: dict[str, Future] = {}
+        self._done: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()
+        self._slot = threading.Lock()  # the actor trains one plan at a time
+
+    def train(self, home, sid, task, node_id, plan, parent_adapter, attempt, command_id, time_limit_s=None):
+        with self._lock:
+            if command_id in self._done:
+                return self._done[command_id]
+            fut = self._running.get(command_id)
+            mine = fut is None
+            if mine:
+                fut = self._running[command_id] = Future()
+        if not mine:  # the same command again (a restarted Conductor): wait for the first one
+            return fut.result()
+        try:
+            # one command trains in one place: a duplicate dispatch (a Conductor restarted between
+            # dispatching and the actor starting the call) waits here, then is served from the
+            # Executor's cache of identical work (TrialReused), never trained twice
+            with self._slot, _command_lock(home, command_id):
+                out = train_node(home, sid, task, node_id, plan, parent_adapter, attempt=attempt,
+                                 command_id=command_id, threads=self.threads,
+                                 time_limit_s=time_limit_s or self.time_limit_s, worker=self.worker,
+                                 executor_options=self.options)
+        except BaseException as e:
+            fut.set_exception(e)
+            with self._lock:
+                self._running.pop(command_id, None)
+            raise
+        fut.set_result(out)
+        with self._lock:
+            self._running.pop(command_id, None)
+            self._done[command_id] = out
+            while len(self._done) > 256:
+                self._done.popitem(last=False)
+        return out
+
+    def inflight(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+    def wait(self, command_id: str):
+        """The outcome of ``command_id`` (waiting while it runs); None if this actor never had it."""
+        with self._lock:
+            if command_id in self._done:
+                return self._done[command_id]
+            fut = self._running.get(command_id)
+        return None if fut is None else fut.result()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class ResearcherShell:
+    def __init__(self):
+        self._clients: dict = {}
+        self._lock = threading.Lock()
+
+    def propose(self, home, sid, decision: dict) -> dict:
+        with self._lock:  # one local LLM: one proposal at a time
+            return propose_for(home, sid, decision, self._clients)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class EvaluatorShell:
+    def __init__(self, eval_limit: int | None = None):
+        self._evaluators: dict = {}
+        self._lock = threading.Lock()
+
+    def evaluate(self, home, sid, task, node_id, adapter, limit=None) -> bool:
+        from trex.conductor import evaluate_node, make_evaluator
+
+        def emit(ev):
+            _append(home, sid, [ev])
+
+        with self._lock:
+            key = (str(home), task)
+            ev = self._evaluators.get(key)
+            if ev is None:
+                ev = self._evaluators[key] = make_evaluator(home, task, emit)
+            ev.emit = emit
+            return evaluate_node(ev, home, task, node_id, adapter, limit=limit, emit=emit)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class DistillerShell:
+    def distill(self, home, sid) -> int:
+        return distill_search(home, sid)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class ConductorShell:
+    """Stateless: the pool comes with the call, so a restarted Conductor re-runs it as it was."""
+
+    def run(self, home, sid, pool: dict, options: dict | None = None) -> dict:
+        from trex.actors.conduct import Pool, conduct
+
+        return conduct(home, sid, Pool(**pool), **(options or {}))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def remote_classes():
+    """The Ray actor classes (created lazily: importing this module does not import Ray)."""
+    import ray
+
+    restart = {"max_restarts": -1, "max_task_retries": 0}
+    return {
+        "executor": ray.remote(**restart, max_concurrency=4)(ExecutorShell),
+        "researcher": ray.remote(**restart, num_cpus=0, max_concurrency=2)(ResearcherShell),
+        "evaluator": ray.remote(**restart, num_cpus=0, max_concurrency=2)(EvaluatorShell),
+        "distiller": ray.remote(**restart, num_cpus=0)(DistillerShell),
+        # a restarted Conductor re-runs the call it was in (max_task_retries): the log says where it was
+        "conductor": ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0, max_concurrency=2)(ConductorShell),
+    }

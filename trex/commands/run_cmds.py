@@ -1,0 +1,240 @@
+"""``trex run``, ``trex resume`` and ``trex status``: a search on the actors, from a laptop or a cluster.
+
+``run`` and ``resume`` import Ray (they start or join it); ``status`` reads the log only.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from trex.commands.common import emit_json, fail, format_option, home_option, info
+
+POLICIES = ["mcts", "greedy", "best-first"]
+
+
+def _ray_options(f):
+    f = click.option("--address", default=None, help="Ray cluster to join (auto, host:6379, ray://host:10001); "
+                     "default: a local Ray under the trex home, bound to 127.0.0.1.")(f)
+    f = click.option("--num-cpus", type=click.IntRange(1, 4096), default=None,
+                     help="CPUs of the local Ray (default: this machine's).")(f)
+    return f
+
+
+@click.command("run")
+@click.argument("task")
+@click.option("--proposer", type=click.Choice(["llm", "optuna", "random"]), default="llm", show_default=True)
+@click.option("--policy", type=click.Choice(POLICIES), default="mcts", show_default=True)
+@click.option("--budget-trials", type=click.IntRange(1, 100_000), default=8, show_default=True)
+@click.option("--budget-time", type=click.FloatRange(1, None), default=None, help="Wall-clock seconds.")
+@click.option("--budget-compute", type=click.FloatRange(1, None), default=None, help="Training compute seconds.")
+@click.option("--budget-tokens", type=click.IntRange(1, None), default=None, help="LLM tokens.")
+@click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, help="Executors.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Torch threads per executor "
+              "(default: CPUs / parallel).")
+@click.option("--steps", "trial_steps", type=click.IntRange(1, 1_000_000), default=200, show_default=True,
+              help="Optimizer steps per trial.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--eval-limit", type=click.IntRange(1, None), default=200, show_default=True,
+              help="Evaluation examples per split.")
+@click.option("--trial-time-limit", type=click.FloatRange(1, None), default=600.0, show_default=True)
+@click.option("--llm-url", default=None, help="OpenAI-compatible endpoint for the llm proposer (e.g. a vLLM server).")
+@click.option("--llm-model", default=None, help="Model name at --llm-url (default: the server's first).")
+@click.option("--llm-model-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A local transformers model folder for the llm proposer (default: embedded SmolLM2).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--search-id", default=None, help="Name the search (default: TASK-<random>).")
+@_ray_options
+@home_option
+@format_option
+def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budget_tokens, parallel, threads,
+        trial_steps, batch_size, eval_limit, trial_time_limit, llm_url, llm_model, llm_model_dir, seed, search_id,
+        address, num_cpus, home, fmt):
+    """Run a search on TASK with the actors: propose, train, evaluate, learn — until the budget is spent."""
+    from trex.conductor import SearchConfig, start_search
+    from trex.events.log import EventLog
+    from trex.events.search import Budget
+
+    _check_task(task)
+    llm = None
+    if llm_url:
+        llm = {"url": llm_url, **({"model": llm_model} if llm_model else {})}
+    elif llm_model_dir:
+        llm = {"model_dir": str(Path(llm_model_dir).resolve())}
+    cfg = SearchConfig(task=task, proposer=proposer, policy=policy.replace("-", "_"), seed=seed,
+                       budget=Budget(max_trials=budget_trials, max_seconds=budget_time,
+                                     max_compute_seconds=budget_compute, max_tokens=budget_tokens),
+                       trial_steps=trial_steps, batch_size=batch_size, eval_limit=eval_limit,
+                       trial_time_limit_s=trial_time_limit, threads=threads, parallel=parallel, llm=llm)
+    home.mkdir(parents=True, exist_ok=True)
+    log = EventLog(home)
+    if search_id and log.exists(search_id):
+        fail(f"search {search_id!r} already exists in {home}: `trex resume {search_id}` continues it")
+    sid = start_search(log, cfg, search_id)
+    info(f"search {sid}: task {task}, proposer {proposer}, policy {policy}, {budget_trials} trials, "
+         f"{parallel} executor(s)")
+    _drive(home, sid, parallel=parallel, threads=threads, address=address, num_cpus=num_cpus, fmt=fmt)
+
+
+@click.command("resume")
+@click.argument("search")
+@click.option("--parallel", type=click.IntRange(1, 256), default=None, help="Executors (default: as started).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None)
+@_ray_options
+@home_option
+@format_option
+def resume(search, parallel, threads, address, num_cpus, home, fmt):
+    """Continue SEARCH after a crash or a stop: nothing lost, nothing trained twice."""
+    from trex.events.log import EventLog
+    from trex.search import build_tree
+
+    log = EventLog(home)
+    if not log.exists(search):
+        fail(f"no search {search!r} in {home} (see `trex ls --home {home}`)")
+    tree = build_tree(log, search)
+    if tree.status == "finished":
+        info(f"search {search} is already finished ({tree.finish_reason})")
+        _report(home, search, tree, fmt)
+        return
+    _check_task(tree.task)
+    par = parallel or max(1, tree.parallel)
+    _drive(home, search, parallel=par, threads=threads or tree.config.get("threads"), address=address,
+           num_cpus=num_cpus, fmt=fmt)
+
+
+@click.command("status")
+@click.argument("search", required=False)
+@home_option
+@format_option
+def status(search, home, fmt):
+    """One search's state (nodes, best, running trials), or every search's in one line each."""
+    from trex.conductor import base_score
+    from trex.events.log import EventLog
+    from trex.search import build_tree
+
+    log = EventLog(home)
+    if search is None:
+        rows = []
+        for sid in log.searches():
+            t = build_tree(log, sid)
+            rows.append({"search_id": sid, "task": t.task, "status": t.status, "proposer": t.proposer,
+                         "trials": t.trials, "best_node_id": t.best_node_id, "best_score": t.best_score})
+        if fmt == "json":
+            emit_json(rows)
+        else:
+            for r in rows:
+                click.echo(f"{r['search_id']}\t{r['task']}\t{r['status']}\t{r['proposer']}\t{r['trials']} trials"
+                           f"\tbest {r['best_node_id'] or '-'} {_fmt(r['best_score'])}")
+        return
+    if not log.exists(search):
+        fail(f"no search {search!r} in {home}")
+    t = build_tree(log, search)
+    s = t.summary()
+    s["base_score"] = base_score(log, search)
+    s["running"] = [n.node_id for n in t.nodes.values() if n.status == "running"]
+    s["insights"] = list(t.insights.values())
+    if fmt == "json":
+        emit_json(s)
+        return
+    click.echo(f"{search}: {s['status']}{' (' + s['finish_reason'] + ')' if s['finish_reason'] else ''}, "
+               f"task {s['task']}, {s['trials']} trials ({s['trials_finished']} finished, {s['trials_failed']} failed)")
+    click.echo(f"best {s['best_node_id'] or '-'} {_fmt(s['best_score'])} (base model {_fmt(s['base_score'])}); "
+               f"running: {', '.join(s['running']) or 'none'}")
+    for text in s["insights"]:
+        click.echo(f"insight: {text}")
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _check_task(task: str) -> None:
+    from ftbench.tasks import get_task
+
+    try:
+        get_task(task)
+    except KeyError as e:
+        fail(str(e.args[0]) if e.args else str(e))
+
+
+def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address: str | None, num_cpus: int | None,
+           fmt: str) -> None:
+    """Start the actors, run the Conductor, show progress until it returns, print the result."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from ftbench.tasks import get_task, prepare_task
+    from trex.actors.conduct import spawn_pool
+    from trex.actors.runtime import init_ray
+    from trex.actors.shells import remote_classes
+    from trex.events.log import EventLog
+    from trex.search import build_tree, fold
+
+    console = Console(stderr=True)
+    log = EventLog(home)
+    tree = build_tree(log, sid)
+    with console.status(f"preparing {tree.task} (the base model is built once, then cached)…"):
+        prepare_task(get_task(tree.task), home)
+    ray = init_ray(home, address=address, num_cpus=num_cpus)
+    pool = spawn_pool(parallel, threads=threads, time_limit_s=tree.config.get("trial_time_limit_s"),
+                      named=bool(address), prefix="trex")
+    conductor = remote_classes()["conductor"].remote()
+    ref = conductor.run.remote(str(home.resolve()), sid, pool.as_dict())
+    t0 = time.time()
+    with Live(_progress(tree, t0), console=console, refresh_per_second=2, transient=fmt == "json") as live:
+        while True:
+            ready, _ = ray.wait([ref], timeout=1.0)
+            tree = fold(log.read(sid, after_seq=tree.last_seq), start=tree)
+            live.update(_progress(tree, t0))
+            if ready:
+                break
+    try:
+        ray.get(ref)
+    except Exception as e:  # noqa: BLE001 - the log holds everything done so far
+        fail(f"the conductor stopped: {e}\n`trex resume {sid} --home {home}` continues the search")
+    tree = build_tree(log, sid)
+    _report(home, sid, tree, fmt)
+
+
+def _progress(tree, t0: float):
+    from rich.table import Table
+
+    s = tree.summary()
+    running = [n.node_id for n in tree.nodes.values() if n.status == "running"]
+    budget = tree.budget.get("max_trials")
+    t = Table.grid(padding=(0, 2))
+    t.add_row("search", tree.search_id, "elapsed", f"{time.time() - t0:.0f}s")
+    t.add_row("trials", f"{s['trials_finished'] + s['trials_reused']} done / {budget or '∞'} "
+              f"({s['trials_failed']} failed)", "running", ", ".join(running) or "-")
+    t.add_row("best", f"{tree.best_node_id or '-'} {_fmt(tree.best_score)}", "insights", str(len(tree.insights)))
+    return t
+
+
+def _report(home: Path, sid: str, tree, fmt: str) -> None:
+    from trex.artifacts import ArtifactStore
+    from trex.conductor import base_score
+    from trex.events.log import EventLog
+
+    base = base_score(EventLog(home), sid)
+    best = tree.best
+    adapter = str(ArtifactStore(home).get(best.adapter)) if best and best.adapter else None
+    result = {"search_id": sid, "status": tree.status, "finish_reason": tree.finish_reason,
+              "best_node": best.node_id if best else None, "best_score": best.score if best else None,
+              "base_score": base, "adapter": adapter, "trials": tree.trials,
+              "trials_failed": tree.trials_failed, "compute_seconds": round(tree.compute_seconds, 1),
+              "insights": list(tree.insights.values())}
+    if fmt == "json":
+        emit_json(result)
+        return
+    from rich.console import Console
+
+    from trex.search.render import rich_tree
+
+    Console().print(rich_tree(tree))
+    gain = "" if best is None or base is None else f" ({best.score - base:+.4g} over the base model)"
+    click.echo(f"best node {result['best_node']}: {_fmt(result['best_score'])} vs base {_fmt(base)}{gain}")
+    click.echo(f"adapter: {adapter}")
+    for text in result["insights"]:
+        click.echo(f"insight: {text}")

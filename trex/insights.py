@@ -1,0 +1,83 @@
+"""The Insight-distiller's domain: short, falsifiable statements learned from evaluated trials.
+
+An insight compares the plans of evaluated nodes along one dimension the search varies
+(learning-rate band, LoRA rank, target modules, schedule): "targets=all (mean 0.41: n3, n5)
+beats targets=qv (mean 0.12: n1, n2) on arith-sub". It is written only when each side has at
+least ``min_support`` nodes and the gap is at least ``min_gap`` of the observed score range, and
+it names every supporting node, so anyone can check it with ``trex sql``. When later evidence
+reverses or erases a gap, the insight is retired (``InsightRetired``); a claim that still holds
+is restated under the same id with its current numbers and nodes.
+
+This is statistics by hand, not an LLM: a 135M local model cannot be trusted to summarise a
+table faithfully, and an insight must be checkable against the nodes it cites. The statements
+are what later proposals (and later searches on the task) receive.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from typing import Any
+
+from trex.events.insights import InsightDistilled, InsightRetired
+
+
+def _lr_band(lr: float) -> str:
+    return "lr<1e-3" if lr < 1e-3 else ("lr 1e-3..5e-3" if lr < 5e-3 else "lr>=5e-3")
+
+
+def _targets(mods) -> str:
+    n = len(tuple(mods))
+    return {2: "q,v", 4: "attention", 7: "all linear"}.get(n, f"{n} modules")
+
+
+DIMENSIONS: dict[str, Any] = {
+    "learning rate": lambda p: _lr_band(float(p.get("learning_rate", 1e-3))),
+    "rank": lambda p: f"rank {int(p.get('lora_rank', 8))}",
+    "targets": lambda p: f"targets {_targets(p.get('target_modules', ()))}",
+    "schedule": lambda p: f"{p.get('lr_schedule', 'cosine')} schedule",
+}
+
+
+def _iid(search_id: str, dim: str, win: str, lose: str) -> str:
+    return "ins-" + hashlib.sha256(f"{search_id}|{dim}|{win}|{lose}".encode()).hexdigest()[:12]
+
+
+def distill(tree, *, min_support: int = 2, min_gap: float = 0.15) -> list:
+    """Events that bring the tree's insights up to date with its evaluated nodes (may be empty)."""
+    scored = [n for n in tree.nodes.values() if n.score is not None and n.plan]
+    if len(scored) < 2 * min_support:
+        return []
+    lo, hi = min(n.score for n in scored), max(n.score for n in scored)
+    span = hi - lo
+    sign = 1.0 if tree.higher_is_better else -1.0
+    wanted: dict[str, tuple[str, tuple[str, ...]]] = {}  # id -> (text, supporting node ids)
+    for dim, key in DIMENSIONS.items():
+        groups: dict[str, list] = defaultdict(list)
+        for n in scored:
+            groups[key(n.plan)].append(n)
+        groups = {k: v for k, v in groups.items() if len(v) >= min_support}
+        if len(groups) < 2 or span <= 0:
+            continue
+        mean = {k: sum(n.score for n in v) / len(v) for k, v in groups.items()}
+        ranked = sorted(mean, key=lambda k: sign * mean[k], reverse=True)
+        win, lose = ranked[0], ranked[-1]
+        if abs(mean[win] - mean[lose]) < min_gap * span:
+            continue
+
+        def cite(k: str) -> str:
+            ids = ", ".join(sorted((n.node_id for n in groups[k]), key=lambda s: (len(s), s)))
+            return f"mean {mean[k]:.3g}: {ids}"
+
+        text = f"{win} ({cite(win)}) beats {lose} ({cite(lose)}) on {tree.task}"
+        support = tuple(sorted((n.node_id for n in groups[win] + groups[lose]), key=lambda s: (len(s), s)))
+        wanted[_iid(tree.search_id, dim, win, lose)] = (text, support)
+    events: list = []
+    for iid, text in tree.insights.items():
+        if iid not in wanted and iid.startswith("ins-"):
+            events.append(InsightRetired(insight_id=iid, reason="no longer supported by the evaluated nodes"))
+    for iid, (text, support) in wanted.items():
+        if tree.insights.get(iid) != text:
+            events.append(InsightDistilled(insight_id=iid, text=text, support=support,
+                                           source_search_id=tree.search_id, task=tree.task))
+    return events
+
