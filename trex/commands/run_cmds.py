@@ -183,11 +183,23 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
     conductor = remote_classes()["conductor"].remote()
     ref = conductor.run.remote(str(home.resolve()), sid, pool.as_dict())
     t0 = time.time()
-    with Live(_progress(tree, t0), console=console, refresh_per_second=2, transient=fmt == "json") as live:
+    if console.is_terminal:
+        with Live(_progress(tree, t0), console=console, refresh_per_second=2, transient=fmt == "json") as live:
+            while True:
+                ready, _ = ray.wait([ref], timeout=1.0)
+                tree = fold(log.read(sid, after_seq=tree.last_seq), start=tree)
+                live.update(_progress(tree, t0))
+                if ready:
+                    break
+    else:  # a log file or a pipe: one plain line whenever something changes
+        last = None
         while True:
             ready, _ = ray.wait([ref], timeout=1.0)
             tree = fold(log.read(sid, after_seq=tree.last_seq), start=tree)
-            live.update(_progress(tree, t0))
+            line = _progress_line(tree)
+            if line != last:
+                info(f"[{time.time() - t0:5.0f}s] {line}")
+                last = line
             if ready:
                 break
     try:
@@ -210,6 +222,14 @@ def _progress(tree, t0: float):
               f"({s['trials_failed']} failed)", "running", ", ".join(running) or "-")
     t.add_row("best", f"{tree.best_node_id or '-'} {_fmt(tree.best_score)}", "insights", str(len(tree.insights)))
     return t
+
+
+def _progress_line(tree) -> str:
+    s = tree.summary()
+    running = [n.node_id for n in tree.nodes.values() if n.status == "running"]
+    return (f"trials {s['trials_finished'] + s['trials_reused']}/{tree.budget.get('max_trials') or '∞'} done, "
+            f"{s['trials_failed']} failed; running {', '.join(running) or '-'}; "
+            f"best {tree.best_node_id or '-'} {_fmt(tree.best_score)}; insights {len(tree.insights)}")
 
 
 def _report(home: Path, sid: str, tree, fmt: str) -> None:

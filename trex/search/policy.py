@@ -278,17 +278,22 @@ def select(
     policy: str | None = None,
     pending: Iterable[str | None] = (),
     params: Mapping[str, Any] | None = None,
+    busy: Iterable[str | None] = (),
 ) -> Decision:
-    """The next decision. ``seed`` defaults to the search's (SearchStarted.seed), ``policy`` to its policy."""
+    """The next decision. ``seed`` defaults to the search's (SearchStarted.seed), ``policy`` to its policy.
+
+    ``pending``: decisions made but not yet in ``tree`` (they advance the decision index);
+    ``busy``: targets whose recorded children are still being proposed or trained (virtual loss
+    only: they do not change the index, so decision ids stay unique)."""
     seed = tree.seed if seed is None else seed
     name = (policy or tree.policy or "mcts").replace("-", "_")
     p = policy_params(tree, name, params)
-    pending = tuple(pending)
-    pend = pending_targets(tree, pending)
+    pending, busy = tuple(pending), tuple(busy)
+    pend = pending_targets(tree, pending + busy)
     index = tree.n_decisions + len(pending)
     rng = _rng(seed, index)
     if name == "mcts":
-        node_id, op, scores, reason = _mcts(tree, pend, p, pending)
+        node_id, op, scores, reason = _mcts(tree, pend, p, pending + busy)
     elif name == "greedy":
         node_id, op, scores, reason = _greedy(tree, pend, p, rng)
     else:
