@@ -169,18 +169,70 @@ def test_executor_killed_mid_trial_is_abandoned_and_retried_once(ray_local, arit
     assert ray_local.get(pool.executors[0].pid.remote()) != pid  # Ray restarted it
 
 
-def test_researcher_killed_is_restarted_and_the_search_finishes(ray_local, arith_home, actor_pool):
-    sid = new_search(arith_home, "optuna", trials=3)
+def test_researcher_killed_mid_proposal_is_asked_again(ray_local, arith_home, actor_pool, smollm2_dir):
+    """The llm proposer takes seconds (model load, tools, decoding): the kill lands mid-proposal."""
+    sid = new_search(arith_home, "llm", trials=2, llm={"model_dir": str(smollm2_dir)})
     pool = actor_pool(1, threads=2)
     pid = ray_local.get(pool.researcher.pid.remote())
     _, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
-    wait_for(arith_home, sid, "NodeSelected")
+    wait_for(arith_home, sid, "ToolCalled")  # the first proposal has started
     os.kill(pid, signal.SIGKILL)
     ray_local.get(ref, timeout=600)
     inv = check_invariants(arith_home, sid)
-    assert inv["tree"].trials_finished == 3
+    assert inv["tree"].trials_finished + inv["tree"].trials_reused == 2
     assert ray_local.get(pool.researcher.pid.remote()) != pid
+    first = next(e for e in inv["events"] if e.type == "NodeSelected").event.decision_id
+    asked = [e for e in inv["events"] if e.type == "ToolCalled" and e.event.tool == "task_data"
+             and e.correlation_id == first]
+    assert len(asked) >= 2  # the killed Researcher's tool call, then its successor's
+    assert any(e.type == "PlanProposed" and e.event.decision_id == first for e in inv["events"])
     assert all(len(t) == 1 for t in inv["by_cmd"].values())
+
+
+def test_a_model_answering_junk_ends_the_search_with_recorded_rejections(arith_home, actor_pool):
+    """Behind --llm-url, a server whose model answers junk: LlmCallFailed per attempt, PlanRejected per
+    decision, and after five in a row the search ends with that reason — never a crash."""
+    import json as _json
+    import threading as _threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from trex.actors.conduct import conduct
+
+    class Junk(BaseHTTPRequestHandler):  # the LLM server, not under test: only its answers matter
+        def _send(self, obj):
+            body = _json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self._send({"data": [{"id": "junk-model"}]})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._send({"choices": [{"message": {"content": "sure! lr=high, rank=lots"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 50, "completion_tokens": 8}})
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Junk)
+    _threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sid = new_search(arith_home, "llm", trials=3, llm={"url": f"http://127.0.0.1:{server.server_port}"})
+        conduct(arith_home, sid, actor_pool(1, threads=2))
+    finally:
+        server.shutdown()
+    events = EventLog(arith_home).read(sid)
+    types = Counter(e.type for e in events)
+    assert types["PlanRejected"] == 5 and types["PlanProposed"] == 0 and types["TrialStarted"] == 0
+    assert types["LlmCallFailed"] == 15  # 3 attempts per decision
+    tree = build_tree(EventLog(arith_home), sid)
+    assert tree.status == "finished" and "invalid plans in a row" in tree.finish_reason
+    assert not tree.open_decisions
+    assert verify(EventLog(arith_home), sid).ok
 
 
 def test_conductor_killed_reattaches_to_the_running_trial(ray_local, arith_home, actor_pool):

@@ -72,3 +72,11 @@ def test_trex_actors_start_is_idempotent_and_stop_removes_them(ray_local, tmp_pa
     assert set(json.loads(stop.stdout)["stopped"]) == set(a)
     after = run(cli + ["status", "--address", address, "--home", str(tmp_path), "--format", "json"], env=env)
     assert json.loads(after.stdout) == []
+
+
+def test_run_refuses_more_executors_than_the_cpus_fit(arith_home):
+    """Executors reserve their threads as CPUs: a pool that cannot fit would wait forever."""
+    res = run(TREX + ["run", "arith-sub", "--parallel", "3", "--threads", "1", "--num-cpus", "2", "--proposer",
+                      "random", "--home", str(arith_home)])
+    assert res.returncode != 0
+    assert "3 executor(s) x 1 thread(s) need 3 CPUs; the Ray cluster has 2" in res.stderr

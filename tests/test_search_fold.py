@@ -218,3 +218,16 @@ def test_plan_with_unknown_parent_is_kept_out(started):
               PlanProposed(node_id="b", parent_id="a", plan={}),
               PlanRejected(node_id="c", parent_id="zz", reason="x")])
     assert not t.nodes and t.ignored == 3
+
+
+def test_a_rejection_closes_the_decision_it_answers_not_the_oldest(started):
+    """Proposals made ahead: two drafts open on the root, the second one's plan is refused."""
+    from trex.events.search import NodeSelected
+    from trex.search import fold
+
+    sel = [NodeSelected(decision_id=d, node_id=None, operator="draft", policy="mcts", seed=0) for d in ("d1", "d2")]
+    tree = fold([started()] + sel + [PlanRejected(parent_id=None, reason="junk", decision_id="d2")])
+    assert dict(tree.open_decisions) == {"d1": None}
+    # an old event without a decision id still closes the oldest on its target
+    tree = fold([started()] + sel + [PlanRejected(parent_id=None, reason="junk")])
+    assert dict(tree.open_decisions) == {"d2": None}

@@ -23,6 +23,7 @@ from typing import Any
 
 from trex.conductor import BASE_NODE, MAX_REJECTIONS_IN_A_ROW, ConcurrentRun, _started_at, metric_nodes, open_trials
 from trex.events.envelope import NewEvent
+from trex.events.evaluation import EvaluationFailed
 from trex.events.log import EventLog
 from trex.events.plans import PlanProposed, PlanRejected
 from trex.events.search import SearchFinished, SearchResumed
@@ -53,6 +54,7 @@ class _State:
     idle: list = field(default_factory=list)
     dispatched: dict = field(default_factory=dict)  # node id -> its trials count when dispatched
     prop_failures: dict = field(default_factory=dict)
+    start_failures: dict = field(default_factory=dict)  # node id -> executor failures before TrialStarted
     rejections_in_a_row: int = 0
     evaluated: int = 0
     next_n: int = 1  # the next node id is f"n{next_n}"
@@ -113,6 +115,8 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             st.props[ref] = decision
 
         # ------------------------------------------------------------------ recovery
+        # decisions recorded but never answered: asked again below (SearchResumed closes them in the fold)
+        reopen = [rec for rec in tree.decisions if rec.decision_id in tree.open_decisions]
         if any(e.type not in ("SearchStarted", "SearchForked") for e in log.read(sid, until_seq=3)):
             emit(SearchResumed(reason="conductor started on a search with history"))
         inflight: dict[str, int] = {}
@@ -124,10 +128,11 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
         for nid in list(tree.order):
             node = tree.nodes[nid]
             cmd = f"{sid}:{nid}"
-            if cmd in inflight and node.status in ("proposed", "running"):
+            if cmd in inflight:  # still training on a live executor: re-attach, never start it again
                 i = inflight[cmd]
                 st.trains[pool.executors[i].wait.remote(cmd)] = (nid, i)
-                st.idle.remove(i) if i in st.idle else None
+                if i in st.idle:
+                    st.idle.remove(i)
                 st.dispatched[nid] = node.trials
             elif node.status == "running":
                 for trial_id in open_trials(log, sid, nid):
@@ -138,10 +143,9 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 st.ready.append(nid)
             elif node.status == "trained":
                 dispatch_eval(nid, node.adapter)
-        for rec in tree.decisions:
-            if rec.decision_id in tree.open_decisions:
-                dispatch_proposal({"decision_id": rec.decision_id, "node_id": rec.node_id,
-                                   "operator": rec.operator, "index": 0})
+        for rec in reopen:
+            dispatch_proposal({"decision_id": rec.decision_id, "node_id": rec.node_id,
+                               "operator": rec.operator, "index": 0})
 
         # ------------------------------------------------------------------ the loop
         while True:
@@ -208,9 +212,11 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                             st.evaluated += 1
                             if pool.distiller is not None and st.distill is None and st.evaluated % distill_every == 0:
                                 st.distill = pool.distiller.distill.remote(str(home), sid)
-                    except ray.exceptions.RayActorError:
+                    except Exception as e:  # noqa: BLE001 - the Evaluator died or raised: once more, then an event
                         if attempt < 2:
                             dispatch_eval(nid, adapter, attempt + 1)
+                        else:
+                            emit(EvaluationFailed(node_id=nid, reason=type(e).__name__, message=str(e)[:2000]))
                 elif ref == st.distill:
                     st.distill = None
                     try:
@@ -291,7 +297,8 @@ def _on_trained(ref, st: _State, log, sid: str, emit, dispatch_eval, refresh_tre
     import ray
 
     nid, i = st.trains.pop(ref)
-    st.idle.append(i)
+    if i not in st.idle and not any(j == i for _, j in st.trains.values()):
+        st.idle.append(i)
     st.dispatched.pop(nid, None)
     try:
         out = ray.get(ref)
@@ -307,12 +314,26 @@ def _on_trained(ref, st: _State, log, sid: str, emit, dispatch_eval, refresh_tre
     for trial_id in open_trials(log, sid, nid):
         emit(TrialAbandoned(node_id=nid, trial_id=trial_id, reason="its executor died"))
     node = refresh_tree().nodes.get(nid)
-    if node is not None and (node.status == "proposed" or node.status == "abandoned" and node.trials < 2):
+    if node is None:
+        return
+    if node.status == "trained":  # it died after recording its result: evaluate that
+        dispatch_eval(nid, node.adapter)
+    elif node.status == "abandoned" and node.trials < 2:
         st.ready.appendleft(nid)  # retried once, under the same command id
+    elif node.status == "proposed":  # it failed before the trial started: once more, then refused
+        st.start_failures[nid] = st.start_failures.get(nid, 0) + 1
+        if st.start_failures[nid] < 2:
+            st.ready.appendleft(nid)
+        else:
+            why = (out or {}).get("error") or "its executor died"
+            emit(PlanRejected(node_id=nid, parent_id=node.parent_id, proposer=node.proposer,
+                              reason=f"the executor failed twice before the trial started: {why}"[:2000],
+                              decision_id=node.decision_id))
 
 
 def spawn_pool(executors: int = 1, *, threads: int | None = None, executor_options: dict | None = None,
-               time_limit_s: float | None = None, named: bool = False, prefix: str = "trex") -> Pool:
+               time_limit_s: float | None = None, named: bool = False, prefix: str = "trex",
+               gpus: float = 0) -> Pool:
     """Create (or, with ``named``, get or create detached) actors for a pool."""
     from trex.actors.shells import remote_classes
 
@@ -327,7 +348,10 @@ def spawn_pool(executors: int = 1, *, threads: int | None = None, executor_optio
 
     return Pool(
         researcher=make("researcher", "researcher"),
-        executors=[make("executor", f"executor-{i}", i, threads, time_limit_s, executor_options, num_cpus=threads)
+        # an executor reserves its CPUs, and its GPU(s): Ray sets CUDA_VISIBLE_DEVICES, so K executors
+        # on a K-GPU node train on K different GPUs
+        executors=[make("executor", f"executor-{i}", i, threads, time_limit_s, executor_options, num_cpus=threads,
+                        **({"num_gpus": gpus} if gpus else {}))
                    for i in range(executors)],
         evaluator=make("evaluator", "evaluator"),
         distiller=make("distiller", "distiller"),

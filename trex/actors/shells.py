@@ -196,11 +196,17 @@ class EvaluatorShell:
         def emit(ev):
             _append(home, sid, [ev])
 
+        from trex.events.evaluation import EvaluationFailed
+
         with self._lock:
             key = (str(home), task)
             ev = self._evaluators.get(key)
             if ev is None:
-                ev = self._evaluators[key] = make_evaluator(home, task, emit)
+                try:
+                    ev = self._evaluators[key] = make_evaluator(home, task, emit)
+                except Exception as e:  # noqa: BLE001 - no evaluator (model missing, bad task): an event
+                    emit(EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]))
+                    return False
             ev.emit = emit
             return evaluate_node(ev, home, task, node_id, adapter, limit=limit, emit=emit)
 

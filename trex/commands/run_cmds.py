@@ -19,6 +19,8 @@ def _ray_options(f):
                      "default: a local Ray under the trex home, bound to 127.0.0.1.")(f)
     f = click.option("--num-cpus", type=click.IntRange(1, 4096), default=None,
                      help="CPUs of the local Ray (default: this machine's).")(f)
+    f = click.option("--gpus-per-executor", type=click.FloatRange(0, 64), default=None,
+                     help="GPUs each executor reserves (default: 1 where the cluster has GPUs, else 0).")(f)
     return f
 
 
@@ -50,7 +52,7 @@ def _ray_options(f):
 @format_option
 def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budget_tokens, parallel, threads,
         trial_steps, batch_size, eval_limit, trial_time_limit, llm_url, llm_model, llm_model_dir, seed, search_id,
-        address, num_cpus, home, fmt):
+        address, num_cpus, gpus_per_executor, home, fmt):
     """Run a search on TASK with the actors: propose, train, evaluate, learn — until the budget is spent."""
     from trex.conductor import SearchConfig, start_search
     from trex.events.log import EventLog
@@ -74,7 +76,8 @@ def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budg
     sid = start_search(log, cfg, search_id)
     info(f"search {sid}: task {task}, proposer {proposer}, policy {policy}, {budget_trials} trials, "
          f"{parallel} executor(s)")
-    _drive(home, sid, parallel=parallel, threads=threads, address=address, num_cpus=num_cpus, fmt=fmt)
+    _drive(home, sid, parallel=parallel, threads=threads, address=address, num_cpus=num_cpus, fmt=fmt,
+           gpus=gpus_per_executor)
 
 
 @click.command("resume")
@@ -84,7 +87,7 @@ def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budg
 @_ray_options
 @home_option
 @format_option
-def resume(search, parallel, threads, address, num_cpus, home, fmt):
+def resume(search, parallel, threads, address, num_cpus, gpus_per_executor, home, fmt):
     """Continue SEARCH after a crash or a stop: nothing lost, nothing trained twice."""
     from trex.events.log import EventLog
     from trex.search import build_tree
@@ -100,7 +103,7 @@ def resume(search, parallel, threads, address, num_cpus, home, fmt):
     _check_task(tree.task)
     par = parallel or max(1, tree.parallel)
     _drive(home, search, parallel=par, threads=threads or tree.config.get("threads"), address=address,
-           num_cpus=num_cpus, fmt=fmt)
+           num_cpus=num_cpus, fmt=fmt, gpus=gpus_per_executor)
 
 
 @click.command("status")
@@ -160,7 +163,7 @@ def _check_task(task: str) -> None:
 
 
 def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address: str | None, num_cpus: int | None,
-           fmt: str) -> None:
+           fmt: str, gpus: float | None = None) -> None:
     """Start the actors, run the Conductor, show progress until it returns, print the result."""
     from rich.console import Console
     from rich.live import Live
@@ -178,8 +181,19 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
     with console.status(f"preparing {tree.task} (the base model is built once, then cached)…"):
         prepare_task(get_task(tree.task), home)
     ray = init_ray(home, address=address, num_cpus=num_cpus)
+    res = ray.cluster_resources()
+    cpus = int(res.get("CPU", 0))
+    threads = threads or max(1, cpus // parallel)
+    if parallel * threads > cpus:  # the extra executors would wait for CPUs forever
+        fail(f"{parallel} executor(s) x {threads} thread(s) need {parallel * threads} CPUs; the Ray cluster has "
+             f"{cpus}: lower --parallel or --threads (or add CPUs with --num-cpus / more nodes)")
+    if gpus is None:
+        gpus = 1.0 if res.get("GPU", 0) >= 1 else 0.0
+    if gpus and parallel * gpus > res.get("GPU", 0):
+        fail(f"{parallel} executor(s) x {gpus:g} GPU(s) need {parallel * gpus:g} GPUs; the cluster has "
+             f"{res.get('GPU', 0):g}")
     pool = spawn_pool(parallel, threads=threads, time_limit_s=tree.config.get("trial_time_limit_s"),
-                      named=bool(address), prefix="trex")
+                      named=bool(address), prefix="trex", gpus=gpus)
     conductor = remote_classes()["conductor"].remote()
     ref = conductor.run.remote(str(home.resolve()), sid, pool.as_dict())
     t0 = time.time()

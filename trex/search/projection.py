@@ -284,11 +284,14 @@ def _plan_proposed(b: _Builder, d: dict) -> None:
 
 def _plan_rejected(b: _Builder, d: dict) -> None:
     parent_id = d.get("parent_id")
-    # close the oldest open decision on the same target: its plan was produced, and refused
-    for dec_id, target in b.open_decisions.items():
-        if target == parent_id:
-            del b.open_decisions[dec_id]
-            break
+    dec = d.get("decision_id")
+    if dec:  # the decision it answers (proposals made ahead: several may be open on one target)
+        b.open_decisions.pop(dec, None)
+    else:  # older events: close the oldest open decision on the same target
+        for dec_id, target in b.open_decisions.items():
+            if target == parent_id:
+                del b.open_decisions[dec_id]
+                break
     nid = d.get("node_id")
     if not nid:
         b.f["rejected_plans"] += 1
