@@ -87,31 +87,42 @@ def register_task(task: Task) -> Task:
     return task
 
 
-register_task(Task(
-    name="arith-sub",
-    description=(
-        "Teach a ~1M-parameter char-level Llama, pretrained on 2-digit addition, to subtract "
-        "2-digit numbers (a-b=c with 0<=b<=a<=99), without forgetting addition."
-    ),
-    base_model="arith-base",
-    data="arith-sub",
-    splits=("train", "eval", "eval_add"),
-    prompt_template="{prompt}",
-    metrics=(
-        MetricSpec(name="exact_match", split="eval", direction="max", primary=True,
-                   description="greedy exact match on 500 held-out subtraction problems"),
-        MetricSpec(name="add_exact_match", split="eval_add", direction="max",
-                   description="greedy exact match on 500 addition problems (retention; forgetting)"),
-    ),
-    max_new_tokens=4,
-))
+def task_from_spec(spec) -> Task:
+    """The runtime :class:`Task` of a task file whose base model and data are built here."""
+    if spec.base_model.builder is None or spec.data.generator is None:
+        raise ValueError(f"task {spec.name!r}: only tasks built by an ftbench builder and generator run here "
+                         f"(this one needs: {', '.join(spec.requires.scorers) or 'hub data or a local model'})")
+    return Task(
+        name=spec.name, description=spec.description, base_model=spec.base_model.builder,
+        base_seed=spec.base_model.seed, data=spec.data.generator, data_seed=spec.data.seed, splits=spec.splits,
+        prompt_template=spec.prompt_template, max_new_tokens=spec.decoding.max_new_tokens,
+        metrics=tuple(MetricSpec(name=m.name, split=m.split, direction=m.direction, primary=m.primary,
+                                 description=m.description) for m in spec.metrics),
+    )
+
+
+def _register_builtin() -> None:
+    from ftbench.spec import builtin_specs
+
+    for spec in builtin_specs().values():
+        if spec.base_model.builder is not None and spec.data.generator is not None:
+            register_task(task_from_spec(spec))
+
+
+_register_builtin()
 
 
 def get_task(name: str) -> Task:
     try:
         return _TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown task {name!r} (known: {', '.join(sorted(_TASKS))})") from None
+        pass
+    from ftbench.spec import builtin_specs, problems
+
+    spec = builtin_specs().get(name)
+    if spec is not None:  # a known task that cannot run here: say why
+        raise KeyError(f"task {name!r} cannot run here: {'; '.join(problems(spec)) or 'not a local task'}")
+    raise KeyError(f"unknown task {name!r} (known: {', '.join(sorted(_TASKS))})") from None
 
 
 def list_tasks() -> list[Task]:

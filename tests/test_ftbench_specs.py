@@ -1,0 +1,107 @@
+"""Task files: the schema, the shipped specs (CPU task and the paper's ten), and clear errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ftbench.spec import SpecError, builtin_specs, fetch_plan, load_spec, problems
+
+PAPER = {"aci-bench", "tomg-bench", "omebench", "hoc", "sst2", "cs-bench", "openfindata", "econlogicqa", "gta",
+         "lawbench"}
+
+
+def test_the_paper_tasks_validate_and_say_they_need_a_gpu_and_the_hub():
+    specs = builtin_specs()
+    assert PAPER <= set(specs)
+    for name in PAPER:
+        s = specs[name]
+        assert s.base_model.hub == "Qwen/Qwen3-1.7B" and s.requires.gpu and s.requires.hub
+        assert s.data.hub and s.paper
+        plan = fetch_plan(s)
+        assert any(s.data.hub in line for line in plan) and any("Qwen3-1.7B" in line for line in plan)
+        assert problems(s)  # none of them runs on this machine, and each says why
+
+
+def test_the_cpu_task_runs_here_and_matches_its_registered_task():
+    from ftbench.tasks import get_task
+
+    s = builtin_specs()["arith-sub"]
+    assert problems(s) == [] and fetch_plan(s) == []
+    t = get_task("arith-sub")
+    assert t.description == s.description and [m.name for m in t.metrics] == [m.name for m in s.metrics]
+
+
+def test_a_paper_task_is_refused_by_name_with_the_reason():
+    from ftbench.tasks import get_task
+
+    with pytest.raises(KeyError, match="cannot run here: needs the Hugging Face hub.*stanfordnlp/sst2"):
+        get_task("sst2")
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "task.yaml"
+    p.write_text(text)
+    return p
+
+
+GOOD = """
+name: my-task
+domain: test
+description: a user's own task
+base_model: {path: model}
+data: {files: {train: train.jsonl, eval: eval.jsonl}}
+metrics: [{name: exact_match, split: eval, primary: true}]
+"""
+
+
+def test_a_users_task_file_with_missing_files_is_rejected_naming_them(tmp_path):
+    s = load_spec(write(tmp_path, GOOD))
+    why = problems(s, tmp_path)
+    assert any("base model folder" in w and "model" in w for w in why)
+    assert any("split 'train'" in w for w in why) and any("split 'eval'" in w for w in why)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "train.jsonl").write_text("{}\n")
+    (tmp_path / "eval.jsonl").write_text("{}\n")
+    assert problems(s, tmp_path) == []
+
+
+@pytest.mark.parametrize("change, message", [
+    ("metrics: [{name: bleurt_42, split: eval, primary: true}]", "unknown metric 'bleurt_42'"),
+])
+def test_an_unknown_metric_is_a_problem_before_anything_starts(tmp_path, change, message):
+    text = GOOD.replace("metrics: [{name: exact_match, split: eval, primary: true}]", change)
+    assert any(message in w for w in problems(load_spec(write(tmp_path, text)), tmp_path))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\n", "domain: Field required"),
+    (GOOD.replace("primary: true", "primary: false"), "exactly one metric must be primary"),
+    (GOOD.replace("split: eval", "split: test"), "split 'test', which is not in splits"),
+    (GOOD.replace("base_model: {path: model}", "base_model: {path: model, hub: org/m}"), "exactly one of builder"),
+    (GOOD.replace("base_model: {path: model}", "base_model: {hub: org/m}"), "requires.hub: true"),
+    (GOOD.replace("{files: {train: train.jsonl, eval: eval.jsonl}}", "{files: {train: train.jsonl}}"),
+     "a file for each split"),
+    (GOOD + "colour: blue\n", "colour: Extra inputs are not permitted"),
+    ("- just\n- a list\n", "a task file is a YAML mapping"),
+    ("name: [unclosed\n", "not valid YAML"),
+])
+def test_invalid_task_files_are_rejected_naming_the_file_and_field(tmp_path, text, message):
+    with pytest.raises(SpecError) as e:
+        load_spec(write(tmp_path, text))
+    assert str(tmp_path / "task.yaml") in str(e.value) and message in str(e.value)
+
+
+def test_ftbench_list_and_prepare_of_a_hub_task(tmp_path):
+    from ftbench.cli import main
+
+    r = CliRunner().invoke(main, ["list", "--format", "json"])
+    assert r.exit_code == 0
+    rows = {x["name"]: x for x in json.loads(r.stdout)}
+    assert rows["arith-sub"]["runnable_here"] and not rows["sst2"]["runnable_here"]
+    r = CliRunner().invoke(main, ["prepare", "hoc", "--home", str(tmp_path), "--format", "json"])
+    assert r.exit_code == 2
+    plan = json.loads(r.stdout)
+    assert any("bigbio/hallmarks_of_cancer" in x for x in plan["would_fetch"])
+    assert not any(tmp_path.iterdir())  # nothing fetched, nothing written
