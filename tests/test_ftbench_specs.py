@@ -105,3 +105,53 @@ def test_ftbench_list_and_prepare_of_a_hub_task(tmp_path):
     plan = json.loads(r.stdout)
     assert any("bigbio/hallmarks_of_cancer" in x for x in plan["would_fetch"])
     assert not any(tmp_path.iterdir())  # nothing fetched, nothing written
+
+
+# ------------------------------------------------------------------ the SmolLM2 CPU tasks
+def test_the_generators_are_deterministic_and_their_splits_disjoint():
+    from ftbench.synthetic import orders, tickets
+
+    for gen in (tickets, orders):
+        a, b, c = gen(0), gen(0), gen(1)
+        assert a == b and a != c
+        train = {r["prompt"] for r in a["train"]}
+        assert len(train) == len(a["train"]) and not train & {r["prompt"] for r in a["eval"]}
+    labels = {r["completion"] for r in tickets(0)["eval"]}
+    assert labels == {"billing", "technical", "shipping", "account"}
+
+
+def test_macro_f1_scores_routing_outputs_including_malformed_ones():
+    from trex.evaluate.metrics import score
+
+    refs = ["billing", "technical", "shipping", "account"]
+    assert score("macro_f1", [" billing", "technical\n", "shipping", "account"], refs)[0] == 1.0
+    assert score("macro_f1", ["billing", "technical", "Shipping", "account"], refs)[1][2] == 0.0  # labels are exact
+    value, per = score("macro_f1", ["billing", "I think tech", "", "account"], refs)
+    assert per == [1.0, 0.0, 0.0, 1.0] and value == pytest.approx(0.5)
+
+
+def test_json_fields_scores_each_field_and_zero_for_malformed_output():
+    from ftbench.synthetic import orders
+    from trex.evaluate.metrics import score
+
+    ref = orders(0)["eval"][0]["completion"]
+    fields = json.loads(ref)
+    perfect = json.dumps(fields)
+    one_wrong = json.dumps({**fields, "city": "Nowhere"})
+    qty_as_text = json.dumps({**fields, "qty": str(fields["qty"])})
+    outputs = [perfect + " and some chatter", one_wrong, qty_as_text, '{"id": "1", "name":', "not json", "[1, 2]",
+               None]
+    value, per = score("json_fields", outputs, [ref] * len(outputs))
+    assert per == [1.0, 0.75, 1.0, 0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="reference must be a non-empty JSON object"):
+        score("json_fields", ["{}"], ["[]"])
+
+
+def test_the_smollm2_tasks_are_registered_and_run_here():
+    from ftbench.tasks import get_task
+
+    specs = builtin_specs()
+    for name, metric in (("tickets", "macro_f1"), ("orders", "json_fields")):
+        assert problems(specs[name]) == []
+        t = get_task(name)
+        assert t.base_model == "smollm2-135m" and t.primary_metric.name == metric

@@ -98,7 +98,35 @@ def _check(outputs: Sequence[Any], references: Sequence[Any]) -> None:
         raise ValueError(f"{len(outputs)} outputs for {len(references)} references")
 
 
+def json_fields(outputs: Sequence[Any], references: Sequence[Any]) -> tuple[float, list[float]]:
+    """Structured output: the share of the reference JSON object's fields that the output gets right
+    (values compared as normalised text). Output that is not a JSON object scores 0; extra keys
+    are ignored; text after the object (a model that keeps talking) is ignored."""
+    import json
+
+    _check(outputs, references)
+    dec = json.JSONDecoder()
+    per = []
+    for o, r in zip(outputs, references):
+        ref = json.loads(r) if isinstance(r, str) else r
+        if not isinstance(ref, dict) or not ref:
+            raise ValueError(f"json_fields: a reference must be a non-empty JSON object, got {r!r}")
+        got = None
+        if isinstance(o, str):
+            s = o.strip()
+            try:
+                got, _ = dec.raw_decode(s)
+            except ValueError:
+                got = None
+        if not isinstance(got, dict):
+            per.append(0.0)
+            continue
+        per.append(sum(1.0 for k, v in ref.items() if k in got and normalize(got[k]) == normalize(v)) / len(ref))
+    return (sum(per) / len(per) if per else 0.0), per
+
+
 _REGISTRY: dict[str, MetricFn] = {
+    "json_fields": json_fields,
     "exact_match": exact_match,
     "accuracy": accuracy,
     "macro_f1": macro_f1,
