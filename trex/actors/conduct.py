@@ -62,11 +62,11 @@ class _State:
 
 def run_lock(home, sid: str):
     """Held by the one Conductor of a search while it runs (released by the OS if it dies)."""
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
-    d = Path(home) / "locks"
-    d.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(d / f"run-{sid}.lock"))
+    from trex.actors.runtime import home_lock
+
+    lock = home_lock(home, f"run-{sid}")
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -97,9 +97,8 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
         started_at = _started_at(log, sid)
 
         def emit(*events, **kw):
-            nonlocal tree
             log.append(sid, [NewEvent(e, **kw) for e in events])
-            tree = fold(log.read(sid, after_seq=tree.last_seq), start=tree)
+            refresh()
 
         def refresh():
             nonlocal tree

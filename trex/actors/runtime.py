@@ -23,6 +23,15 @@ def ray_temp_dir(home: str | os.PathLike) -> Path:
     return Path("/tmp") / ("trex-ray-" + hashlib.sha256(str(d).encode()).hexdigest()[:10])
 
 
+def home_lock(home: str | os.PathLike, name: str):
+    """A file lock under ``<home>/locks`` (held per process; the OS releases it if the process dies)."""
+    from filelock import FileLock
+
+    d = Path(home) / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(d / f"{name}.lock"))
+
+
 def quiet_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -69,20 +69,20 @@ def propose_for(home, sid: str, decision: dict, clients: dict) -> dict[str, Any]
             ev = ev.model_copy(update={"decision_id": did, "node_id": decision.get("node_id")})
         _append(home, sid, [ev], correlation_id=did)
 
-    client = None
-    if tree.proposer == "llm":
+    client, context = None, {}
+    if tree.proposer == "llm":  # only the agent reads the LLM, the base score and earlier searches
         cfg = dict(tree.config)
         key = repr(sorted((cfg.get("llm") or {}).items()))
         if key not in clients:
             clients[key] = make_client(cfg, home, None)
         client = clients[key]
         client.emit = emit
+        context = {"prior_insights": prior_insights(log, tree.task, sid), "base": base_score(log, sid)}
     from trex.search.policy import Decision
 
     d = Decision(decision.get("node_id"), decision["operator"], tree.policy, tree.seed, int(decision.get("index", 0)),
                  did, (), "")
-    prop = propose(tree, d, home=home, search_id=sid, emit=emit, client=client,
-                   prior_insights=prior_insights(log, tree.task, sid), base=base_score(log, sid))
+    prop = propose(tree, d, home=home, search_id=sid, emit=emit, client=client, **context)
     return {"plan": prop.plan.model_dump(mode="json") if prop.plan is not None else None,
             "rationale": prop.rationale, "rejection": prop.rejection, "raw": str(prop.raw)[:4000]}
 
@@ -99,13 +99,10 @@ def distill_search(home, sid: str) -> int:
 
 def _command_lock(home, command_id: str):
     import hashlib
-    from pathlib import Path
 
-    from filelock import FileLock
+    from trex.actors.runtime import home_lock
 
-    d = Path(home) / "locks"
-    d.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(d / f"cmd-{hashlib.sha256(command_id.encode()).hexdigest()[:16]}.lock"))
+    return home_lock(home, f"cmd-{hashlib.sha256(command_id.encode()).hexdigest()[:16]}")
 
 
 # ---------------------------------------------------------------------------------- the shells
