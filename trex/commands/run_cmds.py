@@ -197,53 +197,59 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
     conductor = remote_classes()["conductor"].remote()
     ref = conductor.run.remote(str(home.resolve()), sid, pool.as_dict())
     t0 = time.time()
-    if console.is_terminal:
-        with Live(_progress(tree, t0), console=console, refresh_per_second=2, transient=fmt == "json") as live:
-            while True:
-                ready, _ = ray.wait([ref], timeout=1.0)
-                tree = fold(log.read(sid, after_seq=tree.last_seq), start=tree)
-                live.update(_progress(tree, t0))
-                if ready:
-                    break
-    else:  # a log file or a pipe: one plain line whenever something changes
-        last = None
+
+    def watch(show) -> None:  # fold the log's new events once a second until the Conductor returns
+        nonlocal tree
         while True:
             ready, _ = ray.wait([ref], timeout=1.0)
             tree = fold(log.read(sid, after_seq=tree.last_seq), start=tree)
-            line = _progress_line(tree)
-            if line != last:
-                info(f"[{time.time() - t0:5.0f}s] {line}")
-                last = line
+            show(tree)
             if ready:
-                break
+                return
+
+    if console.is_terminal:
+        with Live(_progress(tree, t0), console=console, refresh_per_second=2, transient=fmt == "json") as live:
+            watch(lambda t: live.update(_progress(t, t0)))
+    else:  # a log file or a pipe: one plain line whenever something changes
+        last = [None]
+
+        def show(t) -> None:
+            line = _progress_line(t)
+            if line != last[0]:
+                info(f"[{time.time() - t0:5.0f}s] {line}")
+                last[0] = line
+
+        watch(show)
     try:
         ray.get(ref)
     except Exception as e:  # noqa: BLE001 - the log holds everything done so far
         fail(f"the conductor stopped: {e}\n`trex resume {sid} --home {home}` continues the search")
-    tree = build_tree(log, sid)
-    _report(home, sid, tree, fmt)
+    _report(home, sid, fold(log.read(sid, after_seq=tree.last_seq), start=tree), fmt)
+
+
+def _progress_facts(tree) -> dict:
+    """What the progress display shows, for the live table and the plain line alike."""
+    return {"done": tree.trials_finished + tree.trials_reused, "budget": tree.budget.get("max_trials") or "∞",
+            "failed": tree.trials_failed,
+            "running": ", ".join(n.node_id for n in tree.nodes.values() if n.status == "running") or "-",
+            "best": f"{tree.best_node_id or '-'} {_fmt(tree.best_score)}", "insights": len(tree.insights)}
 
 
 def _progress(tree, t0: float):
     from rich.table import Table
 
-    s = tree.summary()
-    running = [n.node_id for n in tree.nodes.values() if n.status == "running"]
-    budget = tree.budget.get("max_trials")
+    f = _progress_facts(tree)
     t = Table.grid(padding=(0, 2))
     t.add_row("search", tree.search_id, "elapsed", f"{time.time() - t0:.0f}s")
-    t.add_row("trials", f"{s['trials_finished'] + s['trials_reused']} done / {budget or '∞'} "
-              f"({s['trials_failed']} failed)", "running", ", ".join(running) or "-")
-    t.add_row("best", f"{tree.best_node_id or '-'} {_fmt(tree.best_score)}", "insights", str(len(tree.insights)))
+    t.add_row("trials", f"{f['done']} done / {f['budget']} ({f['failed']} failed)", "running", f["running"])
+    t.add_row("best", f["best"], "insights", str(f["insights"]))
     return t
 
 
 def _progress_line(tree) -> str:
-    s = tree.summary()
-    running = [n.node_id for n in tree.nodes.values() if n.status == "running"]
-    return (f"trials {s['trials_finished'] + s['trials_reused']}/{tree.budget.get('max_trials') or '∞'} done, "
-            f"{s['trials_failed']} failed; running {', '.join(running) or '-'}; "
-            f"best {tree.best_node_id or '-'} {_fmt(tree.best_score)}; insights {len(tree.insights)}")
+    f = _progress_facts(tree)
+    return (f"trials {f['done']}/{f['budget']} done, {f['failed']} failed; running {f['running']}; "
+            f"best {f['best']}; insights {f['insights']}")
 
 
 def _report(home: Path, sid: str, tree, fmt: str) -> None:
