@@ -34,6 +34,11 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _exactly_one(obj: BaseModel, what: str, names: tuple[str, ...]) -> None:
+    if sum(getattr(obj, n) is not None for n in names) != 1:
+        raise ValueError(f"{what} needs exactly one of {', '.join(names)}")
+
+
 class BaseModelRef(_Frozen):
     """Exactly one of: a builder under ``ftbench/`` (with its seed), a local folder, a hub id."""
 
@@ -45,8 +50,7 @@ class BaseModelRef(_Frozen):
 
     @model_validator(mode="after")
     def _one(self) -> "BaseModelRef":
-        if sum(x is not None for x in (self.builder, self.path, self.hub)) != 1:
-            raise ValueError("base_model needs exactly one of builder, path, hub")
+        _exactly_one(self, "base_model", ("builder", "path", "hub"))
         return self
 
 
@@ -65,8 +69,7 @@ class DataRef(_Frozen):
 
     @model_validator(mode="after")
     def _one(self) -> "DataRef":
-        if sum(x is not None for x in (self.generator, self.files, self.hub)) != 1:
-            raise ValueError("data needs exactly one of generator, files, hub")
+        _exactly_one(self, "data", ("generator", "files", "hub"))
         return self
 
 
@@ -159,7 +162,7 @@ def problems(spec: TaskSpec, base_dir: str | Path | None = None, *, hub_reachabl
              gpu: bool | None = None) -> list[str]:
     """Why ``spec`` cannot run here (empty: it can). Checked before a search starts."""
     from ftbench.tasks import BASE_MODELS, DATA_GENERATORS
-    from trex.evaluate.metrics import metric_names
+    from trex.evaluate.metrics import can_score, metric_names
 
     out: list[str] = []
     base = Path(base_dir) if base_dir is not None else Path(".")
@@ -174,15 +177,14 @@ def problems(spec: TaskSpec, base_dir: str | Path | None = None, *, hub_reachabl
     for split, f in (d.files or {}).items():
         if not (base / f).is_file():
             out.append(f"data file for split {split!r} ({str(base / f)!r}) does not exist")
-    known = set(metric_names())
     for m in spec.metrics:
-        if m.name in known or m.name.endswith("exact_match"):
+        if can_score(m.name):
             continue
         if m.name in spec.requires.scorers:
             out.append(f"metric {m.name!r} needs a scorer that is not installed here (register it with "
                        f"trex.evaluate.metrics.register_scorer)")
         else:
-            out.append(f"unknown metric {m.name!r} (known: {', '.join(sorted(known))}, or *_exact_match)")
+            out.append(f"unknown metric {m.name!r} (known: {', '.join(metric_names())}, or *_exact_match)")
     if spec.requires.hub and not hub_reachable:
         out.append("needs the Hugging Face hub, which is not reachable here: " + "; ".join(fetch_plan(spec)))
     if spec.requires.gpu and gpu is False:

@@ -59,15 +59,19 @@ def _ticket(rng: random.Random) -> dict:
     return {"prompt": ticket_prompt(text), "completion": f" {label}", "label": label, "text": text}
 
 
-def tickets(seed: int = 0, n_train: int = 800, n_eval: int = 200) -> dict[str, list[dict]]:
-    rng = random.Random(f"tickets:{seed}")
+def _unique_rows(make, rng: random.Random, n: int) -> list[dict]:
+    """``n`` rows from ``make(rng)`` with distinct texts (so train and eval never share an example)."""
     rows, seen = [], set()
-    while len(rows) < n_train + n_eval:
-        r = _ticket(rng)
-        if r["text"] in seen:
-            continue
-        seen.add(r["text"])
-        rows.append(r)
+    while len(rows) < n:
+        r = make(rng)
+        if r["text"] not in seen:
+            seen.add(r["text"])
+            rows.append(r)
+    return rows
+
+
+def tickets(seed: int = 0, n_train: int = 800, n_eval: int = 200) -> dict[str, list[dict]]:
+    rows = _unique_rows(_ticket, random.Random(f"tickets:{seed}"), n_train + n_eval)
     eval_rows = [dict(r, completion=r["label"]) for r in rows[n_train:]]  # references without the space
     return {"train": rows[:n_train], "eval": eval_rows}
 
@@ -85,13 +89,6 @@ def _order(rng: random.Random) -> dict:
 
 
 def orders(seed: int = 0, n_train: int = 800, n_eval: int = 200) -> dict[str, list[dict]]:
-    rng = random.Random(f"orders:{seed}")
-    rows, seen = [], set()
-    while len(rows) < n_train + n_eval:
-        r = _order(rng)
-        if r["text"] in seen:
-            continue
-        seen.add(r["text"])
-        rows.append(r)
+    rows = _unique_rows(_order, random.Random(f"orders:{seed}"), n_train + n_eval)
     eval_rows = [dict(r, completion=r["completion"].strip()) for r in rows[n_train:]]
     return {"train": rows[:n_train], "eval": eval_rows}

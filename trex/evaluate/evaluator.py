@@ -105,13 +105,13 @@ class EvalSpec:
         """
         from ftbench.tasks import get_task, load_split
 
-        from trex.evaluate.metrics import _REGISTRY, exact_match, register_scorer
+        from trex.evaluate.metrics import _REGISTRY, can_score, exact_match, register_scorer
 
         t = get_task(task) if isinstance(task, str) else task
         by_split: dict[str, list] = {}
         for m in t.metrics:
             if m.name not in _REGISTRY:
-                if m.name.endswith("exact_match"):
+                if can_score(m.name):
                     register_scorer(m.name, exact_match)
                 else:
                     raise KeyError(f"task {t.name!r}: unknown metric {m.name!r}")

@@ -157,6 +157,12 @@ def get_metric(name: str) -> MetricFn:
     return fn
 
 
+def can_score(name: str) -> bool:
+    """A registered metric or scorer, or ``<prefix>_exact_match`` (exact match under that name,
+    registered when a task that names it is evaluated)."""
+    return name in _REGISTRY or name.endswith("exact_match")
+
+
 def metric_names() -> list[str]:
     return sorted(_REGISTRY)
 
