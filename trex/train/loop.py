@@ -159,15 +159,12 @@ def run(spec: WorkerSpec, report: Reporter) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=plan.learning_rate, weight_decay=plan.weight_decay)
     body, head = causal_lm_parts(model) if chunked_ce else (None, None)
-    if compile_:
-        # with chunked CE only the decoder body runs as a module: compile that
+    fwd_model = model
+    if compile_:  # with chunked CE only the decoder body runs as a module: compile that
         if chunked_ce:
             body = torch.compile(body)
-            fwd_model = model
         else:
             fwd_model = torch.compile(model)
-    else:
-        fwd_model = model
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     gen = random.Random(plan.seed)
