@@ -81,8 +81,6 @@ class Runner:
             raise ValueError(f"no search {search_id!r} in {home}")
         cfg = dict(tree.config)
         self.task = tree.task
-        self.steps = int(cfg.get("trial_steps", 100))
-        self.batch_size = int(cfg.get("batch_size", 32))
         self.eval_limit = cfg.get("eval_limit")
         self.time_limit = float(cfg.get("trial_time_limit_s", 600.0))
         self.threads = cfg.get("threads")
@@ -164,8 +162,8 @@ class Runner:
 
     def step(self, started_at: float) -> bool:
         """One expansion. Returns False when the search is finished."""
-        from trex.propose import PROPOSERS
         from trex.plan import plan_hash
+        from trex.research import propose
         from trex.search import budget_check, select
 
         tree = self.tree()
@@ -190,10 +188,7 @@ class Runner:
                             expected_version=tree.last_seq)
         except ConcurrencyConflict as e:
             raise ConcurrentRun(f"search {self.sid!r} is being run by another process ({e})") from None
-        proposer = PROPOSERS.get(tree.proposer)
-        if proposer is None:
-            raise ValueError(f"unknown proposer {tree.proposer!r} (known: {', '.join(PROPOSERS)})")
-        prop = proposer(tree, decision, task=self.task, steps=self.steps, batch_size=self.batch_size)
+        prop = propose(tree, decision, home=self.home, search_id=self.sid)  # the Researcher's entry point
         if prop.plan is None:
             self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer, reason=prop.rejection or "",
                                    raw=str(prop.raw)[:4000], decision_id=decision.decision_id))
