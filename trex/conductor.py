@@ -211,7 +211,7 @@ def make_evaluator(home, task: str, emit):
     from trex.evaluate.backends import TransformersEvalBackend
     from trex.evaluate.evaluator import Evaluator
 
-    assets = prepare_task(get_task(task), home)
+    assets = prepare_task(get_task(task, home), home)
     return Evaluator(TransformersEvalBackend(assets.base_model_dir), home=home, emit=emit)
 
 

@@ -161,7 +161,7 @@ def _load_source(src: Source, home: Path, allowed_roots: Sequence[Path]):
         from ftbench.tasks import get_task, prepare_data
 
         try:
-            t = get_task(m.group(1))
+            t = get_task(m.group(1), home)
         except KeyError as e:
             raise RecipeError(str(e.args[0])) from None
         if m.group(2) not in t.splits:

@@ -48,12 +48,18 @@ def _tool(emit: Emit | None, name: str, args: dict, fn: Callable[[], str]) -> st
     return out
 
 
-def tool_task_data(task: str) -> str:
+def _data_source(t) -> str:
+    if t.data is not None:
+        return f"generator {t.data!r} (seed {t.data_seed})"
+    return "files " + ", ".join(f"{k}={Path(v).name}" for k, v in sorted(t.data_files.items()))
+
+
+def tool_task_data(task: str, home: str | os.PathLike | None = None) -> str:
     from ftbench.tasks import get_task
 
-    t = get_task(task)
+    t = get_task(task, home)
     metrics = ", ".join(f"{m.name} on {m.split}{' (primary)' if m.primary else ''}" for m in t.metrics)
-    return (f"task {t.name}: {t.description}\ndata: generator {t.data!r} (seed {t.data_seed}), splits "
+    return (f"task {t.name}: {t.description}\ndata: {_data_source(t)}, splits "
             f"{', '.join(t.splits)}; prompt template {t.prompt_template!r}\nmetrics: {metrics}")
 
 
@@ -136,7 +142,7 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
                 search_url: str | None = None) -> Proposal:
     from trex.llm.types import LLMError
 
-    task_text = _tool(emit, "task_data", {"task": task}, lambda: tool_task_data(task))
+    task_text = _tool(emit, "task_data", {"task": task}, lambda: tool_task_data(task, home))
     insights_text = _tool(emit, "read_insights", {}, lambda: tool_insights(tree, prior_insights))
     parent = tree.nodes.get(decision.node_id) if decision.node_id else None
     bad = None

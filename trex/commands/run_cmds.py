@@ -28,18 +28,19 @@ def _ray_options(f):
 @click.argument("task")
 @click.option("--proposer", type=click.Choice(["llm", "optuna", "random"]), default="llm", show_default=True)
 @click.option("--policy", type=click.Choice(POLICIES), default="mcts", show_default=True)
-@click.option("--budget-trials", type=click.IntRange(1, 100_000), default=8, show_default=True)
+@click.option("--budget-trials", type=click.IntRange(1, 100_000), default=None,
+              help="Trials (default: the task file's budget.trials, else 8).")
 @click.option("--budget-time", type=click.FloatRange(1, None), default=None, help="Wall-clock seconds.")
 @click.option("--budget-compute", type=click.FloatRange(1, None), default=None, help="Training compute seconds.")
 @click.option("--budget-tokens", type=click.IntRange(1, None), default=None, help="LLM tokens.")
 @click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, help="Executors.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Torch threads per executor "
               "(default: CPUs / parallel).")
-@click.option("--steps", "trial_steps", type=click.IntRange(1, 1_000_000), default=200, show_default=True,
-              help="Optimizer steps per trial.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
-@click.option("--eval-limit", type=click.IntRange(1, None), default=200, show_default=True,
-              help="Evaluation examples per split.")
+@click.option("--steps", "trial_steps", type=click.IntRange(1, 1_000_000), default=None,
+              help="Optimizer steps per trial (default: the task file's budget.steps, else 200).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Default: the task file's, else 32.")
+@click.option("--eval-limit", type=click.IntRange(1, None), default=None,
+              help="Evaluation examples per split (default: the task file's, else 200).")
 @click.option("--trial-time-limit", type=click.FloatRange(1, None), default=600.0, show_default=True)
 @click.option("--llm-url", default=None, help="OpenAI-compatible endpoint for the llm proposer (e.g. a vLLM server).")
 @click.option("--llm-model", default=None, help="Model name at --llm-url (default: the server's first).")
@@ -53,12 +54,21 @@ def _ray_options(f):
 def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budget_tokens, parallel, threads,
         trial_steps, batch_size, eval_limit, trial_time_limit, llm_url, llm_model, llm_model_dir, seed, search_id,
         address, num_cpus, gpus_per_executor, home, fmt):
-    """Run a search on TASK with the actors: propose, train, evaluate, learn — until the budget is spent."""
+    """Run a search on TASK with the actors: propose, train, evaluate, learn — until the budget is spent.
+
+    TASK is a task name (`ftbench list`) or a task file (`path/to/task.yaml`, see docs/ftbench.md);
+    a task file is checked whole before anything starts and recorded in the trex home and the log."""
     from trex.conductor import SearchConfig, start_search
     from trex.events.log import EventLog
     from trex.events.search import Budget
 
-    _check_task(task)
+    t, extra = resolve_task(task, home)
+    task = t.name
+    d = t.defaults
+    budget_trials = budget_trials or d.get("trials") or 8
+    trial_steps = trial_steps or d.get("steps") or 200
+    batch_size = batch_size or d.get("batch_size") or 32
+    eval_limit = eval_limit or d.get("eval_limit") or 200
     llm = None
     if llm_url:
         llm = {"url": llm_url, **({"model": llm_model} if llm_model else {})}
@@ -68,7 +78,8 @@ def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budg
                        budget=Budget(max_trials=budget_trials, max_seconds=budget_time,
                                      max_compute_seconds=budget_compute, max_tokens=budget_tokens),
                        trial_steps=trial_steps, batch_size=batch_size, eval_limit=eval_limit,
-                       trial_time_limit_s=trial_time_limit, threads=threads, parallel=parallel, llm=llm)
+                       trial_time_limit_s=trial_time_limit, threads=threads, parallel=parallel, llm=llm,
+                       extra=extra)
     home.mkdir(parents=True, exist_ok=True)
     log = EventLog(home)
     if search_id and log.exists(search_id):
@@ -100,7 +111,7 @@ def resume(search, parallel, threads, address, num_cpus, gpus_per_executor, home
         info(f"search {search} is already finished ({tree.finish_reason})")
         _report(home, search, tree, fmt)
         return
-    _check_task(tree.task)
+    _check_task(tree.task, home, tree.config.get("task_def"))
     par = parallel or max(1, tree.parallel)
     _drive(home, search, parallel=par, threads=threads or tree.config.get("threads"), address=address,
            num_cpus=num_cpus, fmt=fmt, gpus=gpus_per_executor)
@@ -153,12 +164,35 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
-def _check_task(task: str) -> None:
-    from ftbench.tasks import get_task
+def resolve_task(arg: str, home: Path):
+    """TASK as given → (the Task, SearchStarted.config extras). A task file is validated, checked
+    for what it needs here, and installed in the home; its definition goes into the log too."""
+    from ftbench.spec import SpecError
+    from ftbench.tasks import get_task, install_task, load_task_file
+
+    if arg.endswith((".yaml", ".yml")) or Path(arg).is_file():
+        try:
+            t = load_task_file(arg)
+            install_task(t, home)
+        except (SpecError, ValueError) as e:
+            fail(str(e))
+        return t, {"task_def": t.model_dump(mode="json"), "task_file": str(Path(arg).resolve())}
+    try:
+        return get_task(arg, home), {}
+    except KeyError as e:
+        fail(str(e.args[0]) if e.args else str(e))
+
+
+def _check_task(task: str, home: Path, task_def: dict | None = None) -> None:
+    """The search's task is known here; a user's task recorded in the log is installed again if the
+    home lost it (a log imported into another home)."""
+    from ftbench.tasks import Task, get_task, install_task
 
     try:
-        get_task(task)
-    except KeyError as e:
+        if task_def is not None:
+            install_task(Task.model_validate(task_def), home)
+        get_task(task, home)
+    except (KeyError, ValueError) as e:
         fail(str(e.args[0]) if e.args else str(e))
 
 
@@ -179,7 +213,7 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
     log = EventLog(home)
     tree = build_tree(log, sid)
     with console.status(f"preparing {tree.task} (the base model is built once, then cached)…"):
-        prepare_task(get_task(tree.task), home)
+        prepare_task(get_task(tree.task, home), home)
     ray = init_ray(home, address=address, num_cpus=num_cpus)
     res = ray.cluster_resources()
     cpus = int(res.get("CPU", 0))

@@ -107,7 +107,7 @@ class EvalSpec:
 
         from trex.evaluate.metrics import _REGISTRY, can_score, exact_match, register_scorer
 
-        t = get_task(task) if isinstance(task, str) else task
+        t = get_task(task, home) if isinstance(task, str) else task
         by_split: dict[str, list] = {}
         for m in t.metrics:
             if m.name not in _REGISTRY:

@@ -51,7 +51,7 @@ def train(plan_file: Path, task: str, home: Path, fmt: str, threads: int | None,
     try:
         from ftbench.tasks import get_task
 
-        get_task(task)
+        get_task(task, home)
     except KeyError as e:
         fail(str(e.args[0]))
         return

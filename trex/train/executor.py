@@ -209,7 +209,7 @@ class Executor:
         try:
             from ftbench.tasks import get_task, prepare_task
 
-            assets = prepare_task(get_task(task), self.home, base_model_dir)
+            assets = prepare_task(get_task(task, self.home), self.home, base_model_dir)
         except KeyError as e:
             return bad(str(e.args[0]) if e.args else str(e), phash)
         parent_dir = None
