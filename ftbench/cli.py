@@ -1,4 +1,4 @@
-"""The ``ftbench`` command: ``ftbench list``, ``ftbench prepare arith``."""
+"""The ``ftbench`` command: ``list``, ``prepare``, ``run`` (the benchmark matrix), ``report``."""
 from __future__ import annotations
 
 import json
@@ -84,6 +84,150 @@ def prepare(family: str, home: Path, seed: int, fmt: str) -> None:
         click.echo(str(path))
         for k, v in scores.items():
             click.echo(f"{k}\t{v:.4f}")
+
+
+
+def _csv(value: str) -> list[str]:
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+@main.command()
+@click.option("--tasks", required=True, help="Comma-separated task names or task files.")
+@click.option("--proposers", default="llm,optuna,random", show_default=True, help="Comma-separated proposers.")
+@click.option("--policy", type=click.Choice(["mcts", "greedy", "best-first"]), default="mcts", show_default=True)
+@click.option("--budget-trials", type=click.IntRange(1, 100_000), default=10, show_default=True)
+@click.option("--seeds", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Seeds 0..N-1 per (task, proposer).")
+@click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, help="Executors per search.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Torch threads per executor "
+              "(default: CPUs / parallel).")
+@click.option("--steps", type=click.IntRange(1, 1_000_000), default=None,
+              help="Optimizer steps per trial (default: each task file's budget.steps).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Default: each task file's.")
+@click.option("--eval-limit", type=click.IntRange(1, None), default=None,
+              help="Evaluation examples per split (default: each task file's).")
+@click.option("--trial-time-limit", type=click.FloatRange(1, None), default=900.0, show_default=True)
+@click.option("--tag", default="ftb", show_default=True,
+              help="Names this benchmark run: searches are <tag>-<task>-<proposer>-s<seed>.")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="TREX_HOME", default=".trex",
+              show_default=True, help="The trex home (env TREX_HOME).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps, batch_size, eval_limit,
+        trial_time_limit, tag, home, fmt):
+    """Run every (task, proposer, seed) as a trex search; run it again to continue where it stopped."""
+    import re
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from trex.commands.common import emit_json, fail, info
+    from trex.commands.run_cmds import resolve_task
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,31}", tag):
+        fail(f"--tag {tag!r}: use lowercase letters, digits, '.', '_' or '-'")
+    props = _csv(proposers)
+    bad = [p for p in props if p not in ("llm", "optuna", "random")]
+    if bad or not props:
+        fail(f"--proposers: unknown {', '.join(bad) or '(none given)'} (known: llm, optuna, random)")
+    home.mkdir(parents=True, exist_ok=True)
+    resolved = {}
+    for arg in _csv(tasks):
+        t, extra = resolve_task(arg, home)
+        resolved[t.name] = (t, extra)
+    if not resolved:
+        fail("--tasks: no task given")
+
+    from ftbench.runner import cells, run_cells, start_cell
+    from ftbench.tasks import prepare_task
+    from trex.actors.conduct import spawn_pool
+    from trex.actors.runtime import init_ray
+
+    console = Console(stderr=True)
+    for name, (t, _) in resolved.items():
+        with console.status(f"preparing {name} (the base model is built once, then cached)…"):
+            prepare_task(t, home)
+    ray = init_ray(home)
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    threads = threads or max(1, cpus // parallel)
+    if parallel * threads > cpus:
+        fail(f"{parallel} executor(s) x {threads} thread(s) need {parallel * threads} CPUs; this machine has {cpus}")
+    todo = cells(list(resolved), props, list(range(seeds)), tag)
+    for c in todo:
+        t, extra = resolved[c.task]
+        d = t.defaults
+        try:
+            start_cell(home, c, t, budget_trials=budget_trials, policy=policy.replace("-", "_"), parallel=parallel,
+                       threads=threads, steps=steps or d.get("steps") or 200,
+                       batch_size=batch_size or d.get("batch_size") or 32, eval_limit=eval_limit or d.get("eval_limit"),
+                       trial_time_limit_s=trial_time_limit, extra=extra)
+        except ValueError as e:
+            fail(str(e))
+    info(f"{len(todo)} searches ({len(resolved)} task(s) x {len(props)} proposer(s) x {seeds} seed(s)), "
+         f"{budget_trials} trials each, {parallel} executor(s) x {threads} thread(s); home {home}")
+    pool = spawn_pool(parallel, threads=threads, time_limit_s=trial_time_limit).as_dict()
+    done: set[str] = set()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False, disable=not console.is_terminal) as bar:
+        overall = bar.add_task("searches", total=len(todo))
+        current = bar.add_task("", total=budget_trials)
+        last = [None]
+
+        def tick(cell, tree, elapsed):
+            n = tree.trials_finished + tree.trials_reused + tree.trials_failed
+            best = "-" if tree.best_score is None else f"{tree.best_score:.3f}"
+            line = f"{cell.search_id}: trials {n}/{budget_trials}, best {best}"
+            bar.update(current, description=line, completed=n)
+            if tree.status == "finished" and cell.search_id not in done:
+                done.add(cell.search_id)
+                bar.advance(overall)
+            if not console.is_terminal and line != last[0]:
+                info(f"[{len(done)}/{len(todo)}] {line} ({elapsed:.0f}s)")
+                last[0] = line
+
+        try:
+            summaries = run_cells(home, todo, pool, on_tick=tick)
+        except Exception as e:  # noqa: BLE001 - the log holds everything done so far
+            fail(f"the conductor stopped: {e}\nthe same `ftbench run` command continues where it stopped")
+    rows = [{"search_id": c.search_id, "task": c.task, "proposer": c.proposer, "seed": c.seed,
+             "status": s.get("status"), "trials": s.get("trials"), "best_score": s.get("best_score")}
+            for c, s in zip(todo, summaries)]
+    if fmt == "json":
+        emit_json(rows)
+    else:
+        for r in rows:
+            best = "-" if r["best_score"] is None else f"{r['best_score']:.4f}"
+            click.echo(f"{r['search_id']}\t{r['status']}\t{r['trials']} trials\tbest {best}")
+        info(f"`ftbench report --tag {tag} --home {home}` writes the report")
+
+
+
+@main.command()
+@click.option("--tag", default="ftb", show_default=True, help="The benchmark run (ftbench run --tag).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for report.md, results.json and the plots (default: HOME/reports/TAG).")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="TREX_HOME", default=".trex",
+              show_default=True, help="The trex home (env TREX_HOME).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def report(tag, out_dir, home, fmt):
+    """Write the Markdown report and PNG plots of a benchmark run, read from the log with DuckDB."""
+    from ftbench.report import write_report
+    from trex.commands.common import emit_json, fail, info
+
+    if not home.is_dir():
+        fail(f"no trex home at {home}")
+    out_dir = out_dir or home / "reports" / tag
+    try:
+        summary = write_report(home, tag, out_dir)
+    except LookupError as e:
+        fail(str(e.args[0]))
+    if fmt == "json":
+        emit_json(summary)
+        return
+    click.echo(str(out_dir / "report.md"))
+    for task, s in summary["tasks"].items():
+        for p, r in s["proposers"].items():
+            best = "-" if r["best_median"] is None else f"{r['best_median']:.4f}"
+            info(f"{task}\t{p}\tbest median {best}\treached 90%: {r['reached_90']}/{len(r['seeds'])}")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,9 @@ def propose_for(home, sid: str, decision: dict, clients: dict) -> dict[str, Any]
             clients[key] = make_client(cfg, home, None)
         client = clients[key]
         client.emit = emit
-        context = {"prior_insights": prior_insights(log, tree.task, sid), "base": base_score(log, sid)}
+        # earlier searches' insights, unless the search is kept independent (a benchmark cell)
+        prior = prior_insights(log, tree.task, sid) if dict(tree.config).get("prior_insights", True) else {}
+        context = {"prior_insights": prior, "base": base_score(log, sid)}
     from trex.search.policy import Decision
 
     d = Decision(decision.get("node_id"), decision["operator"], tree.policy, tree.seed, int(decision.get("index", 0)),

@@ -1,0 +1,313 @@
+"""``ftbench report``: what a benchmark run says, read from the event log through DuckDB.
+
+Per task: the base model's score, each proposer's best score over seeds (median and spread),
+the trials and the training compute each needed to get within 90% of the best known result,
+and plots of best-so-far against trials and against compute-seconds (median line, min–max band
+over seeds, the base model as a dashed line).
+
+"90% of the best known" is measured on the gain over the base model: a search reaches it when
+its best-so-far is at least ``base + 0.9 * (best_known - base)`` (mirrored for a metric to
+minimise). A plain ``0.9 * best_known`` would count the base model itself as a success on a task
+where it already scores within 10% of the best (orders' base model gets 0.21 of 1.0 for free).
+
+``load()`` returns plain rows, ``summarise()`` the numbers, ``write_report()`` the files; only the
+latter imports matplotlib (headless).
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+CELLS_SQL = """
+SELECT e.search_id,
+       json_extract_string(e.payload, '$.config.ftbench.task') AS task,
+       json_extract_string(e.payload, '$.config.ftbench.proposer') AS proposer,
+       CAST(json_extract_string(e.payload, '$.config.ftbench.seed') AS INTEGER) AS seed,
+       json_extract(e.payload, '$.config') AS config,
+       CAST(json_extract_string(e.payload, '$.budget.max_trials') AS INTEGER) AS budget_trials,
+       CAST(json_extract_string(e.payload, '$.parallel') AS INTEGER) AS parallel,
+       g.recorded_at AS started_at,  -- its first event after SearchStarted (cells are all started up front)
+       f.recorded_at AS finished_at,
+       json_extract_string(f.payload, '$.reason') AS finish_reason
+FROM events e
+LEFT JOIN (SELECT search_id, arg_max(recorded_at, seq) AS recorded_at, arg_max(payload, seq) AS payload
+           FROM events WHERE type = 'SearchFinished' GROUP BY search_id) f USING (search_id)
+LEFT JOIN (SELECT search_id, arg_min(recorded_at, seq) AS recorded_at FROM events WHERE seq > 1
+           GROUP BY search_id) g USING (search_id)
+WHERE e.type = 'SearchStarted' AND json_extract_string(e.payload, '$.config.ftbench.tag') = ?
+ORDER BY task, proposer, seed
+"""
+
+BASE_SQL = """
+SELECT search_id, arg_max(value, seq) AS base_score FROM metrics
+WHERE node_id = 'base' AND "primary" GROUP BY search_id
+"""
+
+# every closed trial in the order it closed, with its node's primary score (null: failed or abandoned);
+# a trial served from the cache (TrialReused) counts too: the budget paid a trial for it, with no compute
+TRIALS_SQL = """
+WITH t AS (
+    SELECT search_id, node_id, closed_seq, coalesce(compute_seconds, 0) AS compute_s FROM trials
+    WHERE closed_seq IS NOT NULL
+    UNION ALL
+    SELECT search_id, json_extract_string(payload, '$.node_id'), seq, 0.0 FROM events WHERE type = 'TrialReused'
+)
+SELECT t.search_id, t.compute_s, n.score
+FROM t LEFT JOIN nodes n USING (search_id, node_id)
+ORDER BY t.search_id, t.closed_seq
+"""
+
+
+@dataclass
+class CellRun:
+    search_id: str
+    task: str
+    proposer: str
+    seed: int
+    config: dict
+    budget_trials: int | None
+    wall_s: float | None
+    finished: bool
+    base: float | None
+    scores: list = field(default_factory=list)  # per closed trial: score or None
+    compute: list = field(default_factory=list)  # per closed trial: training seconds
+
+
+def _ts(s: str | None) -> float | None:
+    return None if s is None else datetime.fromisoformat(str(s).replace("Z", "+00:00")).timestamp()
+
+
+def load(home: str | Path, tag: str) -> list[CellRun]:
+    """Every search of the benchmark run ``tag`` in ``home``, with its trials in closing order."""
+    from trex.events.sql import connect
+
+    con = connect(home)
+    try:
+        cells = con.execute(CELLS_SQL, [tag]).fetchall()
+        base = dict(con.execute(BASE_SQL).fetchall())
+        trials = con.execute(TRIALS_SQL).fetchall()
+    finally:
+        con.close()
+    out: dict[str, CellRun] = {}
+    for sid, task, proposer, seed, config, budget, parallel, started, finished, _reason in cells:
+        t0, t1 = _ts(started), _ts(finished)
+        config = {**(json.loads(config) if isinstance(config, str) else config), "parallel": parallel}
+        out[sid] = CellRun(sid, task, proposer, int(seed), config, budget,
+                           None if t1 is None or t0 is None else t1 - t0, finished is not None, base.get(sid))
+    for sid, compute_s, score in trials:
+        if sid in out:
+            out[sid].scores.append(None if score is None else float(score))
+            out[sid].compute.append(float(compute_s))
+    return list(out.values())
+
+
+def best_so_far(scores: list, direction: str = "max") -> list:
+    """Running best after each trial (None until the first scored trial)."""
+    pick = max if direction == "max" else min
+    out, best = [], None
+    for s in scores:
+        if s is not None:
+            best = s if best is None else pick(best, s)
+        out.append(best)
+    return out
+
+
+def reach(scores: list, compute: list, threshold: float, direction: str = "max") -> tuple[int | None, float | None]:
+    """(trials, compute-seconds) at which the best-so-far first reaches ``threshold``; None if never."""
+    spent = 0.0
+    for i, (s, c) in enumerate(zip(scores, compute), 1):
+        spent += c
+        if s is not None and (s >= threshold if direction == "max" else s <= threshold):
+            return i, spent
+    return None, None
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarise(runs: list[CellRun], directions: dict[str, str] | None = None) -> dict:
+    """Per task and proposer: best score median/spread over seeds, trials/compute to 90% of the best known."""
+    directions = directions or {}
+    tasks: dict[str, dict] = {}
+    for task in sorted({r.task for r in runs}):
+        rs = [r for r in runs if r.task == task]
+        d = directions.get(task, "max")
+        pick = max if d == "max" else min
+        base = _median([r.base for r in rs])
+        scored = [s for r in rs for s in r.scores if s is not None]
+        best_known = pick(scored) if scored else None
+        thr = None
+        if best_known is not None:
+            ref = base if base is not None else (0.0 if d == "max" else best_known)
+            thr = ref + 0.9 * (best_known - ref)
+        props = {}
+        for p in sorted({r.proposer for r in rs}):
+            cells = sorted((r for r in rs if r.proposer == p), key=lambda r: r.seed)
+            bests = [pick([s for s in r.scores if s is not None], default=None) for r in cells]
+            hits = [reach(r.scores, r.compute, thr, d) if thr is not None else (None, None) for r in cells]
+            known = [b for b in bests if b is not None]
+            props[p] = {
+                "seeds": [r.seed for r in cells], "best_per_seed": bests,
+                "best_median": _median(bests), "best_min": min(known) if known else None,
+                "best_max": max(known) if known else None,
+                "trials_per_seed": [len(r.scores) for r in cells],
+                "failed_trials": sum(s is None for r in cells for s in r.scores),
+                "reached_90": sum(h[0] is not None for h in hits),
+                "trials_to_90_median": _median([h[0] for h in hits]),
+                "compute_to_90_median_s": _median([h[1] for h in hits]),
+                "compute_total_median_s": _median([sum(r.compute) for r in cells]),
+                "wall_median_s": _median([r.wall_s for r in cells]),
+                "finished": all(r.finished for r in cells),
+            }
+        cfg = rs[0].config
+        tasks[task] = {"direction": d, "base_score": base, "best_known": best_known, "threshold_90": thr,
+                       "settings": {k: cfg.get(k) for k in ("trial_steps", "batch_size", "eval_limit", "parallel",
+                                                             "threads")} | {"budget_trials": rs[0].budget_trials},
+                       "proposers": props}
+    return {"tasks": tasks}
+
+
+def _curves(runs: list[CellRun], direction: str, grid=None):
+    """Per run: best-so-far on a trials axis (1..n) or on a compute grid (seconds).
+
+    Until its first scored trial a search holds the base model, so the curve starts at the base
+    score: every curve is monotone, and so is their median (with gaps, a median over fewer seeds
+    early on could fall later)."""
+    import numpy as np
+
+    out = []
+    for r in runs:
+        bsf = best_so_far(([r.base] if r.base is not None else []) + list(r.scores), direction)
+        bsf = bsf[1:] if r.base is not None else bsf
+        if grid is None:
+            out.append([np.nan if b is None else b for b in bsf])
+        else:
+            cum = np.cumsum(r.compute) if r.compute else np.array([])
+            row = []
+            for x in grid:
+                k = int(np.searchsorted(cum, x, side="right"))  # trials finished within x seconds
+                v = bsf[k - 1] if k > 0 else r.base
+                row.append(np.nan if v is None else v)
+            out.append(row)
+    n = max((len(c) for c in out), default=0)
+    return np.array([c + [c[-1] if c else np.nan] * (n - len(c)) for c in out], dtype=float)
+
+
+def plot_task(task: str, runs: list[CellRun], summary: dict, out_dir: Path) -> list[Path]:
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    d = summary["direction"]
+    paths = []
+    total = max((sum(r.compute) for r in runs), default=0.0)
+    for axis in ("trials", "compute"):
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+        grid = None if axis == "trials" else np.linspace(0, max(total, 1e-9), 200)
+        for i, p in enumerate(sorted(summary["proposers"])):
+            rs = sorted((r for r in runs if r.proposer == p), key=lambda r: r.seed)
+            ys = _curves(rs, d, grid)
+            if ys.size == 0:
+                continue
+            xs = np.arange(1, ys.shape[1] + 1) if grid is None else grid
+            with warnings.catch_warnings():  # an all-NaN column (no score yet) is a gap, not an error
+                warnings.simplefilter("ignore", RuntimeWarning)
+                med, lo, hi = np.nanmedian(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+            color = f"C{i}"
+            kw = {"drawstyle": "steps-post"} if grid is not None else {"marker": "o", "markersize": 3}
+            ax.plot(xs, med, color=color, label=f"{p} (median of {len(rs)})", **kw)
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.18, step="post" if grid is not None else None)
+        if summary["base_score"] is not None:
+            ax.axhline(summary["base_score"], color="gray", linestyle="--", label="base model")
+        if summary["threshold_90"] is not None:
+            ax.axhline(summary["threshold_90"], color="gray", linestyle=":", linewidth=0.8, label="90% of best gain")
+        ax.set_xlabel("trials" if axis == "trials" else "training compute (s)")
+        ax.set_ylabel(f"best so far, base model included ({'higher' if d == 'max' else 'lower'} is better)",
+                      fontsize=8)
+        ax.set_title(f"{task}: best so far vs {'trials' if axis == 'trials' else 'compute'} (band: min-max over seeds)",
+                     fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / f"{task}-{axis}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _f(x, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def markdown(tag: str, home: str, summary: dict, plots: dict[str, list[Path]], out_dir: Path) -> str:
+    lines = [f"# FT-Bench report: `{tag}`", "",
+             f"Read from the event log in `{home}` through DuckDB by `ftbench report --tag {tag}`. "
+             "Each (task, proposer, seed) is one trex search; best = the best primary score among its trials. "
+             "'To 90%' = trials (or training seconds) until the search's best-so-far closes 90% of the gap "
+             "between the base model and the best score any search found on the task; median over the seeds "
+             "that reached it.", ""]
+    for task, s in summary["tasks"].items():
+        st = s["settings"]
+        lines += [f"## {task}", "",
+                  f"Base model: **{_f(s['base_score'])}** · best known: **{_f(s['best_known'])}** · 90% threshold: "
+                  f"{_f(s['threshold_90'])} · metric direction: {s['direction']} · {st['budget_trials']} trials of {st['trial_steps']} "
+                  f"steps, batch {st['batch_size']}, eval on {st['eval_limit']} examples, {st['parallel']} "
+                  f"executor(s) x {st['threads']} thread(s)", "",
+                  "| proposer | best (median) | spread (min–max) | per seed | trials to 90% (reached) "
+                  "| compute to 90% | compute per search | wall per search | failed trials |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for p, r in s["proposers"].items():
+            per_seed = ", ".join(_f(b) for b in r["best_per_seed"])
+            lines.append(
+                f"| {p} | {_f(r['best_median'])} | {_f(r['best_min'])}–{_f(r['best_max'])} | {per_seed} "
+                f"| {_f(r['trials_to_90_median'], 1).removesuffix('.0')} ({r['reached_90']}/{len(r['seeds'])}) "
+                f"| {_f(r['compute_to_90_median_s'], 0)} s | {_f(r['compute_total_median_s'], 0)} s "
+                f"| {_f(r['wall_median_s'], 0)} s | {r['failed_trials']} |")
+        lines.append("")
+        for pth in plots.get(task, []):
+            lines.append(f"![{pth.stem}]({pth.relative_to(out_dir).as_posix()})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _direction(home, task: str) -> str:
+    from ftbench.tasks import get_task
+
+    try:
+        return get_task(task, home).primary_metric.direction
+    except KeyError:  # a task no longer known here: its metric is taken as higher-is-better
+        return "max"
+
+
+def write_report(home: str | Path, tag: str, out_dir: str | Path, directions: dict[str, str] | None = None) -> dict:
+    """Write ``report.md``, ``results.json`` and the plots under ``out_dir``; return the summary."""
+    runs = load(home, tag)
+    if not runs:
+        raise LookupError(f"no searches of benchmark run {tag!r} in {home} (`ftbench run --tag {tag}` makes them)")
+    if directions is None:
+        directions = {task: _direction(home, task) for task in {r.task for r in runs}}
+    summary = summarise(runs, directions)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {task: plot_task(task, [r for r in runs if r.task == task], s, out)
+             for task, s in summary["tasks"].items()}
+    summary["tag"] = tag
+    summary["searches"] = [{"search_id": r.search_id, "task": r.task, "proposer": r.proposer, "seed": r.seed,
+                            "base": r.base, "scores": r.scores, "compute_s": r.compute, "wall_s": r.wall_s,
+                            "finished": r.finished} for r in runs]
+    (out / "report.md").write_text(markdown(tag, str(home), summary, plots, out))
+    (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return summary

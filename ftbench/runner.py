@@ -1,0 +1,93 @@
+"""``ftbench run``: every (task, proposer, seed) as a normal trex search, one after another.
+
+Each cell is a search with a fixed id (``<tag>-<task>-<proposer>-s<seed>``), so running the same
+command again skips finished cells and continues an interrupted one where its log stops (the
+Conductor's own recovery: nothing trained twice). One local Ray and one actor pool serve every
+cell. The cell's coordinates are recorded in ``SearchStarted.config["ftbench"]``, which is how
+``ftbench report`` finds them with SQL.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    proposer: str
+    seed: int
+    tag: str
+
+    @property
+    def search_id(self) -> str:
+        return f"{self.tag}-{self.task}-{self.proposer}-s{self.seed}"
+
+
+def cells(tasks, proposers, seeds, tag: str) -> list[Cell]:
+    """Task-major order, seeds interleaved across proposers (a cut-short run still compares them)."""
+    return [Cell(t, p, s, tag) for t in tasks for s in seeds for p in proposers]
+
+
+def start_cell(home: Path, cell: Cell, task, *, budget_trials: int, policy: str, parallel: int, threads: int,
+               steps: int, batch_size: int, eval_limit: int | None, trial_time_limit_s: float,
+               extra: dict | None = None) -> str:
+    """Record the cell's ``SearchStarted`` (once; an existing search is left as it is)."""
+    from trex.conductor import SearchConfig, start_search
+    from trex.events.log import EventLog
+    from trex.events.search import Budget
+
+    log = EventLog(home)
+    want = {"max_trials": budget_trials, "policy": policy, "trial_steps": steps, "batch_size": batch_size,
+            "eval_limit": eval_limit}
+    if log.exists(cell.search_id):  # continue it, but only with the settings it was started with
+        first = log.read(cell.search_id, until_seq=1)[0].event
+        have = {"max_trials": first.budget.max_trials, "policy": first.policy,
+                **{k: first.config.get(k) for k in ("trial_steps", "batch_size", "eval_limit")}}
+        diff = {k: (have[k], v) for k, v in want.items() if have[k] != v}
+        if diff:
+            raise ValueError(f"search {cell.search_id} exists with other settings ("
+                             + ", ".join(f"{k} {a} there, {b} asked" for k, (a, b) in diff.items())
+                             + "): rerun with its settings to continue it, or use another --tag")
+        return cell.search_id
+    cfg = SearchConfig(
+        task=task.name, proposer=cell.proposer, policy=policy, seed=cell.seed,
+        budget=Budget(max_trials=budget_trials), trial_steps=steps, batch_size=batch_size, eval_limit=eval_limit,
+        trial_time_limit_s=trial_time_limit_s, threads=threads, parallel=parallel,
+        # cells are independent samples: the llm proposer does not read other cells' insights
+        extra={**(extra or {}), "prior_insights": False, "ftbench": {"tag": cell.tag, "task": cell.task, "proposer": cell.proposer,
+                                            "seed": cell.seed}})
+    return start_search(log, cfg, cell.search_id)
+
+
+def run_cells(home: Path, todo: list[Cell], pool: dict, *, on_tick: Callable[[Cell, object, float], None],
+              poll_s: float = 1.0) -> list[dict]:
+    """Conduct each cell's search to its end with ``pool``; returns each search's summary."""
+    import ray
+
+    from trex.actors.shells import remote_classes
+    from trex.events.log import EventLog
+    from trex.search import build_tree, fold
+
+    log = EventLog(home)
+    out = []
+    for cell in todo:
+        tree = build_tree(log, cell.search_id)
+        if tree.status == "finished":
+            out.append(tree.summary())
+            on_tick(cell, tree, 0.0)
+            continue
+        conductor = remote_classes()["conductor"].remote()
+        ref = conductor.run.remote(str(home.resolve()), cell.search_id, pool)
+        t0 = time.time()
+        while True:
+            ready, _ = ray.wait([ref], timeout=poll_s)
+            tree = fold(log.read(cell.search_id, after_seq=tree.last_seq), start=tree)
+            on_tick(cell, tree, time.time() - t0)
+            if ready:
+                break
+        out.append(ray.get(ref))
+        ray.kill(conductor)
+    return out

@@ -1,0 +1,243 @@
+"""FT-Bench's runner and report, and a user's own task file run with `trex run path/to/task.yaml`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tests.test_actors as actors_tests  # its helpers (a module alias: pytest does not collect its tests twice)
+from ftbench.report import CellRun, best_so_far, reach, summarise
+from trex.conductor import base_score
+from trex.events.log import EventLog
+from trex.search import build_tree
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+FTBENCH = [sys.executable, "-m", "ftbench.cli"]
+TREX = [sys.executable, "-m", "trex.cli"]
+
+
+def _run(args, timeout=900):
+    return subprocess.run(args, env=ENV, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------ report arithmetic
+def test_best_so_far_skips_failed_trials_and_follows_the_direction():
+    assert best_so_far([None, 0.2, 0.1, None, 0.5]) == [None, 0.2, 0.2, 0.2, 0.5]
+    assert best_so_far([0.9, None, 0.4, 0.6], "min") == [0.9, 0.9, 0.4, 0.4]
+
+
+def test_reach_counts_trials_and_compute_until_the_threshold():
+    assert reach([0.1, None, 0.8, 0.9], [10, 5, 20, 30], 0.75) == (3, 35.0)
+    assert reach([0.1, 0.2], [1, 1], 0.75) == (None, None)
+    assert reach([0.5, 0.2], [4, 4], 0.3, "min") == (2, 8.0)
+
+
+def _cell(proposer, seed, scores, base=0.2, task="t"):
+    return CellRun(f"x-{task}-{proposer}-s{seed}", task, proposer, seed, {"trial_steps": 10}, len(scores), 60.0,
+                   True, base, list(scores), [10.0] * len(scores))
+
+
+def test_summary_measures_90_percent_of_the_gain_over_the_base_model():
+    runs = [_cell("a", 0, [0.3, 1.0]), _cell("a", 1, [0.95, 0.4]), _cell("a", 2, [None, 0.5]),
+            _cell("b", 0, [0.25, 0.3]), _cell("b", 1, [0.9, None]), _cell("b", 2, [0.2, 0.21])]
+    s = summarise(runs)["tasks"]["t"]
+    assert s["base_score"] == 0.2 and s["best_known"] == 1.0
+    assert s["threshold_90"] == pytest.approx(0.92)  # 0.2 + 0.9 * (1.0 - 0.2), not 0.9 * 1.0
+    a, b = s["proposers"]["a"], s["proposers"]["b"]
+    assert a["best_per_seed"] == [1.0, 0.95, 0.5] and a["best_median"] == 0.95
+    assert (a["best_min"], a["best_max"]) == (0.5, 1.0)
+    assert a["reached_90"] == 2 and a["trials_to_90_median"] == 1.5 and a["compute_to_90_median_s"] == 15.0
+    assert a["failed_trials"] == 1
+    assert b["reached_90"] == 0 and b["trials_to_90_median"] is None and b["best_median"] == 0.3
+
+
+# ------------------------------------------------------------------------------ a user's task file
+TASK_FILE = """
+name: my-sub
+domain: arithmetic
+description: subtraction from my own files, on my own model folder
+base_model: {path: model}
+data: {files: {train: data/train.jsonl, eval: data/eval.csv}, prompt_field: q, completion_field: a}
+metrics: [{name: exact_match, split: eval, primary: true}]
+budget: {trials: 1, steps: 30, batch_size: 16, eval_limit: 40}
+"""
+
+
+def _user_task(tmp_path, arith_home, metric="exact_match"):
+    import shutil
+
+    from ftbench.arith import subtraction_split
+
+    folder = tmp_path / "mytask"
+    shutil.copytree(arith_home / "models" / "arith-base-0", folder / "model")
+    train, ev = subtraction_split(7)
+    (folder / "data").mkdir()
+    (folder / "data" / "train.jsonl").write_text("".join(json.dumps({"q": r["prompt"], "a": r["completion"]}) + "\n"
+                                                         for r in train[:400]))
+    (folder / "data" / "eval.csv").write_text("q,a\n" + "".join(f"{r['prompt']},{r['completion']}\n" for r in ev[:60]))
+    (folder / "task.yaml").write_text(TASK_FILE.replace("exact_match", metric))
+    return folder / "task.yaml"
+
+
+@pytest.mark.slow
+def test_trex_run_takes_a_users_task_file_and_records_it(tmp_path, arith_home):
+    task_file = _user_task(tmp_path, arith_home)
+    res = _run(TREX + ["run", str(task_file), "--proposer", "random", "--search-id", "mine", "--num-cpus", "2",
+                       "--home", str(arith_home), "--format", "json"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["status"] == "finished" and out["trials"] == 1 and out["base_score"] is not None
+    log = EventLog(arith_home)
+    started = log.read("mine", until_seq=1)[0].event
+    assert started.task == "my-sub" and started.budget.max_trials == 1  # the file's budget defaults
+    assert started.config["trial_steps"] == 30 and started.config["eval_limit"] == 40
+    assert started.config["task_def"]["base_model_path"] == str(task_file.parent / "model")
+    # the data came from the user's files, mapped to prompt/completion
+    rows = [json.loads(x) for x in (arith_home / "tasks" / "my-sub" / "eval.jsonl").read_text().splitlines()]
+    assert len(rows) == 60 and set(rows[0]) == {"prompt", "completion"}
+    # every process found the task by name in the home: the base model and the trial were scored on it
+    tree = build_tree(log, "mine")
+    assert tree.trials_finished == 1 and tree.best is not None
+
+
+def test_a_task_file_that_cannot_run_is_refused_before_anything_starts(tmp_path, arith_home):
+    task_file = _user_task(tmp_path, arith_home, "no_such_metric")
+    res = _run(TREX + ["run", str(task_file), "--home", str(arith_home)], timeout=120)
+    assert res.returncode == 1 and str(task_file) in res.stderr and "unknown metric 'no_such_metric'" in res.stderr
+    (task_file.parent / "data" / "eval.csv").unlink()
+    task_file.write_text(TASK_FILE)
+    res = _run(TREX + ["run", str(task_file), "--home", str(arith_home)], timeout=120)
+    assert res.returncode == 1 and "data file for split 'eval'" in res.stderr and "eval.csv" in res.stderr
+    (task_file.parent / "data" / "eval.csv").write_text("q,answer\n1-1=,0\n")  # no column 'a'
+    res = _run(TREX + ["run", str(task_file), "--home", str(arith_home)], timeout=120)
+    assert res.returncode == 1 and "eval.csv: row 1 lacks 'q' or 'a'" in res.stderr
+    assert EventLog(arith_home).searches() == []
+    assert not (arith_home / "tasks" / "my-sub").exists()  # nothing installed either
+
+
+def test_an_installed_task_name_means_one_definition(tmp_path):
+    from ftbench.tasks import get_task, install_task, task_from_spec
+    from ftbench.spec import TaskSpec
+    import yaml
+
+    spec = TaskSpec.model_validate(yaml.safe_load(TASK_FILE))
+    t = task_from_spec(spec, tmp_path)
+    install_task(t, tmp_path)
+    assert get_task("my-sub", tmp_path) == t
+    install_task(t, tmp_path)  # the same definition again: fine
+    other = task_from_spec(spec, tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="already installed .* different definition"):
+        install_task(other, tmp_path)
+    with pytest.raises(ValueError, match="built-in task has that name"):
+        install_task(t.model_copy(update={"name": "arith-sub"}), tmp_path)
+    with pytest.raises(KeyError, match="unknown task 'my-sub'"):
+        get_task("my-sub", tmp_path / "another-home")
+
+
+# ------------------------------------------------------------------------------ ftbench run + report
+@pytest.mark.slow
+def test_ftbench_run_survives_a_kill_resumes_and_the_report_matches_the_log(tmp_path, arith_home):
+    home = arith_home
+    args = FTBENCH + ["run", "--tasks", "arith-sub", "--proposers", "random,optuna", "--seeds", "2",
+                      "--budget-trials", "2", "--steps", "30", "--eval-limit", "40", "--parallel", "2",
+                      "--threads", "1", "--tag", "t", "--home", str(home)]
+    sids = ["t-arith-sub-random-s0", "t-arith-sub-optuna-s0", "t-arith-sub-random-s1", "t-arith-sub-optuna-s1"]
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        actors_tests.wait_for(home, sids[1], "TrialStarted", timeout=600)  # the second search is training
+        time.sleep(0.5)
+    finally:
+        proc.kill()
+        proc.wait()
+    log = EventLog(home)
+    assert set(log.searches()) == set(sids)  # every cell was recorded up front
+    assert build_tree(log, sids[0]).status == "finished" and build_tree(log, sids[1]).status == "running"
+    first_done = log.version(sids[0])
+
+    res = _run(args + ["--format", "json"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["search_id"]: r for r in json.loads(res.stdout)}
+    assert set(rows) == set(sids) and all(r["status"] == "finished" for r in rows.values())
+    assert log.version(sids[0]) == first_done  # a finished cell is not touched again
+    for sid in sids:
+        inv = actors_tests.check_invariants(home, sid)  # nothing trained twice, every trial closed
+        assert dict(inv["tree"].config)["ftbench"]["tag"] == "t"
+    assert build_tree(log, sids[1]).resumes >= 1
+
+    out = tmp_path / "report"
+    rep = _run(FTBENCH + ["report", "--tag", "t", "--home", str(home), "--out", str(out), "--format", "json"],
+               timeout=120)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    summary = json.loads(rep.stdout)
+    task = summary["tasks"]["arith-sub"]
+    for p, seeds_best in ((p, task["proposers"][p]["best_per_seed"]) for p in ("random", "optuna")):
+        assert seeds_best == [build_tree(log, f"t-arith-sub-{p}-s{s}").best_score for s in (0, 1)]
+    assert task["base_score"] == pytest.approx(base_score(log, sids[0]))
+    assert task["settings"]["trial_steps"] == 30 and task["settings"]["budget_trials"] == 2
+    md = (out / "report.md").read_text()
+    assert "## arith-sub" in md and "| random |" in md and "| optuna |" in md
+    for axis in ("trials", "compute"):
+        assert (out / f"arith-sub-{axis}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = _run(FTBENCH + ["report", "--tag", "nope", "--home", str(home), "--out", str(out)], timeout=120)
+    assert missing.returncode == 1 and "no searches of benchmark run 'nope'" in missing.stderr
+
+
+def test_a_benchmark_cell_continues_only_with_the_settings_it_started_with(tmp_path):
+    from ftbench.runner import Cell, start_cell
+    from ftbench.tasks import get_task
+
+    kw = dict(budget_trials=3, policy="mcts", parallel=1, threads=1, steps=20, batch_size=8, eval_limit=10,
+              trial_time_limit_s=60)
+    cell = Cell("arith-sub", "random", 1, "x")
+    assert start_cell(tmp_path, cell, get_task("arith-sub"), **kw) == "x-arith-sub-random-s1"
+    started = EventLog(tmp_path).read(cell.search_id)[0].event
+    assert started.seed == 1 and started.proposer == "random" and started.config["prior_insights"] is False
+    assert start_cell(tmp_path, cell, get_task("arith-sub"), **kw) == cell.search_id  # the same: continue it
+    assert EventLog(tmp_path).version(cell.search_id) == 1
+    with pytest.raises(ValueError, match="trial_steps 20 there, 40 asked.*another --tag"):
+        start_cell(tmp_path, cell, get_task("arith-sub"), **{**kw, "steps": 40})
+
+
+def test_a_users_data_files_are_read_as_jsonl_json_or_csv_and_bad_rows_are_named(tmp_path):
+    from ftbench.tasks import read_rows
+
+    (tmp_path / "a.jsonl").write_text('{"q": "1-1=", "a": 0}\n\n{"q": "3-1=", "a": "2"}\n')
+    assert read_rows(tmp_path / "a.jsonl", "q", "a") == [{"prompt": "1-1=", "completion": "0"},
+                                                          {"prompt": "3-1=", "completion": "2"}]
+    (tmp_path / "b.json").write_text('[{"prompt": "x", "completion": "y"}]')
+    assert read_rows(tmp_path / "b.json") == [{"prompt": "x", "completion": "y"}]
+    (tmp_path / "c.csv").write_text("prompt,completion\n\"a,b\",c\n")
+    assert read_rows(tmp_path / "c.csv") == [{"prompt": "a,b", "completion": "c"}]
+    (tmp_path / "bad.jsonl").write_text('{"q": "1", "a": "1"}\n{"q": "2"}\n')
+    with pytest.raises(KeyError, match=r"bad.jsonl: row 2 lacks 'q' or 'a'"):
+        read_rows(tmp_path / "bad.jsonl", "q", "a")
+    (tmp_path / "torn.jsonl").write_text('{"q": "1", "a": "1"}\n{"q": \n')
+    with pytest.raises(KeyError, match=r"torn.jsonl: line 2 is not JSON"):
+        read_rows(tmp_path / "torn.jsonl", "q", "a")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(KeyError, match="no rows"):
+        read_rows(tmp_path / "empty.jsonl")
+
+
+def test_the_committed_baseline_report_is_reproduced_from_its_committed_log(tmp_path):
+    """docs/results/ftbench: the log of the baseline run, exported, gives the committed numbers again."""
+    from ftbench.report import write_report
+    from trex.events.transfer import import_file
+
+    results = REPO / "docs" / "results" / "ftbench"
+    log = EventLog(tmp_path)
+    for f in sorted((results / "log").glob("*.parquet")):
+        import_file(log, f)
+    summary = write_report(tmp_path, "baseline", tmp_path / "out")
+    committed = json.loads((results / "results.json").read_text())
+    assert summary["tasks"] == committed["tasks"] and summary["searches"] == committed["searches"]
+    assert len(summary["searches"]) == 18 and all(s["finished"] for s in summary["searches"])
+    assert all(len(s["scores"]) == 10 for s in summary["searches"])  # 10 trials each, as the issue asks
+    assert (tmp_path / "out" / "report.md").read_text().split("\n")[3:] == \
+        (results / "report.md").read_text().split("\n")[3:]  # all but the line naming the home
