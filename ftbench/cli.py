@@ -145,7 +145,10 @@ def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps
     console = Console(stderr=True)
     for name, (t, _) in resolved.items():
         with console.status(f"preparing {name} (the base model is built once, then cached)…"):
-            prepare_task(t, home)
+            try:
+                prepare_task(t, home)
+            except KeyError as e:
+                fail(f"cannot prepare task {name!r}: {e.args[0] if e.args else e}")
     ray = init_ray(home)
     cpus = int(ray.cluster_resources().get("CPU", 0))
     threads = threads or max(1, cpus // parallel)

@@ -47,16 +47,30 @@ SELECT search_id, arg_max(value, seq) AS base_score FROM metrics
 WHERE node_id = 'base' AND "primary" GROUP BY search_id
 """
 
-# every closed trial in the order it closed, with its node's primary score (null: failed or abandoned);
-# a trial served from the cache (TrialReused) counts too: the budget paid a trial for it, with no compute
+# every trial the budget paid for, in the order it closed, with its node's primary score. An abandoned
+# attempt (its executor died; the node was retried) has no score of its own. A trial served from the
+# cache (TrialReused) costs nothing when the work was done in the same search, and is charged the
+# source trial's compute when it was done in another: benchmark cells are independent samples.
 TRIALS_SQL = """
-WITH t AS (
-    SELECT search_id, node_id, closed_seq, coalesce(compute_seconds, 0) AS compute_s FROM trials
+WITH finished AS (
+    SELECT search_id, node_id, max(compute_seconds) AS compute_s FROM trials
+    WHERE last_event = 'TrialFinished' GROUP BY search_id, node_id
+),
+reused AS (
+    SELECT search_id, seq, json_extract_string(payload, '$.node_id') AS node_id,
+           json_extract_string(payload, '$.source_search_id') AS src_search,
+           json_extract_string(payload, '$.source_node_id') AS src_node
+    FROM events WHERE type = 'TrialReused'
+),
+t AS (
+    SELECT search_id, node_id, closed_seq, coalesce(compute_seconds, 0) AS compute_s, last_event FROM trials
     WHERE closed_seq IS NOT NULL
     UNION ALL
-    SELECT search_id, json_extract_string(payload, '$.node_id'), seq, 0.0 FROM events WHERE type = 'TrialReused'
+    SELECT r.search_id, r.node_id, r.seq,
+           CASE WHEN r.src_search = r.search_id THEN 0.0 ELSE coalesce(f.compute_s, 0.0) END, 'TrialReused'
+    FROM reused r LEFT JOIN finished f ON f.search_id = r.src_search AND f.node_id = r.src_node
 )
-SELECT t.search_id, t.compute_s, n.score
+SELECT t.search_id, t.compute_s, CASE WHEN t.last_event = 'TrialAbandoned' THEN NULL ELSE n.score END AS score
 FROM t LEFT JOIN nodes n USING (search_id, node_id)
 ORDER BY t.search_id, t.closed_seq
 """
@@ -288,7 +302,7 @@ def _direction(home, task: str) -> str:
 
     try:
         return get_task(task, home).primary_metric.direction
-    except KeyError:  # a task no longer known here: its metric is taken as higher-is-better
+    except KeyError:  # a task no longer known here, from a log that predates config.metric_direction
         return "max"
 
 
@@ -298,7 +312,7 @@ def write_report(home: str | Path, tag: str, out_dir: str | Path, directions: di
     if not runs:
         raise LookupError(f"no searches of benchmark run {tag!r} in {home} (`ftbench run --tag {tag}` makes them)")
     if directions is None:
-        directions = {task: _direction(home, task) for task in {r.task for r in runs}}
+        directions = {r.task: r.config.get("metric_direction") or _direction(home, r.task) for r in runs}
     summary = summarise(runs, directions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,10 @@ def start_cell(home: Path, cell: Cell, task, *, budget_trials: int, policy: str,
             "eval_limit": eval_limit}
     if log.exists(cell.search_id):  # continue it, but only with the settings it was started with
         first = log.read(cell.search_id, until_seq=1)[0].event
+        mine = {"tag": cell.tag, "task": cell.task, "proposer": cell.proposer, "seed": cell.seed}
+        if getattr(first, "config", {}).get("ftbench") != mine or first.task != task.name:
+            raise ValueError(f"search {cell.search_id} exists in {home} but is not this benchmark cell ({mine}); "
+                             "use another --tag")
         have = {"max_trials": first.budget.max_trials, "policy": first.policy,
                 **{k: first.config.get(k) for k in ("trial_steps", "batch_size", "eval_limit")}}
         diff = {k: (have[k], v) for k, v in want.items() if have[k] != v}
@@ -57,7 +61,8 @@ def start_cell(home: Path, cell: Cell, task, *, budget_trials: int, policy: str,
         budget=Budget(max_trials=budget_trials), trial_steps=steps, batch_size=batch_size, eval_limit=eval_limit,
         trial_time_limit_s=trial_time_limit_s, threads=threads, parallel=parallel,
         # cells are independent samples: the llm proposer does not read other cells' insights
-        extra={**(extra or {}), "prior_insights": False, "ftbench": {"tag": cell.tag, "task": cell.task, "proposer": cell.proposer,
+        extra={**(extra or {}), "prior_insights": False, "metric_direction": task.primary_metric.direction,
+               "ftbench": {"tag": cell.tag, "task": cell.task, "proposer": cell.proposer,
                                             "seed": cell.seed}})
     return start_search(log, cfg, cell.search_id)
 

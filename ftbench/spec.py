@@ -147,6 +147,8 @@ def load_spec(path: str | Path) -> TaskSpec:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"{p}: no such task file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{p}: cannot read the task file ({e})") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
@@ -171,6 +173,8 @@ def problems(spec: TaskSpec, base_dir: str | Path | None = None, *, hub_reachabl
         out.append(f"unknown base model builder {bm.builder!r} (known: {', '.join(sorted(BASE_MODELS))})")
     if bm.path is not None and not (base / bm.path).is_dir():
         out.append(f"base model folder {str(base / bm.path)!r} does not exist")
+    elif bm.path is not None and not (base / bm.path / "config.json").is_file():
+        out.append(f"base model folder {str(base / bm.path)!r} has no config.json (a transformers model folder)")
     d = spec.data
     if d.generator is not None and d.generator not in DATA_GENERATORS:
         out.append(f"unknown data generator {d.generator!r} (known: {', '.join(sorted(DATA_GENERATORS))})")

@@ -156,6 +156,10 @@ def install_task(task: Task, home: str | os.PathLike | None = None) -> Path | No
         if _TASKS[task.name] == task:  # a built-in task's own file: nothing to install
             return None
         raise ValueError(f"task {task.name!r}: a built-in task has that name; rename the task file's `name`")
+    from ftbench.spec import builtin_specs
+
+    if task.name in builtin_specs():  # a paper task that does not run here: still its name
+        raise ValueError(f"task {task.name!r}: a built-in task has that name; rename the task file's `name`")
     p = _installed(_home(home), task.name)
     body = task.model_dump_json(indent=2)
     if p.is_file():
@@ -280,7 +284,7 @@ def read_rows(path: Path, prompt_field: str = "prompt", completion_field: str = 
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8") as f:
+            with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's byte-order mark
                 raw = list(csv.DictReader(f))
         elif suffix == ".json":
             raw = json.loads(path.read_text(encoding="utf-8"))

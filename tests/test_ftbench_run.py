@@ -97,7 +97,7 @@ def test_trex_run_takes_a_users_task_file_and_records_it(tmp_path, arith_home):
     started = log.read("mine", until_seq=1)[0].event
     assert started.task == "my-sub" and started.budget.max_trials == 1  # the file's budget defaults
     assert started.config["trial_steps"] == 30 and started.config["eval_limit"] == 40
-    assert started.config["task_def"]["base_model_path"] == str(task_file.parent / "model")
+    assert Path(started.config["task_def"]["base_model_path"]) == (task_file.parent / "model").resolve()
     # the data came from the user's files, mapped to prompt/completion
     rows = [json.loads(x) for x in (arith_home / "tasks" / "my-sub" / "eval.jsonl").read_text().splitlines()]
     assert len(rows) == 60 and set(rows[0]) == {"prompt", "completion"}
@@ -119,6 +119,11 @@ def test_a_task_file_that_cannot_run_is_refused_before_anything_starts(tmp_path,
     assert res.returncode == 1 and "eval.csv: row 1 lacks 'q' or 'a'" in res.stderr
     assert EventLog(arith_home).searches() == []
     assert not (arith_home / "tasks" / "my-sub").exists()  # nothing installed either
+    (task_file.parent / "data" / "eval.csv").write_text("\ufeffq,a\n1-1=,0\n")  # a spreadsheet's BOM: fine
+    (task_file.parent / "model" / "config.json").unlink()
+    res = _run(TREX + ["run", str(task_file), "--home", str(arith_home)], timeout=120)
+    assert res.returncode == 1 and "has no config.json" in res.stderr and "Traceback" not in res.stderr
+    assert EventLog(arith_home).searches() == []
 
 
 def test_an_installed_task_name_means_one_definition(tmp_path):
@@ -136,6 +141,8 @@ def test_an_installed_task_name_means_one_definition(tmp_path):
         install_task(other, tmp_path)
     with pytest.raises(ValueError, match="built-in task has that name"):
         install_task(t.model_copy(update={"name": "arith-sub"}), tmp_path)
+    with pytest.raises(ValueError, match="built-in task has that name"):  # a paper task, not runnable here
+        install_task(t.model_copy(update={"name": "sst2"}), tmp_path)
     with pytest.raises(KeyError, match="unknown task 'my-sub'"):
         get_task("my-sub", tmp_path / "another-home")
 
@@ -148,13 +155,14 @@ def test_ftbench_run_survives_a_kill_resumes_and_the_report_matches_the_log(tmp_
                       "--budget-trials", "2", "--steps", "30", "--eval-limit", "40", "--parallel", "2",
                       "--threads", "1", "--tag", "t", "--home", str(home)]
     sids = ["t-arith-sub-random-s0", "t-arith-sub-optuna-s0", "t-arith-sub-random-s1", "t-arith-sub-optuna-s1"]
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    try:
-        actors_tests.wait_for(home, sids[1], "TrialStarted", timeout=600)  # the second search is training
-        time.sleep(0.5)
-    finally:
-        proc.kill()
-        proc.wait()
+    with open(tmp_path / "killed-run.log", "w") as out:  # a file, not a pipe nobody reads while we wait
+        proc = subprocess.Popen(args, env=ENV, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            actors_tests.wait_for(home, sids[1], "TrialStarted", timeout=600)  # the second search is training
+            time.sleep(0.5)
+        finally:
+            proc.kill()
+            proc.wait()
     log = EventLog(home)
     assert set(log.searches()) == set(sids)  # every cell was recorded up front
     assert build_tree(log, sids[0]).status == "finished" and build_tree(log, sids[1]).status == "running"
@@ -176,8 +184,11 @@ def test_ftbench_run_survives_a_kill_resumes_and_the_report_matches_the_log(tmp_
     assert rep.returncode == 0, rep.stderr[-3000:]
     summary = json.loads(rep.stdout)
     task = summary["tasks"]["arith-sub"]
-    for p, seeds_best in ((p, task["proposers"][p]["best_per_seed"]) for p in ("random", "optuna")):
-        assert seeds_best == [build_tree(log, f"t-arith-sub-{p}-s{s}").best_score for s in (0, 1)]
+    for p in ("random", "optuna"):
+        trees = [build_tree(log, f"t-arith-sub-{p}-s{s}") for s in (0, 1)]
+        assert task["proposers"][p]["best_per_seed"] == [t.best_score for t in trees]
+        # one row per trial the budget paid for: an attempt abandoned by the kill and its retry are two
+        assert task["proposers"][p]["trials_per_seed"] == [t.trials for t in trees]
     assert task["base_score"] == pytest.approx(base_score(log, sids[0]))
     assert task["settings"]["trial_steps"] == 30 and task["settings"]["budget_trials"] == 2
     md = (out / "report.md").read_text()
@@ -202,6 +213,13 @@ def test_a_benchmark_cell_continues_only_with_the_settings_it_started_with(tmp_p
     assert EventLog(tmp_path).version(cell.search_id) == 1
     with pytest.raises(ValueError, match="trial_steps 20 there, 40 asked.*another --tag"):
         start_cell(tmp_path, cell, get_task("arith-sub"), **{**kw, "steps": 40})
+    assert started.config["metric_direction"] == "max"
+    from trex.conductor import SearchConfig, start_search
+    from trex.events.search import Budget
+
+    start_search(EventLog(tmp_path), SearchConfig(budget=Budget(max_trials=3)), "x-arith-sub-random-s2")
+    with pytest.raises(ValueError, match="is not this benchmark cell"):  # a search of that name made by hand
+        start_cell(tmp_path, Cell("arith-sub", "random", 2, "x"), get_task("arith-sub"), **kw)
 
 
 def test_a_users_data_files_are_read_as_jsonl_json_or_csv_and_bad_rows_are_named(tmp_path):

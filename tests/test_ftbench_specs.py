@@ -64,6 +64,9 @@ def test_a_users_task_file_with_missing_files_is_rejected_naming_them(tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "train.jsonl").write_text("{}\n")
     (tmp_path / "eval.jsonl").write_text("{}\n")
+    assert problems(s, tmp_path) == [f"base model folder {str(tmp_path / 'model')!r} has no config.json "
+                                     "(a transformers model folder)"]
+    (tmp_path / "model" / "config.json").write_text("{}")
     assert problems(s, tmp_path) == []
 
 

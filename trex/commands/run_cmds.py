@@ -168,6 +168,7 @@ def resolve_task(arg: str, home: Path):
     """TASK as given → (the Task, SearchStarted.config extras). A task file is validated, checked
     for what it needs here, and installed in the home; its definition goes into the log too."""
     from ftbench.spec import SpecError
+    from ftbench.tasks import _TASKS as BUILTIN
     from ftbench.tasks import get_task, install_task, load_task_file
 
     if arg.endswith((".yaml", ".yml")) or Path(arg).is_file():
@@ -176,11 +177,16 @@ def resolve_task(arg: str, home: Path):
             install_task(t, home)
         except (SpecError, ValueError) as e:
             fail(str(e))
-        return t, {"task_def": t.model_dump(mode="json"), "task_file": str(Path(arg).resolve())}
+        return t, {"task_def": t.model_dump(mode="json"), "task_file": str(Path(arg).resolve()),
+                   "metric_direction": t.primary_metric.direction}
     try:
-        return get_task(arg, home), {}
+        t = get_task(arg, home)
     except KeyError as e:
         fail(str(e.args[0]) if e.args else str(e))
+    extra = {"metric_direction": t.primary_metric.direction}
+    if t.name not in BUILTIN:  # a task installed from a file earlier: the log carries its definition too
+        extra["task_def"] = t.model_dump(mode="json")
+    return t, extra
 
 
 def _check_task(task: str, home: Path, task_def: dict | None = None) -> None:
@@ -213,7 +219,10 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
     log = EventLog(home)
     tree = build_tree(log, sid)
     with console.status(f"preparing {tree.task} (the base model is built once, then cached)…"):
-        prepare_task(get_task(tree.task, home), home)
+        try:
+            prepare_task(get_task(tree.task, home), home)
+        except KeyError as e:  # a model folder or data file gone since the search started
+            fail(f"cannot prepare task {tree.task!r}: {e.args[0] if e.args else e}")
     ray = init_ray(home, address=address, num_cpus=num_cpus)
     res = ray.cluster_resources()
     cpus = int(res.get("CPU", 0))
