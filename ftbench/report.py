@@ -119,10 +119,10 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
     return list(out.values())
 
 
-def best_so_far(scores: list, direction: str = "max") -> list:
-    """Running best after each trial (None until the first scored trial)."""
+def best_so_far(scores: list, direction: str = "max", start: float | None = None) -> list:
+    """Running best after each trial, starting from ``start`` (None until the first scored trial)."""
     pick = max if direction == "max" else min
-    out, best = [], None
+    out, best = [], start
     for s in scores:
         if s is not None:
             best = s if best is None else pick(best, s)
@@ -197,8 +197,7 @@ def _curves(runs: list[CellRun], direction: str, grid=None):
 
     out = []
     for r in runs:
-        bsf = best_so_far(([r.base] if r.base is not None else []) + list(r.scores), direction)
-        bsf = bsf[1:] if r.base is not None else bsf
+        bsf = best_so_far(r.scores, direction, start=r.base)
         if grid is None:
             out.append([np.nan if b is None else b for b in bsf])
         else:
@@ -306,13 +305,12 @@ def _direction(home, task: str) -> str:
         return "max"
 
 
-def write_report(home: str | Path, tag: str, out_dir: str | Path, directions: dict[str, str] | None = None) -> dict:
+def write_report(home: str | Path, tag: str, out_dir: str | Path) -> dict:
     """Write ``report.md``, ``results.json`` and the plots under ``out_dir``; return the summary."""
     runs = load(home, tag)
     if not runs:
         raise LookupError(f"no searches of benchmark run {tag!r} in {home} (`ftbench run --tag {tag}` makes them)")
-    if directions is None:
-        directions = {r.task: r.config.get("metric_direction") or _direction(home, r.task) for r in runs}
+    directions = {r.task: r.config.get("metric_direction") or _direction(home, r.task) for r in runs}
     summary = summarise(runs, directions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

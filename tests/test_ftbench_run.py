@@ -30,6 +30,7 @@ def _run(args, timeout=900):
 def test_best_so_far_skips_failed_trials_and_follows_the_direction():
     assert best_so_far([None, 0.2, 0.1, None, 0.5]) == [None, 0.2, 0.2, 0.2, 0.5]
     assert best_so_far([0.9, None, 0.4, 0.6], "min") == [0.9, 0.9, 0.4, 0.4]
+    assert best_so_far([None, 0.1, 0.3], start=0.2) == [0.2, 0.2, 0.3]  # the base model until beaten
 
 
 def test_reach_counts_trials_and_compute_until_the_threshold():

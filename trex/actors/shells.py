@@ -78,7 +78,7 @@ def propose_for(home, sid: str, decision: dict, clients: dict) -> dict[str, Any]
         client = clients[key]
         client.emit = emit
         # earlier searches' insights, unless the search is kept independent (a benchmark cell)
-        prior = prior_insights(log, tree.task, sid) if dict(tree.config).get("prior_insights", True) else {}
+        prior = prior_insights(log, tree.task, sid) if cfg.get("prior_insights", True) else {}
         context = {"prior_insights": prior, "base": base_score(log, sid)}
     from trex.search.policy import Decision
 
