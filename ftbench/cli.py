@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from trex.commands.common import format_option, home_option
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -14,7 +16,7 @@ def main() -> None:
 
 
 @main.command("list")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option
 def list_(fmt: str) -> None:
     """List every task: the CPU tasks that run here and the paper's tasks (GPU + hub)."""
     from ftbench.spec import builtin_specs, fetch_plan, problems
@@ -36,10 +38,9 @@ def list_(fmt: str) -> None:
 
 @main.command()
 @click.argument("family")
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="TREX_HOME", default=".trex",
-              show_default=True, help="The trex home (env TREX_HOME).")
+@home_option
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option
 def prepare(family: str, home: Path, seed: int, fmt: str) -> None:
     """Build (or find cached) the base model and data of a task family; print path and base scores.
 
@@ -109,9 +110,8 @@ def _csv(value: str) -> list[str]:
 @click.option("--trial-time-limit", type=click.FloatRange(1, None), default=900.0, show_default=True)
 @click.option("--tag", default="ftb", show_default=True,
               help="Names this benchmark run: searches are <tag>-<task>-<proposer>-s<seed>.")
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="TREX_HOME", default=".trex",
-              show_default=True, help="The trex home (env TREX_HOME).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@home_option
+@format_option
 def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps, batch_size, eval_limit,
         trial_time_limit, tag, home, fmt):
     """Run every (task, proposer, seed) as a trex search; run it again to continue where it stopped."""
@@ -121,7 +121,7 @@ def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from trex.commands.common import emit_json, fail, info
-    from trex.commands.run_cmds import resolve_task
+    from trex.commands.run_cmds import executor_threads, resolve_task
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,31}", tag):
         fail(f"--tag {tag!r}: use lowercase letters, digits, '.', '_' or '-'")
@@ -149,11 +149,7 @@ def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps
                 prepare_task(t, home)
             except KeyError as e:
                 fail(f"cannot prepare task {name!r}: {e.args[0] if e.args else e}")
-    ray = init_ray(home)
-    cpus = int(ray.cluster_resources().get("CPU", 0))
-    threads = threads or max(1, cpus // parallel)
-    if parallel * threads > cpus:
-        fail(f"{parallel} executor(s) x {threads} thread(s) need {parallel * threads} CPUs; this machine has {cpus}")
+    threads = executor_threads(init_ray(home).cluster_resources(), parallel, threads)
     todo = cells(list(resolved), props, list(range(seeds)), tag)
     for c in todo:
         t, extra = resolved[c.task]
@@ -208,9 +204,8 @@ def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps
 @click.option("--tag", default="ftb", show_default=True, help="The benchmark run (ftbench run --tag).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for report.md, results.json and the plots (default: HOME/reports/TAG).")
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="TREX_HOME", default=".trex",
-              show_default=True, help="The trex home (env TREX_HOME).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@home_option
+@format_option
 def report(tag, out_dir, home, fmt):
     """Write the Markdown report and PNG plots of a benchmark run, read from the log with DuckDB."""
     from ftbench.report import write_report

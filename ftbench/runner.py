@@ -73,8 +73,9 @@ def run_cells(home: Path, todo: list[Cell], pool: dict, *, on_tick: Callable[[Ce
     import ray
 
     from trex.actors.shells import remote_classes
+    from trex.commands.run_cmds import follow
     from trex.events.log import EventLog
-    from trex.search import build_tree, fold
+    from trex.search import build_tree
 
     log = EventLog(home)
     out = []
@@ -87,12 +88,7 @@ def run_cells(home: Path, todo: list[Cell], pool: dict, *, on_tick: Callable[[Ce
         conductor = remote_classes()["conductor"].remote()
         ref = conductor.run.remote(str(home.resolve()), cell.search_id, pool)
         t0 = time.time()
-        while True:
-            ready, _ = ray.wait([ref], timeout=poll_s)
-            tree = fold(log.read(cell.search_id, after_seq=tree.last_seq), start=tree)
-            on_tick(cell, tree, time.time() - t0)
-            if ready:
-                break
+        follow(ref, log, cell.search_id, tree, lambda t: on_tick(cell, t, time.time() - t0), poll_s)
         out.append(ray.get(ref))
         ray.kill(conductor)
     return out

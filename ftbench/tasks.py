@@ -152,13 +152,11 @@ def install_task(task: Task, home: str | os.PathLike | None = None) -> Path | No
 
     A built-in task's name, or a name already installed with a different definition, is refused:
     a search's task must mean one thing for as long as its log exists."""
-    if task.name in _TASKS:
-        if _TASKS[task.name] == task:  # a built-in task's own file: nothing to install
-            return None
-        raise ValueError(f"task {task.name!r}: a built-in task has that name; rename the task file's `name`")
     from ftbench.spec import builtin_specs
 
-    if task.name in builtin_specs():  # a paper task that does not run here: still its name
+    if task.name in builtin_specs():  # the runnable ones and the paper tasks alike
+        if _TASKS.get(task.name) == task:  # a built-in task's own file: nothing to install
+            return None
         raise ValueError(f"task {task.name!r}: a built-in task has that name; rename the task file's `name`")
     p = _installed(_home(home), task.name)
     body = task.model_dump_json(indent=2)

@@ -225,11 +225,7 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
             fail(f"cannot prepare task {tree.task!r}: {e.args[0] if e.args else e}")
     ray = init_ray(home, address=address, num_cpus=num_cpus)
     res = ray.cluster_resources()
-    cpus = int(res.get("CPU", 0))
-    threads = threads or max(1, cpus // parallel)
-    if parallel * threads > cpus:  # the extra executors would wait for CPUs forever
-        fail(f"{parallel} executor(s) x {threads} thread(s) need {parallel * threads} CPUs; the Ray cluster has "
-             f"{cpus}: lower --parallel or --threads (or add CPUs with --num-cpus / more nodes)")
+    threads = executor_threads(res, parallel, threads)
     if gpus is None:
         gpus = 1.0 if res.get("GPU", 0) >= 1 else 0.0
     if gpus and parallel * gpus > res.get("GPU", 0):
@@ -240,19 +236,9 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
     conductor = remote_classes()["conductor"].remote()
     ref = conductor.run.remote(str(home.resolve()), sid, pool.as_dict())
     t0 = time.time()
-
-    def watch(show) -> None:  # fold the log's new events once a second until the Conductor returns
-        nonlocal tree
-        while True:
-            ready, _ = ray.wait([ref], timeout=1.0)
-            tree = fold(log.read(sid, after_seq=tree.last_seq), start=tree)
-            show(tree)
-            if ready:
-                return
-
     if console.is_terminal:
         with Live(_progress(tree, t0), console=console, refresh_per_second=2, transient=fmt == "json") as live:
-            watch(lambda t: live.update(_progress(t, t0)))
+            tree = follow(ref, log, sid, tree, lambda t: live.update(_progress(t, t0)))
     else:  # a log file or a pipe: one plain line whenever something changes
         last = [None]
 
@@ -262,12 +248,38 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
                 info(f"[{time.time() - t0:5.0f}s] {line}")
                 last[0] = line
 
-        watch(show)
+        tree = follow(ref, log, sid, tree, show)
     try:
         ray.get(ref)
     except Exception as e:  # noqa: BLE001 - the log holds everything done so far
         fail(f"the conductor stopped: {e}\n`trex resume {sid} --home {home}` continues the search")
     _report(home, sid, fold(log.read(sid, after_seq=tree.last_seq), start=tree), fmt)
+
+
+def executor_threads(resources: dict, parallel: int, threads: int | None) -> int:
+    """Torch threads per executor (default: the cluster's CPUs shared out); refuses a pool that does
+    not fit, whose extra executors would wait for CPUs forever."""
+    cpus = int(resources.get("CPU", 0))
+    threads = threads or max(1, cpus // parallel)
+    if parallel * threads > cpus:
+        fail(f"{parallel} executor(s) x {threads} thread(s) need {parallel * threads} CPUs; the Ray cluster has "
+             f"{cpus}: lower --parallel or --threads, or give Ray more CPUs")
+    return threads
+
+
+def follow(ref, log, sid: str, tree, show, poll_s: float = 1.0):
+    """Fold search ``sid``'s new events every ``poll_s`` and ``show`` the tree until the Conductor's
+    call ``ref`` returns; the tree as last folded."""
+    import ray
+
+    from trex.search import fold
+
+    while True:
+        ready, _ = ray.wait([ref], timeout=poll_s)
+        tree = fold(log.read(sid, after_seq=tree.last_seq), start=tree)
+        show(tree)
+        if ready:
+            return tree
 
 
 def _progress_facts(tree) -> dict:
