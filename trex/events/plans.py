@@ -79,3 +79,11 @@ class ToolCalled(Event):
     args: dict[str, Any] = Field(default_factory=dict)
     ok: bool = True
     result: str = ""
+
+
+@event("ProposalFailed")
+class ProposalFailed(Event):
+    """The Researcher died or raised while answering a decision; the decision is asked again a few times."""
+
+    decision_id: str
+    reason: str = ""

@@ -74,3 +74,11 @@ class TrialReused(Event):
     source_search_id: str
     source_node_id: str
     train_metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+@event("TrialDispatchFailed")
+class TrialDispatchFailed(Event):
+    """The executor failed before the trial started (no TrialStarted): retried once, then the plan is refused."""
+
+    node_id: str
+    reason: str = ""

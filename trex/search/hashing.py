@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from trex.search.tree import SearchTree
 
-HASH_VERSION = 1  # bump when the canonical form itself changes (and update the golden hashes)
+HASH_VERSION = 2  # 2: the fold holds base score, open trials, outputs, counters (bump when the canonical form changes)
 
 
 def _default(x: Any) -> Any:

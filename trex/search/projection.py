@@ -29,12 +29,15 @@ Item = Envelope | Event | dict
 
 _NODE_DEFAULTS = {k: f.default for k, f in Node.__dataclass_fields__.items() if f.default is not MISSING}
 _NODE_DEFAULTS["plan"] = {}
+BASE_NODE = "base"  # metrics of the untouched base model are recorded under this node id
 
 
 def _thaw_node(n: Node) -> dict[str, Any]:
     d = dict(n.__dict__)
     d["progress"] = list(n.progress)
     d["metrics"] = dict(n.metrics)
+    d["open_trials"] = list(n.open_trials)
+    d["outputs"] = list(n.outputs)
     return d
 
 
@@ -44,6 +47,8 @@ def _freeze_node(d: dict[str, Any]) -> Node:
     nd.update(d)
     nd["progress"] = tuple(d["progress"])
     nd["metrics"] = tuple(sorted(d["metrics"].items()))
+    nd["open_trials"] = tuple(d["open_trials"])
+    nd["outputs"] = tuple(d["outputs"])
     return new
 
 
@@ -207,13 +212,14 @@ def _search_forked(b: _Builder, d: dict) -> None:
     if d.get("budget"):
         # the fork's own budget counts only the fork's usage: offset it by what the prefix used
         # (wall-clock is measured by the caller from the fork's own first event)
-        used = {"max_trials": b.f["trials"], "max_compute_seconds": b.f["compute_seconds"],
+        used = {"max_trials": b.f["trials"] + b.f["trials_reused"], "max_compute_seconds": b.f["compute_seconds"],
                 "max_tokens": b.f["tokens"]}
         b.f["budget"] = MappingProxyType(
             {k: v + used[k] if k in used else v for k, v in d["budget"].items() if v is not None})
     b.f["status"] = "running"
     b.f["finish_reason"] = None
     b.exhausted.clear()  # the parent's exhaustion does not bind the fork
+    b.f["activity"] = 0  # the fork's own history starts here
     b.open_decisions.clear()  # the parent's in-flight decisions are not the fork's to fulfil
 
 
@@ -252,7 +258,8 @@ def _node_pruned(b: _Builder, d: dict) -> None:
 def _new_node(b: _Builder, nid: str, parent_id: str | None, **fields: Any) -> dict[str, Any]:
     parent = b.r(parent_id) if parent_id is not None else None
     n = dict(_NODE_DEFAULTS)
-    n.update(node_id=nid, parent_id=parent_id, plan={}, progress=[], metrics={}, created_seq=b.seq, origin=b.sid,
+    n.update(node_id=nid, parent_id=parent_id, plan={}, progress=[], metrics={}, open_trials=[], outputs=[],
+             created_seq=b.seq, origin=b.sid,
              updated_seq=b.seq, updated_in=b.sid, depth=(parent["depth"] + 1) if parent else 1)
     n.update(fields)
     if n["operator"] == "debug":
@@ -275,6 +282,7 @@ def _plan_proposed(b: _Builder, d: dict) -> None:
         b.open_decisions.pop(dec_id, None)
         tokens = b.pending_tokens.pop(dec_id, 0)
         b.by_decision[dec_id] = nid
+    b.f["rejections_in_a_row"] = 0
     b.add_node(_new_node(
         b, nid, parent_id, operator=d.get("operator", "draft"), plan=dict(d.get("plan") or {}),
         plan_hash=d.get("plan_hash", ""), rationale=d.get("rationale", ""), proposer=d.get("proposer", ""),
@@ -295,6 +303,7 @@ def _plan_rejected(b: _Builder, d: dict) -> None:
     nid = d.get("node_id")
     if not nid:
         b.f["rejected_plans"] += 1
+        b.f["rejections_in_a_row"] += 1
         return
     reason = d.get("reason", "")
     n = b.touch(nid) if b.has(nid) else None
@@ -332,6 +341,7 @@ def _trial_started(b: _Builder, d: dict) -> None:
     if n is not None:
         n["status"] = "running"
         n["trials"] += 1
+        n["open_trials"].append(d.get("trial_id", ""))
 
 
 def _trial_progressed(b: _Builder, d: dict) -> None:
@@ -348,7 +358,14 @@ def _close_trial(b: _Builder, d: dict, counter: str) -> dict | None:
     n = b.touch(d["node_id"])
     if n is not None:
         n["compute_seconds"] += cs
+        _close(n, d)
     return n
+
+
+def _close(n: dict, d: dict) -> None:
+    tid = d.get("trial_id")
+    if tid in n["open_trials"]:
+        n["open_trials"].remove(tid)
 
 
 def _trial_finished(b: _Builder, d: dict) -> None:
@@ -369,6 +386,20 @@ def _trial_abandoned(b: _Builder, d: dict) -> None:
     n = b.touch(d["node_id"])
     if n is not None:
         n["status"], n["failure"] = "abandoned", d.get("reason") or "abandoned"
+        _close(n, d)
+
+
+def _trial_dispatch_failed(b: _Builder, d: dict) -> None:
+    n = b.touch(d["node_id"])
+    if n is not None:
+        n["dispatch_failures"] += 1
+
+
+def _proposal_failed(b: _Builder, d: dict) -> None:
+    did = d["decision_id"]
+    fails = dict(b.f["proposal_failures"])
+    fails[did] = fails.get(did, 0) + 1
+    b.f["proposal_failures"] = MappingProxyType(fails)
 
 
 def _trial_reused(b: _Builder, d: dict) -> None:
@@ -382,6 +413,12 @@ def _trial_reused(b: _Builder, d: dict) -> None:
 
 def _metric_recorded(b: _Builder, d: dict) -> None:
     nid = d["node_id"]
+    if nid == BASE_NODE:
+        value = _f(d.get("value"))
+        b.f["base_metrics"] = tuple(sorted({**dict(b.f["base_metrics"]), d.get("name", ""): value}.items()))
+        if d.get("primary"):
+            b.f["base_score"] = value
+        return
     n = b.touch(nid)
     if n is None:
         return
@@ -396,13 +433,15 @@ def _metric_recorded(b: _Builder, d: dict) -> None:
 
 
 def _evaluation_finished(b: _Builder, d: dict) -> None:
-    n = b.touch(d["node_id"])
+    n = b.touch(d["node_id"]) if d["node_id"] != BASE_NODE else None
     if n is not None:
         n["status"] = "evaluated"
+        if d.get("outputs_artifact"):
+            n["outputs"].append(d["outputs_artifact"])
 
 
 def _evaluation_failed(b: _Builder, d: dict) -> None:
-    n = b.touch(d["node_id"])
+    n = b.touch(d["node_id"]) if d["node_id"] != BASE_NODE else None
     if n is not None:
         if n.get("score") is None:  # a node already scored (another split failed) keeps its result
             n["status"] = "failed"
@@ -440,6 +479,8 @@ HANDLERS: dict[str, _Handler] = {
     "TrialFailed": _trial_failed,
     "TrialAbandoned": _trial_abandoned,
     "TrialReused": _trial_reused,
+    "TrialDispatchFailed": _trial_dispatch_failed,
+    "ProposalFailed": _proposal_failed,
     "MetricRecorded": _metric_recorded,
     "EvaluationFinished": _evaluation_finished,
     "EvaluationFailed": _evaluation_failed,
@@ -465,6 +506,7 @@ def _versions() -> dict[str, int]:
 
 
 _CHUNK = 4096
+_FIRST = frozenset({"SearchStarted", "SearchForked"})
 
 
 def _fold_chunk(b: _Builder, items: list) -> None:
@@ -516,6 +558,8 @@ def _fold_chunk(b: _Builder, items: list) -> None:
         if version != versions[t]:
             d = upcast(t, version, d)
         b.seq, b.sid = seq, sid
+        if sid == f["search_id"] and t not in _FIRST:
+            f["activity"] += 1
         h = handlers.get(t)
         if h is not None:
             h(b, d)

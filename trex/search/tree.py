@@ -57,6 +57,9 @@ class Node:
     updated_in: str = ""
     depth: int = 1  # drafts are at depth 1; the root is depth 0
     debug_depth: int = 0  # length of the chain of debug operators ending at this node
+    open_trials: tuple[str, ...] = ()  # trial ids started and not yet closed (finished, failed, abandoned)
+    outputs: tuple[str, ...] = ()  # evaluation-output artifacts (relative to HOME/artifacts), primary split first
+    dispatch_failures: int = 0  # TrialDispatchFailed: the executor failed before the trial started
 
 
 class DecisionRecord(NamedTuple):
@@ -120,6 +123,12 @@ class SearchTree:
     n_events: int = 0  # events folded (the prefix of a fork included)
     last_seq: int = 0  # seq of the last event folded, in its own stream
     ignored: int = 0  # events about unknown nodes (kept out of the tree, counted for auditors)
+    # facts the search loop needs often, kept by the fold rather than re-read from the log
+    base_score: float | None = None  # the untouched base model's primary metric (node id "base")
+    base_metrics: tuple[tuple[str, float], ...] = ()  # every metric recorded for the base model, sorted
+    rejections_in_a_row: int = 0  # proposer rejections (PlanRejected without a node) since the last PlanProposed
+    proposal_failures: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # decision -> count
+    activity: int = 0  # events of this search's own stream after its first (SearchStarted / SearchForked)
 
     # ------------------------------------------------------------ queries
     @property
