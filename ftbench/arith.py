@@ -127,21 +127,6 @@ def subtraction_split(seed: int = 0, n_train: int = N_SUB_TRAIN, n_eval: int = N
     return [sub_example(a, b) for a, b in train], [sub_example(a, b) for a, b in held]
 
 
-def write_jsonl(rows: Sequence[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 # ------------------------------------------------------------- tensors
 def make_batch(rows: Sequence[dict], bos: int | None = BOS_ID, eos: int | None = EOS_ID,
                pad: int = PAD_ID, tok: Callable[[str], list[int]] | None = None, max_len: int | None = None):
@@ -213,6 +198,54 @@ def exact_match(model, rows: Sequence[dict], **kw) -> float:
         return 0.0
     answers = greedy_answers(model, rows, **kw)
     return sum(a == r["completion"] for a, r in zip(answers, rows)) / len(rows)
+
+
+def load_for_eval(base_model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None = None):
+    """The base model with an adapter applied (a peft adapter folder, or a full model folder)."""
+    from transformers import AutoModelForCausalLM
+
+    if adapter_dir is not None and (Path(adapter_dir) / "config.json").is_file():
+        return AutoModelForCausalLM.from_pretrained(str(adapter_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
+    if adapter_dir is not None:
+        import warnings
+
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' own deprecation inside peft
+            model = model.merge_and_unload()
+    return model
+
+
+def evaluate_adapter(adapter_dir: str | os.PathLike | None, task="arith-sub", home: str | os.PathLike | None = None,
+                     base_model_dir: str | os.PathLike | None = None, limit: int | None = None) -> dict[str, float]:
+    """The arith reference scorer: an adapter (None = the base model itself) on every metric of an
+    arith task, through this module's char tokenizer (merged adapter, greedy, no padding).
+
+    Independent of the Evaluator, which it cross-checks in the tests; ``ftbench prepare arith``
+    reports the base model's scores with it. Returns ``{metric name: value}``. Other tasks are
+    scored by trex's Evaluator (``trex.evaluate.evaluate_task``)."""
+    import torch
+
+    from trex.tasks import as_task, load_split, prepare_task
+
+    t = as_task(task, home)
+    if t.base_model != "arith-base":
+        raise ValueError(f"task {t.name!r}: the arith reference scorer scores arith tasks only "
+                         f"(score others with trex.evaluate.evaluate_task)")
+    assets = prepare_task(t, home, base_model_dir)
+    model = load_for_eval(assets.base_model_dir, adapter_dir)
+    model.eval()
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for m in t.metrics:
+            rows = load_split(t, m.split, home)
+            if limit is not None:
+                rows = rows[:limit]
+            out[m.name] = exact_match(model, rows, max_new_tokens=t.max_new_tokens)
+    return out
 
 
 # -------------------------------------------------------------------- model

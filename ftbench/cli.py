@@ -19,7 +19,8 @@ def main() -> None:
 @format_option
 def list_(fmt: str) -> None:
     """List every task: the CPU tasks that run here and the paper's tasks (GPU + hub)."""
-    from ftbench.spec import builtin_specs, fetch_plan, problems
+    from ftbench.tasks import builtin_specs
+    from trex.tasks import fetch_plan, problems
 
     rows = []
     for spec in builtin_specs().values():
@@ -47,7 +48,8 @@ def prepare(family: str, home: Path, seed: int, fmt: str) -> None:
     FAMILY is ``arith`` (the CPU tasks' base model) or a task name; for a task that needs the hub
     it prints exactly what it would fetch and exits with status 2 (nothing is fetched here)."""
     if family != "arith":
-        from ftbench.spec import builtin_specs, fetch_plan, problems
+        from ftbench.tasks import builtin_specs
+        from trex.tasks import fetch_plan, problems
 
         spec = builtin_specs().get(family)
         if spec is None:
@@ -65,8 +67,8 @@ def prepare(family: str, home: Path, seed: int, fmt: str) -> None:
                 for line in plan["problems"]:
                     click.echo(f"cannot run here: {line}", err=True)
             raise SystemExit(2)
-    from ftbench.arith import model_dir, prepare_base_model
-    from ftbench.tasks import evaluate_adapter, prepare_data
+    from ftbench.arith import evaluate_adapter, model_dir, prepare_base_model
+    from trex.tasks import prepare_data
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -138,7 +140,7 @@ def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps
         fail("--tasks: no task given")
 
     from ftbench.runner import cells, run_cells, start_cell
-    from ftbench.tasks import prepare_task
+    from trex.tasks import prepare_task
     from trex.actors.conduct import spawn_pool
     from trex.actors.runtime import init_ray
 

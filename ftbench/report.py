@@ -297,7 +297,7 @@ def markdown(tag: str, home: str, summary: dict, plots: dict[str, list[Path]], o
 
 
 def _direction(home, task: str) -> str:
-    from ftbench.tasks import get_task
+    from trex.tasks import get_task
 
     try:
         return get_task(task, home).primary_metric.direction

@@ -4,7 +4,8 @@ import pytest
 from click.testing import CliRunner
 
 from ftbench import arith
-from ftbench.tasks import Task, evaluate_adapter, get_task, list_tasks, load_split, prepare_task
+from ftbench.arith import evaluate_adapter
+from trex.tasks import Task, get_task, list_tasks, load_split, prepare_task
 
 
 def test_data_generators_seeded_and_disjoint():

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from trex.evaluate.metrics import (
+from trex.tasks.metrics import (
     accuracy,
     exact_match,
     get_metric,

@@ -117,7 +117,7 @@ def test_unknown_metric_fails_fast():
 
 def test_ftbench_task_all_splits(tf_backend, eval_arith_adapters, tmp_path):
     pytest.importorskip("ftbench.tasks")
-    from ftbench.tasks import get_task
+    from trex.tasks import get_task
 
     from trex.evaluate import evaluate_task
 
@@ -130,7 +130,7 @@ def test_ftbench_task_all_splits(tf_backend, eval_arith_adapters, tmp_path):
     assert [(e.name, e.split, e.primary) for e in metrics] == [("exact_match", "eval", True),
                                                              ("add_exact_match", "eval_add", False)]
     # same scores as ftbench's own reference scorer (merged adapter, no padding)
-    from ftbench.tasks import evaluate_adapter
+    from ftbench.arith import evaluate_adapter
 
     ref = evaluate_adapter(eval_arith_adapters[4], "arith-sub", home=tmp_path, base_model_dir=tf_backend.base_model, limit=100)
     assert res["eval"].primary_value == pytest.approx(ref["exact_match"], abs=0.01)

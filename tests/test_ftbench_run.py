@@ -128,8 +128,7 @@ def test_a_task_file_that_cannot_run_is_refused_before_anything_starts(tmp_path,
 
 
 def test_an_installed_task_name_means_one_definition(tmp_path):
-    from ftbench.tasks import get_task, install_task, task_from_spec
-    from ftbench.spec import TaskSpec
+    from trex.tasks import TaskSpec, get_task, install_task, task_from_spec
     import yaml
 
     spec = TaskSpec.model_validate(yaml.safe_load(TASK_FILE))
@@ -202,7 +201,7 @@ def test_ftbench_run_survives_a_kill_resumes_and_the_report_matches_the_log(tmp_
 
 def test_a_benchmark_cell_continues_only_with_the_settings_it_started_with(tmp_path):
     from ftbench.runner import Cell, start_cell
-    from ftbench.tasks import get_task
+    from trex.tasks import get_task
 
     kw = dict(budget_trials=3, policy="mcts", parallel=1, threads=1, steps=20, batch_size=8, eval_limit=10,
               trial_time_limit_s=60)
@@ -224,7 +223,7 @@ def test_a_benchmark_cell_continues_only_with_the_settings_it_started_with(tmp_p
 
 
 def test_a_users_data_files_are_read_as_jsonl_json_or_csv_and_bad_rows_are_named(tmp_path):
-    from ftbench.tasks import read_rows
+    from trex.tasks import read_rows
 
     (tmp_path / "a.jsonl").write_text('{"q": "1-1=", "a": 0}\n\n{"q": "3-1=", "a": "2"}\n')
     assert read_rows(tmp_path / "a.jsonl", "q", "a") == [{"prompt": "1-1=", "completion": "0"},

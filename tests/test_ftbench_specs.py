@@ -6,7 +6,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from ftbench.spec import SpecError, builtin_specs, fetch_plan, load_spec, problems
+from ftbench.tasks import builtin_specs
+from trex.tasks import SpecError, fetch_plan, load_spec, problems
 
 PAPER = {"aci-bench", "tomg-bench", "omebench", "hoc", "sst2", "cs-bench", "openfindata", "econlogicqa", "gta",
          "lawbench"}
@@ -25,7 +26,7 @@ def test_the_paper_tasks_validate_and_say_they_need_a_gpu_and_the_hub():
 
 
 def test_the_cpu_task_runs_here_and_matches_its_registered_task():
-    from ftbench.tasks import get_task
+    from trex.tasks import get_task
 
     s = builtin_specs()["arith-sub"]
     assert problems(s) == [] and fetch_plan(s) == []
@@ -34,7 +35,7 @@ def test_the_cpu_task_runs_here_and_matches_its_registered_task():
 
 
 def test_a_paper_task_is_refused_by_name_with_the_reason():
-    from ftbench.tasks import get_task
+    from trex.tasks import get_task
 
     with pytest.raises(KeyError, match="cannot run here: needs the Hugging Face hub.*stanfordnlp/sst2"):
         get_task("sst2")
@@ -124,7 +125,7 @@ def test_the_generators_are_deterministic_and_their_splits_disjoint():
 
 
 def test_macro_f1_scores_routing_outputs_including_malformed_ones():
-    from trex.evaluate.metrics import score
+    from trex.tasks.metrics import score
 
     refs = ["billing", "technical", "shipping", "account"]
     assert score("macro_f1", [" billing", "technical\n", "shipping", "account"], refs)[0] == 1.0
@@ -135,7 +136,7 @@ def test_macro_f1_scores_routing_outputs_including_malformed_ones():
 
 def test_json_fields_scores_each_field_and_zero_for_malformed_output():
     from ftbench.synthetic import orders
-    from trex.evaluate.metrics import score
+    from trex.tasks.metrics import score
 
     ref = orders(0)["eval"][0]["completion"]
     fields = json.loads(ref)
@@ -151,7 +152,7 @@ def test_json_fields_scores_each_field_and_zero_for_malformed_output():
 
 
 def test_the_smollm2_tasks_are_registered_and_run_here():
-    from ftbench.tasks import get_task
+    from trex.tasks import get_task
 
     specs = builtin_specs()
     for name, metric in (("tickets", "macro_f1"), ("orders", "json_fields")):

@@ -119,7 +119,7 @@ def test_nan_loss_then_crash_then_carry_on(arith_home):
     # the caller carries on: the next trial (a full fine-tune) trains normally
     ok = ex.run(plan(max_steps=10, method="full", learning_rate=1e-3), task="arith-sub", node_id="after")
     assert ok.status == "finished", ok.message
-    from ftbench.tasks import evaluate_adapter
+    from ftbench.arith import evaluate_adapter
 
     full_dir = ex.store.get(ok.adapter)
     assert (full_dir / "config.json").is_file() and not (full_dir / "adapter_config.json").exists()

@@ -50,7 +50,8 @@ def test_packing_keeps_examples_apart():
 
 def test_loop_with_packing_and_chunked_ce(arith_base, tmp_path):
     """The worker loop's GPU-path options run (here on CPU) and learn."""
-    from ftbench.arith import subtraction_split, write_jsonl
+    from ftbench.arith import subtraction_split
+    from trex.tasks import write_jsonl
     from trex.plan import example_plan
     from trex.train.loop import Reporter, WorkerSpec, run
 

@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from ftbench.arith import prepare_base_model
-    from ftbench.tasks import evaluate_adapter
+    from ftbench.arith import evaluate_adapter
     from trex.events import EventLog
     from trex.plan import example_plan
     from trex.train import Executor

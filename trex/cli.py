@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("trex.search.cli:replay", "Fold a search's events and print its summary and tree hash."),
     "tree": ("trex.search.cli:tree", "Render a search's tree as text, json or a self-contained html page."),
     "fork": ("trex.search.cli:fork", "Fork a search at a node: a new search that starts from its prefix."),
-    "train": ("trex.train.cli:train", "Train one plan outside any search and print the adapter hash and metrics."),
+    "train": ("trex.commands.train_cmd:train", "Train one plan outside any search and print the adapter hash and metrics."),
     "demo": ("trex.commands.demo:demo", "Run trex's main job on its embedded defaults."),
     "run": ("trex.commands.run_cmds:run", "Run a search on a task with the Ray actors until its budget is spent."),
     "resume": ("trex.commands.run_cmds:resume", "Continue a search after a crash: nothing lost, nothing run twice."),

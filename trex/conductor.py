@@ -207,7 +207,7 @@ class Runner:
 
 def make_evaluator(home, task: str, emit):
     """The CPU evaluator for ``task``'s base model (transformers, adapters swapped in place)."""
-    from ftbench.tasks import get_task, prepare_task
+    from trex.tasks import get_task, prepare_task
     from trex.evaluate.backends import TransformersEvalBackend
     from trex.evaluate.evaluator import Evaluator
 

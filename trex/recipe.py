@@ -12,7 +12,7 @@ and returns the rows' content hash; the rows are cached under
 
 Sources:
 
-* ``task:<task>/<split>``: a registered ftbench task's split (its data folder);
+* ``task:<task>/<split>``: a registered task's split (its data folder);
 * a path to a ``.jsonl``/``.json``/``.parquet``/``.csv`` file, relative to the trex home
   or absolute inside the trex home or a task data folder. ``..``, absolute paths
   elsewhere, symlinks leading out, ``file://`` and other URLs, and NUL bytes are refused;
@@ -158,7 +158,7 @@ def _load_source(src: Source, home: Path, allowed_roots: Sequence[Path]):
 
     m = _TASK_RE.match(src.uri)
     if m:
-        from ftbench.tasks import get_task, prepare_data
+        from trex.tasks import get_task, prepare_data
 
         try:
             t = get_task(m.group(1), home)

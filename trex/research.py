@@ -55,7 +55,7 @@ def _data_source(t) -> str:
 
 
 def tool_task_data(task: str, home: str | os.PathLike | None = None) -> str:
-    from ftbench.tasks import get_task
+    from trex.tasks import get_task
 
     t = get_task(task, home)
     metrics = ", ".join(f"{m.name} on {m.split}{' (primary)' if m.primary else ''}" for m in t.metrics)

@@ -23,7 +23,7 @@ def demo(home, fmt, trials, steps, proposer, policy, seed):
     """Run a small real search on arith-sub (CPU, a few minutes)."""
     from rich.console import Console
 
-    from ftbench.tasks import get_task, prepare_task
+    from trex.tasks import get_task, prepare_task
     from trex.conductor import SearchConfig, base_score, run_search, start_search
     from trex.events.log import EventLog
     from trex.events.search import Budget

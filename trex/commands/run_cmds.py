@@ -56,7 +56,7 @@ def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budg
         address, num_cpus, gpus_per_executor, home, fmt):
     """Run a search on TASK with the actors: propose, train, evaluate, learn — until the budget is spent.
 
-    TASK is a task name (`ftbench list`) or a task file (`path/to/task.yaml`, see docs/ftbench.md);
+    TASK is a built-in task's name (from the installed task plugins) or a task file (`path/to/task.yaml`);
     a task file is checked whole before anything starts and recorded in the trex home and the log."""
     from trex.conductor import SearchConfig, start_search
     from trex.events.log import EventLog
@@ -167,9 +167,7 @@ def _fmt(x) -> str:
 def resolve_task(arg: str, home: Path):
     """TASK as given → (the Task, SearchStarted.config extras). A task file is validated, checked
     for what it needs here, and installed in the home; its definition goes into the log too."""
-    from ftbench.spec import SpecError
-    from ftbench.tasks import _TASKS as BUILTIN
-    from ftbench.tasks import get_task, install_task, load_task_file
+    from trex.tasks import SpecError, get_task, install_task, is_builtin, load_task_file
 
     if arg.endswith((".yaml", ".yml")) or Path(arg).is_file():
         try:
@@ -184,7 +182,7 @@ def resolve_task(arg: str, home: Path):
     except KeyError as e:
         fail(str(e.args[0]) if e.args else str(e))
     extra = {"metric_direction": t.primary_metric.direction}
-    if t.name not in BUILTIN:  # a task installed from a file earlier: the log carries its definition too
+    if not is_builtin(t.name):  # a task installed from a file earlier: the log carries its definition too
         extra["task_def"] = t.model_dump(mode="json")
     return t, extra
 
@@ -192,7 +190,7 @@ def resolve_task(arg: str, home: Path):
 def _check_task(task: str, home: Path, task_def: dict | None = None) -> None:
     """The search's task is known here; a user's task recorded in the log is installed again if the
     home lost it (a log imported into another home)."""
-    from ftbench.tasks import Task, get_task, install_task
+    from trex.tasks import Task, get_task, install_task
 
     try:
         if task_def is not None:
@@ -208,7 +206,7 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
     from rich.console import Console
     from rich.live import Live
 
-    from ftbench.tasks import get_task, prepare_task
+    from trex.tasks import get_task, prepare_task
     from trex.actors.conduct import spawn_pool
     from trex.actors.runtime import init_ray
     from trex.actors.shells import remote_classes

@@ -4,7 +4,7 @@ See :mod:`trex.evaluate.evaluator` and docs/llm_and_eval.md.
 """
 from trex.evaluate.backends import TransformersEvalBackend, VLLMEvalBackend, adapter_name
 from trex.evaluate.evaluator import EvalResult, EvalSpec, EvaluationError, Evaluator, evaluate_task
-from trex.evaluate.metrics import get_metric, metric_names, normalize, register_scorer, score
+from trex.tasks.metrics import get_metric, metric_names, normalize, register_scorer, score
 
 __all__ = [
     "EvalResult", "EvalSpec", "EvaluationError", "Evaluator", "TransformersEvalBackend", "VLLMEvalBackend",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from trex.evaluate.metrics import get_metric, score
+from trex.tasks.metrics import get_metric, score
 from trex.events.base import Event
 from trex.events.envelope import canonical_json, new_id
 from trex.events.evaluation import EvaluationFailed, EvaluationFinished, MetricRecorded
@@ -96,25 +96,21 @@ class EvalSpec:
         return cls(**kw)
 
     @classmethod
-    def for_ftbench_task(cls, task: Any, home: str | os.PathLike | None = None, *, limit: int | None = None) -> list["EvalSpec"]:
-        """One spec per data split that an ``ftbench.tasks.Task`` measures (its primary split first).
+    def for_task(cls, task: Any, home: str | os.PathLike | None = None, *, limit: int | None = None) -> list["EvalSpec"]:
+        """One spec per data split that a :class:`trex.tasks.Task` (or its name) measures, its primary
+        split first.
 
         Metric names are built-ins or registered scorers; a name ``<prefix>_exact_match`` that is
         neither (e.g. arith-sub's ``add_exact_match`` on ``eval_add``) is exact match under that name.
         Prompts get BOS first (the arith convention: ``<s>`` + prompt).
         """
-        from ftbench.tasks import get_task, load_split
+        from trex.tasks import as_task, can_score, load_split
 
-        from trex.evaluate.metrics import _REGISTRY, can_score, exact_match, register_scorer
-
-        t = get_task(task, home) if isinstance(task, str) else task
+        t = as_task(task, home)
         by_split: dict[str, list] = {}
         for m in t.metrics:
-            if m.name not in _REGISTRY:
-                if can_score(m.name):
-                    register_scorer(m.name, exact_match)
-                else:
-                    raise KeyError(f"task {t.name!r}: unknown metric {m.name!r}")
+            if not can_score(m.name):
+                raise KeyError(f"task {t.name!r}: unknown metric {m.name!r}")
             by_split.setdefault(m.split, []).append(m)
         specs = []
         for split, ms in sorted(by_split.items(), key=lambda kv: not any(m.primary for m in kv[1])):
@@ -248,11 +244,11 @@ class Evaluator:
 def evaluate_task(evaluator: Evaluator, task: Any, adapter_dir: str | os.PathLike | None, *, node_id: str,
                   home: str | os.PathLike | None = None, eval_id: str | None = None,
                   limit: int | None = None) -> dict[str, EvalResult]:
-    """Evaluate an adapter on every split an ``ftbench`` task measures (primary split first).
+    """Evaluate an adapter on every split a task measures (primary split first).
 
     Each split is one evaluation (its own ``EvaluationFinished``, eval id ``<eval_id>-<split>``);
     only the task's primary metric is flagged primary. Returns ``{split: EvalResult}``.
     """
     base = eval_id or new_id()
-    specs = EvalSpec.for_ftbench_task(task, home if home is not None else evaluator.home, limit=limit)
+    specs = EvalSpec.for_task(task, home if home is not None else evaluator.home, limit=limit)
     return {s.split: evaluator.evaluate(s, adapter_dir, node_id=node_id, eval_id=f"{base}-{s.split}") for s in specs}

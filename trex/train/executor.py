@@ -207,7 +207,7 @@ class Executor:
             return bad("continue_from_parent is set but the node has no parent adapter", phash)
         resume_from = parent_adapter if plan.continue_from_parent else None
         try:
-            from ftbench.tasks import get_task, prepare_task
+            from trex.tasks import get_task, prepare_task
 
             assets = prepare_task(get_task(task, self.home), self.home, base_model_dir)
         except KeyError as e:

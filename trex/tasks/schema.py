@@ -1,4 +1,4 @@
-"""FT-Bench task files: a YAML schema (pydantic), loading with clear errors, and readiness checks.
+"""The task-file schema: a YAML file (pydantic models), loaded with clear errors.
 
 A task file says what to fine-tune, on what, how to prompt and decode, and how to score::
 
@@ -15,10 +15,9 @@ A task file says what to fine-tune, on what, how to prompt and decode, and how t
     requires: {gpu: false, hub: false}
 
 :func:`load_spec` validates the file (the error names the file and the field);
-:func:`problems` says why a valid spec cannot run on this machine (a builder or generator that
-does not exist, a data file that is missing, a metric nobody can compute, a hub that is not
-reachable) — checked before anything starts; :func:`fetch_plan` lists what ``ftbench prepare``
-would download for a hub task.
+:func:`fetch_plan` lists what a hub task would download; :func:`spec_to_task` turns a spec into
+its run-time :class:`~trex.tasks.model.Task` (unchecked: :mod:`trex.tasks.checks` says whether
+it can run here).
 """
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+from trex.tasks.model import NAME_PATTERN, MetricSpec, Task
 
 
 class _Frozen(BaseModel):
@@ -40,7 +39,7 @@ def _exactly_one(obj: BaseModel, what: str, names: tuple[str, ...]) -> None:
 
 
 class BaseModelRef(_Frozen):
-    """Exactly one of: a builder under ``ftbench/`` (with its seed), a local folder, a hub id."""
+    """Exactly one of: a registered base-model builder (with its seed), a local folder, a hub id."""
 
     builder: str | None = None
     seed: int = 0
@@ -55,7 +54,7 @@ class BaseModelRef(_Frozen):
 
 
 class DataRef(_Frozen):
-    """Exactly one of: a seeded generator under ``ftbench/``, local files per split, a hub dataset."""
+    """Exactly one of: a registered seeded data generator, local files per split, a hub dataset."""
 
     generator: str | None = None
     seed: int = 0
@@ -100,7 +99,7 @@ class Requires(_Frozen):
 
 
 class TaskSpec(_Frozen):
-    name: str = Field(pattern=NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     domain: str
     description: str = Field(min_length=1)
     base_model: BaseModelRef
@@ -160,44 +159,8 @@ def load_spec(path: str | Path) -> TaskSpec:
         raise SpecError(f"{p}: {errs}") from None
 
 
-def problems(spec: TaskSpec, base_dir: str | Path | None = None, *, hub_reachable: bool = False,
-             gpu: bool | None = None) -> list[str]:
-    """Why ``spec`` cannot run here (empty: it can). Checked before a search starts."""
-    from ftbench.tasks import BASE_MODELS, DATA_GENERATORS
-    from trex.evaluate.metrics import can_score, metric_names
-
-    out: list[str] = []
-    base = Path(base_dir) if base_dir is not None else Path(".")
-    bm = spec.base_model
-    if bm.builder is not None and bm.builder not in BASE_MODELS:
-        out.append(f"unknown base model builder {bm.builder!r} (known: {', '.join(sorted(BASE_MODELS))})")
-    if bm.path is not None and not (base / bm.path).is_dir():
-        out.append(f"base model folder {str(base / bm.path)!r} does not exist")
-    elif bm.path is not None and not (base / bm.path / "config.json").is_file():
-        out.append(f"base model folder {str(base / bm.path)!r} has no config.json (a transformers model folder)")
-    d = spec.data
-    if d.generator is not None and d.generator not in DATA_GENERATORS:
-        out.append(f"unknown data generator {d.generator!r} (known: {', '.join(sorted(DATA_GENERATORS))})")
-    for split, f in (d.files or {}).items():
-        if not (base / f).is_file():
-            out.append(f"data file for split {split!r} ({str(base / f)!r}) does not exist")
-    for m in spec.metrics:
-        if can_score(m.name):
-            continue
-        if m.name in spec.requires.scorers:
-            out.append(f"metric {m.name!r} needs a scorer that is not installed here (register it with "
-                       f"trex.evaluate.metrics.register_scorer)")
-        else:
-            out.append(f"unknown metric {m.name!r} (known: {', '.join(metric_names())}, or *_exact_match)")
-    if spec.requires.hub and not hub_reachable:
-        out.append("needs the Hugging Face hub, which is not reachable here: " + "; ".join(fetch_plan(spec)))
-    if spec.requires.gpu and gpu is False:
-        out.append("needs a GPU")
-    return out
-
-
 def fetch_plan(spec: TaskSpec) -> list[str]:
-    """What ``ftbench prepare`` would download for this task (nothing for a local task)."""
+    """What preparing this task would download from the hub (nothing for a local task)."""
     out = []
     if spec.base_model.hub:
         rev = f"@{spec.base_model.revision}" if spec.base_model.revision else ""
@@ -209,16 +172,23 @@ def fetch_plan(spec: TaskSpec) -> list[str]:
     return out
 
 
-def specs_dir() -> Path:
-    return Path(__file__).resolve().parent / "specs"
+def spec_to_task(spec: TaskSpec, base_dir: str | Path | None = None) -> Task:
+    """The run-time :class:`Task` of a task file (relative paths resolved against ``base_dir``).
 
-
-def builtin_specs() -> dict[str, TaskSpec]:
-    """Every task file shipped under ``ftbench/specs/`` (the CPU tasks and the paper's ten)."""
-    out = {}
-    for p in sorted(specs_dir().glob("*.yaml")):
-        s = load_spec(p)
-        if s.name in out:
-            raise SpecError(f"{p}: a second task named {s.name!r}")
-        out[s.name] = s
-    return out
+    Not checked against the registry (builder and generator names): see
+    :func:`trex.tasks.checks.task_from_spec`. A task whose model or data come from the hub does
+    not run here (ValueError)."""
+    if spec.base_model.hub or spec.data.hub:
+        raise ValueError(f"task {spec.name!r} needs the Hugging Face hub, which trex does not fetch from")
+    base = Path(base_dir if base_dir is not None else ".").resolve()
+    return Task(
+        name=spec.name, description=spec.description, base_model=spec.base_model.builder,
+        base_model_path=str(base / spec.base_model.path) if spec.base_model.path else None,
+        base_seed=spec.base_model.seed, data=spec.data.generator, data_seed=spec.data.seed,
+        data_files={k: str(base / v) for k, v in spec.data.files.items()} if spec.data.files else None,
+        prompt_field=spec.data.prompt_field, completion_field=spec.data.completion_field, splits=spec.splits,
+        prompt_template=spec.prompt_template, max_new_tokens=spec.decoding.max_new_tokens,
+        metrics=tuple(MetricSpec(name=m.name, split=m.split, direction=m.direction, primary=m.primary,
+                                 description=m.description) for m in spec.metrics),
+        defaults=spec.budget.model_dump(),
+    )

@@ -1,8 +1,12 @@
 """``trex train PLAN.json --task arith-sub``: train one plan outside any search.
 
-Events go to the search stream ``train-<plan_hash[:12]>`` of the home's log; data
-(adapter hash, metrics) to stdout, progress to stderr. torch and transformers are
-imported lazily (in the worker and inside functions), never at import of this module.
+The adapter is scored the way a search scores a node (:func:`trex.conductor.make_evaluator` and
+:func:`trex.evaluate.evaluate_task`, with the search's default eval limit), so the number it
+prints is the number a search would record for that adapter.
+
+Events (training and evaluation) go to the search stream ``train-<plan_hash[:12]>`` of the
+home's log; data (adapter hash, metrics) to stdout, progress to stderr. torch and transformers
+are imported lazily (in the worker and inside functions), never at import of this module.
 """
 from __future__ import annotations
 
@@ -21,14 +25,16 @@ def stream_name(phash: str) -> str:
 
 @click.command()
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--task", required=True, help="An ftbench task name, e.g. arith-sub.")
+@click.option("--task", required=True, help="A task name, e.g. arith-sub.")
 @home_option
 @format_option
 @click.option("--threads", type=int, default=None, help="torch threads in the worker (default: all cores).")
 @click.option("--time-limit", type=float, default=None, help="Seconds before the trial is killed (timeout).")
+@click.option("--eval-limit", type=click.IntRange(1, None), default=None,
+              help="Examples per eval split (default: the task file's budget.eval_limit, else 200, as in a search).")
 @click.option("--no-eval", is_flag=True, help="Skip scoring the adapter on the task's eval sets.")
 def train(plan_file: Path, task: str, home: Path, fmt: str, threads: int | None, time_limit: float | None,
-          no_eval: bool) -> None:
+          eval_limit: int | None, no_eval: bool) -> None:
     """Train one plan outside any search and print the adapter hash and metrics."""
     from rich.console import Console
 
@@ -48,10 +54,10 @@ def train(plan_file: Path, task: str, home: Path, fmt: str, threads: int | None,
     if plan.continue_from_parent:
         fail(f"{plan_file}: continue_from_parent needs a parent node; `trex train` trains plans alone")
         return
-    try:
-        from ftbench.tasks import get_task
+    from trex.tasks import get_task
 
-        get_task(task, home)
+    try:
+        t = get_task(task, home)
     except KeyError as e:
         fail(str(e.args[0]))
         return
@@ -87,14 +93,9 @@ def train(plan_file: Path, task: str, home: Path, fmt: str, threads: int | None,
               "steps": out.steps, "train_metrics": out.train_metrics, "compute_seconds": out.compute_seconds,
               "reason": out.reason, "message": out.message}
     if out.ok and not no_eval:
-        from ftbench.tasks import evaluate_adapter
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-
         adapter_dir = ex.store.get(out.adapter)
-        result["eval_metrics"] = evaluate_adapter(adapter_dir, task, home)
         result["adapter_path"] = str(adapter_dir)
+        result.update(_score(home, t, adapter_dir, eval_limit or t.defaults.get("eval_limit") or 200, emit))
     if fmt == "json":
         emit_json(result)
     else:
@@ -107,3 +108,23 @@ def train(plan_file: Path, task: str, home: Path, fmt: str, threads: int | None,
             click.echo(f"status\tfailed\nreason\t{out.reason}\nmessage\t{out.message}")
     if not out.ok:
         raise SystemExit(2)
+
+
+def _score(home: Path, task, adapter_dir: Path, limit: int, emit) -> dict:
+    """The adapter on every split of the task, as a search scores a node (the same evaluator and
+    limit); the result's eval fields. A failed evaluation is an event and one error line."""
+    from transformers.utils import logging as hf_logging
+
+    from trex.conductor import make_evaluator
+    from trex.evaluate.evaluator import EvaluationError, evaluate_task
+
+    hf_logging.disable_progress_bar()
+    try:
+        results = evaluate_task(make_evaluator(home, task.name, emit), task, adapter_dir, node_id="root", home=home,
+                                limit=limit)
+    except EvaluationError as e:
+        fail(f"the adapter trained ({adapter_dir}) but its evaluation failed: {e}", code=2)
+    primary = task.primary_metric
+    return {"eval_metrics": {name: v for r in results.values() for name, v in r.metrics.items()},
+            "eval_limit": limit, "primary_metric": primary.name,
+            "primary_score": results[primary.split].metrics[primary.name]}

@@ -1,11 +1,15 @@
-"""Metrics for the Evaluator, on well-kept libraries: scikit-learn (accuracy, macro-F1) and
-rouge-score (ROUGE-1/L F-measure). Exact match is a plain comparison after normalisation.
+"""The metric registry: metric names and their scorers, on well-kept libraries: scikit-learn
+(accuracy, macro-F1) and rouge-score (ROUGE-1/L F-measure). Exact match is a plain comparison
+after normalisation. Pure Python (no torch): the task-file checks ask :func:`can_score` before
+anything starts, and the Evaluator (:mod:`trex.evaluate`) runs the scorers.
 
 Every metric takes ``(outputs, references)`` and returns ``(aggregate, per_example_scores)``;
 outputs may be malformed (None, not a string, empty, garbage) and then score 0, never raise.
 A task may name its own scorer: :func:`register_scorer` puts a callable under a name and
-:func:`get_metric` finds it (built-ins: ``exact_match``, ``accuracy``, ``macro_f1``, ``rouge1``,
-``rougeL``).
+:func:`get_metric` finds it (built-ins: ``exact_match``, ``json_fields``, ``accuracy``,
+``macro_f1``, ``rouge1``, ``rougeL``). A name ``<prefix>_exact_match`` that is not registered
+(e.g. arith-sub's ``add_exact_match``, measured on its retention split) is exact match under
+that name.
 """
 from __future__ import annotations
 
@@ -125,14 +129,41 @@ def json_fields(outputs: Sequence[Any], references: Sequence[Any]) -> tuple[floa
     return (sum(per) / len(per) if per else 0.0), per
 
 
-_REGISTRY: dict[str, MetricFn] = {
+class ScorerRegistry:
+    """Metric name -> scorer. Registering a name twice with another function is refused."""
+
+    def __init__(self, scorers: dict[str, MetricFn]):
+        self._scorers = dict(scorers)
+
+    def register(self, name: str, fn: MetricFn) -> MetricFn:
+        if name in self._scorers and self._scorers[name] is not fn:
+            raise ValueError(f"scorer {name!r} already registered")
+        self._scorers[name] = fn
+        return fn
+
+    def get(self, name: str) -> MetricFn:
+        fn = self._scorers.get(name)
+        if fn is None and name.endswith("exact_match"):
+            return exact_match
+        if fn is None:
+            raise KeyError(f"unknown metric or scorer {name!r} (known: {', '.join(self.names())}, or *_exact_match)")
+        return fn
+
+    def can_score(self, name: str) -> bool:
+        return name in self._scorers or name.endswith("exact_match")
+
+    def names(self) -> list[str]:
+        return sorted(self._scorers)
+
+
+SCORERS = ScorerRegistry({
     "json_fields": json_fields,
     "exact_match": exact_match,
     "accuracy": accuracy,
     "macro_f1": macro_f1,
     "rouge1": rouge1,
     "rougeL": rougeL,
-}
+})
 
 
 def register_scorer(name: str, fn: MetricFn | None = None):
@@ -142,29 +173,22 @@ def register_scorer(name: str, fn: MetricFn | None = None):
     """
 
     def deco(f: MetricFn) -> MetricFn:
-        if name in _REGISTRY and _REGISTRY[name] is not f:
-            raise ValueError(f"scorer {name!r} already registered")
-        _REGISTRY[name] = f
-        return f
+        return SCORERS.register(name, f)
 
     return deco(fn) if fn is not None else deco
 
 
 def get_metric(name: str) -> MetricFn:
-    fn = _REGISTRY.get(name)
-    if fn is None:
-        raise KeyError(f"unknown metric or scorer {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return fn
+    return SCORERS.get(name)
 
 
 def can_score(name: str) -> bool:
-    """A registered metric or scorer, or ``<prefix>_exact_match`` (exact match under that name,
-    registered when a task that names it is evaluated)."""
-    return name in _REGISTRY or name.endswith("exact_match")
+    """A registered metric or scorer, or ``<prefix>_exact_match`` (exact match under that name)."""
+    return SCORERS.can_score(name)
 
 
 def metric_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return SCORERS.names()
 
 
 def score(name: str, outputs: Sequence[Any], references: Sequence[Any]) -> tuple[float, list[float]]:

@@ -1,0 +1,57 @@
+"""A user's tasks, recorded in the trex home (``HOME/tasks/<name>/task.json``).
+
+A task from a task file is installed so that every process of a search — executors, evaluator,
+researcher, ``trex resume`` — finds it by name. A name means one definition for as long as the
+home's log exists: a second, different definition under the same name is refused, and so is a
+built-in task's name.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from trex.tasks.model import NAME_PATTERN, Task
+from trex.tasks.registry import REGISTRY
+
+_NAME = re.compile(NAME_PATTERN)
+
+
+def trex_home(home: str | os.PathLike | None = None) -> Path:
+    """``home``, else $TREX_HOME, else ``./.trex``."""
+    return Path(home if home is not None else os.environ.get("TREX_HOME", ".trex"))
+
+
+def task_folder(name: str, home: str | os.PathLike | None = None) -> Path:
+    """``HOME/tasks/<name>``: the installed definition and the prepared data of a task."""
+    if not _NAME.match(name):  # a name from outside never becomes a path
+        raise KeyError(f"{name!r} is not a task name (lowercase letters, digits, '.', '_', '-')")
+    return trex_home(home) / "tasks" / name
+
+
+def installed_task(name: str, home: str | os.PathLike | None = None) -> Task | None:
+    """The task installed under ``name`` in the home, or None."""
+    if not _NAME.match(name):
+        return None
+    p = task_folder(name, home) / "task.json"
+    return REGISTRY.check_task(Task.model_validate_json(p.read_text())) if p.is_file() else None
+
+
+def install_task(task: Task, home: str | os.PathLike | None = None) -> Path | None:
+    """Record a user's task in the home; the path of its ``task.json`` (None for a built-in task's
+    own definition, which needs no installing). ValueError for a taken name."""
+    if REGISTRY.is_builtin(task.name):  # the runnable ones and the known-only (hub) ones alike
+        if REGISTRY.task(task.name) == task:
+            return None
+        raise ValueError(f"task {task.name!r}: a built-in task has that name; rename the task file's `name`")
+    p = task_folder(task.name, home) / "task.json"
+    if p.is_file():
+        if Task.model_validate_json(p.read_text()) != task:
+            raise ValueError(f"task {task.name!r} is already installed in {p.parent.parent.parent} with a different "
+                             f"definition ({p}); rename the task file's `name`")
+        return p
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f"task.json.tmp{os.getpid()}")
+    tmp.write_text(task.model_dump_json(indent=2))
+    os.replace(tmp, p)
+    return p

@@ -1,0 +1,60 @@
+"""What a task is at run time: a small frozen description.
+
+A :class:`Task` says what to fine-tune (a named base-model builder or a local model folder), on
+what (named data splits made by a named generator, or local data files), how to prompt, and how
+to score (metric names and direction). Builders and generators are named, not held, so a task
+stays plain data that a log can record and another process can rebuild.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"  # task names, also folder names under the trex home
+
+
+class MetricSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    split: str  # the data split it is measured on
+    direction: Literal["max", "min"] = "max"
+    primary: bool = False
+    description: str = ""
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str
+    base_model: str | None = None  # a registered base-model builder ...
+    base_model_path: str | None = None  # ... or a local model folder (absolute)
+    base_seed: int = 0
+    data: str | None = None  # a registered data generator ...
+    data_files: dict[str, str] | None = None  # ... or split -> a local JSONL/JSON/CSV file (absolute)
+    prompt_field: str = "prompt"  # the data files' field names
+    completion_field: str = "completion"
+    data_seed: int = 0
+    splits: tuple[str, ...] = ("train", "eval")
+    prompt_template: str = "{prompt}"
+    metrics: tuple[MetricSpec, ...]
+    max_new_tokens: int = Field(default=4, ge=1, le=4096)
+    # the task file's budget defaults: trials, steps, batch_size, eval_limit (used where a command gives none)
+    defaults: dict[str, int | None] = Field(default_factory=dict)
+
+    @property
+    def primary_metric(self) -> MetricSpec:
+        return next(m for m in self.metrics if m.primary)
+
+
+class TaskAssets(BaseModel):
+    """A prepared task: its base model folder and its data folder (``<split>.jsonl`` files)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    task: str
+    base_model_dir: Path
+    data_dir: Path
+
+    def split_path(self, split: str) -> Path:
+        return self.data_dir / f"{split}.jsonl"

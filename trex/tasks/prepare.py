@@ -1,0 +1,53 @@
+"""Preparing a task: its base model folder (built once by its builder, then cached) and its data
+splits as ``HOME/tasks/<name>/<split>.jsonl`` (generated or read from the user's files, once)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trex.tasks.files import read_jsonl, read_rows, write_jsonl
+from trex.tasks.installed import task_folder, trex_home
+from trex.tasks.lookup import as_task
+from trex.tasks.model import Task, TaskAssets
+from trex.tasks.registry import REGISTRY
+
+
+def task_data_dir(task: Task | str, home: str | os.PathLike | None = None) -> Path:
+    return task_folder(as_task(task, home).name, home)
+
+
+def prepare_data(task: Task | str, home: str | os.PathLike | None = None) -> Path:
+    """Write the task's splits as ``<split>.jsonl`` under the task data folder (idempotent)."""
+    t = as_task(task, home)
+    d = task_data_dir(t, home)
+    if all((d / f"{s}.jsonl").is_file() for s in t.splits):
+        return d
+    rows = REGISTRY.data_generator(t.data)(t.data_seed) if t.data is not None else {
+        split: read_rows(Path(f), t.prompt_field, t.completion_field) for split, f in t.data_files.items()}
+    for split in t.splits:
+        write_jsonl(rows[split], d / f"{split}.jsonl")
+    return d
+
+
+def prepare_task(task: Task | str, home: str | os.PathLike | None = None,
+                 base_model_dir: str | os.PathLike | None = None) -> TaskAssets:
+    """Base model folder (built and cached if missing) and data folder of a task."""
+    t = as_task(task, home)
+    h = trex_home(home)
+    if base_model_dir is not None:
+        base = Path(base_model_dir)
+    elif t.base_model_path is not None:
+        base = Path(t.base_model_path)
+        if not (base / "config.json").is_file():
+            raise KeyError(f"task {t.name!r}: base model folder {str(base)!r} has no config.json")
+    else:
+        base = REGISTRY.base_model(t.base_model)(h, t.base_seed)
+    return TaskAssets(task=t.name, base_model_dir=base, data_dir=prepare_data(t, h))
+
+
+def load_split(task: Task | str, split: str, home: str | os.PathLike | None = None) -> list[dict]:
+    """The rows of one split of the task (prepared first if needed)."""
+    t = as_task(task, home)
+    if split not in t.splits:
+        raise KeyError(f"task {t.name!r} has no split {split!r} (splits: {', '.join(t.splits)})")
+    return read_jsonl(prepare_data(t, home) / f"{split}.jsonl")
