@@ -16,18 +16,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trex.events.envelope import NewEvent
-from trex.events.evaluation import EvaluationFailed, MetricRecorded
+from trex.events.evaluation import EvaluationFailed
 from trex.events.log import ConcurrencyConflict, EventLog
 from trex.events.plans import PlanProposed, PlanRejected
-from trex.events.search import Budget, SearchFinished, SearchResumed, SearchStarted
+from trex.events.search import Budget, SearchResumed, SearchStarted
 from trex.events.trials import TrialAbandoned
 
-BASE_NODE = "base"
-MAX_REJECTIONS_IN_A_ROW = 5
-
-
-class ConcurrentRun(RuntimeError):
-    """Another process appended to the search while this one was deciding."""  # metrics of the untouched base model are recorded under this node id
+from trex.orchestrate.rules import BASE_NODE, MAX_REJECTIONS_IN_A_ROW, ConcurrentRun  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -86,7 +81,9 @@ class Runner:
         self.threads = cfg.get("threads")
         self._executor = None
         self._evaluator = None
-        self.rejections_in_a_row = 0
+        self._client = None
+        self._config = cfg
+        self.tree_config_proposer = tree.proposer
 
     # ----------------------------------------------------------- plumbing
     def emit(self, ev, **kw) -> None:
@@ -125,84 +122,84 @@ class Runner:
             self.evaluate(node_id, outcome.adapter)
 
     def recover(self) -> int:
-        """Finish what a crashed run left open. Returns how many nodes it touched."""
-        tree = self.tree()
-        if tree.status == "finished":
-            return 0
-        touched = 0
-        if BASE_NODE not in self._metric_nodes():
-            self.evaluate(BASE_NODE, None)
-        for nid in [n for n in tree.order if tree.nodes[n].status in ("running", "abandoned", "proposed", "trained")]:
+        """Finish what a crashed run left open (:func:`trex.orchestrate.recovery.recovery_plan`).
+        Returns how many actions it took."""
+        from trex.orchestrate.recovery import Abandon, Evaluate, EvaluateBase, Repropose, Train, recovery_plan
+
+        actions = recovery_plan(self.tree())
+        for act in actions:
             tree = self.tree()  # a parent recovered earlier in this pass may have a new adapter
-            node = tree.nodes[nid]
-            parent = tree.nodes.get(node.parent_id) if node.parent_id else None
-            parent_adapter = parent.adapter if parent else None
-            if node.status == "running":
-                for trial_id in self._open_trials(nid):
-                    self.emit(TrialAbandoned(node_id=nid, trial_id=trial_id, reason="the run that trained it stopped"))
-                if node.trials < 2:  # retried at most once under the same command id
-                    self.train(nid, dict(node.plan), parent_adapter, attempt=node.trials + 1)
-                touched += 1
-            elif node.status == "abandoned" and node.trials < 2:
-                self.train(nid, dict(node.plan), parent_adapter, attempt=node.trials + 1)
-                touched += 1
-            elif node.status == "proposed":
-                self.train(nid, dict(node.plan), parent_adapter)
-                touched += 1
-            elif node.status == "trained":
-                self.evaluate(nid, node.adapter)
-                touched += 1
-        return touched
+            if isinstance(act, EvaluateBase):
+                self.evaluate(BASE_NODE, None)
+            elif isinstance(act, Abandon):
+                for trial_id in act.trial_ids:
+                    self.emit(TrialAbandoned(node_id=act.node_id, trial_id=trial_id,
+                                             reason="the run that trained it stopped"))
+            elif isinstance(act, Train):
+                node = tree.nodes[act.node_id]
+                parent = tree.nodes.get(node.parent_id) if node.parent_id else None
+                self.train(act.node_id, dict(node.plan), parent.adapter if parent else None, attempt=act.attempt)
+            elif isinstance(act, Evaluate):
+                self.evaluate(act.node_id, act.adapter)
+            elif isinstance(act, Repropose):
+                from trex.search.policy import Decision
 
-    def _open_trials(self, node_id: str) -> list[str]:
-        return open_trials(self.log, self.sid, node_id)
-
-    def _metric_nodes(self) -> set[str]:
-        return metric_nodes(self.log, self.sid)
+                rec = act.decision
+                self._answer(tree, Decision(rec.node_id, rec.operator, tree.policy, tree.seed, 0,
+                                            rec.decision_id, (), ""))
+        return len(actions)
 
     def step(self, started_at: float) -> bool:
         """One expansion. Returns False when the search is finished."""
-        from trex.plan import plan_hash
-        from trex.research import propose
-        from trex.search import budget_check, select
+        from trex.orchestrate.rules import decision_event_id, finish_events, stop_reason
+        from trex.search import select
 
         tree = self.tree()
         if tree.status == "finished":
             return False
-        exhausted = budget_check(tree, time.time() - started_at)
-        if exhausted is not None:
-            self.emit(exhausted)
-            best = tree.best
-            self.emit(SearchFinished(reason=f"budget exhausted: {exhausted.kind}",
-                                     best_node_id=best.node_id if best else None,
-                                     best_score=best.score if best else None))
-            return False
-        if self.rejections_in_a_row >= MAX_REJECTIONS_IN_A_ROW:
-            self.emit(SearchFinished(reason=f"the proposer produced {MAX_REJECTIONS_IN_A_ROW} invalid plans in a row",
-                                     best_node_id=tree.best.node_id if tree.best else None,
-                                     best_score=tree.best.score if tree.best else None))
+        elapsed = time.time() - started_at
+        if stop_reason(tree, elapsed) is not None:
+            for ev in finish_events(tree, elapsed):
+                self.emit(ev)
             return False
         decision = select(tree)
         try:  # the expected version makes a second runner on the same search fail here, before any work
-            self.log.append(self.sid, [NewEvent(decision.to_event(), event_id=f"{self.sid}:{decision.decision_id}")],
+            self.log.append(self.sid, [NewEvent(decision.to_event(),
+                                                event_id=decision_event_id(self.sid, decision.decision_id))],
                             expected_version=tree.last_seq)
         except ConcurrencyConflict as e:
             raise ConcurrentRun(f"search {self.sid!r} is being run by another process ({e})") from None
-        prop = propose(tree, decision, home=self.home, search_id=self.sid)  # the Researcher's entry point
+        self._answer(self.tree(), decision)
+        return True
+
+    def _answer(self, tree, decision) -> None:
+        """Propose for ``decision`` (the Researcher's entry point), record the plan, train it."""
+        from trex.orchestrate.rules import next_node_id, proposal_event_id
+        from trex.plan import plan_hash
+        from trex.research import propose
+
+        prop = propose(tree, decision, home=self.home, search_id=self.sid, client=self.client)
         if prop.plan is None:
             self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer, reason=prop.rejection or "",
                                    raw=str(prop.raw)[:4000], decision_id=decision.decision_id))
-            self.rejections_in_a_row += 1
-            return True
-        self.rejections_in_a_row = 0
-        node_id = f"n{len(tree.order) + 1}"
+            return
+        node_id = next_node_id(tree)
         self.emit(PlanProposed(node_id=node_id, parent_id=decision.node_id, operator=decision.operator,
                                plan=prop.plan.model_dump(mode="json"), plan_hash=plan_hash(prop.plan),
                                rationale=prop.rationale, proposer=tree.proposer, decision_id=decision.decision_id,
-                               insights=tuple(tree.insights)))
+                               insights=tuple(tree.insights)),
+                  event_id=proposal_event_id(self.sid, decision.decision_id))
         parent = tree.nodes.get(decision.node_id) if decision.node_id else None
         self.train(node_id, prop.plan.model_dump(mode="json"), parent.adapter if parent else None)
-        return True
+
+    @property
+    def client(self):
+        """The LLM client for the ``llm`` proposer (built once; None for the others)."""
+        if self._client is None and self.tree_config_proposer == "llm":
+            from trex.research import make_client
+
+            self._client = make_client(dict(self._config), self.home, self.emit)
+        return self._client
 
 
 def make_evaluator(home, task: str, emit):
@@ -234,29 +231,20 @@ def evaluate_node(evaluator, home, task: str, node_id: str, adapter: str | None,
 
 
 def open_trials(log: EventLog, sid: str, node_id: str) -> list[str]:
-    """Trial ids of ``node_id`` started and never closed (finished, failed, abandoned)."""
-    open_: dict[str, None] = {}
-    for e in log.read(sid):
-        if e.type.startswith("Trial") and e.type != "TrialProgressed":
-            ev = e.event
-            if getattr(ev, "node_id", None) != node_id or not hasattr(ev, "trial_id"):
-                continue
-            if e.type == "TrialStarted":
-                open_[ev.trial_id] = None
-            else:
-                open_.pop(ev.trial_id, None)
-    return list(open_)
+    """Trial ids of ``node_id`` started and never closed (finished, failed, abandoned): a fold field."""
+    from trex.search import build_tree
 
-
-def metric_nodes(log: EventLog, sid: str) -> set[str]:
-    return {e.event.node_id for e in log.read(sid) if e.type == "MetricRecorded"}
+    node = build_tree(log, sid).nodes.get(node_id)
+    return list(node.open_trials) if node else []
 
 
 def run_search(home, search_id: str, on_event: Callable[[Any], None] | None = None):
     """Run (or continue) a search until its budget is spent. Returns the final tree."""
     runner = Runner(home, search_id, on_event)
     log = runner.log
-    if len(log.read(search_id)) > 1 and runner.tree().status != "finished":
+    from trex.orchestrate.recovery import needs_resume
+
+    if needs_resume(runner.tree()):
         runner.emit(SearchResumed(reason="run_search continued an existing search"))
     runner.recover()
     started = _started_at(log, search_id)
@@ -266,9 +254,16 @@ def run_search(home, search_id: str, on_event: Callable[[Any], None] | None = No
 
 
 def base_score(log: EventLog, search_id: str) -> float | None:
-    for env in log.read(search_id):
-        if env.type == "MetricRecorded":
-            ev: MetricRecorded = env.event
-            if ev.node_id == BASE_NODE and ev.primary:
-                return ev.value
-    return None
+    """The base model's primary score (a fold field)."""
+    from trex.search import build_tree
+
+    return build_tree(log, search_id).base_score
+
+
+def metric_nodes(log: EventLog, sid: str) -> set[str]:
+    """Nodes with a recorded metric ("base" included when the base model was scored)."""
+    from trex.search import build_tree
+
+    tree = build_tree(log, sid)
+    return {n for n, node in tree.nodes.items() if node.score is not None or node.metrics} | (
+        {BASE_NODE} if tree.base_metrics else set())

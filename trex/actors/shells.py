@@ -54,7 +54,6 @@ def train_node(home, sid: str, task: str, node_id: str, plan: dict, parent_adapt
 
 
 def propose_for(home, sid: str, decision: dict, clients: dict) -> dict[str, Any]:
-    from trex.conductor import base_score
     from trex.events.log import EventLog
     from trex.events.plans import LlmCallFailed, LlmCallMade
     from trex.research import make_client, prior_insights, propose
@@ -79,7 +78,7 @@ def propose_for(home, sid: str, decision: dict, clients: dict) -> dict[str, Any]
         client.emit = emit
         # earlier searches' insights, unless the search is kept independent (a benchmark cell)
         prior = prior_insights(log, tree.task, sid) if cfg.get("prior_insights", True) else {}
-        context = {"prior_insights": prior, "base": base_score(log, sid)}
+        context = {"prior_insights": prior, "base": tree.base_score}
     from trex.search.policy import Decision
 
     d = Decision(decision.get("node_id"), decision["operator"], tree.policy, tree.seed, int(decision.get("index", 0)),

@@ -1,0 +1,113 @@
+"""The rules both drivers share: fold-held counters, ids, budget, retries, recovery (no Ray, no training)."""
+from __future__ import annotations
+
+from tests.plugins.search_fixtures import evaluated
+from trex.events.evaluation import EvaluationFinished, MetricRecorded
+from trex.events.plans import PlanProposed, PlanRejected, ProposalFailed
+from trex.events.search import Budget, NodeSelected, SearchFinished, SearchResumed
+from trex.events.trials import TrialAbandoned, TrialDispatchFailed, TrialReused, TrialStarted
+from trex.orchestrate.recovery import (
+    Abandon, Evaluate, EvaluateBase, Reattach, Repropose, Train, needs_resume, recovery_plan,
+)
+from trex.orchestrate.rules import (
+    MAX_REJECTIONS_IN_A_ROW, exhausted, finish_events, may_retry_dispatch, may_retry_proposal, next_node_id,
+    stop_reason, trials_used,
+)
+from trex.search import fold
+
+
+def _tree(started, *events, **kw):
+    return fold([started(**kw), *events])
+
+
+def test_fold_holds_base_score_open_trials_and_outputs(started):
+    t = _tree(started, MetricRecorded(node_id="base", name="acc", value=0.25, primary=True),
+              MetricRecorded(node_id="base", name="add_acc", value=0.9),
+              EvaluationFinished(node_id="base", eval_id="e0", backend="cpu", n_examples=4, outputs_artifact="o0"),
+              *evaluated("n1", None, 0.5)[:2], TrialStarted(node_id="n1", trial_id="t-x"),
+              TrialAbandoned(node_id="n1", trial_id="t-n1"))
+    assert t.base_score == 0.25 and dict(t.base_metrics) == {"acc": 0.25, "add_acc": 0.9}
+    assert "base" not in t.nodes and t.ignored == 0
+    assert t.nodes["n1"].open_trials == ("t-x",)
+    t = fold([*evaluated("n2", None, 0.7)[:-1],
+              EvaluationFinished(node_id="n2", eval_id="e", backend="cpu", n_examples=4, outputs_artifact="o/n2")],
+             start=t)
+    assert t.nodes["n2"].open_trials == () and t.nodes["n2"].outputs == ("o/n2",)
+
+
+def test_rejections_in_a_row_come_from_the_fold(started):
+    rej = [PlanRejected(parent_id=None, reason="junk", decision_id=f"d{i}") for i in range(MAX_REJECTIONS_IN_A_ROW)]
+    t = _tree(started, *rej[:2])
+    assert t.rejections_in_a_row == 2 and stop_reason(t, 0.0) is None
+    t = fold([*evaluated("n1", None, 0.1)], start=t)
+    assert t.rejections_in_a_row == 0  # a proposal resets the count
+    t = fold(rej, start=t)
+    assert "invalid plans in a row" in stop_reason(t, 0.0)
+    # a node-level refusal (the executor failed before the trial) is not the proposer's
+    t2 = _tree(started, PlanProposed(node_id="n1", parent_id=None, plan={}),
+               PlanRejected(node_id="n1", reason="executor failed twice"))
+    assert t2.rejections_in_a_row == 0
+
+
+def test_dispatch_and_proposal_failures_survive_a_restart(started):
+    t = _tree(started, PlanProposed(node_id="n1", parent_id=None, plan={}), TrialDispatchFailed(node_id="n1"))
+    assert may_retry_dispatch(t.nodes["n1"])
+    t = fold([TrialDispatchFailed(node_id="n1")], start=t)
+    assert not may_retry_dispatch(t.nodes["n1"])
+    t = fold([ProposalFailed(decision_id="d1")] * 2, start=t)
+    assert may_retry_proposal(t, "d1")
+    t = fold([ProposalFailed(decision_id="d1")], start=t)
+    assert not may_retry_proposal(t, "d1") and may_retry_proposal(t, "d2")
+
+
+def test_reused_results_take_a_trials_place_in_the_budget(started):
+    t = _tree(started, *evaluated("n1", None, 0.5),
+              PlanProposed(node_id="n2", parent_id=None, plan={}),
+              TrialReused(node_id="n2", plan_hash="h", adapter="a-n1", source_search_id="s", source_node_id="n1"),
+              budget=Budget(max_trials=2))
+    assert (t.trials, trials_used(t)) == (1, 2)
+    ex = exhausted(t, 1.0)
+    assert ex is not None and (ex.kind, ex.used) == ("trials", 2.0)
+    evs = finish_events(t, 1.0)
+    assert [type(e).__name__ for e in evs] == ["BudgetExhausted", "SearchFinished"]
+    assert evs[1].best_node_id == "n1" and evs[1].reason == "budget exhausted: trials"
+    # what a driver has in hand counts before it is started
+    t1 = _tree(started, budget=Budget(max_trials=2))
+    assert stop_reason(t1, 0.0, committed=1) is None and stop_reason(t1, 0.0, committed=2) is not None
+
+
+def test_node_ids_are_deterministic(started):
+    t = _tree(started, *evaluated("n1", None, 0.1), *evaluated("n7", None, 0.1), *evaluated("x", None, 0.1))
+    assert next_node_id(t) == "n8"
+    assert next_node_id(_tree(started)) == "n1"
+
+
+def test_recovery_plan_covers_every_status(started):
+    t = _tree(
+        started,
+        NodeSelected(decision_id="d1", node_id=None, operator="draft", policy="mcts", seed=0),
+        PlanProposed(node_id="n1", parent_id=None, plan={}, decision_id="d1"),  # proposed, never trained
+        PlanProposed(node_id="n2", parent_id=None, plan={}),
+        TrialStarted(node_id="n2", trial_id="t2"),  # running, its worker gone
+        PlanProposed(node_id="n3", parent_id=None, plan={}),
+        TrialStarted(node_id="n3", trial_id="t3a"), TrialAbandoned(node_id="n3", trial_id="t3a"),
+        TrialStarted(node_id="n3", trial_id="t3b"),  # running on its second attempt: no retry left
+        *evaluated("n4", None, 0.3)[:3],  # trained, not scored
+        PlanProposed(node_id="n5", parent_id=None, plan={}),
+        TrialStarted(node_id="n5", trial_id="t5"),  # running on a live executor
+        NodeSelected(decision_id="d9", node_id="n4", operator="improve", policy="mcts", seed=0),  # unanswered
+    )
+    assert needs_resume(t)
+    plan = recovery_plan(t, inflight={f"{t.search_id}:n5"})
+    assert plan == [EvaluateBase(), Train("n1", 1), Abandon("n2", ("t2",)), Train("n2", 2),
+                    Abandon("n3", ("t3b",)), Evaluate("n4", "a-n4"), Reattach("n5"),
+                    Repropose(t.decisions[-1])]
+    # after SearchResumed the fold closes open decisions: the plan must be made before it
+    assert not any(isinstance(a, Repropose) for a in recovery_plan(fold([SearchResumed()], start=t)))
+    assert recovery_plan(fold([SearchFinished(reason="done")], start=t)) == []
+
+
+def test_a_fresh_search_is_not_resumed(started):
+    t = _tree(started)
+    assert not needs_resume(t) and recovery_plan(t) == [EvaluateBase()]
+    assert needs_resume(fold([MetricRecorded(node_id="base", name="acc", value=0.1, primary=True)], start=t))

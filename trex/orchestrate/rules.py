@@ -1,0 +1,105 @@
+"""Ids, budget, retries and stopping: the decisions both drivers make the same way.
+
+Ids are deterministic, so a driver that restarts (or the other driver, on the same events)
+names the same things the same way and an idempotent append drops what is already stored:
+
+* a node is ``n<k>``, ``k`` one more than the largest ``n<k>`` in the tree;
+* a decision's ``NodeSelected`` has event id ``<search>:<decision>``, the plan that answers it
+  ``<search>:proposed:<decision>``; a node's training command is ``<search>:<node>``.
+
+Budget: a trial started *or a result reused* takes a trial's place (a reused result is
+work the search chose; counting it keeps a search that hits the cache from running forever).
+"""
+from __future__ import annotations
+
+from trex.events.search import BudgetExhausted, SearchFinished
+from trex.search.budget import budget_used
+from trex.search.tree import Node, SearchTree
+
+BASE_NODE = "base"  # metrics of the untouched base model are recorded under this node id
+MAX_REJECTIONS_IN_A_ROW = 5  # a proposer this stuck ends the search
+MAX_TRIAL_ATTEMPTS = 2  # a trial abandoned by a dead worker is retried once, under the same command id
+MAX_DISPATCH_ATTEMPTS = 2  # an executor failing before the trial starts: once more, then the plan is refused
+MAX_PROPOSAL_ATTEMPTS = 3  # a Researcher dying on the same decision this often: the decision is rejected
+MAX_EVAL_ATTEMPTS = 2  # an evaluation that raised (not a recorded EvaluationFailed) is run once more
+
+
+class ConcurrentRun(RuntimeError):
+    """Another driver is running this search (or appended to it while this one was deciding)."""
+
+
+# ---------------------------------------------------------------------------------------- ids
+def next_node_id(tree: SearchTree) -> str:
+    return f"n{1 + max((int(n[1:]) for n in tree.order if n[:1] == 'n' and n[1:].isdigit()), default=0)}"
+
+
+def command_id(search_id: str, node_id: str) -> str:
+    return f"{search_id}:{node_id}"
+
+
+def decision_event_id(search_id: str, decision_id: str) -> str:
+    return f"{search_id}:{decision_id}"
+
+
+def proposal_event_id(search_id: str, decision_id: str) -> str:
+    return f"{search_id}:proposed:{decision_id}"
+
+
+# ------------------------------------------------------------------------------------- budget
+def trials_used(tree: SearchTree) -> int:
+    """Trials started plus results reused: what the trial budget counts."""
+    return tree.trials + tree.trials_reused
+
+
+def exhausted(tree: SearchTree, elapsed_s: float | None, committed: int | None = None) -> BudgetExhausted | None:
+    """The limit used up, or None. ``committed``: trials used plus those the driver has in hand
+    (dispatched, ready, being proposed); when given, the trial limit counts those too."""
+    used = dict(budget_used(tree, elapsed_s))
+    used["trials"] = float(trials_used(tree) if committed is None else committed)
+    for kind, key in (("trials", "max_trials"), ("seconds", "max_seconds"),
+                      ("compute_seconds", "max_compute_seconds"), ("tokens", "max_tokens")):
+        limit, u = tree.budget.get(key), used[kind]
+        if limit is not None and u is not None and u >= float(limit):
+            return BudgetExhausted(kind=kind, limit=float(limit), used=float(trials_used(tree))
+                                   if kind == "trials" else u)
+    return None
+
+
+def stop_reason(tree: SearchTree, elapsed_s: float | None, committed: int | None = None) -> str | None:
+    """Why no new decision may be made now (None: go on)."""
+    ex = exhausted(tree, elapsed_s, committed)
+    if ex is not None:
+        return f"budget exhausted: {ex.kind}"
+    if tree.rejections_in_a_row >= MAX_REJECTIONS_IN_A_ROW:
+        return f"the proposer produced {MAX_REJECTIONS_IN_A_ROW} invalid plans in a row"
+    return None
+
+
+def finish_events(tree: SearchTree, elapsed_s: float | None) -> list:
+    """What a driver records when nothing is left to run: BudgetExhausted (if one ran out) + SearchFinished."""
+    ex = exhausted(tree, elapsed_s)
+    reason = (f"budget exhausted: {ex.kind}" if ex is not None else
+              f"the proposer produced {MAX_REJECTIONS_IN_A_ROW} invalid plans in a row"
+              if tree.rejections_in_a_row >= MAX_REJECTIONS_IN_A_ROW else "nothing left to run")
+    best = tree.best
+    return ([ex] if ex is not None else []) + [SearchFinished(
+        reason=reason, best_node_id=best.node_id if best else None, best_score=best.score if best else None)]
+
+
+# ------------------------------------------------------------------------------------ retries
+def may_retry_trial(node: Node) -> bool:
+    return node.trials < MAX_TRIAL_ATTEMPTS
+
+
+def may_retry_dispatch(node: Node) -> bool:
+    """After its TrialDispatchFailed is folded."""
+    return node.dispatch_failures < MAX_DISPATCH_ATTEMPTS
+
+
+def may_retry_proposal(tree: SearchTree, decision_id: str) -> bool:
+    """After its ProposalFailed is folded."""
+    return tree.proposal_failures.get(decision_id, 0) < MAX_PROPOSAL_ATTEMPTS
+
+
+def may_retry_evaluation(attempt: int) -> bool:
+    return attempt < MAX_EVAL_ATTEMPTS
