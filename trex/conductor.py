@@ -83,7 +83,7 @@ class Runner:
         self._evaluator = None
         self._client = None
         self._config = cfg
-        self.tree_config_proposer = tree.proposer
+        self.proposer = tree.proposer
 
     # ----------------------------------------------------------- plumbing
     def emit(self, ev, **kw) -> None:
@@ -195,7 +195,7 @@ class Runner:
     @property
     def client(self):
         """The LLM client for the ``llm`` proposer (built once; None for the others)."""
-        if self._client is None and self.tree_config_proposer == "llm":
+        if self._client is None and self.proposer == "llm":
             from trex.research import make_client
 
             self._client = make_client(dict(self._config), self.home, self.emit)

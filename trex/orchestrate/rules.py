@@ -13,10 +13,10 @@ work the search chose; counting it keeps a search that hits the cache from runni
 from __future__ import annotations
 
 from trex.events.search import BudgetExhausted, SearchFinished
-from trex.search.budget import budget_used
+from trex.search.budget import KINDS, budget_used
+from trex.search.projection import BASE_NODE  # noqa: F401  (the drivers' name for it)
 from trex.search.tree import Node, SearchTree
 
-BASE_NODE = "base"  # metrics of the untouched base model are recorded under this node id
 MAX_REJECTIONS_IN_A_ROW = 5  # a proposer this stuck ends the search
 MAX_TRIAL_ATTEMPTS = 2  # a trial abandoned by a dead worker is retried once, under the same command id
 MAX_DISPATCH_ATTEMPTS = 2  # an executor failing before the trial starts: once more, then the plan is refused
@@ -56,8 +56,7 @@ def exhausted(tree: SearchTree, elapsed_s: float | None, committed: int | None =
     (dispatched, ready, being proposed); when given, the trial limit counts those too."""
     used = dict(budget_used(tree, elapsed_s))
     used["trials"] = float(trials_used(tree) if committed is None else committed)
-    for kind, key in (("trials", "max_trials"), ("seconds", "max_seconds"),
-                      ("compute_seconds", "max_compute_seconds"), ("tokens", "max_tokens")):
+    for kind, key in KINDS:
         limit, u = tree.budget.get(key), used[kind]
         if limit is not None and u is not None and u >= float(limit):
             return BudgetExhausted(kind=kind, limit=float(limit), used=float(trials_used(tree))
