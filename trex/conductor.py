@@ -122,11 +122,15 @@ class Runner:
             self.evaluate(node_id, outcome.adapter)
 
     def recover(self) -> int:
-        """Finish what a crashed run left open (:func:`trex.orchestrate.recovery.recovery_plan`).
-        Returns how many actions it took."""
-        from trex.orchestrate.recovery import Abandon, Evaluate, EvaluateBase, Repropose, Train, recovery_plan
+        """Finish what a crashed run left open (:func:`trex.orchestrate.recovery.recovery_plan`),
+        recording ``SearchResumed`` first when the search has a history. Returns how many actions it took."""
+        from trex.orchestrate.recovery import (Abandon, Evaluate, EvaluateBase, Repropose, Train, needs_resume,
+                                               recovery_plan)
 
-        actions = recovery_plan(self.tree())
+        tree = self.tree()
+        actions = recovery_plan(tree)  # before SearchResumed, which closes the open decisions in the fold
+        if needs_resume(tree):
+            self.emit(SearchResumed(reason="run_search continued an existing search"))
         for act in actions:
             tree = self.tree()  # a parent recovered earlier in this pass may have a new adapter
             if isinstance(act, EvaluateBase):
@@ -241,13 +245,8 @@ def open_trials(log: EventLog, sid: str, node_id: str) -> list[str]:
 def run_search(home, search_id: str, on_event: Callable[[Any], None] | None = None):
     """Run (or continue) a search until its budget is spent. Returns the final tree."""
     runner = Runner(home, search_id, on_event)
-    log = runner.log
-    from trex.orchestrate.recovery import needs_resume
-
-    if needs_resume(runner.tree()):
-        runner.emit(SearchResumed(reason="run_search continued an existing search"))
     runner.recover()
-    started = _started_at(log, search_id)
+    started = _started_at(runner.log, search_id)
     while runner.step(started):
         pass
     return runner.tree()

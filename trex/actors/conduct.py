@@ -5,12 +5,11 @@ trials and evaluations by the actors that do them. Proposals are made ahead — 
 executor waits, ready, while the executors train — so a freed executor takes its next plan
 at once; everything in flight is bounded and waited on with ``ray.wait``.
 
-Crash safety comes from the log. When the Conductor starts (first run, a restart after
-SIGKILL, or ``trex resume`` after the driver died) it folds the log and asks every executor
-what it is training: a trial still in flight is re-attached by its command id (never trained
-twice), a trial whose executor is gone is recorded ``TrialAbandoned`` and retried at most once
-under the same command id, proposed nodes are trained, trained nodes are evaluated and open
-decisions are proposed again (the proposers are deterministic given the decision).
+The rules are the in-process driver's (:mod:`trex.orchestrate`): the same recovery plan, node
+ids, trial budget (a reused result takes a trial's place), retry limits and finish events.
+Every counter those rules read — rejections in a row, a decision's proposal failures, a node's
+dispatch failures — is a field of the fold, recorded as an event, so a restarted Conductor
+continues where the dead one stopped. What lives only in memory here is what is in flight.
 """
 from __future__ import annotations
 
@@ -21,15 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trex.conductor import BASE_NODE, MAX_REJECTIONS_IN_A_ROW, ConcurrentRun, _started_at, metric_nodes, open_trials
+from trex.conductor import _started_at
 from trex.events.envelope import NewEvent
 from trex.events.evaluation import EvaluationFailed
 from trex.events.log import EventLog
-from trex.events.plans import PlanProposed, PlanRejected
-from trex.events.search import SearchFinished, SearchResumed
-from trex.events.trials import TrialAbandoned
-
-MAX_PROPOSAL_RETRIES = 3  # a Researcher that dies on the same decision this often: the decision is rejected
+from trex.events.plans import PlanProposed, PlanRejected, ProposalFailed
+from trex.events.search import SearchResumed
+from trex.events.trials import TrialAbandoned, TrialDispatchFailed
+from trex.orchestrate import recovery as rec
+from trex.orchestrate.rules import (
+    BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, command_id, decision_event_id,
+    finish_events, may_retry_dispatch, may_retry_evaluation, may_retry_proposal, may_retry_trial, next_node_id,
+    proposal_event_id, stop_reason, trials_used,
+)
 
 
 @dataclass
@@ -45,7 +48,9 @@ class Pool:
 
 
 @dataclass
-class _State:
+class _InFlight:
+    """What this Conductor has in hand; everything else is in the fold."""
+
     ready: deque = field(default_factory=deque)  # node ids proposed, waiting for an executor
     props: dict = field(default_factory=dict)  # ref -> decision dict
     trains: dict = field(default_factory=dict)  # ref -> (node id, executor index)
@@ -53,11 +58,7 @@ class _State:
     distill: Any = None
     idle: list = field(default_factory=list)
     dispatched: dict = field(default_factory=dict)  # node id -> its trials count when dispatched
-    prop_failures: dict = field(default_factory=dict)
-    start_failures: dict = field(default_factory=dict)  # node id -> executor failures before TrialStarted
-    rejections_in_a_row: int = 0
     evaluated: int = 0
-    next_n: int = 1  # the next node id is f"n{next_n}"
 
 
 def run_lock(home, sid: str):
@@ -74,8 +75,13 @@ def run_lock(home, sid: str):
     return lock
 
 
-def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float = 0.5) -> dict:
-    """Run (or continue) search ``sid`` with the actors in ``pool``. Returns the tree's summary."""
+def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float = 0.5,
+            lookahead: bool = True) -> dict:
+    """Run (or continue) search ``sid`` with the actors in ``pool``. Returns the tree's summary.
+
+    ``lookahead``: propose while executors train (one ready plan per executor). Without it a
+    decision is made only when nothing is in flight, which is the in-process driver's order
+    (one executor then makes the same tree as :func:`trex.conductor.run_search`)."""
     import ray
 
     from trex.search import build_tree, fold
@@ -92,13 +98,12 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
         cfg = dict(tree.config)
         eval_limit = cfg.get("eval_limit")
         time_limit = cfg.get("trial_time_limit_s")
-        st = _State(idle=list(range(len(pool.executors))))
-        st.next_n = 1 + max((int(n[1:]) for n in tree.order if n[:1] == "n" and n[1:].isdigit()), default=0)
+        st = _InFlight(idle=list(range(len(pool.executors))))
         started_at = _started_at(log, sid)
 
         def emit(*events, **kw):
             log.append(sid, [NewEvent(e, **kw) for e in events])
-            refresh()
+            return refresh()
 
         def refresh():
             nonlocal tree
@@ -114,67 +119,57 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             st.props[ref] = decision
 
         # ------------------------------------------------------------------ recovery
-        # decisions recorded but never answered: asked again below (SearchResumed closes them in the fold)
-        reopen = [rec for rec in tree.decisions if rec.decision_id in tree.open_decisions]
-        if any(e.type not in ("SearchStarted", "SearchForked") for e in log.read(sid, until_seq=3)):
-            emit(SearchResumed(reason="conductor started on a search with history"))
         inflight: dict[str, int] = {}
         for i, ex in enumerate(pool.executors):
             for cmd in ray.get(ex.inflight.remote()):
                 inflight[cmd] = i
-        if BASE_NODE not in metric_nodes(log, sid):
-            dispatch_eval(BASE_NODE, None)
-        for nid in list(tree.order):
-            node = tree.nodes[nid]
-            cmd = f"{sid}:{nid}"
-            if cmd in inflight:  # still training on a live executor: re-attach, never start it again
-                i = inflight[cmd]
-                st.trains[pool.executors[i].wait.remote(cmd)] = (nid, i)
+        plan = rec.recovery_plan(tree, inflight)  # before SearchResumed, which closes open decisions
+        if rec.needs_resume(tree):
+            emit(SearchResumed(reason="conductor started on a search with history"))
+        for act in plan:
+            if isinstance(act, rec.EvaluateBase):
+                dispatch_eval(BASE_NODE, None)
+            elif isinstance(act, rec.Reattach):  # still training on a live executor: never started again
+                i = inflight[command_id(sid, act.node_id)]
+                st.trains[pool.executors[i].wait.remote(command_id(sid, act.node_id))] = (act.node_id, i)
                 if i in st.idle:
                     st.idle.remove(i)
-                st.dispatched[nid] = node.trials
-            elif node.status == "running":
-                for trial_id in open_trials(log, sid, nid):
-                    emit(TrialAbandoned(node_id=nid, trial_id=trial_id, reason="its executor is gone"))
-                if tree.nodes[nid].trials < 2:
-                    st.ready.append(nid)
-            elif node.status == "abandoned" and node.trials < 2 or node.status == "proposed":
-                st.ready.append(nid)
-            elif node.status == "trained":
-                dispatch_eval(nid, node.adapter)
-        for rec in reopen:
-            dispatch_proposal({"decision_id": rec.decision_id, "node_id": rec.node_id,
-                               "operator": rec.operator, "index": 0})
+                st.dispatched[act.node_id] = tree.nodes[act.node_id].trials
+            elif isinstance(act, rec.Abandon):
+                for trial_id in act.trial_ids:
+                    emit(TrialAbandoned(node_id=act.node_id, trial_id=trial_id, reason="its executor is gone"))
+            elif isinstance(act, rec.Train):
+                st.ready.append(act.node_id)
+            elif isinstance(act, rec.Evaluate):
+                dispatch_eval(act.node_id, act.adapter)
+            elif isinstance(act, rec.Repropose):
+                d = act.decision
+                dispatch_proposal({"decision_id": d.decision_id, "node_id": d.node_id, "operator": d.operator,
+                                   "index": 0})
 
         # ------------------------------------------------------------------ the loop
         while True:
             refresh()
             for nid in [n for n, k in st.dispatched.items() if tree.nodes[n].trials > k]:
                 del st.dispatched[nid]
-            max_trials = tree.budget.get("max_trials")
-            max_seconds = tree.budget.get("max_seconds")
-            # trials started or reused, plus those dispatched, waiting or being proposed
-            committed = tree.trials + tree.trials_reused + len(st.dispatched) + len(st.ready) + len(st.props)
-            time_up = max_seconds is not None and time.time() - started_at >= float(max_seconds)
-            out_of_trials = max_trials is not None and committed >= int(max_trials)
-            other = _other_budget(tree)
-            stuck = st.rejections_in_a_row >= MAX_REJECTIONS_IN_A_ROW
-            can_propose = not (time_up or out_of_trials or other or stuck)
+            # trials used, plus those dispatched, waiting or being proposed
+            committed = trials_used(tree) + len(st.dispatched) + len(st.ready) + len(st.props)
+            elapsed = time.time() - started_at
+            busy_now = bool(st.props or st.trains or st.evals or st.ready)
+            want = len(pool.executors) if lookahead else (0 if busy_now else 1)
 
-            # propose ahead: at most one waiting plan per executor
-            while can_propose and len(st.ready) + len(st.props) < len(pool.executors):
+            # propose ahead: at most one waiting plan per executor (none while busy without lookahead)
+            while len(st.ready) + len(st.props) < want and stop_reason(tree, elapsed, committed) is None:
                 from trex.search import select
 
                 busy = [tree.nodes[n].parent_id for n in st.ready] + [tree.nodes[n].parent_id
                                                                        for n, _ in st.trains.values()
                                                                        if n in tree.nodes]
                 d = select(tree, busy=busy)
-                emit(d.to_event(), event_id=f"{sid}:{d.decision_id}")
+                emit(d.to_event(), event_id=decision_event_id(sid, d.decision_id))
                 dispatch_proposal({"decision_id": d.decision_id, "node_id": d.node_id, "operator": d.operator,
                                    "index": d.index})
                 committed += 1
-                if max_trials is not None and committed >= int(max_trials):
-                    break
 
             # train: an idle executor takes the next ready plan
             while st.idle and st.ready:
@@ -186,7 +181,7 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 i = st.idle.pop(0)
                 ref = pool.executors[i].train.remote(str(home), sid, tree.task, nid, dict(node.plan),
                                                      parent.adapter if parent else None, node.trials + 1,
-                                                     f"{sid}:{nid}", time_limit)
+                                                     command_id(sid, nid), time_limit)
                 st.trains[ref] = (nid, i)
                 st.dispatched[nid] = node.trials
 
@@ -196,13 +191,15 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                     raise RuntimeError("ready plans but no idle executor")
                 if st.ready:
                     continue
+                if not lookahead and stop_reason(tree, time.time() - started_at, committed) is None:
+                    continue  # nothing in flight: the next decision is made at the top of the loop
                 break  # nothing running, nothing to propose: finished
             done, _ = ray.wait(refs, num_returns=1, timeout=poll_s)
             for ref in done:
                 if ref in st.props:
                     _on_proposal(ref, st, tree, emit, dispatch_proposal, sid)
                 elif ref in st.trains:
-                    _on_trained(ref, st, log, sid, emit, dispatch_eval, refresh)
+                    _on_trained(ref, st, tree, sid, emit, dispatch_eval)
                 elif ref in st.evals:
                     nid, adapter, attempt = st.evals.pop(ref)
                     try:
@@ -212,7 +209,7 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                             if pool.distiller is not None and st.distill is None and st.evaluated % distill_every == 0:
                                 st.distill = pool.distiller.distill.remote(str(home), sid)
                     except Exception as e:  # noqa: BLE001 - the Evaluator died or raised: once more, then an event
-                        if attempt < 2:
+                        if may_retry_evaluation(attempt):
                             dispatch_eval(nid, adapter, attempt + 1)
                         else:
                             emit(EvaluationFailed(node_id=nid, reason=type(e).__name__, message=str(e)[:2000]))
@@ -231,34 +228,13 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 pass
         refresh()
         if tree.status != "finished":
-            from trex.search import budget_check
-
-            exhausted = budget_check(tree, time.time() - started_at)
-            used = tree.trials + tree.trials_reused  # a reused result takes a trial's place in the budget
-            if exhausted is None and max_trials is not None and used >= int(max_trials):
-                from trex.events.search import BudgetExhausted
-
-                exhausted = BudgetExhausted(kind="trials", limit=float(max_trials), used=float(used))
-            best = tree.best
-            reason = (f"budget exhausted: {exhausted.kind}" if exhausted is not None else
-                      f"the proposer produced {MAX_REJECTIONS_IN_A_ROW} invalid plans in a row"
-                      if st.rejections_in_a_row >= MAX_REJECTIONS_IN_A_ROW else "nothing left to run")
-            evs = ([exhausted] if exhausted is not None else []) + [SearchFinished(
-                reason=reason, best_node_id=best.node_id if best else None, best_score=best.score if best else None)]
-            emit(*evs)
+            emit(*finish_events(tree, time.time() - started_at))
         return tree.summary()
     finally:
         lock.release()
 
 
-def _other_budget(tree) -> bool:
-    from trex.search import budget_check
-
-    ex = budget_check(tree, None)
-    return ex is not None and ex.kind != "trials"
-
-
-def _on_proposal(ref, st: _State, tree, emit, dispatch_proposal, sid: str) -> None:
+def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str) -> None:
     import ray
 
     from trex.plan import parse_plan, plan_hash
@@ -268,31 +244,28 @@ def _on_proposal(ref, st: _State, tree, emit, dispatch_proposal, sid: str) -> No
     try:
         prop = ray.get(ref)
     except ray.exceptions.RayActorError as e:  # the Researcher died: ask its successor, a few times
-        st.prop_failures[did] = st.prop_failures.get(did, 0) + 1
-        if st.prop_failures[did] < MAX_PROPOSAL_RETRIES:
+        tree = emit(ProposalFailed(decision_id=did, reason=f"the researcher died: {e}"[:2000]), correlation_id=did)
+        if may_retry_proposal(tree, did):
             dispatch_proposal(decision)
             return
-        prop = {"plan": None, "rejection": f"the researcher died {MAX_PROPOSAL_RETRIES} times: {e}"[:2000],
+        prop = {"plan": None, "rejection": f"the researcher died {MAX_PROPOSAL_ATTEMPTS} times: {e}"[:2000],
                 "raw": "", "rationale": ""}
     except Exception as e:  # noqa: BLE001 - a proposer that raised: a rejection, never a crash
         prop = {"plan": None, "rejection": f"{type(e).__name__}: {e}"[:2000], "raw": "", "rationale": ""}
     if prop["plan"] is None:
         emit(PlanRejected(parent_id=decision.get("node_id"), proposer=tree.proposer, reason=prop["rejection"] or "",
                           raw=prop.get("raw") or "", decision_id=did), correlation_id=did)
-        st.rejections_in_a_row += 1
         return
     plan = parse_plan(prop["plan"])
-    st.rejections_in_a_row = 0
-    nid = f"n{st.next_n}"
-    st.next_n += 1
+    nid = next_node_id(tree)
     emit(PlanProposed(node_id=nid, parent_id=decision.get("node_id"), operator=decision["operator"],
                       plan=prop["plan"], plan_hash=plan_hash(plan), rationale=prop.get("rationale") or "",
                       proposer=tree.proposer, decision_id=did, insights=tuple(tree.insights)),
-         event_id=f"{sid}:proposed:{did}", correlation_id=did)
+         event_id=proposal_event_id(sid, did), correlation_id=did)
     st.ready.append(nid)
 
 
-def _on_trained(ref, st: _State, log, sid: str, emit, dispatch_eval, refresh_tree) -> None:
+def _on_trained(ref, st: _InFlight, tree, sid: str, emit, dispatch_eval) -> None:
     import ray
 
     nid, i = st.trains.pop(ref)
@@ -310,24 +283,25 @@ def _on_trained(ref, st: _State, log, sid: str, emit, dispatch_eval, refresh_tre
         return
     if out is not None and "error" not in out:
         return  # a failed trial: TrialFailed is in the log
-    for trial_id in open_trials(log, sid, nid):
-        emit(TrialAbandoned(node_id=nid, trial_id=trial_id, reason="its executor died"))
-    node = refresh_tree().nodes.get(nid)
+    node = tree.nodes.get(nid)
+    for trial_id in (node.open_trials if node else ()):
+        tree = emit(TrialAbandoned(node_id=nid, trial_id=trial_id, reason="its executor died"))
+    node = tree.nodes.get(nid)
     if node is None:
         return
     if node.status == "trained":  # it died after recording its result: evaluate that
         dispatch_eval(nid, node.adapter)
-    elif node.status == "abandoned" and node.trials < 2:
+    elif node.status == "abandoned" and may_retry_trial(node):
         st.ready.appendleft(nid)  # retried once, under the same command id
     elif node.status == "proposed":  # it failed before the trial started: once more, then refused
-        st.start_failures[nid] = st.start_failures.get(nid, 0) + 1
-        if st.start_failures[nid] < 2:
+        why = (out or {}).get("error") or "its executor died"
+        node = emit(TrialDispatchFailed(node_id=nid, reason=why[:2000])).nodes[nid]
+        if may_retry_dispatch(node):
             st.ready.appendleft(nid)
         else:
-            why = (out or {}).get("error") or "its executor died"
             emit(PlanRejected(node_id=nid, parent_id=node.parent_id, proposer=node.proposer,
-                              reason=f"the executor failed twice before the trial started: {why}"[:2000],
-                              decision_id=node.decision_id))
+                              reason=f"the executor failed {MAX_DISPATCH_ATTEMPTS} times before the trial "
+                                     f"started: {why}"[:2000], decision_id=node.decision_id))
 
 
 def spawn_pool(executors: int = 1, *, threads: int | None = None, executor_options: dict | None = None,
