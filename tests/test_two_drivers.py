@@ -11,6 +11,7 @@ recovery, stopping), which is why they may be fakes here.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 
 import pytest
@@ -31,15 +32,20 @@ def _digest(plan: dict) -> int:
     return int(hashlib.sha256(plan_hash(parse_plan(plan)).encode()).hexdigest()[:8], 16)
 
 
-def fake_train(home, sid: str, node_id: str, plan: dict, parent_adapter: str | None, attempt: int) -> dict:
-    """A trial that records what a real one would; about one plan in eight fails."""
+def fake_train_started(home, sid: str, node_id: str, plan: dict, attempt: int) -> tuple[str, str]:
     from trex.plan import parse_plan, plan_hash
 
     trial = f"{sid}:{node_id}:t{attempt}"
     h = plan_hash(parse_plan(plan))
+    EventLog(home).append(sid, [TrialStarted(node_id=node_id, trial_id=trial, command_id=f"{sid}:{node_id}",
+                                             plan_hash=h, attempt=attempt)])
+    return trial, h
+
+
+def fake_train(home, sid: str, node_id: str, plan: dict, parent_adapter: str | None, attempt: int) -> dict:
+    """A trial that records what a real one would; about one plan in eight fails."""
+    trial, h = fake_train_started(home, sid, node_id, plan, attempt)
     log = EventLog(home)
-    log.append(sid, [TrialStarted(node_id=node_id, trial_id=trial, command_id=f"{sid}:{node_id}", plan_hash=h,
-                                  attempt=attempt)])
     if _digest(plan) % 8 == 0:
         log.append(sid, [TrialFailed(node_id=node_id, trial_id=trial, reason="nan_loss", message="loss is nan at step 3")])
         return {"ok": False}
@@ -64,16 +70,36 @@ def _plan_of(home, sid, node_id):
     return dict(node.plan) if node is not None else None
 
 
+class Crash(Exception):
+    """The driver's process dying at a chosen point (nothing after it is recorded)."""
+
+
 class ScriptedRunner(Runner):
-    """The in-process driver with the scripted executor and evaluator."""
+    """The in-process driver with the scripted executor and evaluator; ``crash`` names where it dies:
+    ``("training", node)`` after the trial started, ``("scoring", node)`` after it was trained,
+    ``("proposing", k)`` after the k-th decision was recorded."""
+
+    def __init__(self, home, sid, crash=None):
+        super().__init__(home, sid)
+        self.crash = crash
 
     def train(self, node_id, plan, parent_adapter, attempt=1):
+        if self.crash == ("training", node_id):
+            fake_train_started(self.home, self.sid, node_id, plan, attempt)
+            raise Crash(self.crash)
         out = fake_train(self.home, self.sid, node_id, plan, parent_adapter, attempt)
         if out["ok"]:
+            if self.crash == ("scoring", node_id):
+                raise Crash(self.crash)
             self.evaluate(node_id, out["adapter"])
 
     def evaluate(self, node_id, adapter):
         fake_evaluate(self.home, self.sid, node_id, adapter, _plan_of(self.home, self.sid, node_id))
+
+    def _answer(self, tree, decision):
+        if self.crash == ("proposing", decision.index):
+            raise Crash(self.crash)
+        return super()._answer(tree, decision)
 
 
 class ScriptedExecutor:
@@ -102,15 +128,27 @@ def view(home, sid):
             "base": tree.base_score}
 
 
-def run_in_process(home, sid):
-    runner = ScriptedRunner(home, sid)
-    runner.recover()
-    started = _started_at(runner.log, sid)
-    while runner.step(started):
-        pass
+def run_in_process(home, sid, crash=None) -> bool:
+    """Drive the search in this process until it ends (True) or the scripted crash (False)."""
+    runner = ScriptedRunner(home, sid, crash)
+    try:
+        runner.recover()
+        started = _started_at(runner.log, sid)
+        while runner.step(started):
+            pass
+    except Crash:
+        return False
+    return True
 
 
-@pytest.mark.parametrize("proposer", ["random", "optuna"])
+# three crashes, each continued by the next run; the last one is left for both drivers to recover
+SCENARIOS = {
+    "random": [("training", "n3"), ("scoring", "n5"), ("proposing", 6)],  # ends with a decision never answered
+    "optuna": [("proposing", 2), ("scoring", "n4"), ("training", "n5")],  # ends with a trial left open
+}
+
+
+@pytest.mark.parametrize("proposer", sorted(SCENARIOS))
 def test_ray_conductor_and_in_process_runner_make_the_same_tree(proposer, tmp_path, ray_local):
     import ray
 
@@ -118,11 +156,19 @@ def test_ray_conductor_and_in_process_runner_make_the_same_tree(proposer, tmp_pa
     from trex.actors.shells import remote_classes
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cfg = SearchConfig(task="arith-sub", proposer=proposer, seed=7, budget=Budget(max_trials=7))
+    cfg = SearchConfig(task="arith-sub", proposer=proposer, seed=7, budget=Budget(max_trials=9))
     homes = {k: tmp_path / k for k in ("local", "ray")}
-    sids = {k: start_search(EventLog(h), cfg, search_id="same-search") for k, h in homes.items()}
+    sid = start_search(EventLog(homes["local"]), cfg, search_id="same-search")
+    # crashes mid-trial, after training and while proposing; both drivers take over the same crashed log
+    for crash in SCENARIOS[proposer]:
+        assert not run_in_process(homes["local"], sid, crash), f"the script did not reach {crash}"
+    crashed = build_tree(EventLog(homes["local"]), sid)
+    left = crashed.open_decisions if proposer == "random" else crashed.nodes["n5"].open_trials
+    assert left, "the last crash should leave work open for the drivers to recover"
+    shutil.copytree(homes["local"], homes["ray"])
+    sids = {"local": sid, "ray": sid}
 
-    run_in_process(homes["local"], sids["local"])
+    assert run_in_process(homes["local"], sids["local"])
     pool = Pool(researcher=remote_classes()["researcher"].remote(),
                 executors=[ray.remote(num_cpus=0)(ScriptedExecutor).remote()],
                 evaluator=ray.remote(num_cpus=0)(ScriptedEvaluator).remote())
@@ -134,7 +180,9 @@ def test_ray_conductor_and_in_process_runner_make_the_same_tree(proposer, tmp_pa
 
     local, remote = view(homes["local"], sids["local"]), view(homes["ray"], sids["ray"])
     assert local["status"] == "finished" and local["finish_reason"] == "budget exhausted: trials"
-    assert len(local["nodes"]) == 7 and local["base"] == BASE_SCORE
+    assert local["base"] == BASE_SCORE and local["trials"] == 9
+    retried = build_tree(EventLog(homes["ray"]), sid).nodes[SCENARIOS[proposer][0 if proposer == "random" else 2][1]]
+    assert retried.trials == 2 and retried.status in ("evaluated", "failed"), "a trial left open is retried once"
     assert any(s == "failed" for *_, s, _ in local["nodes"]), "the script should make a trial fail"
     assert len({p for _, p, *_ in local["nodes"]}) > 1, "the policy should have grown a tree, not only drafts"
     assert remote == local
