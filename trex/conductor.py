@@ -84,6 +84,7 @@ class Runner:
         self._client = None
         self._config = cfg
         self.proposer = tree.proposer
+        self._tree = tree
 
     # ----------------------------------------------------------- plumbing
     def emit(self, ev, **kw) -> None:
@@ -92,9 +93,11 @@ class Runner:
             self.on_event(ev)
 
     def tree(self):
-        from trex.search import build_tree
+        """The search's tree, folded incrementally: only events after the last one folded are read."""
+        from trex.search import fold
 
-        return build_tree(self.log, self.sid)
+        self._tree = fold(self.log.read(self.sid, after_seq=self._tree.last_seq), start=self._tree)
+        return self._tree
 
     @property
     def executor(self):
