@@ -1,4 +1,4 @@
-"""``trex-actors``: start, inspect and stop trex's named, detached actors on a Ray cluster.
+"""``trex-actors`` (console script ``trex.commands.actors_cmds:main``): start, inspect and stop trex's named, detached actors on a Ray cluster.
 
 ``start`` is idempotent: the actors are created with ``get_if_exists``, so running it twice
 leaves the same actors running. A search submitted with ``trex run TASK --address ADDR`` (from
@@ -114,3 +114,7 @@ def stop(address, home, fmt):
         emit_json({"stopped": [r["name"] for r in rows]})
     else:
         info(f"stopped {len(rows)} actor(s)")
+
+
+if __name__ == "__main__":
+    main()
