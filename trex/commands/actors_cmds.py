@@ -1,4 +1,5 @@
-"""``trex-actors`` (console script ``trex.commands.actors_cmds:main``): start, inspect and stop trex's named, detached actors on a Ray cluster.
+"""``trex-actors``: start, inspect and stop trex's named, detached actors on a Ray cluster
+(the console script ``trex.commands.actors_cmds:main``).
 
 ``start`` is idempotent: the actors are created with ``get_if_exists``, so running it twice
 leaves the same actors running. A search submitted with ``trex run TASK --address ADDR`` (from
