@@ -97,7 +97,7 @@ def _ts(s: str | None) -> float | None:
 
 def load(home: str | Path, tag: str) -> list[CellRun]:
     """Every search of the benchmark run ``tag`` in ``home``, with its trials in closing order."""
-    from trex.events.sql import connect
+    from trex.search.views import connect  # the log's views and the tree's (nodes)
 
     con = connect(home)
     try:

@@ -52,7 +52,7 @@ def test_status_lists_searches_and_shows_one(tmp_path):
 
 def test_trex_actors_start_is_idempotent_and_stop_removes_them(ray_local, tmp_path):
     address = ray_local.get_runtime_context().gcs_address
-    cli = [sys.executable, "-c", "from trex.actors.cli import main; main()"]
+    cli = [sys.executable, "-c", "from trex.commands.actors_cmds import main; main()"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     try:
         first = run(cli + ["start", "--address", address, "--executors", "1", "--threads", "1", "--home",

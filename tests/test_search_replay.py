@@ -142,7 +142,7 @@ def test_cli_does_not_import_heavy_modules():
     import subprocess
     import sys
 
-    code = ("import sys, trex.search.cli, trex.search; "
+    code = ("import sys, trex.commands.search_cmds, trex.search; "
             "bad = [m for m in ('torch', 'transformers', 'ray') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -5,7 +5,6 @@ import json
 import math
 
 import duckdb
-import pytest
 
 from tests.plugins.search_fixtures import evaluated, failed
 from trex.events.evaluation import EvaluationFailed, MetricRecorded
@@ -84,8 +83,9 @@ def test_nan_metric_in_sql(log):
 
 def test_views_run_inside_trex_sql(synthetic_log, home):
     """The same views through `trex sql`'s connection (payload typed JSON, recorded_at a timestamp)."""
-    sql = pytest.importorskip("trex.events.sql")
-    con = sql.connect(home)
+    from trex.search import views
+
+    con = views.connect(home)
     tree = build_tree(synthetic_log, "s1")
     got = dict(con.execute("SELECT node_id, status FROM nodes WHERE search_id = 's1'").fetchall())
     assert got == {k: n.status for k, n in tree.nodes.items()}

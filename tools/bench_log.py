@@ -56,7 +56,7 @@ def bench_read_fold(home: Path) -> dict:
 
 
 def bench_sql(home: Path) -> dict:
-    from trex.events.sql import connect, query
+    from trex.search.views import connect, query  # what `trex sql` runs: the log's views and the tree's
 
     queries = {
         "count": "SELECT count(*) FROM events",

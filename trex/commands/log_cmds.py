@@ -34,7 +34,7 @@ def sql(query, home, fmt, timeout, memory_limit):
     Only SELECT and EXPLAIN run; files outside the trex home cannot be read.
     """
     from trex.events.sql import SqlFailed, SqlRefused
-    from trex.events.sql import query as run_query
+    from trex.search.views import query as run_query
 
     try:
         res = run_query(home, query, timeout_s=timeout, memory_limit=memory_limit)

@@ -9,18 +9,18 @@ files outside the home are refused with a clear message.
 """
 from __future__ import annotations
 
-import importlib
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from trex.events import layout
+from trex.events.views import VIEWS as LOG_VIEWS
 
 ALLOWED = {"SELECT", "EXPLAIN"}
-VIEW_MODULES = ("trex.events.views", "trex.search.views")
 
 EVENTS_VIEW = """
 CREATE VIEW events AS
@@ -120,8 +120,13 @@ def _snapshot(home: Path) -> tuple[list[Path], list[str]]:
     raise SqlFailed("the log kept being sealed under the query; try again")
 
 
-def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the trex views, sandboxed to the log's segments."""
+def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
+            views: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the log's views, sandboxed to the log's segments.
+
+    ``views``: more ``CREATE VIEW`` statements over ``events``, created after the log's own, from a
+    package above the log (:func:`trex.search.views.connect` adds ``nodes`` and ``decisions``)."""
+
     home = Path(home)
     readable = str(layout.segments_dir(home).resolve())
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads})
@@ -134,13 +139,8 @@ def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2) -> du
         con.execute(_OPEN_TABLE.format(name=f"_open_segment_{i}", struct=_OPEN_STRUCT), [text])
         parts.append(f"SELECT {_COLS} FROM _open_segment_{i}")
     con.execute(EVENTS_VIEW.format(source=" UNION ALL ".join(parts) or _EMPTY))
-    for modname in VIEW_MODULES:
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError:
-            continue
-        for sql in getattr(mod, "VIEWS", {}).values():
-            con.execute(sql)
+    for sql in [*LOG_VIEWS.values(), *views]:
+        con.execute(sql)
     # Only the segments are readable; SELECT cannot write, and no other statement type runs.
     con.execute(f"SET allowed_directories=[{_sql_str(readable + '/')}]")
     con.execute("SET enable_external_access=false")
@@ -150,10 +150,13 @@ def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2) -> du
     return con
 
 
-def query(home: str | Path, sql: str, timeout_s: float = 30.0, memory_limit: str = "1GB") -> Result:
-    """Run one read-only query; refused statements raise :class:`SqlRefused`, errors :class:`SqlFailed`."""
+def query(home: str | Path, sql: str, timeout_s: float = 30.0, memory_limit: str = "1GB",
+          views: Iterable[str] = ()) -> Result:
+    """Run one read-only query; refused statements raise :class:`SqlRefused`, errors :class:`SqlFailed`.
+
+    ``views`` as for :func:`connect`."""
     check_statements(sql)
-    con = connect(home, memory_limit=memory_limit)
+    con = connect(home, memory_limit=memory_limit, views=views)
     timer = threading.Timer(timeout_s, con.interrupt)
     timer.start()
     try:

@@ -1,6 +1,7 @@
 """SQL views over the ``events`` view that the log's own event families define.
 
-Other packages add theirs (``trex.search.views``); :mod:`trex.events.sql` creates them all.
+Packages above the log add theirs through ``connect(home, views=...)`` of :mod:`trex.events.sql`
+(``trex.search.views`` does, for ``trex sql``); the log never names them.
 """
 VIEWS: dict[str, str] = {
     "trials": """

@@ -1,7 +1,7 @@
 """DuckDB views of the search tree over the base view ``events`` (see trex.events.envelope.COLUMNS).
 
-``trex sql`` creates ``events`` and then runs these, in order (after
-trex.events.views, which has the ``metrics``, ``trials`` and ``insights`` views). They read one
+``trex sql`` (:func:`query`, :func:`connect`) creates ``events`` and then runs these, in order
+(after trex.events.views, which has the ``metrics``, ``trials`` and ``insights`` views). They read one
 stream at a time: a fork's rows hold its own events only (its prefix lives in
 the parent's rows). A node's ``status`` follows the same rule as the
 projection: the latest lifecycle event about it, counting from the event that
@@ -82,3 +82,17 @@ SELECT search_id, seq,
 FROM events WHERE type = 'NodeSelected'
 """,
 }
+
+
+def connect(home, **kw):
+    """:func:`trex.events.sql.connect` with the tree's views as well (``nodes``, ``decisions``)."""
+    from trex.events.sql import connect as connect_log
+
+    return connect_log(home, views=VIEWS.values(), **kw)
+
+
+def query(home, sql: str, **kw):
+    """:func:`trex.events.sql.query` with the tree's views as well: what ``trex sql`` runs."""
+    from trex.events.sql import query as query_log
+
+    return query_log(home, sql, views=VIEWS.values(), **kw)

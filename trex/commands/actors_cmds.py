@@ -1,4 +1,5 @@
-"""``trex-actors``: start, inspect and stop trex's named, detached actors on a Ray cluster.
+"""``trex-actors``: start, inspect and stop trex's named, detached actors on a Ray cluster
+(the console script ``trex.commands.actors_cmds:main``).
 
 ``start`` is idempotent: the actors are created with ``get_if_exists``, so running it twice
 leaves the same actors running. A search submitted with ``trex run TASK --address ADDR`` (from
@@ -114,3 +115,7 @@ def stop(address, home, fmt):
         emit_json({"stopped": [r["name"] for r in rows]})
     else:
         info(f"stopped {len(rows)} actor(s)")
+
+
+if __name__ == "__main__":
+    main()
