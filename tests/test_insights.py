@@ -81,3 +81,28 @@ def test_a_new_search_receives_earlier_searches_insights(log):
     got = prior_insights(log, "arith-sub", exclude="new")
     assert got and all(v.startswith("[old] ") for v in got.values())
     assert set(got) == set(build_tree(log, "old").insights)
+
+
+def test_the_insight_index_folds_on_and_a_later_search_can_retire_an_insight(log):
+    from trex.events.insights import InsightDistilled, InsightRetired
+    from trex.events.search import SearchForked
+    from trex.search.insight_index import InsightIndex, prior_insights, refresh
+
+    log.append("a", [SearchStarted(task="arith-sub"), InsightDistilled(insight_id="i1", text="rank 16 helps"),
+                     InsightDistilled(insight_id="i2", text="lr 1e-2 diverges")])
+    log.append("b", [SearchStarted(task="tickets"), InsightDistilled(insight_id="i3", text="other task")])
+    idx = refresh(InsightIndex(), log)
+    assert prior_insights(idx, "arith-sub", exclude="new") == {"i1": "[a] rank 16 helps",
+                                                               "i2": "[a] lr 1e-2 diverges"}
+    assert prior_insights(idx, "arith-sub", exclude="a") == {}
+    # a fork of a (no task of its own) refutes i2, and finds a new one: both count for arith-sub
+    log.append("a~fork", [SearchForked(parent_search_id="a", at_seq=3), InsightRetired(insight_id="i2"),
+                          InsightDistilled(insight_id="i4", text="q,v targets are enough")])
+    idx2 = refresh(idx, log)
+    assert prior_insights(idx2, "arith-sub", exclude="new") == {"i1": "[a] rank 16 helps",
+                                                                "i4": "[a~fork] q,v targets are enough"}
+    assert idx2.seen == {"a": 3, "b": 2, "a~fork": 3}
+    assert refresh(idx2, log) == idx2  # nothing new: the same index
+    # a search on another task cannot retire arith-sub's insights
+    log.append("c", [SearchStarted(task="tickets"), InsightRetired(insight_id="i1")])
+    assert "i1" in prior_insights(refresh(idx2, log), "arith-sub", exclude="new")

@@ -46,3 +46,35 @@ def test_trex_train_rejects_bad_input(tmp_path):
     f.write_text(example_plan().model_dump_json())
     r = CliRunner().invoke(train, [str(f), "--task", "nope", "--home", str(tmp_path / "h")])
     assert r.exit_code == 1 and "unknown task" in r.output
+
+
+@pytest.mark.slow
+def test_trex_train_on_tickets_scores_as_a_search_scores_the_same_adapter(tmp_path, smollm2_dir):
+    """The number `trex train` prints is the Evaluator's: the same adapter scored as a search node agrees."""
+    import shutil
+
+    from trex.conductor import SearchConfig, evaluate_node, make_evaluator, start_search
+    from trex.events.search import Budget
+    from trex.llm.smollm2 import smollm2_dir as home_smollm2_dir
+
+    home = tmp_path / "home"
+    shutil.copytree(smollm2_dir, home_smollm2_dir(home))  # the converted model, as a fresh home would build it
+    p = example_plan(max_steps=6, learning_rate=1e-3, batch_size=4)
+    f = tmp_path / "plan.json"
+    f.write_text(p.model_dump_json())
+    r = CliRunner().invoke(train, [str(f), "--task", "tickets", "--home", str(home), "--format", "json",
+                                   "--threads", "2", "--eval-limit", "24"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["primary_metric"] == "macro_f1" and out["eval_limit"] == 24
+
+    log = EventLog(home)
+    sid = start_search(log, SearchConfig(task="tickets", budget=Budget(max_trials=1), eval_limit=24))
+    emit = lambda ev: log.append(sid, [ev])  # noqa: E731
+    from trex.artifacts import ArtifactStore
+
+    assert ArtifactStore(home).get(out["adapter"]).is_dir()
+    assert evaluate_node(make_evaluator(home, "tickets", emit), home, "tickets", "n1", out["adapter"], limit=24,
+                         emit=emit)
+    scored = [e.event for e in log.read(sid) if e.type == "MetricRecorded" and e.event.primary]
+    assert [m.value for m in scored] == [out["primary_score"]]

@@ -85,6 +85,7 @@ class Runner:
         self._config = cfg
         self.proposer = tree.proposer
         self._tree = tree
+        self._insights = None  # the home's insight index, folded on before each llm proposal
 
     # ----------------------------------------------------------- plumbing
     def emit(self, ev, **kw) -> None:
@@ -185,7 +186,8 @@ class Runner:
         from trex.plan import plan_hash
         from trex.research import propose
 
-        prop = propose(tree, decision, home=self.home, search_id=self.sid, client=self.client)
+        prop = propose(tree, decision, home=self.home, search_id=self.sid, client=self.client,
+                       **self._context(tree))
         if prop.plan is None:
             self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer, reason=prop.rejection or "",
                                    raw=str(prop.raw)[:4000], decision_id=decision.decision_id))
@@ -198,6 +200,16 @@ class Runner:
                   event_id=proposal_event_id(self.sid, decision.decision_id))
         parent = tree.nodes.get(decision.node_id) if decision.node_id else None
         self.train(node_id, prop.plan.model_dump(mode="json"), parent.adapter if parent else None)
+
+    def _context(self, tree) -> dict:
+        """The base score and earlier searches' insights, as the Ray Researcher gives them."""
+        if tree.proposer != "llm":
+            return {}
+        from trex.orchestrate.rules import proposal_context
+        from trex.search.insight_index import InsightIndex, refresh
+
+        self._insights = refresh(self._insights or InsightIndex(), self.log)
+        return proposal_context(tree, self._insights)
 
     @property
     def client(self):

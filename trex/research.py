@@ -212,19 +212,11 @@ def make_client(cfg: Mapping[str, Any], home, emit: Emit | None):
 
 
 def prior_insights(log, task: str, exclude: str) -> dict[str, str]:
-    """Insights in force from earlier searches on ``task``, each prefixed with its source."""
-    from trex.search import build_tree
+    """Insights in force from earlier searches on ``task``, each prefixed with its source (from the
+    home's insight index, :mod:`trex.search.insight_index`)."""
+    from trex.search.insight_index import InsightIndex, prior_insights as in_force, refresh
 
-    out: dict[str, str] = {}
-    for sid in log.searches():
-        if sid == exclude:
-            continue
-        t = build_tree(log, sid)
-        if t.task != task:
-            continue
-        for iid, text in t.insights.items():
-            out[iid] = f"[{sid}] {text}"
-    return out
+    return in_force(refresh(InsightIndex(), log), task, exclude)
 
 
 __all__ = ["PlanChoice", "build_messages", "make_client", "prior_insights", "propose", "propose_llm",

@@ -53,15 +53,20 @@ def train_node(home, sid: str, task: str, node_id: str, plan: dict, parent_adapt
             "status": out.status, "adapter": out.adapter, "reason": out.reason}
 
 
-def propose_for(home, sid: str, decision: dict, clients: dict) -> dict[str, Any]:
+def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | None = None) -> dict[str, Any]:
+    """Answer ``decision`` (``clients``/``indexes``: the calling actor's LLM clients and insight
+    indexes, kept between calls; both are rebuilt from the log when lost)."""
     from trex.events.log import EventLog
     from trex.events.plans import LlmCallFailed, LlmCallMade
-    from trex.research import make_client, prior_insights, propose
+    from trex.orchestrate.rules import proposal_context
+    from trex.research import make_client, propose
     from trex.search import build_tree
+    from trex.search.insight_index import InsightIndex, refresh
 
     log = EventLog(home)
     tree = build_tree(log, sid)
     did = decision["decision_id"]
+    indexes = {} if indexes is None else indexes
 
     def emit(ev):  # every call is tied to its decision (tokens are charged to the node it makes)
         if isinstance(ev, (LlmCallMade, LlmCallFailed)):
@@ -76,9 +81,8 @@ def propose_for(home, sid: str, decision: dict, clients: dict) -> dict[str, Any]
             clients[key] = make_client(cfg, home, None)
         client = clients[key]
         client.emit = emit
-        # earlier searches' insights, unless the search is kept independent (a benchmark cell)
-        prior = prior_insights(log, tree.task, sid) if cfg.get("prior_insights", True) else {}
-        context = {"prior_insights": prior, "base": tree.base_score}
+        index = indexes[str(home)] = refresh(indexes.get(str(home), InsightIndex()), log)
+        context = proposal_context(tree, index)
     from trex.search.policy import Decision
 
     d = Decision(decision.get("node_id"), decision["operator"], tree.policy, tree.seed, int(decision.get("index", 0)),
@@ -173,11 +177,12 @@ class ExecutorShell:
 class ResearcherShell:
     def __init__(self):
         self._clients: dict = {}
+        self._insights: dict = {}
         self._lock = threading.Lock()
 
     def propose(self, home, sid, decision: dict) -> dict:
         with self._lock:  # one local LLM: one proposal at a time
-            return propose_for(home, sid, decision, self._clients)
+            return propose_for(home, sid, decision, self._clients, self._insights)
 
     def pid(self) -> int:
         return os.getpid()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from trex.events.search import BudgetExhausted, SearchFinished
 from trex.search.budget import KINDS, budget_used
+from trex.search.insight_index import InsightIndex, prior_insights
 from trex.search.projection import BASE_NODE  # noqa: F401  (the drivers' name for it)
 from trex.search.tree import Node, SearchTree
 
@@ -102,3 +103,15 @@ def may_retry_proposal(tree: SearchTree, decision_id: str) -> bool:
 
 def may_retry_evaluation(attempt: int) -> bool:
     return attempt < MAX_EVAL_ATTEMPTS
+
+
+# ---------------------------------------------------------------------------- what is proposed from
+def proposal_context(tree: SearchTree, insights: InsightIndex) -> dict:
+    """What the Researcher is told besides the tree, alike in both drivers: for the llm proposer, the
+    base score and the insights earlier searches on the task left in force (none when the search is
+    kept independent, ``prior_insights: false``, as a benchmark cell is)."""
+    if tree.proposer != "llm":
+        return {}
+    prior = (prior_insights(insights, tree.task, tree.search_id) if tree.config.get("prior_insights", True)
+             else {})
+    return {"prior_insights": prior, "base": tree.base_score}
