@@ -24,10 +24,14 @@ from pathlib import Path
 
 CELLS_SQL = """
 SELECT e.search_id,
-       json_extract_string(e.payload, '$.config.ftbench.task') AS task,
-       json_extract_string(e.payload, '$.config.ftbench.proposer') AS proposer,
-       CAST(json_extract_string(e.payload, '$.config.ftbench.seed') AS INTEGER) AS seed,
-       json_extract(e.payload, '$.config') AS config,
+       -- the cell's coordinates: SearchStarted v2 labels, or v1's config.ftbench (the committed baseline)
+       coalesce(json_extract_string(e.payload, '$.labels.ftbench_task'),
+                json_extract_string(e.payload, '$.config.ftbench.task')) AS task,
+       coalesce(json_extract_string(e.payload, '$.labels.ftbench_proposer'),
+                json_extract_string(e.payload, '$.config.ftbench.proposer')) AS proposer,
+       CAST(coalesce(json_extract_string(e.payload, '$.labels.ftbench_seed'),
+                     json_extract_string(e.payload, '$.config.ftbench.seed')) AS INTEGER) AS seed,
+       e.schema_version, e.payload,
        CAST(json_extract_string(e.payload, '$.budget.max_trials') AS INTEGER) AS budget_trials,
        CAST(json_extract_string(e.payload, '$.parallel') AS INTEGER) AS parallel,
        g.recorded_at AS started_at,  -- its first event after SearchStarted (cells are all started up front)
@@ -38,7 +42,8 @@ LEFT JOIN (SELECT search_id, arg_max(recorded_at, seq) AS recorded_at, arg_max(p
            FROM events WHERE type = 'SearchFinished' GROUP BY search_id) f USING (search_id)
 LEFT JOIN (SELECT search_id, arg_min(recorded_at, seq) AS recorded_at FROM events WHERE seq > 1
            GROUP BY search_id) g USING (search_id)
-WHERE e.type = 'SearchStarted' AND json_extract_string(e.payload, '$.config.ftbench.tag') = ?
+WHERE e.type = 'SearchStarted' AND coalesce(json_extract_string(e.payload, '$.labels.ftbench_tag'),
+                                            json_extract_string(e.payload, '$.config.ftbench.tag')) = ?
 ORDER BY task, proposer, seed
 """
 
@@ -82,7 +87,7 @@ class CellRun:
     task: str
     proposer: str
     seed: int
-    config: dict
+    started: "SearchStarted"  # noqa: F821 - its typed settings (trex.events.search)
     budget_trials: int | None
     wall_s: float | None
     finished: bool
@@ -107,10 +112,13 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
     finally:
         con.close()
     out: dict[str, CellRun] = {}
-    for sid, task, proposer, seed, config, budget, parallel, started, finished, _reason in cells:
+    from trex.events.base import upcast
+    from trex.events.search import SearchStarted
+
+    for sid, task, proposer, seed, version, payload, budget, _parallel, started, finished, _reason in cells:
         t0, t1 = _ts(started), _ts(finished)
-        config = {**(json.loads(config) if isinstance(config, str) else config), "parallel": parallel}
-        out[sid] = CellRun(sid, task, proposer, int(seed), config, budget,
+        first = SearchStarted(**upcast("SearchStarted", int(version), json.loads(payload)))
+        out[sid] = CellRun(sid, task, proposer, int(seed), first, budget,
                            None if t1 is None or t0 is None else t1 - t0, finished is not None, base.get(sid))
     for sid, compute_s, score in trials:
         if sid in out:
@@ -179,10 +187,11 @@ def summarise(runs: list[CellRun], directions: dict[str, str] | None = None) -> 
                 "wall_median_s": _median([r.wall_s for r in cells]),
                 "finished": all(r.finished for r in cells),
             }
-        cfg = rs[0].config
+        first = rs[0].started
+        settings = {"trial_steps": first.trial.steps, "batch_size": first.trial.batch_size,
+                    "eval_limit": first.trial.eval_limit, "parallel": first.parallel, "threads": first.trial.threads}
         tasks[task] = {"direction": d, "base_score": base, "best_known": best_known, "threshold_90": thr,
-                       "settings": {k: cfg.get(k) for k in ("trial_steps", "batch_size", "eval_limit", "parallel",
-                                                             "threads")} | {"budget_trials": rs[0].budget_trials},
+                       "settings": settings | {"budget_trials": rs[0].budget_trials},
                        "proposers": props}
     return {"tasks": tasks}
 
@@ -296,21 +305,12 @@ def markdown(tag: str, home: str, summary: dict, plots: dict[str, list[Path]], o
     return "\n".join(lines)
 
 
-def _direction(home, task: str) -> str:
-    from trex.tasks import get_task
-
-    try:
-        return get_task(task, home).primary_metric.direction
-    except KeyError:  # a task no longer known here, from a log that predates config.metric_direction
-        return "max"
-
-
 def write_report(home: str | Path, tag: str, out_dir: str | Path) -> dict:
     """Write ``report.md``, ``results.json`` and the plots under ``out_dir``; return the summary."""
     runs = load(home, tag)
     if not runs:
         raise LookupError(f"no searches of benchmark run {tag!r} in {home} (`ftbench run --tag {tag}` makes them)")
-    directions = {r.task: r.config.get("metric_direction") or _direction(home, r.task) for r in runs}
+    directions = {r.task: r.started.metric_direction for r in runs}
     summary = summarise(runs, directions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Each cell is a search with a fixed id (``<tag>-<task>-<proposer>-s<seed>``), so running the same
 command again skips finished cells and continues an interrupted one where its log stops (the
 Conductor's own recovery: nothing trained twice). One local Ray and one actor pool serve every
-cell. The cell's coordinates are recorded in ``SearchStarted.config["ftbench"]``, which is how
+cell. The cell's coordinates are recorded in ``SearchStarted.labels`` (``ftbench_tag``, …), which is how
 ``ftbench report`` finds them with SQL.
 """
 from __future__ import annotations
@@ -44,12 +44,13 @@ def start_cell(home: Path, cell: Cell, task, *, budget_trials: int, policy: str,
             "eval_limit": eval_limit}
     if log.exists(cell.search_id):  # continue it, but only with the settings it was started with
         first = log.read(cell.search_id, until_seq=1)[0].event
-        mine = {"tag": cell.tag, "task": cell.task, "proposer": cell.proposer, "seed": cell.seed}
-        if getattr(first, "config", {}).get("ftbench") != mine or first.task != task.name:
+        mine = cell_labels(cell)
+        if {k: first.labels.get(k) for k in mine} != mine or first.task != task.name:
             raise ValueError(f"search {cell.search_id} exists in {home} but is not this benchmark cell ({mine}); "
                              "use another --tag")
         have = {"max_trials": first.budget.max_trials, "policy": first.policy,
-                **{k: first.config.get(k) for k in ("trial_steps", "batch_size", "eval_limit")}}
+                "trial_steps": first.trial.steps, "batch_size": first.trial.batch_size,
+                "eval_limit": first.trial.eval_limit}
         diff = {k: (have[k], v) for k, v in want.items() if have[k] != v}
         if diff:
             raise ValueError(f"search {cell.search_id} exists with other settings ("
@@ -62,9 +63,14 @@ def start_cell(home: Path, cell: Cell, task, *, budget_trials: int, policy: str,
         trial_time_limit_s=trial_time_limit_s, threads=threads, parallel=parallel,
         # cells are independent samples: the llm proposer does not read other cells' insights
         extra={**(extra or {}), "prior_insights": False, "metric_direction": task.primary_metric.direction,
-               "ftbench": {"tag": cell.tag, "task": cell.task, "proposer": cell.proposer,
-                                            "seed": cell.seed}})
+               "labels": cell_labels(cell)})
     return start_search(log, cfg, cell.search_id)
+
+
+def cell_labels(cell) -> dict[str, str]:
+    """The cell's coordinates as the search's labels (what ``ftbench report`` selects by)."""
+    return {"ftbench_tag": cell.tag, "ftbench_task": cell.task, "ftbench_proposer": cell.proposer,
+            "ftbench_seed": str(cell.seed)}
 
 
 def run_cells(home: Path, todo: list[Cell], pool: dict, *, on_tick: Callable[[Cell, object, float], None],

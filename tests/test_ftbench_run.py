@@ -40,7 +40,10 @@ def test_reach_counts_trials_and_compute_until_the_threshold():
 
 
 def _cell(proposer, seed, scores, base=0.2, task="t"):
-    return CellRun(f"x-{task}-{proposer}-s{seed}", task, proposer, seed, {"trial_steps": 10}, len(scores), 60.0,
+    from trex.events.search import SearchStarted, TrialSettings
+
+    started = SearchStarted(task=task, proposer=proposer, seed=seed, trial=TrialSettings(steps=10))
+    return CellRun(f"x-{task}-{proposer}-s{seed}", task, proposer, seed, started, len(scores), 60.0,
                    True, base, list(scores), [10.0] * len(scores))
 
 
@@ -97,8 +100,9 @@ def test_trex_run_takes_a_users_task_file_and_records_it(tmp_path, arith_home):
     log = EventLog(arith_home)
     started = log.read("mine", until_seq=1)[0].event
     assert started.task == "my-sub" and started.budget.max_trials == 1  # the file's budget defaults
-    assert started.config["trial_steps"] == 30 and started.config["eval_limit"] == 40
-    assert Path(started.config["task_def"]["base_model_path"]) == (task_file.parent / "model").resolve()
+    assert started.trial.steps == 30 and started.trial.eval_limit == 40
+    assert Path(started.task_def["base_model_path"]) == (task_file.parent / "model").resolve()
+    assert len(started.task_def_hash) == 64
     # the data came from the user's files, mapped to prompt/completion
     rows = [json.loads(x) for x in (arith_home / "tasks" / "my-sub" / "eval.jsonl").read_text().splitlines()]
     assert len(rows) == 60 and set(rows[0]) == {"prompt", "completion"}
@@ -175,7 +179,7 @@ def test_ftbench_run_survives_a_kill_resumes_and_the_report_matches_the_log(tmp_
     assert log.version(sids[0]) == first_done  # a finished cell is not touched again
     for sid in sids:
         inv = actors_tests.check_invariants(home, sid)  # nothing trained twice, every trial closed
-        assert dict(inv["tree"].config)["ftbench"]["tag"] == "t"
+        assert inv["tree"].started.labels["ftbench_tag"] == "t"
     assert build_tree(log, sids[1]).resumes >= 1
 
     out = tmp_path / "report"
@@ -208,12 +212,12 @@ def test_a_benchmark_cell_continues_only_with_the_settings_it_started_with(tmp_p
     cell = Cell("arith-sub", "random", 1, "x")
     assert start_cell(tmp_path, cell, get_task("arith-sub"), **kw) == "x-arith-sub-random-s1"
     started = EventLog(tmp_path).read(cell.search_id)[0].event
-    assert started.seed == 1 and started.proposer == "random" and started.config["prior_insights"] is False
+    assert started.seed == 1 and started.proposer == "random" and started.prior_insights is False
     assert start_cell(tmp_path, cell, get_task("arith-sub"), **kw) == cell.search_id  # the same: continue it
     assert EventLog(tmp_path).version(cell.search_id) == 1
     with pytest.raises(ValueError, match="trial_steps 20 there, 40 asked.*another --tag"):
         start_cell(tmp_path, cell, get_task("arith-sub"), **{**kw, "steps": 40})
-    assert started.config["metric_direction"] == "max"
+    assert started.metric_direction == "max"
     from trex.conductor import SearchConfig, start_search
     from trex.events.search import Budget
 

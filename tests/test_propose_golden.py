@@ -44,7 +44,7 @@ def _node(nid: str, plan: dict, score: float | None = None, failure: str | None 
 def _tree(proposer: str, n_scored: int, direction: str = "max"):
     """``n_scored`` evaluated random drafts, one failed node per failure kind, one off-space node."""
     empty = fold([SearchStarted(task="arith-sub", proposer=proposer)])
-    evs: list = [SearchStarted(task="arith-sub", proposer=proposer, config={"metric_direction": direction})]
+    evs: list = [SearchStarted(task="arith-sub", proposer=proposer, metric_direction=direction)]
     for i in range(n_scored):
         plan = propose_random(empty, _decision(f"draft-{i}", None, "draft"), task="arith-sub", steps=STEPS,
                               batch_size=BATCH).plan

@@ -74,7 +74,7 @@ def test_scores_secondary_metrics_and_best(started):
 
 
 def test_metric_direction_min(started):
-    evs = [started(config={"metric_direction": "min"}), *evaluated("a", None, 0.5), *evaluated("b", None, 0.2),
+    evs = [started(metric_direction="min"), *evaluated("a", None, 0.5), *evaluated("b", None, 0.2),
            *evaluated("c", None, 0.9)]
     t = fold(evs)
     assert t.metric_direction == "min" and t.best_node_id == "b"

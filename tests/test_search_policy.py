@@ -14,8 +14,8 @@ from trex.search.policy import UNVISITED, PolicyError
 
 
 def mcts_tree(started, *extra, **params):
-    cfg = {"policy_params": {"num_drafts": 3, **params}}
-    return fold([started(policy="mcts", seed=5, config=cfg), *evaluated("a", None, 0.9), *evaluated("b", None, 0.5),
+    cfg = {"num_drafts": 3, **params}
+    return fold([started(policy="mcts", seed=5, policy_params=cfg), *evaluated("a", None, 0.9), *evaluated("b", None, 0.5),
                  *evaluated("c", None, 0.1), *extra])
 
 
@@ -84,12 +84,12 @@ def test_mcts_virtual_loss_spreads_parallel_workers(started):
 
 
 def test_mcts_debugs_failed_node_within_depth(started):
-    t = fold([started(policy="mcts", config={"policy_params": {"num_drafts": 1}}), *failed("a", None)])
+    t = fold([started(policy="mcts", policy_params={"num_drafts": 1}), *failed("a", None)])
     d = select(t)
     assert (d.node_id, d.operator) == ("a", "debug")
     chain = [*failed("a", None), *failed("a1", "a", "debug"), *failed("a2", "a1", "debug"),
              *failed("a3", "a2", "debug")]
-    t = fold([started(policy="mcts", config={"policy_params": {"num_drafts": 1, "max_debug_depth": 3}}), *chain])
+    t = fold([started(policy="mcts", policy_params={"num_drafts": 1, "max_debug_depth": 3}), *chain])
     assert t.nodes["a3"].debug_depth == 3
     d = select(t)
     assert (d.node_id, d.operator) == (None, "draft")  # nothing left to expand below: draft again
@@ -106,8 +106,8 @@ def test_select_is_deterministic_given_tree_and_seed(started):
 
 
 def greedy_tree(started, *evs, **params):
-    cfg = {"policy_params": {"num_drafts": 2, **params}}
-    return fold([started(policy="greedy", seed=1, config=cfg), *evs])
+    cfg = {"num_drafts": 2, **params}
+    return fold([started(policy="greedy", seed=1, policy_params=cfg), *evs])
 
 
 def test_greedy_drafts_until_k_drafts(started):
@@ -142,7 +142,7 @@ def test_best_first_picks_best_free_node(started):
     ds = select_many(t, 4)
     assert [(d.node_id, d.operator) for d in ds] == [("b", "improve"), ("c", "improve"), ("a", "improve"),
                                                      (None, "draft")]
-    t = fold([started(policy="best_first", config={"metric_direction": "min"}), *evs])
+    t = fold([started(policy="best_first", metric_direction="min"), *evs])
     assert select(t).node_id == "a"
     assert select(fold([started(policy="best_first")])).operator == "draft"
 
@@ -177,7 +177,7 @@ def test_budget_tokens(started):
 
 
 def test_deep_chains_need_no_recursion(started):
-    evs = [started(policy="mcts", config={"policy_params": {"num_drafts": 1, "pw_k": 0.01}}),
+    evs = [started(policy="mcts", policy_params={"num_drafts": 1, "pw_k": 0.01}),
            *evaluated("n0", None, 0.0)]
     for i in range(1, 3000):
         evs += evaluated(f"n{i}", f"n{i - 1}", i / 3000)

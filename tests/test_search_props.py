@@ -27,7 +27,7 @@ small = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 
 any_event = st.one_of(
     st.builds(SearchStarted, task=st.just("t"), policy=st.sampled_from(["mcts", "greedy", "best_first"]),
-              config=st.sampled_from([{}, {"metric_direction": "min"}])),
+              metric_direction=st.sampled_from(["max", "min"])),
     st.builds(PlanProposed, node_id=ids, parent_id=parents, plan=st.just({"lr": 0.1}),
               operator=st.sampled_from(["draft", "improve", "debug"]),
               decision_id=st.one_of(st.none(), st.sampled_from(["d1", "d2"]))),

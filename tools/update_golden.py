@@ -75,7 +75,7 @@ def _mixed(log: EventLog) -> None:
     """Hand-made events for the less common paths: reuse, abandon, rejection, resume, NaN, notes."""
     evs = [
         (SearchStarted(task="t", base_model="m", policy="greedy", seed=4, budget=Budget(max_tokens=500),
-                       config={"policy_params": {"num_drafts": 2}}), None),
+                       policy_params={"num_drafts": 2}), None),
         (InsightDistilled(insight_id="i1", text="small lr"), None),
         (NodeSelected(decision_id="d1", node_id=None, operator="draft", policy="greedy", seed=4), None),
         (LlmCallMade(call_id="c1", purpose="propose", backend="fake", model="m", prompt_hash="p", response="{}",

@@ -19,7 +19,7 @@ from trex.events.envelope import NewEvent
 from trex.events.evaluation import EvaluationFailed
 from trex.events.log import ConcurrencyConflict, EventLog
 from trex.events.plans import PlanProposed, PlanRejected
-from trex.events.search import Budget, SearchResumed, SearchStarted
+from trex.events.search import DEFAULT_TRIAL_STEPS, Budget, SearchResumed, SearchStarted
 from trex.events.trials import TrialAbandoned
 
 from trex.orchestrate.rules import BASE_NODE, MAX_REJECTIONS_IN_A_ROW, ConcurrentRun  # noqa: F401  (re-exported)
@@ -32,28 +32,44 @@ class SearchConfig:
     policy: str = "mcts"
     seed: int = 0
     budget: Budget = field(default_factory=lambda: Budget(max_trials=4))
-    trial_steps: int = 100
+    trial_steps: int = DEFAULT_TRIAL_STEPS
     batch_size: int = 32
     eval_limit: int | None = None
     trial_time_limit_s: float = 600.0
     threads: int | None = None
     parallel: int = 1
-    llm: dict | None = None  # {"url", "model"} | {"model_dir"} | None = the embedded SmolLM2
-    extra: dict = field(default_factory=dict)  # more SearchStarted.config keys (search_url, llm_temperature, …)
+    llm: dict | None = None  # LlmSettings fields: {"url", "model"} | {"model_dir"} | None = the embedded SmolLM2
+    extra: dict = field(default_factory=dict)  # more SearchStarted fields (metric_direction, task_def, labels, …)
 
 
 def start_search(log: EventLog, cfg: SearchConfig, search_id: str | None = None) -> str:
+    """Record the ``SearchStarted`` of a new search (every setting validated here, typed) and return its id."""
     from trex.events.envelope import new_id
+    from trex.events.search import LlmSettings, TrialSettings, task_def_hash
 
     sid = search_id or f"{cfg.task}-{new_id()[:8]}"
+    extra = dict(cfg.extra)
+    if extra.get("task_def") is not None:
+        extra["task_def_hash"] = task_def_hash(extra["task_def"])
     log.append(sid, [SearchStarted(
-        task=cfg.task, proposer=cfg.proposer, policy=cfg.policy, seed=cfg.seed, budget=cfg.budget,
-        parallel=cfg.parallel,
-        config={"trial_steps": cfg.trial_steps, "batch_size": cfg.batch_size, "eval_limit": cfg.eval_limit,
-                "trial_time_limit_s": cfg.trial_time_limit_s, "threads": cfg.threads,
-                **({"llm": dict(cfg.llm)} if cfg.llm else {}), **dict(cfg.extra)},
+        task=cfg.task, base_model=_base_model_of(cfg.task, log.home), proposer=cfg.proposer, policy=cfg.policy,
+        seed=cfg.seed, budget=cfg.budget, parallel=cfg.parallel,
+        trial=TrialSettings(steps=cfg.trial_steps, batch_size=cfg.batch_size, eval_limit=cfg.eval_limit,
+                            time_limit_s=cfg.trial_time_limit_s, threads=cfg.threads),
+        llm=LlmSettings(**(cfg.llm or {})), **extra,
     )], expected_version=0)
     return sid
+
+
+def _base_model_of(task: str, home) -> str:
+    """The task's base model as a name ("builder:arith-base", or its folder), for auditors; "" if unknown."""
+    from trex.tasks import get_task
+
+    try:
+        t = get_task(task, home)
+    except Exception:  # noqa: BLE001 - the task is checked where it is run; the start only records it
+        return ""
+    return f"builder:{t.base_model}" if t.base_model else (t.base_model_path or "")
 
 
 def _started_at(log: EventLog, sid: str) -> float:
@@ -74,15 +90,13 @@ class Runner:
         tree = build_tree(self.log, search_id)
         if tree.status == "new":
             raise ValueError(f"no search {search_id!r} in {home}")
-        cfg = dict(tree.config)
         self.task = tree.task
-        self.eval_limit = cfg.get("eval_limit")
-        self.time_limit = float(cfg.get("trial_time_limit_s", 600.0))
-        self.threads = cfg.get("threads")
+        self.eval_limit = tree.started.trial.eval_limit
+        self.time_limit = tree.started.trial.time_limit_s
+        self.threads = tree.started.trial.threads
         self._executor = None
         self._evaluator = None
         self._client = None
-        self._config = cfg
         self.proposer = tree.proposer
         self._tree = tree
         self._insights = None  # the home's insight index, folded on before each llm proposal
@@ -217,7 +231,7 @@ class Runner:
         if self._client is None and self.proposer == "llm":
             from trex.research import make_client
 
-            self._client = make_client(dict(self._config), self.home, self.emit)
+            self._client = make_client(self._tree.started.llm, self.home, self.emit)
         return self._client
 
 

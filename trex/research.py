@@ -157,7 +157,7 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
     try:
         # sampled (seeded by the decision): greedy decoding would give every draft the same plan
         res = client.chat(messages, schema=PlanChoice, purpose="propose", max_tokens=160,
-                          temperature=float(dict(tree.config).get("llm_temperature", 0.7)), seed=seed)
+                          temperature=tree.started.llm.temperature, seed=seed)
     except LLMError as e:
         return Proposal(None, str(getattr(e, "last_text", "") or ""), "", rejection=f"LLM: {e}"[:2000])
     choice: PlanChoice = res.parsed
@@ -176,39 +176,39 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
 def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, client=None,
             prior_insights: Mapping[str, str] | None = None, base: float | None = None) -> Proposal:
     """The Researcher's one entry point: any proposer, from the search's own config."""
-    cfg = dict(tree.config)
-    steps, batch = int(cfg.get("trial_steps", 100)), int(cfg.get("batch_size", 32))
+    steps, batch = tree.started.trial.steps, tree.started.trial.batch_size
     if tree.proposer == "llm":
         if client is None:
             raise ValueError("the llm proposer needs an LLM client")
         return propose_llm(tree, decision, task=tree.task, steps=steps, batch_size=batch, client=client, home=home,
                            search_id=search_id, emit=emit, prior_insights=prior_insights or {}, base=base,
-                           search_url=cfg.get("search_url"))
+                           search_url=tree.started.search_url)
     fn = PROPOSERS.get(tree.proposer)
     if fn is None:
         raise ValueError(f"unknown proposer {tree.proposer!r} (known: llm, {', '.join(PROPOSERS)})")
     return fn(tree, decision, task=tree.task, steps=steps, batch_size=batch)
 
 
-def make_client(cfg: Mapping[str, Any], home, emit: Emit | None):
-    """The LLM client a search's config asks for: an OpenAI-compatible URL, a local folder, or SmolLM2."""
+def make_client(llm, home, emit: Emit | None):
+    """The LLM client a search's :class:`~trex.events.search.LlmSettings` ask for: an OpenAI-compatible
+    URL, a local folder, or the embedded SmolLM2."""
     from trex.llm import LLMClient
 
-    llm = dict(cfg.get("llm") or {})
-    if llm.get("url"):
+    threads = llm.threads or 1
+    if llm.url:
         from trex.llm import OpenAIBackend
 
-        backend = OpenAIBackend(llm["url"], llm.get("model"))
-    elif llm.get("model_dir"):
+        backend = OpenAIBackend(llm.url, llm.model)
+    elif llm.model_dir:
         from trex.llm import TransformersBackend
 
-        backend = TransformersBackend(llm["model_dir"], threads=llm.get("threads", 1))
+        backend = TransformersBackend(llm.model_dir, threads=threads)
     else:
         from trex.llm import default_backend
 
-        backend = default_backend(home, threads=llm.get("threads", 1))
-    return LLMClient(backend, emit=emit, home=home, max_attempts=int(llm.get("max_attempts", 3)),
-                     max_total_tokens=cfg.get("max_llm_tokens"))
+        backend = default_backend(home, threads=threads)
+    return LLMClient(backend, emit=emit, home=home, max_attempts=llm.max_attempts,
+                     max_total_tokens=llm.max_total_tokens)
 
 
 def prior_insights(log, task: str, exclude: str) -> dict[str, str]:

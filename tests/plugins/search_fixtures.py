@@ -35,7 +35,7 @@ def failed(node_id: str, parent_id: str | None, operator: str = "improve") -> li
 
 @pytest.fixture
 def started():
-    """A SearchStarted factory: ``started(policy="greedy", seed=3, config={...})``."""
+    """A SearchStarted factory: ``started(policy="greedy", seed=3, policy_params={...})``."""
 
     def make(**kw) -> SearchStarted:
         kw.setdefault("task", "arith-sub")

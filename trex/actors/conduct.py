@@ -95,9 +95,8 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             raise ValueError(f"no search {sid!r} in {home}")
         if tree.status == "finished":
             return tree.summary()
-        cfg = dict(tree.config)
-        eval_limit = cfg.get("eval_limit")
-        time_limit = cfg.get("trial_time_limit_s")
+        eval_limit = tree.started.trial.eval_limit
+        time_limit = tree.started.trial.time_limit_s
         st = _InFlight(idle=list(range(len(pool.executors))))
         started_at = _started_at(log, sid)
 

@@ -75,10 +75,9 @@ def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | N
 
     client, context = None, {}
     if tree.proposer == "llm":  # only the agent reads the LLM, the base score and earlier searches
-        cfg = dict(tree.config)
-        key = repr(sorted((cfg.get("llm") or {}).items()))
+        key = tree.started.llm.model_dump_json()
         if key not in clients:
-            clients[key] = make_client(cfg, home, None)
+            clients[key] = make_client(tree.started.llm, home, None)
         client = clients[key]
         client.emit = emit
         index = indexes[str(home)] = refresh(indexes.get(str(home), InsightIndex()), log)

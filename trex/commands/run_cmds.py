@@ -111,9 +111,9 @@ def resume(search, parallel, threads, address, num_cpus, gpus_per_executor, home
         info(f"search {search} is already finished ({tree.finish_reason})")
         _report(home, search, tree, fmt)
         return
-    _check_task(tree.task, home, tree.config.get("task_def"))
+    _check_task(tree.task, home, tree.started.task_def)
     par = parallel or max(1, tree.parallel)
-    _drive(home, search, parallel=par, threads=threads or tree.config.get("threads"), address=address,
+    _drive(home, search, parallel=par, threads=threads or tree.started.trial.threads, address=address,
            num_cpus=num_cpus, fmt=fmt, gpus=gpus_per_executor)
 
 
@@ -165,7 +165,7 @@ def _fmt(x) -> str:
 
 
 def resolve_task(arg: str, home: Path):
-    """TASK as given → (the Task, SearchStarted.config extras). A task file is validated, checked
+    """TASK as given → (the Task, more SearchStarted fields). A task file is validated, checked
     for what it needs here, and installed in the home; its definition goes into the log too."""
     from trex.tasks import SpecError, get_task, install_task, is_builtin, load_task_file
 
@@ -229,7 +229,7 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
     if gpus and parallel * gpus > res.get("GPU", 0):
         fail(f"{parallel} executor(s) x {gpus:g} GPU(s) need {parallel * gpus:g} GPUs; the cluster has "
              f"{res.get('GPU', 0):g}")
-    pool = spawn_pool(parallel, threads=threads, time_limit_s=tree.config.get("trial_time_limit_s"),
+    pool = spawn_pool(parallel, threads=threads, time_limit_s=tree.started.trial.time_limit_s,
                       named=bool(address), prefix="trex", gpus=gpus)
     conductor = remote_classes()["conductor"].remote()
     ref = conductor.run.remote(str(home.resolve()), sid, pool.as_dict())
@@ -306,13 +306,16 @@ def _progress_line(tree) -> str:
 
 
 def _report(home: Path, sid: str, tree, fmt: str) -> None:
-    from trex.artifacts import ArtifactStore
-    from trex.conductor import base_score
-    from trex.events.log import EventLog
+    from trex.artifacts import ArtifactNotFound, ArtifactStore
 
-    base = base_score(EventLog(home), sid)
+    base = tree.base_score
     best = tree.best
-    adapter = str(ArtifactStore(home).get(best.adapter)) if best and best.adapter else None
+    adapter = None
+    if best and best.adapter:
+        try:
+            adapter = str(ArtifactStore(home).get(best.adapter))
+        except ArtifactNotFound:  # a log imported without its artifacts: the adapter is elsewhere
+            info(f"the best adapter ({best.adapter[:12]}) is not in this home's artifacts")
     result = {"search_id": sid, "status": tree.status, "finish_reason": tree.finish_reason,
               "best_node": best.node_id if best else None, "best_score": best.score if best else None,
               "base_score": base, "adapter": adapter, "trials": tree.trials,

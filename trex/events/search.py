@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trex.events.base import Event, event
+from trex.events.base import Event, event, upcaster
 
 Operator = Literal["draft", "improve", "debug"]
 
@@ -18,8 +18,37 @@ class Budget(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
 
 
-@event("SearchStarted")
+DEFAULT_TRIAL_STEPS = 100  # steps per trial unless the search says otherwise (one default, everywhere)
+
+
+class TrialSettings(BaseModel):
+    """How each trial of a search is trained and scored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    steps: int = Field(default=DEFAULT_TRIAL_STEPS, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    eval_limit: int | None = Field(default=None, ge=1)  # examples per eval split (None: the task's, else all)
+    time_limit_s: float = Field(default=600.0, gt=0)
+    threads: int | None = Field(default=None, ge=1)
+
+
+class LlmSettings(BaseModel):
+    """The llm proposer's model: an OpenAI-compatible ``url``, a local ``model_dir``, or (neither) SmolLM2."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    url: str | None = None
+    model: str | None = None
+    model_dir: str | None = None
+    threads: int | None = Field(default=None, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    temperature: float = Field(default=0.7, ge=0)
+    max_total_tokens: int | None = Field(default=None, ge=1)  # the search's LLM token cap
+
+
+@event("SearchStarted", version=2)
 class SearchStarted(Event):
+    """What a search is started with, every setting a typed field (v1 kept them in a ``config`` dict)."""
+
     task: str
     base_model: str = ""
     proposer: str = "random"
@@ -27,7 +56,65 @@ class SearchStarted(Event):
     seed: int = 0
     parallel: int = Field(default=1, ge=1)
     budget: Budget = Budget()
-    config: dict[str, Any] = Field(default_factory=dict)
+    trial: TrialSettings = TrialSettings()
+    metric_direction: Literal["max", "min"] = "max"
+    # a user's task: its definition as installed when the search started, and that JSON's sha256
+    task_def: dict[str, Any] | None = None
+    task_def_hash: str = ""
+    task_file: str | None = None
+    llm: LlmSettings = LlmSettings()
+    prior_insights: bool = True  # the llm proposer reads earlier searches' insights (off: independent cells)
+    policy_params: dict[str, int | float] = Field(default_factory=dict)
+    search_url: str | None = None  # a literature/web search endpoint for the Researcher
+    labels: dict[str, str] = Field(default_factory=dict)  # free tags for reports (ftbench_tag, …)
+
+
+_V1_TRIAL = {"trial_steps": "steps", "batch_size": "batch_size", "eval_limit": "eval_limit",
+             "trial_time_limit_s": "time_limit_s", "threads": "threads"}
+_V1_TOP = ("metric_direction", "task_def", "task_file", "prior_insights", "policy_params", "search_url")
+
+
+@upcaster("SearchStarted", 1)
+def upcast_v1_v2(d: dict) -> dict:
+    """v1 kept the settings in ``config``; each known key moves to its typed field, unknown ones to labels."""
+    out = {k: v for k, v in d.items() if k != "config"}
+    cfg = dict(d.get("config") or {})
+    out["trial"] = {new: cfg.pop(old) for old, new in _V1_TRIAL.items() if cfg.get(old) is not None}
+    cfg = {k: v for k, v in cfg.items() if v is not None or k in _V1_TOP}
+    for k in _V1_TOP:
+        if cfg.get(k) is not None:
+            out[k] = cfg.pop(k)
+        else:
+            cfg.pop(k, None)
+    llm = dict(cfg.pop("llm", None) or {})
+    if "llm_temperature" in cfg:
+        llm["temperature"] = cfg.pop("llm_temperature")
+    if "max_llm_tokens" in cfg:
+        llm["max_total_tokens"] = cfg.pop("max_llm_tokens")
+    known = set(LlmSettings.model_fields)
+    labels = {f"llm_{k}": _label(v) for k, v in llm.items() if k not in known}
+    out["llm"] = {k: v for k, v in llm.items() if k in known and v is not None}
+    for k, v in (cfg.pop("ftbench", None) or {}).items():
+        labels[f"ftbench_{k}"] = _label(v)
+    labels.update({k: _label(v) for k, v in cfg.items()})
+    out["labels"] = labels
+    if out.get("task_def") is not None:
+        out["task_def_hash"] = task_def_hash(out["task_def"])
+    return out
+
+
+def _label(v: Any) -> str:
+    import json
+
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+
+
+def task_def_hash(task_def: dict) -> str:
+    """The sha256 of a task definition's canonical JSON (what ``SearchStarted.task_def_hash`` holds)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(task_def, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @event("SearchForked")

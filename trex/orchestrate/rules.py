@@ -112,6 +112,5 @@ def proposal_context(tree: SearchTree, insights: InsightIndex) -> dict:
     kept independent, ``prior_insights: false``, as a benchmark cell is)."""
     if tree.proposer != "llm":
         return {}
-    prior = (prior_insights(insights, tree.task, tree.search_id) if tree.config.get("prior_insights", True)
-             else {})
+    prior = prior_insights(insights, tree.task, tree.search_id) if tree.started.prior_insights else {}
     return {"prior_insights": prior, "base": tree.base_score}

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 from trex.search.tree import SearchTree
 
-HASH_VERSION = 2  # 2: the fold holds base score, open trials, outputs, counters (bump when the canonical form changes)
+HASH_VERSION = 3  # 3: the typed SearchStarted (v2) instead of its config dict; 2: base score, open trials, outputs,
+# counters (bump when the canonical form changes)
 
 
 def _default(x: Any) -> Any:
@@ -25,6 +26,8 @@ def _default(x: Any) -> Any:
         return dict(x)
     if hasattr(x, "__dataclass_fields__"):
         return x.__dict__
+    if hasattr(x, "model_dump"):  # a pydantic model the tree holds (SearchStarted)
+        return x.model_dump(mode="json")
     raise TypeError(f"cannot serialise {type(x).__name__}")
 
 

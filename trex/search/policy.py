@@ -262,11 +262,11 @@ def _improve_best_free(tree: SearchTree, pend: Counter, why: str):
 
 
 def policy_params(tree: SearchTree, policy: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults, then SearchStarted.config["policy_params"], then ``overrides``."""
+    """Defaults, then SearchStarted.policy_params, then ``overrides``."""
     if policy not in DEFAULTS:
         raise PolicyError(f"unknown policy {policy!r} (known: {', '.join(DEFAULTS)})")
     out = dict(DEFAULTS[policy])
-    out.update(tree.config.get("policy_params") or {})
+    out.update(tree.started.policy_params)
     out.update(overrides or {})
     return out
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from trex.events.base import Event, registered_types, upcast
 from trex.events.envelope import Envelope
+from trex.events.search import SearchStarted
 from trex.search.tree import DecisionRecord, HistoryPoint, Node, SearchTree, is_number
 
 Item = Envelope | Event | dict
@@ -200,9 +201,9 @@ def _search_started(b: _Builder, d: dict) -> None:
     f["seed"] = _i(d.get("seed"))
     f["parallel"] = _i(d.get("parallel")) or 1
     f["budget"] = MappingProxyType({k: v for k, v in (d.get("budget") or {}).items() if v is not None})
-    cfg = d.get("config") or {}
-    f["config"] = MappingProxyType(dict(cfg))
-    f["metric_direction"] = "min" if cfg.get("metric_direction") == "min" else "max"
+    started = SearchStarted.model_validate(d)
+    f["started"] = started
+    f["metric_direction"] = started.metric_direction
     f["status"] = "running"
 
 

@@ -47,7 +47,7 @@ def synthetic_search(
     add = lambda ev, corr=None: evs.append((ev, corr))  # noqa: E731
     add(SearchStarted(task="arith-sub", base_model="tiny-gpt2", proposer="synthetic", policy="mcts", seed=seed,
                       budget=Budget(max_trials=max(1, n_nodes * 2), max_tokens=10**9),
-                      config={"metric_direction": direction} if direction == "min" else {}))
+                      metric_direction=direction))
     evaluated: list[str] = []
     failed: list[tuple[str, int]] = []  # (node, debug depth)
     insights: list[str] = []

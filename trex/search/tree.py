@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
+from trex.events.search import SearchStarted
+
 # Lifecycle: proposed -> running -> trained -> evaluated, or one of the closed states.
 STATUSES = ("proposed", "running", "trained", "evaluated", "failed", "rejected", "pruned", "abandoned")
 IN_FLIGHT = frozenset({"proposed", "running", "trained"})  # work started, no result yet
@@ -95,8 +97,8 @@ class SearchTree:
     seed: int = 0
     parallel: int = 1
     budget: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    metric_direction: str = "max"  # "min" when SearchStarted.config["metric_direction"] == "min"
+    started: SearchStarted = field(default_factory=lambda: SearchStarted(task=""))  # its settings, typed
+    metric_direction: str = "max"  # SearchStarted.metric_direction
     status: str = "new"  # new (no SearchStarted yet) / running / finished
     finish_reason: str | None = None
     exhausted: tuple[str, ...] = ()  # BudgetExhausted kinds, in order
