@@ -106,3 +106,24 @@ def test_the_insight_index_folds_on_and_a_later_search_can_retire_an_insight(log
     # a search on another task cannot retire arith-sub's insights
     log.append("c", [SearchStarted(task="tickets"), InsightRetired(insight_id="i1")])
     assert "i1" in prior_insights(refresh(idx2, log), "arith-sub", exclude="new")
+
+
+def test_bad_cases_read_the_nodes_first_evaluation_outputs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trex.events.evaluation import EvaluationFinished
+    from trex.research import tool_bad_cases
+
+    rows = [{"input": f"{i}-1", "reference": str(i - 1), "output": str(i - 1 if i % 2 else i), "score": float(i % 2)}
+            for i in range(6)]
+    (tmp_path / "artifacts").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "artifacts" / "outs1")
+    t = fold([SearchStarted(task="arith-sub"), *node("n1", 0.5, 5e-3, QV),
+              EvaluationFinished(node_id="n1", eval_id="e1", backend="x", n_examples=6, outputs_artifact="outs1"),
+              EvaluationFinished(node_id="n1", eval_id="e2", backend="x", n_examples=6, outputs_artifact="other")])
+    text = tool_bad_cases(tmp_path, t.nodes["n1"], n=2)
+    assert text.startswith("0.500 mean score over 6 examples") and text.count("- input") == 2
+    assert "expected '-1' got '0'" in text  # the worst (score 0) first
+    assert tool_bad_cases(tmp_path, fold([SearchStarted(task="t"), *node("n2", 0.1, 5e-3, QV)]).nodes["n2"]) == \
+        "node n2 has no evaluation outputs"

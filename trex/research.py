@@ -63,18 +63,13 @@ def tool_task_data(task: str, home: str | os.PathLike | None = None) -> str:
             f"{', '.join(t.splits)}; prompt template {t.prompt_template!r}\nmetrics: {metrics}")
 
 
-def tool_bad_cases(home: str | os.PathLike, search_id: str, node_id: str, n: int = 4) -> str:
-    """The worst-scored examples of ``node_id``'s latest primary-split evaluation."""
+def tool_bad_cases(home: str | os.PathLike, node, n: int = 4) -> str:
+    """The worst-scored examples of ``node``'s first primary-split evaluation (a fold field: ``node.outputs``)."""
     import pyarrow.parquet as pq
 
-    from trex.events.log import EventLog
-
-    art = None
-    for env in EventLog(home).read(search_id):
-        if env.type == "EvaluationFinished" and env.event.node_id == node_id and env.event.outputs_artifact:
-            art = art or env.event.outputs_artifact  # the first (primary split) evaluation
+    art = node.outputs[0] if node.outputs else None
     if art is None:
-        return f"node {node_id} has no evaluation outputs"
+        return f"node {node.node_id} has no evaluation outputs"
     rows = pq.read_table(Path(home) / "artifacts" / art).to_pylist()
     bad = sorted(rows, key=lambda r: r["score"])[:n]
     lines = [f"{sum(r['score'] for r in rows) / max(1, len(rows)):.3f} mean score over {len(rows)} examples; worst:"]
@@ -148,7 +143,7 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
     bad = None
     if parent is not None and parent.score is not None:
         bad = _tool(emit, "bad_cases", {"node_id": parent.node_id},
-                    lambda: tool_bad_cases(home, search_id, parent.node_id))
+                    lambda: tool_bad_cases(home, parent))
     if decision.operator == "draft" and search_url is not None or not tree.nodes:
         _tool(emit, "literature_search", {"query": f"LoRA hyperparameters {task}"},
               lambda: tool_literature(f"LoRA hyperparameters {task}", search_url))
