@@ -149,3 +149,30 @@ def test_full_model_folder_is_evaluated_without_touching_the_base(tf_backend, ev
     assert ev.evaluate(spec, full, node_id="f").outputs == base.outputs
     ev.evaluate(spec, eval_arith_adapters[1], node_id="a")  # adapters still work after it
     assert tf_backend.base_loads == 1
+
+
+def test_a_score_computed_before_is_served_from_the_cache(tf_backend, eval_arith_adapters, arith_sub_eval, tmp_path,
+                                                          monkeypatch):
+    """Same adapter, split and decoding: the second evaluation generates nothing and says it was cached."""
+    evs = []
+    ev = Evaluator(tf_backend, home=tmp_path, emit=evs.append, cache=True)
+    spec = sub_spec(arith_sub_eval[:64], metrics=("exact_match", "rougeL"))
+    first = ev.evaluate(spec, eval_arith_adapters[2], node_id="a")
+    calls = []
+    real = tf_backend.generate
+    monkeypatch.setattr(tf_backend, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = ev.evaluate(spec, eval_arith_adapters[2], node_id="b")
+    assert calls == [] and again.metrics == first.metrics and again.outputs == first.outputs
+    assert again.per_example == first.per_example and again.outputs_artifact == first.outputs_artifact
+    fins = [e for e in evs if isinstance(e, EvaluationFinished)]
+    assert [f.cached for f in fins] == [False, True] and fins[1].node_id == "b"
+    # another split content, another adapter or other decoding settings: computed again
+    ev.evaluate(sub_spec(arith_sub_eval[:63], metrics=("exact_match", "rougeL")), eval_arith_adapters[2], node_id="c")
+    ev.evaluate(spec, eval_arith_adapters[3], node_id="d")
+    ev.evaluate(EvalSpec(task="arith-sub", examples=arith_sub_eval[:64], max_new_tokens=3, add_bos=True,
+                         metrics=("exact_match", "rougeL")), eval_arith_adapters[2], node_id="e")
+    assert len(calls) == 3
+    # a cache entry whose outputs artifact is gone is a miss, not an error
+    (tmp_path / "artifacts" / first.outputs_artifact).unlink()
+    ev.evaluate(spec, eval_arith_adapters[2], node_id="f")
+    assert len(calls) == 4

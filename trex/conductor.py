@@ -242,7 +242,7 @@ def make_evaluator(home, task: str, emit):
     from trex.evaluate.evaluator import Evaluator
 
     assets = prepare_task(get_task(task, home), home)
-    return Evaluator(TransformersEvalBackend(assets.base_model_dir), home=home, emit=emit)
+    return Evaluator(TransformersEvalBackend(assets.base_model_dir), home=home, emit=emit, cache=True)
 
 
 def evaluate_node(evaluator, home, task: str, node_id: str, adapter: str | None, *, limit: int | None,

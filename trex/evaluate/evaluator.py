@@ -149,12 +149,16 @@ class EvalResult:
 
 
 class Evaluator:
-    def __init__(self, backend, *, home: str | os.PathLike | None = None, emit: Emit | None = None):
+    def __init__(self, backend, *, home: str | os.PathLike | None = None, emit: Emit | None = None,
+                 cache: bool = False):
+        """``cache``: serve an adapter's score on a split computed before (:mod:`trex.evaluate.cache`)
+        instead of generating again; the search and ``trex train`` use it, backend tests do not."""
         from trex.events.log import default_home
 
         self.backend = backend
         self.home = Path(home) if home is not None else default_home()
         self.emit = emit
+        self.cache = cache
 
     def _emit(self, ev: Event, sink: list[Event]) -> None:
         sink.append(ev)
@@ -169,20 +173,35 @@ class Evaluator:
 
     def evaluate(self, spec: EvalSpec, adapter_dir: str | os.PathLike | None, *, node_id: str,
                  eval_id: str | None = None) -> EvalResult:
+        from trex.artifacts import content_hash
+        from trex.evaluate import cache as eval_cache
+
         eval_id = eval_id or new_id()
         sink: list[Event] = []
         t0 = time.perf_counter()
+        adapter_hash = None if adapter_dir is None else content_hash(adapter_dir)
+        key = None
         try:
             if not spec.examples:
                 raise EvaluationError("empty_eval_set", f"task {spec.task!r} has no held-out examples", eval_id)
-            prompts, outs = self.generate(spec, adapter_dir)
-            tg = time.perf_counter() - t0
-            refs = [ex[spec.reference_key] for ex in spec.examples]
-            metrics: dict[str, float] = {}
-            per: dict[str, list[float]] = {}
-            for m in spec.metrics:
-                metrics[m], per[m] = score(m, outs, refs)
-            path, rel = self._write_outputs(spec, adapter_dir, prompts, outs, refs, per)
+            if self.cache:
+                key = eval_cache.cache_key(adapter_hash, spec.fingerprint(), self.backend.name,
+                                           str(getattr(self.backend, "base_model", "")))
+            hit = eval_cache.lookup(self.home, key) if key else None
+            if hit is not None:
+                rel, metrics, tg = hit["outputs_artifact"], {k: float(v) for k, v in hit["metrics"].items()}, 0.0
+                path, outs, per = self._read_outputs(rel, spec)
+            else:
+                prompts, outs = self.generate(spec, adapter_dir)
+                tg = time.perf_counter() - t0
+                refs = [ex[spec.reference_key] for ex in spec.examples]
+                metrics = {}
+                per = {}
+                for m in spec.metrics:
+                    metrics[m], per[m] = score(m, outs, refs)
+                path, rel = self._write_outputs(spec, adapter_dir, prompts, outs, refs, per)
+                if key:
+                    eval_cache.store(self.home, key, {"outputs_artifact": rel, "metrics": metrics})
         except EvaluationError as e:
             self._emit(EvaluationFailed(node_id=node_id, eval_id=eval_id, reason=e.reason, message=e.message), sink)
             raise
@@ -195,16 +214,22 @@ class Evaluator:
                                       primary=spec.flag_primary and m == spec.primary,
                                       split=spec.split, eval_id=eval_id), sink)
         seconds = time.perf_counter() - t0
-        from trex.artifacts import content_hash
-
         self._emit(EvaluationFinished(node_id=node_id, eval_id=eval_id, backend=self.backend.name,
                                       n_examples=len(outs), outputs_artifact=rel, seconds=seconds,
-                                      adapter=None if adapter_dir is None else content_hash(adapter_dir),
-                                      base_model=str(getattr(self.backend, "base_model", ""))), sink)
+                                      adapter=adapter_hash, base_model=str(getattr(self.backend, "base_model", "")),
+                                      cached=hit is not None), sink)
         return EvalResult(eval_id=eval_id, node_id=node_id, backend=self.backend.name, metrics=metrics,
                           primary=spec.primary, primary_value=metrics[spec.primary], n_examples=len(outs),
                           outputs=outs, per_example=per, outputs_artifact=rel, outputs_path=path, seconds=seconds,
                           generation_seconds=tg, events=sink)
+
+    def _read_outputs(self, rel: str, spec: EvalSpec) -> tuple[Path, list[str], dict[str, list[float]]]:
+        """A cached evaluation's outputs and per-example scores, from its artifact."""
+        import pyarrow.parquet as pq
+
+        path = self.home / "artifacts" / rel
+        cols = pq.read_table(path).to_pydict()
+        return path, list(cols["output"]), {m: list(cols[f"metric_{m}"]) for m in spec.metrics}
 
     def _write_outputs(self, spec: EvalSpec, adapter_dir, prompts: Sequence[str], outs: Sequence[str],
                        refs: Sequence[Any], per: dict[str, list[float]]) -> tuple[Path, str]:
