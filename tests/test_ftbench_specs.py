@@ -90,6 +90,12 @@ def test_an_unknown_metric_is_a_problem_before_anything_starts(tmp_path, change,
     (GOOD + "colour: blue\n", "colour: Extra inputs are not permitted"),
     ("- just\n- a list\n", "a task file is a YAML mapping"),
     ("name: [unclosed\n", "not valid YAML"),
+    # a split name becomes a file name under the home: anything but a plain name is refused where it is read
+    (GOOD.replace("{files: {train: train.jsonl, eval: eval.jsonl}}",
+                  "{files: {train: train.jsonl, ../../log/segments/00000001: eval.jsonl}}")
+     + "splits: [train, ../../log/segments/00000001]\n", "String should match pattern"),
+    (GOOD + "splits: [train, eval, Eval/x]\n", "String should match pattern"),
+    (GOOD.replace("split: eval", "split: ../eval"), "String should match pattern"),
 ])
 def test_invalid_task_files_are_rejected_naming_the_file_and_field(tmp_path, text, message):
     with pytest.raises(SpecError) as e:
@@ -159,3 +165,32 @@ def test_the_smollm2_tasks_are_registered_and_run_here():
         assert problems(specs[name]) == []
         t = get_task(name)
         assert t.base_model == "smollm2-135m" and t.primary_metric.name == metric
+
+
+def test_a_split_name_from_a_recorded_task_definition_never_becomes_a_path(tmp_path):
+    """A log's task_def (hostile or damaged) goes through the same check before anything is written."""
+    from pydantic import ValidationError
+
+    from trex.tasks import Task, get_task
+    from trex.tasks.model import split_file
+
+    d = get_task("tickets").model_dump(mode="json")
+    d["splits"] = ["train", "../../../elsewhere"]
+    with pytest.raises(ValidationError, match="splits"):
+        Task.model_validate(d)
+    with pytest.raises(ValueError, match="invalid split name"):
+        split_file(tmp_path, "../x")
+    assert split_file(tmp_path, "eval_add") == tmp_path / "eval_add.jsonl"
+
+
+def test_task_data_is_never_written_through_a_link(tmp_path):
+    from trex.tasks.files import write_jsonl
+
+    target = tmp_path / "victim.txt"
+    target.write_text("keep me")
+    link = tmp_path / "d" / "train.jsonl"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    with pytest.raises(ValueError, match="symbolic link"):
+        write_jsonl([{"prompt": "a", "completion": "b"}], link)
+    assert target.read_text() == "keep me"

@@ -67,7 +67,9 @@ def run_lock(home, sid: str):
 
     from trex.actors.runtime import home_lock
 
-    lock = home_lock(home, f"run-{sid}")
+    import hashlib
+
+    lock = home_lock(home, f"run-{hashlib.sha256(sid.encode()).hexdigest()[:16]}")  # a search id is not a path
     try:
         lock.acquire(timeout=0)
     except Timeout:

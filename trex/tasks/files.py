@@ -14,11 +14,22 @@ from typing import Sequence
 
 
 def write_jsonl(rows: Sequence[dict], path: Path) -> Path:
+    """Atomically (temp file, fsync, rename), never through a link: a link at ``path`` is refused,
+    and the temp file is created fresh (``O_EXCL | O_NOFOLLOW``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.parent.is_symlink():
+        raise ValueError(f"{path}: is a symbolic link (or inside one): trex never writes through a link")
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as f:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
         for r in rows:
             f.write(json.dumps(r, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 

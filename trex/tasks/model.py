@@ -8,17 +8,19 @@ stays plain data that a log can record and another process can rebuild.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"  # task names, also folder names under the trex home
+SPLIT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # split names, also file names (<split>.jsonl) under the home
+SplitName = Annotated[str, Field(pattern=SPLIT_PATTERN)]
 
 
 class MetricSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
-    split: str  # the data split it is measured on
+    split: SplitName  # the data split it is measured on
     direction: Literal["max", "min"] = "max"
     primary: bool = False
     description: str = ""
@@ -32,11 +34,11 @@ class Task(BaseModel):
     base_model_path: str | None = None  # ... or a local model folder (absolute)
     base_seed: int = 0
     data: str | None = None  # a registered data generator ...
-    data_files: dict[str, str] | None = None  # ... or split -> a local JSONL/JSON/CSV file (absolute)
+    data_files: dict[SplitName, str] | None = None  # ... or split -> a local JSONL/JSON/CSV file (absolute)
     prompt_field: str = "prompt"  # the data files' field names
     completion_field: str = "completion"
     data_seed: int = 0
-    splits: tuple[str, ...] = ("train", "eval")
+    splits: tuple[SplitName, ...] = ("train", "eval")
     prompt_template: str = "{prompt}"
     metrics: tuple[MetricSpec, ...]
     max_new_tokens: int = Field(default=4, ge=1, le=4096)
@@ -57,4 +59,13 @@ class TaskAssets(BaseModel):
     data_dir: Path
 
     def split_path(self, split: str) -> Path:
-        return self.data_dir / f"{split}.jsonl"
+        return split_file(self.data_dir, split)
+
+
+def split_file(folder: Path, split: str) -> Path:
+    """``folder/<split>.jsonl``, the split name checked first (a name from outside never becomes a path)."""
+    import re
+
+    if not isinstance(split, str) or not re.match(SPLIT_PATTERN, split):
+        raise ValueError(f"invalid split name {split!r} (lowercase letters, digits, '_' and '-', at most 64)")
+    return Path(folder) / f"{split}.jsonl"

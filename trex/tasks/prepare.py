@@ -8,7 +8,7 @@ from pathlib import Path
 from trex.tasks.files import read_jsonl, read_rows, write_jsonl
 from trex.tasks.installed import task_folder, trex_home
 from trex.tasks.lookup import as_task
-from trex.tasks.model import Task, TaskAssets
+from trex.tasks.model import Task, TaskAssets, split_file
 from trex.tasks.registry import REGISTRY
 
 
@@ -20,12 +20,12 @@ def prepare_data(task: Task | str, home: str | os.PathLike | None = None) -> Pat
     """Write the task's splits as ``<split>.jsonl`` under the task data folder (idempotent)."""
     t = as_task(task, home)
     d = task_data_dir(t, home)
-    if all((d / f"{s}.jsonl").is_file() for s in t.splits):
+    if all(split_file(d, s).is_file() for s in t.splits):
         return d
     rows = REGISTRY.data_generator(t.data)(t.data_seed) if t.data is not None else {
         split: read_rows(Path(f), t.prompt_field, t.completion_field) for split, f in t.data_files.items()}
     for split in t.splits:
-        write_jsonl(rows[split], d / f"{split}.jsonl")
+        write_jsonl(rows[split], split_file(d, split))
     return d
 
 
@@ -50,4 +50,4 @@ def load_split(task: Task | str, split: str, home: str | os.PathLike | None = No
     t = as_task(task, home)
     if split not in t.splits:
         raise KeyError(f"task {t.name!r} has no split {split!r} (splits: {', '.join(t.splits)})")
-    return read_jsonl(prepare_data(t, home) / f"{split}.jsonl")
+    return read_jsonl(split_file(prepare_data(t, home), split))

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trex.tasks.model import NAME_PATTERN, MetricSpec, Task
+from trex.tasks.model import NAME_PATTERN, MetricSpec, SplitName, Task
 
 
 class _Frozen(BaseModel):
@@ -58,10 +58,10 @@ class DataRef(_Frozen):
 
     generator: str | None = None
     seed: int = 0
-    files: dict[str, str] | None = None  # split -> path (relative to the task file)
+    files: dict[SplitName, str] | None = None  # split -> path (relative to the task file)
     hub: str | None = None
     hub_config: str | None = None
-    hub_splits: dict[str, str] = Field(default_factory=dict)  # our split -> the hub's split name
+    hub_splits: dict[SplitName, str] = Field(default_factory=dict)  # our split -> the hub's split name
     prompt_field: str = "prompt"
     completion_field: str = "completion"
     source: str = ""  # paper / repository the data comes from
@@ -74,7 +74,7 @@ class DataRef(_Frozen):
 
 class MetricRef(_Frozen):
     name: str
-    split: str
+    split: SplitName
     direction: Literal["max", "min"] = "max"
     primary: bool = False
     description: str = ""
@@ -104,7 +104,7 @@ class TaskSpec(_Frozen):
     description: str = Field(min_length=1)
     base_model: BaseModelRef
     data: DataRef
-    splits: tuple[str, ...] = ("train", "eval")
+    splits: tuple[SplitName, ...] = ("train", "eval")
     prompt_template: str = "{prompt}"
     decoding: Decoding = Decoding()
     metrics: tuple[MetricRef, ...] = Field(min_length=1)
