@@ -4,13 +4,14 @@ Layout under ``HOME/log/``::
 
     append.lock          held only while appending (any number of processes may append)
     segments/00000001.parquet   sealed segments (written to a temp name, fsynced, renamed)
-    segments/00000007.jsonl     the open segment: one line per append call
+    segments/00000007.jsonl     the open segment: a format header, then one record per append call
+    quarantine/          damaged records moved aside by ``verify --repair``
 
-A line of the open segment is ``CRC32 JSON-ARRAY\\n``: one append call is one
-line, so an append is atomic for readers too (a torn line is an append that was
-never acknowledged, and is dropped). Readers take no lock: they list the folder,
-read sealed segments and the complete lines of the open one, and retry if a
-segment is sealed under them.
+The open segment's format (v2: length + CRC per record; v1 still read) and the one scanner
+that tells a torn tail from damage live in :mod:`trex.events.records`; see docs/events.md.
+One append call is one record, so an append is atomic for readers too. Readers take no lock:
+they list the folder, read sealed segments and the good records of the open one, and retry if
+a segment is sealed under them. No write follows a link (:mod:`trex.events.fsio`).
 """
 from __future__ import annotations
 
