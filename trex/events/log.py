@@ -329,14 +329,16 @@ class EventLog:
             n = open_[0]
             path = self.seg_path(n, "jsonl")
             fd = open_nofollow(path, os.O_RDWR if repair else os.O_RDONLY)
+            st = os.fstat(fd)
+            if idx.open_seg == n and idx.open_ino is not None and (
+                    idx.open_ino != st.st_ino or st.st_size < idx.open_offset):
+                os.close(fd)  # replaced by a repair (or shrunk under us): start over from the folder
+                self._index = _Index()
+                return self._catch_up(repair)
             try:
-                st = os.fstat(fd)
-                if idx.open_seg != n or idx.open_ino != st.st_ino or st.st_size < idx.open_offset:
-                    if idx.open_seg == n and idx.open_ino is not None:  # replaced by a repair: start over
-                        self._index = idx = _Index()
-                        os.close(fd)
-                        return self._catch_up(repair)
-                    idx.reset_open(n)
+                if idx.open_seg != n or idx.open_ino is None:
+                    if idx.open_seg != n:
+                        idx.reset_open(n)
                     idx.open_ino = st.st_ino
                 os.lseek(fd, idx.open_offset, os.SEEK_SET)
                 data = _read_all(fd)
@@ -355,10 +357,7 @@ class EventLog:
                     if scan.end == 0:
                         idx.open_version = None
             finally:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+                os.close(fd)
         return dropped
 
     def _read_ids(self, search_id: str, ids: set[str]) -> list[Envelope]:
