@@ -426,3 +426,23 @@ def test_fuzz_random_damage_is_caught_or_harmless(fuzz_segment, data):
         assert salvaged.damage
         return
     assert sc.records == full and sc.torn == 0  # only bytes that changed nothing pass
+
+
+def test_a_v1_segment_written_by_the_previous_trex_reads_unchanged(tmp_path):
+    """tests/fixtures/log_v1/00000001.jsonl was written by trex before the format version (recorded once)."""
+    import shutil
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "log_v1" / "00000001.jsonl"
+    seg = tmp_path / "home" / "log" / "segments"
+    seg.mkdir(parents=True)
+    shutil.copy(fixture, seg / fixture.name)
+    log = EventLog(tmp_path / "home")
+    envs = log.read()
+    assert [(e.search_id, e.seq, e.type) for e in envs] == [
+        ("s", 1, "SearchStarted"), ("s", 2, "NoteAdded"), ("s", 3, "NoteAdded"), ("t", 1, "NoteAdded")]
+    assert [e.event.text for e in envs[1:]] == ["one", "two", "other stream"]
+    assert all(e.hash == e.expected_hash() for e in envs) and verify(log).ok
+    assert (seg / fixture.name).read_bytes() == fixture.read_bytes()
+    log.append("s", _notes(1, "v2-"), expected_version=3)
+    assert [e.seq for e in EventLog(log.home).read("s")] == [1, 2, 3, 4] and verify(EventLog(log.home)).ok
