@@ -50,7 +50,7 @@ def test_verify_export_import(log, tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["ok"] is True
     seg = next(log.segdir.glob("*.jsonl"))
     with open(seg, "ab") as f:
-        f.write(b"0000 [torn")
+        f.write(b"~00000400 1234abcd [torn")  # a record header whose length runs past the end
     r = run("verify", home=log.home)
     assert r.exit_code == 1 and "torn_tail" in r.stdout
     r = run("verify", "--repair", home=log.home)

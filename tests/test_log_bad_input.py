@@ -10,6 +10,7 @@ from trex.events.base import SchemaTooNew, UnknownEventType
 from trex.events.envelope import chain_hash
 from trex.events.log import CorruptLog, EventLog, encode_line
 from trex.events.notes import NoteAdded
+from trex.events.records import HEADER_V2
 from trex.events.segments import CorruptSegment
 from trex.events.transfer import BadImportFile, export_search, import_file
 from trex.events.verify import verify
@@ -27,8 +28,9 @@ def _open_segment(log):
 def test_torn_tail_is_reported_then_dropped_and_acknowledged_events_survive(log):
     log.append("s", _notes(3))
     path = _open_segment(log)
+    whole = encode_line([{"position": 4, "search_id": "s"}])
     with open(path, "ab") as f:  # a crash in the middle of an append's write
-        f.write(b'1234abcd [{"position":4,"search_id":"s"')
+        f.write(whole[: len(whole) // 2])
     rep = verify(EventLog(log.home))
     assert [p.kind for p in rep.problems] == ["torn_tail"]
     assert "never acknowledged" in rep.problems[0].detail and path.name in rep.problems[0].where
@@ -48,8 +50,8 @@ def test_flipped_byte_in_open_segment_is_reported_precisely(log):
     data[i + 1] ^= 0x01
     path.write_bytes(bytes(data))
     rep = verify(EventLog(log.home))
-    assert rep.problems and rep.problems[0].kind == "corrupt_line"
-    with pytest.raises(CorruptLog, match="invalid line at byte 0"):
+    assert rep.problems and rep.problems[0].kind == "corrupt_record"
+    with pytest.raises(CorruptLog, match=rf"segment {path.name}: damaged record at byte {len(HEADER_V2)}: checksum"):
         EventLog(log.home).append("s", _notes(1))
 
 
@@ -85,9 +87,9 @@ def test_truncated_parquet_footer_is_reported(log):
 def test_modified_payload_breaks_the_hash_chain(log):
     log.append("s", _notes(3))
     path = _open_segment(log)
-    recs = json.loads(path.read_bytes().split(b" ", 1)[1])
+    recs = json.loads(path.read_bytes()[len(HEADER_V2):].split(b" ", 2)[2])
     recs[1]["payload"] = json.dumps({"author": "", "text": "forged"}, separators=(",", ":"))
-    path.write_bytes(encode_line(recs))  # a valid CRC: only the hash chain can tell
+    path.write_bytes(HEADER_V2 + encode_line(recs))  # a valid CRC: only the hash chain can tell
     rep = verify(EventLog(log.home))
     assert [p.kind for p in rep.problems] == ["hash_mismatch"]
     assert "seq 2" in rep.problems[0].where

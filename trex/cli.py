@@ -41,6 +41,15 @@ class LazyGroup(click.Group):
                 return None  # that command's module is not part of this build
             raise
 
+    def invoke(self, ctx):
+        from trex.events.errors import EventError
+
+        try:
+            return super().invoke(ctx)
+        except EventError as e:  # a damaged log, a link under the home, a held lock: one line, no traceback
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):

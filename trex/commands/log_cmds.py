@@ -88,19 +88,25 @@ def note(search, text, author, home, fmt):
 
 @click.command()
 @click.argument("search", required=False)
-@click.option("--repair", is_flag=True, help="Truncate a torn tail (an append that was never acknowledged) first.")
+@click.option("--repair", is_flag=True,
+              help="First move damaged records to HOME/log/quarantine/ (never deleting them) and truncate a "
+                   "torn tail (an append that was never acknowledged).")
 @home_option
 @format_option
 def verify(search, repair, home, fmt):
     """Check the log (or one SEARCH): hash chains, gapless sequences, unique ids, segment footers."""
-    from trex.events.log import CorruptLog, EventLog
+    from trex.events.base import EventError
+    from trex.events.log import EventLog
+    from trex.events.quarantine import quarantine_damage
     from trex.events.verify import verify as run_verify
 
     log = EventLog(home)
     if repair:
         try:
+            for q in quarantine_damage(log):
+                info(str(q))
             dropped = log.repair()
-        except CorruptLog as e:
+        except EventError as e:
             fail(f"cannot repair: {e}")
         if dropped:
             info(f"repaired: dropped a torn tail of {dropped} bytes")
@@ -109,10 +115,13 @@ def verify(search, repair, home, fmt):
         fail(f"no search {search!r} in {home}")
     if fmt == "json":
         emit_json({"ok": rep.ok, "events": rep.events, "searches": rep.searches, "segments": rep.segments,
-                   "problems": [p.__dict__ for p in rep.problems]})
+                   "problems": [p.__dict__ for p in rep.problems], "quarantined": rep.quarantined})
     else:
         for p in rep.problems:
             click.echo(str(p))
+        if rep.quarantined:
+            info(f"{len(rep.quarantined)} file(s) in {log.dir / 'quarantine'} hold damaged records moved "
+                 "out of the log; inspect them")
         status = "OK" if rep.ok else f"{len(rep.problems)} problem(s)"
         info(f"{status}: {rep.events} events, {rep.searches} searches, {rep.segments} segments")
     sys.exit(0 if rep.ok else 1)

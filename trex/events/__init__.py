@@ -19,6 +19,7 @@ _EXPORTS = {
     "UnknownEventType": "base", "decode": "base", "encode": "base", "event": "base",
     "registered_types": "base", "upcaster": "base",
     "Envelope": "envelope", "NewEvent": "envelope", "RawEvent": "envelope", "new_id": "envelope",
+    "LinkRefused": "errors", "LockTimeout": "errors",
     "ConcurrencyConflict": "log", "CorruptLog": "log", "EventLog": "log", "UnknownSearch": "log",
     "default_home": "log",
 }

@@ -14,9 +14,7 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-
-class EventError(Exception):
-    """Base of every error the event layer raises."""
+from trex.events.errors import EventError  # defined without dependencies; re-exported here
 
 
 class UnknownEventType(EventError):

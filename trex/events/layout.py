@@ -4,26 +4,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from trex.events import records
+from trex.events.errors import LinkRefused
+
 
 def segments_dir(home: str | os.PathLike) -> Path:
     return Path(home) / "log" / "segments"
 
 
 def listing(segdir: Path) -> tuple[list[int], list[int]]:
-    """(sealed segment numbers, open segment numbers); a jsonl beside its parquet counts as sealed."""
+    """(sealed segment numbers, open segment numbers); a jsonl beside its parquet counts as sealed.
+
+    A segment that is a symbolic link raises :class:`LinkRefused`: it is never read or written."""
     sealed, open_ = [], []
     try:
-        names = os.listdir(segdir)
+        entries = list(os.scandir(segdir))
     except FileNotFoundError:
         return [], []
-    for name in names:
-        stem, _, ext = name.partition(".")
-        if not stem.isdigit():
+    for e in entries:
+        stem, _, ext = e.name.partition(".")
+        if not stem.isdigit() or ext not in ("parquet", "jsonl"):
             continue
-        if ext == "parquet":
-            sealed.append(int(stem))
-        elif ext == "jsonl":
-            open_.append(int(stem))
+        if e.is_symlink():
+            raise LinkRefused(f"segment {e.path} is a symbolic link: refused (trex never reads or writes "
+                              "segments through links; replace it with the file itself)")
+        (sealed if ext == "parquet" else open_).append(int(stem))
     sealed.sort()
     done = set(sealed)
     return sealed, sorted(n for n in open_ if n not in done)
@@ -33,25 +38,8 @@ def seg_path(segdir: Path, n: int, ext: str) -> Path:
     return segdir / f"{n:08d}.{ext}"
 
 
-def valid_prefix(data: bytes) -> str:
-    """The complete, CRC-valid lines at the start of an open segment, as text.
-
-    Each line is ``CRC32 JSON-ARRAY\\n``; reading stops at the first line that is
-    incomplete (a torn tail) or fails its CRC. JSON is not parsed here: DuckDB does that.
-    """
-    import zlib
-
-    pos, n = 0, len(data)
-    while pos < n:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break
-        line = data[pos:nl]
-        try:
-            ok = len(line) > 9 and line[8:9] == b" " and int(line[:8], 16) == zlib.crc32(line[9:])
-        except ValueError:
-            ok = False
-        if not ok:
-            break
-        pos = nl + 1
-    return data[:pos].decode()
+def open_segment_bodies(segdir: Path, n: int) -> list[bytes]:
+    """The JSON bodies (arrays of event records) of open segment ``n``'s good records, decoded by
+    the one scanner (:mod:`trex.events.records`). Damage raises :class:`CorruptLog`; a torn tail is left out."""
+    path = seg_path(segdir, n, "jsonl")
+    return records.scan(records.read_segment(path), path.name).bodies

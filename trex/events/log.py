@@ -4,28 +4,28 @@ Layout under ``HOME/log/``::
 
     append.lock          held only while appending (any number of processes may append)
     segments/00000001.parquet   sealed segments (written to a temp name, fsynced, renamed)
-    segments/00000007.jsonl     the open segment: one line per append call
+    segments/00000007.jsonl     the open segment: a format header, then one record per append call
+    quarantine/          damaged records moved aside by ``verify --repair``
 
-A line of the open segment is ``CRC32 JSON-ARRAY\\n``: one append call is one
-line, so an append is atomic for readers too (a torn line is an append that was
-never acknowledged, and is dropped). Readers take no lock: they list the folder,
-read sealed segments and the complete lines of the open one, and retry if a
-segment is sealed under them.
+The open segment's format (v2: length + CRC per record; v1 still read) and the one scanner
+that tells a torn tail from damage live in :mod:`trex.events.records`; see docs/events.md.
+One append call is one record, so an append is atomic for readers too. Readers take no lock:
+they list the folder, read sealed segments and the good records of the open one, and retry if
+a segment is sealed under them. No write follows a link (:mod:`trex.events.fsio`).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from filelock import FileLock
-
-from trex.events import layout
+from trex.events import layout, reader, records
 from trex.events.base import Event, EventError, decode, encode_json
+from trex.events.errors import CorruptLog, LinkRefused  # noqa: F401  (re-exported)
+from trex.events.fsio import AppendLock, check_dir, fsync_dir, open_nofollow
 from trex.events.envelope import (
     COLUMNS,
     GENESIS,
@@ -45,10 +45,6 @@ class ConcurrencyConflict(EventError):
     """An append's expected stream version did not match: nothing was written."""
 
 
-class CorruptLog(EventError):
-    """The log holds bytes that are neither valid events nor a torn tail."""
-
-
 class UnknownSearch(EventError):
     pass
 
@@ -57,17 +53,7 @@ def default_home() -> Path:
     return Path(os.environ.get("TREX_HOME", ".trex"))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def encode_line(records: Sequence[dict]) -> bytes:
-    body = json.dumps(list(records), separators=(",", ":"), ensure_ascii=False).encode()
-    return b"%08x " % zlib.crc32(body) + body + b"\n"
+encode_line = records.encode_record  # one append call = one record of the current format
 
 
 _ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
@@ -90,45 +76,6 @@ def check_raw(r: RawEvent) -> None:
 
 
 @dataclass
-class OpenSegmentScan:
-    records: list[dict]
-    good_bytes: int  # offset just past the last valid line
-    torn_bytes: int  # bytes after it that are an incomplete / invalid final line
-    corrupt: str | None = None  # an invalid line followed by valid ones
-
-
-def scan_open_segment(data: bytes, start: int = 0) -> OpenSegmentScan:
-    records: list[dict] = []
-    pos = start
-    n = len(data)
-    bad_at: int | None = None
-    while pos < n:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            bad_at = pos if bad_at is None else bad_at
-            break
-        line = data[pos:nl]
-        ok = False
-        if len(line) > 9 and line[8:9] == b" ":
-            body = line[9:]
-            try:
-                ok = int(line[:8], 16) == zlib.crc32(body)
-            except ValueError:
-                ok = False
-        if not ok:
-            if bad_at is None:
-                bad_at = pos
-            pos = nl + 1
-            continue
-        if bad_at is not None:
-            return OpenSegmentScan(records, bad_at, 0, corrupt=f"invalid line at byte {bad_at} followed by valid lines")
-        records.extend(json.loads(body))
-        pos = nl + 1
-    good = bad_at if bad_at is not None else pos
-    return OpenSegmentScan(records, good, n - good)
-
-
-@dataclass
 class _Index:
     """What an appending process knows of the log; caught up under the lock before each append."""
 
@@ -137,6 +84,8 @@ class _Index:
     ids: dict[str, tuple[str, int]] = field(default_factory=dict)  # event_id -> (search_id, position)
     sealed_upto: int = 0
     open_seg: int | None = None
+    open_version: int | None = None  # format of the open segment (None: empty, no header yet)
+    open_ino: int | None = None
     open_offset: int = 0
     open_count: int = 0
     open_bytes: int = 0
@@ -148,6 +97,10 @@ class _Index:
         self.streams[r["search_id"]] = (r["seq"], r["hash"])
         self.ids[r["event_id"]] = (r["search_id"], r["position"])
 
+    def reset_open(self, n: int | None = None) -> None:
+        self.open_seg, self.open_version, self.open_ino = n, None, None
+        self.open_offset = self.open_count = self.open_bytes = 0
+
 
 class EventLog:
     """The log of one trex home. Cheap to construct; safe to use from many processes at once."""
@@ -156,14 +109,19 @@ class EventLog:
         self.home = Path(home) if home is not None else default_home()
         self.dir = self.home / "log"
         self.segdir = self.dir / "segments"
-        self._lock = FileLock(str(self.dir / "append.lock"))
+        self._lock = AppendLock(self.dir / "append.lock")
         self._index = _Index()
+        self._tail = reader.OpenTail()
+        self._ranges = reader.SealedRanges()
 
     # ------------------------------------------------------------------ paths
     def _ensure(self) -> None:
+        check_dir(self.home)
+        check_dir(self.dir)
+        check_dir(self.segdir)
         if not self.segdir.is_dir():
             self.segdir.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
 
     def _listing(self) -> tuple[list[int], list[int]]:
         return layout.listing(self.segdir)
@@ -278,32 +236,36 @@ class EventLog:
                     warnings.warn(f"sealing segment {idx.open_seg} failed ({e}); it stays open", stacklevel=2)
             return envs
 
-    def _write_line(self, records: list[dict]) -> None:
+    def _write_line(self, recs: list[dict]) -> None:
         idx = self._index
+        if idx.open_seg is not None and idx.open_version == 1:
+            self._seal(idx.open_seg)  # a segment written before the format version is sealed as it is
         if idx.open_seg is None:
             sealed, open_ = self._listing()
             n = max(sealed + open_ + [0]) + 1
-            path = self.seg_path(n, "jsonl")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = open_nofollow(self.seg_path(n, "jsonl"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             os.close(fd)
-            _fsync_dir(self.segdir)
-            idx.open_seg, idx.open_offset, idx.open_count, idx.open_bytes = n, 0, 0, 0
-        line = encode_line(records)
-        fd = os.open(self.seg_path(idx.open_seg, "jsonl"), os.O_WRONLY | os.O_APPEND)
+            fsync_dir(self.segdir)
+            idx.reset_open(n)
+        # an empty segment gets its format header in the same write as its first record
+        line = (records.HEADER_V2 if idx.open_version is None else b"") + records.encode_record(recs)
+        fd = open_nofollow(self.seg_path(idx.open_seg, "jsonl"), os.O_WRONLY | os.O_APPEND)
         try:
             view = memoryview(line)
             while view:
                 n = os.write(fd, view)  # a short write (e.g. disk full) must not be acknowledged as whole
                 view = view[n:]
-            os.fdatasync(fd)
+            os.fdatasync(fd)  # data and the size needed to read it back: durable before we acknowledge
+            idx.open_ino = os.fstat(fd).st_ino
         except OSError:
-            os.ftruncate(fd, idx.open_offset)  # drop the partial line: nothing of this append is stored
-            raise  # data and the size needed to read it back: durable before we acknowledge
+            os.ftruncate(fd, idx.open_offset)  # drop the partial record: nothing of this append is stored
+            raise
         finally:
             os.close(fd)
+        idx.open_version = records.CURRENT
         idx.open_offset += len(line)
         idx.open_bytes += len(line)
-        idx.open_count += len(records)
+        idx.open_count += len(recs)
 
     def _seal(self, n: int | None) -> None:
         """Turn the open segment into Parquet: temp name, fsync, rename, fsync dir, drop the jsonl."""
@@ -312,16 +274,14 @@ class EventLog:
         from trex.events import segments
 
         src = self.seg_path(n, "jsonl")
-        scan = scan_open_segment(src.read_bytes())
-        if scan.corrupt:
-            raise CorruptLog(f"segment {src.name}: {scan.corrupt}")
-        segments.write_parquet(self.seg_path(n, "parquet"), scan.records)
-        _fsync_dir(self.segdir)
+        scan = records.scan(records.read_segment(src), src.name)  # damage raises: nothing is sealed
+        segments.write_sealed(self.seg_path(n, "parquet"), scan.records)
+        fsync_dir(self.segdir)
         src.unlink()
-        _fsync_dir(self.segdir)
+        fsync_dir(self.segdir)
         idx = self._index
         idx.sealed_upto = n
-        idx.open_seg, idx.open_offset, idx.open_count, idx.open_bytes = None, 0, 0, 0
+        idx.reset_open()
 
     def seal(self) -> None:
         """Seal the open segment now (export, benchmarks, tests)."""
@@ -332,7 +292,10 @@ class EventLog:
                 self._seal(self._index.open_seg)
 
     def repair(self) -> int:
-        """Truncate a torn tail (an append that crashed before it was acknowledged). Returns bytes dropped."""
+        """Truncate a torn tail (an append that crashed before it was acknowledged). Returns bytes dropped.
+
+        Damage (anything but an incomplete final record) raises :class:`CorruptLog`; see
+        :func:`trex.events.quarantine.quarantine_damage` to move it aside."""
         self._ensure()
         with self._lock:
             return self._catch_up(repair=True)
@@ -344,12 +307,12 @@ class EventLog:
 
         idx = self._index
         sealed, open_ = self._listing()
-        # a jsonl left beside its parquet by a crash in the middle of sealing
+        # a jsonl left beside its parquet by a crash in the middle of sealing; temp files of a crash
         for name in os.listdir(self.segdir):
             stem, _, ext = name.partition(".")
             if stem.isdigit() and ext == "jsonl" and int(stem) in sealed:
-                os.unlink(self.segdir / name)
-            elif ".parquet.tmp" in name:
+                os.unlink(self.segdir / name)  # unlinking a link removes the link, never its target
+            elif ".parquet.tmp" in name or name.endswith(".repair.tmp"):
                 os.unlink(self.segdir / name)
         for n in sealed:
             if n <= idx.sealed_upto:
@@ -358,39 +321,65 @@ class EventLog:
                 idx.add(rec)
             idx.sealed_upto = n
             if idx.open_seg == n:
-                idx.open_seg, idx.open_offset, idx.open_count, idx.open_bytes = None, 0, 0, 0
+                idx.reset_open()
         if len(open_) > 1:
             raise CorruptLog(f"more than one open segment: {open_}")
         dropped = 0
         if open_:
             n = open_[0]
-            if idx.open_seg != n:
-                idx.open_seg, idx.open_offset, idx.open_count, idx.open_bytes = n, 0, 0, 0
             path = self.seg_path(n, "jsonl")
-            with open(path, "rb") as f:
-                f.seek(idx.open_offset)
-                data = f.read()
-            scan = scan_open_segment(data)
-            if scan.corrupt:
-                raise CorruptLog(f"segment {path.name}: {scan.corrupt} (offset {idx.open_offset})")
-            for rec in scan.records:
-                idx.add(rec)
-            idx.open_count += len(scan.records)
-            idx.open_offset += scan.good_bytes
-            idx.open_bytes = idx.open_offset
-            if scan.torn_bytes and repair:
-                with open(path, "r+b") as f:
-                    f.truncate(idx.open_offset)
-                    os.fsync(f.fileno())
-                dropped = scan.torn_bytes
+            fd = open_nofollow(path, os.O_RDWR if repair else os.O_RDONLY)
+            st = os.fstat(fd)
+            if idx.open_seg == n and idx.open_ino is not None and (
+                    idx.open_ino != st.st_ino or st.st_size < idx.open_offset):
+                os.close(fd)  # replaced by a repair (or shrunk under us): start over from the folder
+                self._index = _Index()
+                return self._catch_up(repair)
+            try:
+                if idx.open_seg != n or idx.open_ino is None:
+                    if idx.open_seg != n:
+                        idx.reset_open(n)
+                    idx.open_ino = st.st_ino
+                os.lseek(fd, idx.open_offset, os.SEEK_SET)
+                data = _read_all(fd)
+                scan = records.scan(data, path.name, base=idx.open_offset,
+                                    version=idx.open_version if idx.open_offset else None)
+                if not idx.open_offset:
+                    idx.open_version = scan.version
+                for rec in scan.records:
+                    idx.add(rec)
+                idx.open_count += len(scan.records)
+                idx.open_offset = idx.open_bytes = scan.end
+                if scan.torn and repair:
+                    os.ftruncate(fd, scan.end)
+                    os.fsync(fd)
+                    dropped = scan.torn
+                    if scan.end == 0:
+                        idx.open_version = None
+            finally:
+                os.close(fd)
         return dropped
 
     def _read_ids(self, search_id: str, ids: set[str]) -> list[Envelope]:
         return [e for e in self.read(search_id) if e.event_id in ids]
 
     # ------------------------------------------------------------------- read
+    def _open_records(self, n: int, search_id: str | None, after_seq: int, until_seq: int | None) -> list[dict]:
+        with self._tail.lock:
+            self._tail.update(self.seg_path(n, "jsonl"), n)
+            return self._tail.select(search_id, after_seq, until_seq)
+
+    def _sealed_wanted(self, n: int, search_id: str | None, after_seq: int, until_seq: int | None) -> bool:
+        if search_id is None and not after_seq and until_seq is None:
+            return True
+        ranges = self._ranges.get(self.seg_path(n, "parquet"), n)
+        return reader.SealedRanges.may_hold(ranges, search_id, after_seq, until_seq)
+
     def read(self, search_id: str | None = None, after_seq: int = 0, until_seq: int | None = None) -> list[Envelope]:
-        """A consistent snapshot of events (one stream, or all), in log order. Never blocks."""
+        """A consistent snapshot of events (one stream, or all), in log order. Never blocks.
+
+        Sealed segments that cannot hold a seq after ``after_seq`` are skipped, and the open
+        segment is decoded incrementally, so a read after the last seen seq stays cheap."""
         from trex.events import segments
 
         for _attempt in range(50):
@@ -398,16 +387,13 @@ class EventLog:
             try:
                 out: list[Envelope] = []
                 for n in sealed:
-                    out.extend(map(Envelope._make, segments.read_rows(self.seg_path(n, "parquet"), search_id)))
+                    if self._sealed_wanted(n, search_id, after_seq, until_seq):
+                        rows = segments.read_rows(self.seg_path(n, "parquet"), search_id, after_seq, until_seq)
+                        out.extend(map(Envelope._make, rows))
                 for n in open_:
-                    scan = scan_open_segment(self.seg_path(n, "jsonl").read_bytes())
-                    if scan.corrupt:
-                        raise CorruptLog(f"segment {n:08d}.jsonl: {scan.corrupt}")
-                    out.extend(Envelope(**r) for r in scan.records if search_id is None or r["search_id"] == search_id)
+                    out.extend(Envelope(**r) for r in self._open_records(n, search_id, after_seq, until_seq))
             except FileNotFoundError:
                 continue  # sealed under us: list again
-            if after_seq or until_seq is not None:
-                out = [e for e in out if e.seq > after_seq and (until_seq is None or e.seq <= until_seq)]
             return out
         raise EventError("log kept changing under the reader")
 
@@ -419,20 +405,12 @@ class EventLog:
             try:
                 out: list[dict] = []
                 for n in sealed:
-                    out.extend(segments.read_records(self.seg_path(n, "parquet"), search_id))
+                    if self._sealed_wanted(n, search_id, after_seq, until_seq):
+                        out.extend(segments.read_records(self.seg_path(n, "parquet"), search_id, after_seq, until_seq))
                 for n in open_:
-                    data = self.seg_path(n, "jsonl").read_bytes()
-                    scan = scan_open_segment(data)
-                    if scan.corrupt:
-                        raise CorruptLog(f"segment {n:08d}.jsonl: {scan.corrupt}")
-                    recs = scan.records
-                    if search_id is not None:
-                        recs = [r for r in recs if r["search_id"] == search_id]
-                    out.extend(recs)
+                    out.extend(dict(r) for r in self._open_records(n, search_id, after_seq, until_seq))
             except FileNotFoundError:
                 continue  # sealed under us: list again
-            if after_seq or until_seq is not None:
-                out = [r for r in out if r["seq"] > after_seq and (until_seq is None or r["seq"] <= until_seq)]
             return out
         raise EventError("log kept changing under the reader")
 
@@ -443,10 +421,7 @@ class EventLog:
             try:
                 recs: list[dict] = []
                 for n in open_:
-                    scan = scan_open_segment(self.seg_path(n, "jsonl").read_bytes())
-                    if scan.corrupt:
-                        raise CorruptLog(f"segment {n:08d}.jsonl: {scan.corrupt}")
-                    recs.extend(scan.records)
+                    recs.extend(dict(r) for r in self._open_records(n, None, 0, None))
             except FileNotFoundError:
                 continue
             paths = [self.seg_path(n, "parquet") for n in sealed]
@@ -463,10 +438,7 @@ class EventLog:
             try:
                 tables = [segments.read_table(self.seg_path(n, "parquet")) for n in sealed]
                 for n in open_:
-                    scan = scan_open_segment(self.seg_path(n, "jsonl").read_bytes())
-                    if scan.corrupt:
-                        raise CorruptLog(f"segment {n:08d}.jsonl: {scan.corrupt}")
-                    tables.append(segments.records_to_table(scan.records))
+                    tables.append(segments.records_to_table(self._open_records(n, None, 0, None)))
             except FileNotFoundError:
                 continue
             return segments.concat(tables)
@@ -488,3 +460,12 @@ class EventLog:
     def iter_events(self, search_id: str, until_seq: int | None = None) -> Iterator[tuple[Envelope, Event]]:
         for env in self.read(search_id, until_seq=until_seq):
             yield env, env.event
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        b = os.read(fd, 1 << 20)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from trex.events import layout
+from trex.events.errors import EventError
 from trex.events.views import VIEWS as LOG_VIEWS
 
 ALLOWED = {"SELECT", "EXPLAIN"}
@@ -87,17 +88,14 @@ _OPEN_STRUCT = (
 )
 _COLS = "position, search_id, seq, event_id, type, schema_version, recorded_at, causation_id, correlation_id, payload, prev_hash, hash"
 
-# The open segment's valid lines (CRC-checked in Python, see layout.valid_prefix) are handed to
-# DuckDB as one string and parsed there into a temporary table, before the sandbox closes. Sealed
-# segments are immutable and never deleted, so once the open segment's bytes are read the
-# snapshot is consistent whatever a writer seals meanwhile.
+# The open segment is decoded by the log's one scanner (trex.events.records: checksums, torn tail
+# vs damage); what reaches DuckDB is only the JSON of its good records, as one array, parsed here
+# into a temporary table before the sandbox closes. Sealed segments are immutable and never
+# deleted, so once the open segment's bytes are read the snapshot is consistent whatever a writer
+# seals meanwhile.
 _OPEN_TABLE = """
 CREATE TEMP TABLE {name} AS
-SELECT r.* FROM (
-  SELECT unnest(from_json(substr(line, 10), '{struct}')) AS r
-  FROM (SELECT unnest(string_split($1, chr(10))) AS line)
-  WHERE line <> ''
-)"""
+SELECT r.* FROM (SELECT unnest(from_json($1, '{struct}')) AS r)"""
 
 _EMPTY = (
     "SELECT NULL::BIGINT AS position, NULL::VARCHAR AS search_id, NULL::BIGINT AS seq, NULL::VARCHAR AS event_id, "
@@ -108,14 +106,21 @@ _EMPTY = (
 
 
 def _snapshot(home: Path) -> tuple[list[Path], list[str]]:
-    """(sealed segment paths, texts of the open segments' valid lines), consistent with each other."""
+    """(sealed segment paths, JSON arrays of the open segments' records), consistent with each other.
+
+    A damaged open segment, or a segment that is a link, fails the query with one line naming it."""
     segdir = layout.segments_dir(home)
     for _attempt in range(100):
-        sealed, open_ = layout.listing(segdir)
         try:
-            texts = [layout.valid_prefix(layout.seg_path(segdir, n, "jsonl").read_bytes()) for n in open_]
+            sealed, open_ = layout.listing(segdir)
+            texts = []
+            for n in open_:
+                bodies = layout.open_segment_bodies(segdir, n)
+                texts.append("[" + b",".join(b[1:-1] for b in bodies).decode() + "]")
         except FileNotFoundError:
             continue  # sealed between listing and reading: list again
+        except EventError as e:
+            raise SqlFailed(str(e)) from None
         return [layout.seg_path(segdir, n, "parquet") for n in sealed], texts
     raise SqlFailed("the log kept being sealed under the query; try again")
 

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 from trex.events.base import EventError, decode
 from trex.events.envelope import GENESIS, Envelope
-from trex.events.log import EventLog, scan_open_segment
+from trex.events import records
+from trex.events.log import EventLog
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # torn_tail | corrupt_segment | corrupt_line | hash_mismatch | broken_chain | gap | duplicate_id | bad_payload
+    kind: str  # torn_tail | corrupt_segment | corrupt_record | hash_mismatch | broken_chain | gap | duplicate_id | bad_payload
     where: str
     detail: str
 
@@ -25,6 +26,7 @@ class Report:
     searches: int = 0
     segments: int = 0
     problems: list[Problem] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)  # files under HOME/log/quarantine (kept for forensics)
 
     @property
     def ok(self) -> bool:
@@ -60,19 +62,24 @@ def _verify(log: EventLog, search_id: str | None, check_payloads: bool) -> Repor
     for n in open_:
         path = log.seg_path(n, "jsonl")
         rep.segments += 1
-        data = path.read_bytes()
-        scan = scan_open_segment(data)
-        if scan.corrupt:
-            rep.problems.append(Problem("corrupt_line", path.name, scan.corrupt))
-        elif scan.torn_bytes:
+        scan = records.scan(records.read_segment(path), path.name, salvage=True)
+        for d in scan.damage:
+            rep.problems.append(
+                Problem("corrupt_record", f"{path.name} byte {d.offset}",
+                        f"{d.reason} ({d.end - d.offset} bytes); `trex verify --repair` moves them to the quarantine")
+            )
+        if scan.torn:
             rep.problems.append(
                 Problem(
                     "torn_tail", path.name,
-                    f"{scan.torn_bytes} bytes after byte {scan.good_bytes} are an incomplete append that was never "
+                    f"{scan.torn} bytes after byte {scan.end} are an incomplete append that was never "
                     "acknowledged (a crash mid-write); `trex verify --repair` truncates them",
                 )
             )
         tagged.extend((path.name, r) for r in scan.records)
+    qdir = log.dir / "quarantine"
+    if qdir.is_dir() and not qdir.is_symlink():
+        rep.quarantined = sorted(p.name for p in qdir.iterdir())
 
     seen_ids: dict[str, str] = {}
     expected_pos = 1
