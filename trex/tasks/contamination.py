@@ -314,7 +314,7 @@ def _reason(r: dict, over_train: bool, over_held: list[SplitOverlap]) -> str:
     parts = []
     for x in r["splits"]:
         if x.exact_prompts:
-            both = f" ({x.exact_pairs} with its completion too)" if x.exact_pairs else ""
+            both = f" ({x.exact_pairs} their completion too)" if x.exact_pairs else ""
             parts.append(f"{x.exact_prompts} share their prompt with {x.split}{both}")
         if x.ngram_rows:
             parts.append(f"{x.ngram_rows} share at least {r['threshold_used']:.0%} of their {s.n}-grams with {x.split}")
