@@ -48,12 +48,15 @@ def _ray_options(f):
               help="A local transformers model folder for the llm proposer (default: embedded SmolLM2).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--search-id", default=None, help="Name the search (default: TASK-<random>).")
+@click.option("--allow-overlap", is_flag=True, default=False,
+              help="Run a task file whose train split overlaps its held-out splits above the threshold "
+                   "(the override is recorded in the search's labels).")
 @_ray_options
 @home_option
 @format_option
 def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budget_tokens, parallel, threads,
         trial_steps, batch_size, eval_limit, trial_time_limit, llm_url, llm_model, llm_model_dir, seed, search_id,
-        address, num_cpus, gpus_per_executor, home, fmt):
+        allow_overlap, address, num_cpus, gpus_per_executor, home, fmt):
     """Run a search on TASK with the actors: propose, train, evaluate, learn — until the budget is spent.
 
     TASK is a built-in task's name (from the installed task plugins) or a task file (`path/to/task.yaml`);
@@ -62,7 +65,7 @@ def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budg
     from trex.events.log import EventLog
     from trex.events.search import Budget
 
-    t, extra = resolve_task(task, home)
+    t, extra = resolve_task(task, home, allow_overlap=allow_overlap)
     task = t.name
     d = t.defaults
     budget_trials = budget_trials or d.get("trials") or 8
@@ -164,9 +167,11 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
-def resolve_task(arg: str, home: Path):
+def resolve_task(arg: str, home: Path, *, allow_overlap: bool = False):
     """TASK as given → (the Task, more SearchStarted fields). A task file is validated, checked
-    for what it needs here, and installed in the home; its definition goes into the log too."""
+    for what it needs here, and installed in the home; its definition goes into the log too.
+    A user's task (a file, or one installed from a file) is checked for train vs held-out overlap
+    first: refused above the threshold unless ``allow_overlap``, which the labels record."""
     from trex.tasks import SpecError, get_task, install_task, is_builtin, load_task_file
 
     if arg.endswith((".yaml", ".yml")) or Path(arg).is_file():
@@ -175,8 +180,9 @@ def resolve_task(arg: str, home: Path):
             install_task(t, home)
         except (SpecError, ValueError) as e:
             fail(str(e))
-        return t, {"task_def": t.model_dump(mode="json"), "task_file": str(Path(arg).resolve()),
-                   "metric_direction": t.primary_metric.direction}
+        extra = {"task_def": t.model_dump(mode="json"), "task_file": str(Path(arg).resolve()),
+                 "metric_direction": t.primary_metric.direction}
+        return t, _check_overlap(t, home, extra, allow_overlap)
     try:
         t = get_task(arg, home)
     except KeyError as e:
@@ -184,7 +190,26 @@ def resolve_task(arg: str, home: Path):
     extra = {"metric_direction": t.primary_metric.direction}
     if not is_builtin(t.name):  # a task installed from a file earlier: the log carries its definition too
         extra["task_def"] = t.model_dump(mode="json")
+        extra = _check_overlap(t, home, extra, allow_overlap)
     return t, extra
+
+
+def _check_overlap(t, home: Path, extra: dict, allow: bool) -> dict:
+    """The contamination guard on a user's task: its train split vs every other split, printed;
+    above the threshold one line and exit 1, unless ``allow`` (then recorded in the labels)."""
+    from trex.tasks.contamination import check_task_data
+
+    try:
+        r = check_task_data(t, home)
+    except (KeyError, ValueError, OSError) as e:
+        fail(f"task {t.name!r}: cannot read its splits for the overlap check: {e.args[0] if e.args else e}")
+    labels = {**extra.get("labels", {}), "data_overlap": r.reason}
+    if r.refused and not allow:
+        fail(f"task {t.name!r}: {r.reason}; pass --allow-overlap to run it anyway")
+    info(f"overlap check: {r.reason}" + (" — running anyway (--allow-overlap, recorded)" if r.refused else ""))
+    if r.refused:
+        labels["overlap_override"] = r.reason
+    return {**extra, "labels": labels}
 
 
 def _check_task(task: str, home: Path, task_def: dict | None = None) -> None:
