@@ -34,6 +34,7 @@ from typing import Any, Callable, Literal, Sequence
 from trex.artifacts import ArtifactStore, content_hash
 from trex.events.base import Event
 from trex.events.envelope import new_id
+from trex.events.plans import PlanRejected
 from trex.events.trials import TrialFailed, TrialFinished, TrialProgressed, TrialReused, TrialStarted
 from trex.plan import Plan, parse_plan, plan_hash
 from trex.recipe import RecipeError, materialize
@@ -47,7 +48,7 @@ Emit = Callable[[Event], Any]
 
 @dataclass
 class TrialOutcome:
-    status: Literal["finished", "reused", "failed"]
+    status: Literal["finished", "reused", "failed", "refused"]  # refused: its data overlaps held-out rows
     node_id: str
     plan_hash: str
     work_key: str = ""
@@ -224,6 +225,10 @@ class Executor:
             data_hash, data_path = materialize(plan.data, self.home, [*self.allowed_roots, assets.data_dir])
         except (RecipeError, ValueError) as e:
             return bad(f"data recipe: {e}", phash)
+        refusal = self._guard(task, data_hash, data_path, node_id, emit)
+        if refusal is not None:  # training rows that overlap held-out data: the plan is refused, never trained
+            emit(PlanRejected(node_id=node_id, reason=refusal[:2000]))
+            return TrialOutcome("refused", node_id, phash, reason="data_overlap", message=refusal, events=events)
         key = work_key(plan, data_hash, base_model_hash(assets.base_model_dir), resume_from)
 
         hit = self.lookup(key)
@@ -240,6 +245,21 @@ class Executor:
                                 events=events)
         return self._train(plan, phash, key, node_id, trial_id, assets.base_model_dir, data_path, parent_dir,
                            resume_from, device, limit, cancel, on_worker_start, emit, events, command_id, attempt)
+
+    def _guard(self, task: str, data_hash: str, data_path: Path, node_id: str, emit) -> str | None:
+        """The contamination guard on a materialised training set (cached by its content hash):
+        records ``DataOverlapChecked``; returns the refusal line, or None when the rows are clean."""
+        from trex.tasks import get_task
+        from trex.tasks.contamination import check_overlap, heldout_splits
+        from trex.tasks.files import read_jsonl
+        from trex.tasks.prepare import load_split
+
+        t = get_task(task, self.home)
+        report = check_overlap(read_jsonl(data_path), heldout_splits(t, self.home),
+                               reference=load_split(t, "train", self.home), train_hash=data_hash,
+                               cache_dir=self.home / "cache" / "overlap")
+        emit(report.event(node_id=node_id))
+        return report.reason if report.refused else None
 
     def _train(self, plan, phash, key, node_id, trial_id, base_dir, data_path, parent_dir, resume_from, device,
                limit, cancel, on_worker_start, emit, events, command_id="", attempt=1) -> TrialOutcome:
