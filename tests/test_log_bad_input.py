@@ -227,3 +227,73 @@ def test_a_bad_stream_anywhere_in_an_import_writes_nothing(log, tmp_path):
     assert other.read() == []
     with pytest.raises(Exception, match="refusing to export into the log"):
         export_search(log, "a", log.segdir / "00000099.parquet")
+
+
+def _forged_export(log, tmp_path, name, change):
+    """An export of every stream in ``log`` with ``change(record)`` applied and the chains recomputed."""
+    from trex.events import segments
+    from trex.events.envelope import GENESIS
+
+    recs = [e._asdict() for e in log.read()]
+    prev: dict = {}
+    for r in recs:
+        change(r)
+        p = prev.get(r["search_id"], GENESIS)
+        r["prev_hash"] = p
+        r["hash"] = chain_hash(p, r["event_id"], r["search_id"], r["seq"], r["type"], r["schema_version"],
+                               r["recorded_at"], r["causation_id"], r["correlation_id"], r["payload"])
+        prev[r["search_id"]] = r["hash"]
+    out = tmp_path / f"{name}.parquet"
+    segments.write_parquet(out, recs, metadata={"trex.export.v1": "a"})
+    return out
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("time", lambda r: r.update(recorded_at="2026-13-45T25:61:00.000000Z") if r["seq"] == 2 and r["search_id"] == "b"
+     else None, "is not a real time"),
+    ("dupkeys", lambda r: r.update(payload='{"author":"","text":"one","text":"two"}')
+     if r["seq"] == 1 and r["search_id"] == "b" else None, "duplicate key 'text'"),
+])
+def test_an_import_is_parsed_strictly_and_written_whole_or_not_at_all(log, tmp_path, name, change, message):
+    log.append("a", _notes(2))
+    log.append("b", _notes(2))
+    forged = _forged_export(log, tmp_path, name, change)
+    other = EventLog(tmp_path / "other")
+    with pytest.raises(BadImportFile, match=message):
+        import_file(other, forged)
+    assert other.read() == []  # stream a, valid, was not imported either
+
+
+def test_a_conflict_in_one_stream_leaves_the_other_streams_of_the_import_unwritten(log, tmp_path):
+    log.append("a", _notes(2))
+    log.append("b", _notes(2))
+    both = _forged_export(log, tmp_path, "both", lambda r: None)
+    other = EventLog(tmp_path / "other")
+    other.append("b", _notes(1, "mine"))  # b here diverges from the file's b
+    with pytest.raises(BadImportFile):
+        import_file(other, both)
+    assert {e.search_id for e in other.read()} == {"b"} and len(other.read("b")) == 1
+    fresh = EventLog(tmp_path / "fresh")
+    assert import_file(fresh, both) == {"a": 2, "b": 2}
+    assert verify(fresh).ok
+
+
+def test_append_streams_writes_every_stream_or_none(log):
+    from trex.events.log import ConcurrencyConflict
+    from trex.events.base import encode_json
+    from trex.events.envelope import RawEvent
+
+    def raws(prefix, n):
+        out = []
+        for i, ev in enumerate(_notes(n, prefix)):
+            t, v, payload = encode_json(ev)
+            out.append(RawEvent(f"{prefix}-{i}", t, v, payload, "2026-12-02T00:00:00.000000Z"))
+        return out
+
+    log.append("b", _notes(1))
+    with pytest.raises(ConcurrencyConflict, match="'b' is at version 1"):
+        log.append_streams([("a", raws("a", 2), 0), ("b", raws("b", 2), 0)])
+    assert log.read("a") == [] and len(log.read("b")) == 1
+    got = log.append_streams([("a", raws("a", 2), 0), ("b", raws("b", 2), 1)])
+    assert [e.seq for e in got["a"]] == [1, 2] and [e.seq for e in got["b"]] == [2, 3]
+    assert verify(log).ok

@@ -19,6 +19,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -59,6 +60,19 @@ encode_line = records.encode_record  # one append call = one record of the curre
 _ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 
 
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"duplicate key {dup!r} (SQL and the fold would read different values)")
+    return dict(pairs)
+
+
+def strict_json(text: str):
+    """``json.loads`` that refuses duplicate object keys."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def check_raw(r: RawEvent) -> None:
     """Envelope fields of an already-serialised event (import): what the log and its SQL rely on."""
     if not isinstance(r.event_id, str) or not r.event_id or len(r.event_id) > 200:
@@ -69,6 +83,10 @@ def check_raw(r: RawEvent) -> None:
         raise EventError(f"event {r.event_id}: payload must be JSON text")
     if not isinstance(r.recorded_at, str) or not _ISO_UTC.match(r.recorded_at):
         raise EventError(f"event {r.event_id}: recorded_at {r.recorded_at!r} is not an ISO-8601 UTC time ending in Z")
+    try:  # the pattern is not enough: 2026-13-45T25:61:00Z matches it
+        datetime.fromisoformat(r.recorded_at[:-1] + "+00:00")
+    except ValueError:
+        raise EventError(f"event {r.event_id}: recorded_at {r.recorded_at!r} is not a real time") from None
     for name in ("causation_id", "correlation_id"):
         v = getattr(r, name)
         if v is not None and not isinstance(v, str):
@@ -170,61 +188,85 @@ class EventLog:
         expected_version: int | None = None,
         _validated: bool = False,
     ) -> list[Envelope]:
-        if not isinstance(search_id, str) or not search_id or len(search_id) > 200 or "\x00" in search_id:
-            raise EventError(f"invalid search id {search_id!r}")
-        if not raws:
-            return []
-        if not _validated:
-            for r in raws:
-                check_raw(r)
-                try:
-                    payload = json.loads(r.payload)
-                except json.JSONDecodeError as e:
-                    raise EventError(f"event {r.event_id}: payload is not JSON: {e}") from None
-                if not isinstance(payload, dict):
-                    raise EventError(f"event {r.event_id}: payload is not a JSON object")
-                decode(r.type, r.schema_version, payload)  # raises on unknown type / too new / invalid
-        ids_in_call = [r.event_id for r in raws]
-        if len(set(ids_in_call)) != len(ids_in_call):
-            raise EventError("duplicate event ids within one append")
+        return self.append_streams([(search_id, raws, expected_version)], _validated=_validated)[search_id]
+
+    def append_streams(
+        self,
+        batches: Sequence[tuple[str, Sequence[RawEvent], int | None]],
+        _validated: bool = False,
+    ) -> dict[str, list[Envelope]]:
+        """Append to several streams at once, as one record: every stream's events are written, or
+        none (what an import of several searches needs). ``batches``: (search id, events, expected
+        version) per stream, each stream at most once. Returns the envelopes per stream."""
+        sids = [b[0] for b in batches]
+        if len(set(sids)) != len(sids):
+            raise EventError("a stream appears twice in one append")
+        ids_seen: set[str] = set()
+        for search_id, raws, _ in batches:
+            if not isinstance(search_id, str) or not search_id or len(search_id) > 200 or "\x00" in search_id:
+                raise EventError(f"invalid search id {search_id!r}")
+            if not _validated:
+                for r in raws:
+                    check_raw(r)
+                    try:
+                        payload = strict_json(r.payload)
+                    except ValueError as e:
+                        raise EventError(f"event {r.event_id}: payload is not strict JSON: {e}") from None
+                    if not isinstance(payload, dict):
+                        raise EventError(f"event {r.event_id}: payload is not a JSON object")
+                    decode(r.type, r.schema_version, payload)  # raises on unknown type / too new / invalid
+            ids_in_call = [r.event_id for r in raws]
+            if len(set(ids_in_call)) != len(ids_in_call) or ids_seen & set(ids_in_call):
+                raise EventError("duplicate event ids within one append")
+            ids_seen.update(ids_in_call)
+        if not any(raws for _, raws, _ in batches):
+            return {sid: [] for sid in sids}
         self._ensure()
         with self._lock:
             self._catch_up(repair=True)
             idx = self._index
-            for r in raws:
-                held = idx.ids.get(r.event_id)
-                if held is not None and held[0] != search_id:
-                    raise ConcurrencyConflict(
-                        f"event id {r.event_id} is already stored in search {held[0]!r}, not {search_id!r}"
-                    )
-            fresh = [r for r in raws if r.event_id not in idx.ids]
-            if not fresh:
-                return self._read_ids(search_id, set(ids_in_call))
-            last_seq, last_hash = idx.streams.get(search_id, (0, GENESIS))
-            if expected_version is not None and expected_version != last_seq:
-                raise ConcurrencyConflict(
-                    f"search {search_id!r} is at version {last_seq}, expected {expected_version}: nothing written"
-                )
-            records, envs = [], []
-            pos, seq, prev = idx.position, last_seq, last_hash
+            out: dict[str, list[Envelope]] = {}
+            records: list[dict] = []
+            pos = idx.position
             stamp = now_iso()
-            for r in fresh:
-                pos += 1
-                seq += 1
-                at = r.recorded_at or stamp
-                h = chain_hash(prev, r.event_id, search_id, seq, r.type, r.schema_version, at,
-                               r.causation_id, r.correlation_id, r.payload)
-                if r.expect_hash is not None and r.expect_hash != h:
+            for search_id, raws, expected_version in batches:
+                for r in raws:
+                    held = idx.ids.get(r.event_id)
+                    if held is not None and held[0] != search_id:
+                        raise ConcurrencyConflict(
+                            f"event id {r.event_id} is already stored in search {held[0]!r}, not {search_id!r}"
+                        )
+                fresh = [r for r in raws if r.event_id not in idx.ids]
+                if not fresh:
+                    out[search_id] = self._read_ids(search_id, {r.event_id for r in raws}) if raws else []
+                    continue
+                last_seq, last_hash = idx.streams.get(search_id, (0, GENESIS))
+                if expected_version is not None and expected_version != last_seq:
                     raise ConcurrencyConflict(
-                        f"event {r.event_id} would get hash {h[:12]}… at seq {seq} but its origin has "
-                        f"{r.expect_hash[:12]}…: the stream here differs from the origin (nothing written)"
+                        f"search {search_id!r} is at version {last_seq}, expected {expected_version}: nothing written"
                     )
-                env = Envelope(pos, search_id, seq, r.event_id, r.type, r.schema_version, at,
-                               r.causation_id, r.correlation_id, r.payload, prev, h)
-                envs.append(env)
-                records.append(env.as_record())
-                prev = h
-            self._write_line(records)
+                envs = []
+                seq, prev = last_seq, last_hash
+                for r in fresh:
+                    pos += 1
+                    seq += 1
+                    at = r.recorded_at or stamp
+                    h = chain_hash(prev, r.event_id, search_id, seq, r.type, r.schema_version, at,
+                                   r.causation_id, r.correlation_id, r.payload)
+                    if r.expect_hash is not None and r.expect_hash != h:
+                        raise ConcurrencyConflict(
+                            f"event {r.event_id} would get hash {h[:12]}… at seq {seq} but its origin has "
+                            f"{r.expect_hash[:12]}…: the stream here differs from the origin (nothing written)"
+                        )
+                    env = Envelope(pos, search_id, seq, r.event_id, r.type, r.schema_version, at,
+                                   r.causation_id, r.correlation_id, r.payload, prev, h)
+                    envs.append(env)
+                    records.append(env.as_record())
+                    prev = h
+                out[search_id] = envs
+            if not records:
+                return out
+            self._write_line(records)  # one record: all streams or none
             for rec in records:
                 idx.add(rec)
             if idx.open_count >= SEAL_EVENTS or idx.open_bytes >= SEAL_BYTES:
@@ -234,7 +276,7 @@ class EventLog:
                     import warnings
 
                     warnings.warn(f"sealing segment {idx.open_seg} failed ({e}); it stays open", stacklevel=2)
-            return envs
+            return out
 
     def _write_line(self, recs: list[dict]) -> None:
         idx = self._index

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trex.events.base import EventError, decode
 from trex.events.envelope import GENESIS, Envelope, RawEvent
-from trex.events.log import EventLog, UnknownSearch, check_raw
+from trex.events.log import EventLog, UnknownSearch, check_raw, strict_json
 
 EXPORT_MAGIC = "trex.export.v1"
 
@@ -115,7 +115,7 @@ def import_file(log: EventLog, path: Path) -> dict[str, int]:
         for raw in raws:  # everything is checked before the first stream is appended: no half-import
             try:
                 check_raw(raw)
-                payload = json.loads(raw.payload)
+                payload = strict_json(raw.payload)
                 if not isinstance(payload, dict):
                     raise EventError("payload is not a JSON object")
                 decode(raw.type, raw.schema_version, payload)
@@ -128,11 +128,7 @@ def import_file(log: EventLog, path: Path) -> dict[str, int]:
             other = held.setdefault(raw.event_id, sid)
             if other != sid:
                 raise BadImportFile(f"{path}: event id {raw.event_id} appears in searches {other!r} and {sid!r}")
-    added: dict[str, int] = {}
-    for sid in order:
-        raws = plans[sid]
-        if raws:
-            start = len(by_stream[sid]) - len(raws)
-            log.append_raw(sid, raws, expected_version=start)
-        added[sid] = len(raws)
-    return added
+    # every stream in one append: an import is written whole or not at all
+    log.append_streams([(sid, plans[sid], len(by_stream[sid]) - len(plans[sid])) for sid in order if plans[sid]],
+                       _validated=True)
+    return {sid: len(plans[sid]) for sid in order}
