@@ -143,3 +143,20 @@ def test_task_split_must_be_training_and_hub_needs_network(rhome, monkeypatch):
     monkeypatch.delenv("TREX_ALLOW_HUB", raising=False)
     with pytest.raises(RecipeError, match="hub"):
         apply_recipe(Recipe(sources=(Source(uri="hf:openai/gsm8k:train"),)), rhome)
+
+
+def test_a_recipe_regex_runs_in_linear_time_and_unsupported_syntax_is_one_clear_refusal(tmp_path):
+    """(a+)+$ backtracks for ages in Python's re on 40 a's and a b; RE2 answers at once."""
+    import time
+
+    import pytest
+
+    from trex.recipe import linear_regex
+
+    t0 = time.perf_counter()
+    assert linear_regex(r"(a+)+$").search("a" * 5000 + "b") is None
+    assert time.perf_counter() - t0 < 10.0  # Python re would not finish in the lifetime of the machine
+    with pytest.raises(ValueError, match="RE2 syntax"):
+        Recipe(sources=(Source(uri="data/a.jsonl"),), include_regex=r"(q)\1")
+    with pytest.raises(ValueError, match="invalid regex"):
+        Recipe(sources=(Source(uri="data/a.jsonl"),), exclude_regex="(?=lookahead)")

@@ -37,6 +37,21 @@ _TASK_RE = re.compile(r"^task:([a-z0-9][a-z0-9._-]{0,63})/([a-z0-9_]{1,32})$")
 _HF_RE = re.compile(r"^hf:([A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9._-]{1,96})?)(?::([A-Za-z0-9_.-]{1,32}))?$")
 
 
+def linear_regex(pattern: str):
+    """A compiled RE2 pattern: matching takes time linear in the text, so a recipe's filter cannot
+    backtrack for hours outside the trial's time limit (Python's ``re`` can: ``(a+)+$``). Raises
+    ``ValueError`` for a pattern RE2 does not accept."""
+    import re2
+
+    opts = re2.Options()
+    opts.log_errors = False  # the error is ours to report, in one line
+    try:
+        return re2.compile(pattern, opts)
+    except re2.error as e:
+        msg = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise ValueError(msg) from None
+
+
 class RecipeError(ValueError):
     """A recipe that cannot be run: bad path, missing file, hub unreachable, bad template."""
 
@@ -81,9 +96,9 @@ class Recipe(BaseModel):
         if v is None:
             return v
         try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"invalid regex {v!r}: {e}") from None
+            linear_regex(v)
+        except ValueError as e:
+            raise ValueError(f"invalid regex {v!r}: {e} (RE2 syntax: no backreferences or lookaround)") from None
         return v
 
     @field_validator("prompt_template")
@@ -210,8 +225,8 @@ def apply_recipe(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequenc
     roots = [Path(r) for r in allowed_roots]
     # task data folders are always allowed
     roots.append(home / "tasks")
-    inc = re.compile(recipe.include_regex) if recipe.include_regex else None
-    exc = re.compile(recipe.exclude_regex) if recipe.exclude_regex else None
+    inc = linear_regex(recipe.include_regex) if recipe.include_regex else None
+    exc = linear_regex(recipe.exclude_regex) if recipe.exclude_regex else None
     fields = template_fields(recipe.prompt_template)
     parts = []
     for i, src in enumerate(recipe.sources):
