@@ -69,7 +69,7 @@ def test_a_contradicted_insight_is_retired():
 
 
 def test_a_new_search_receives_earlier_searches_insights(log):
-    from trex.research import prior_insights
+    from trex.propose import prior_insights
 
     t = tree_of(node("n1", 0.80, 5e-3, ALL), node("n2", 0.70, 5e-3, ALL),
                 node("n3", 0.10, 5e-3, QV), node("n4", 0.05, 5e-3, QV), sid="old")

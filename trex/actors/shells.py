@@ -56,7 +56,7 @@ def train_node(home, sid: str, task: str, node_id: str, plan: dict, parent_adapt
 def propose_for(home, sid: str, decision: dict, clients: dict) -> dict[str, Any]:
     from trex.events.log import EventLog
     from trex.events.plans import LlmCallFailed, LlmCallMade
-    from trex.research import make_client, prior_insights, propose
+    from trex.propose import make_client, prior_insights, propose
     from trex.search import build_tree
 
     log = EventLog(home)

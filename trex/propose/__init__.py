@@ -11,7 +11,9 @@ from __future__ import annotations
 from trex.propose import space
 from trex.propose.baselines import (LR, PROPOSERS, RANKS, SCHEDULES, TARGETS, Proposal, finish, propose_optuna,
                                     propose_random)
+from trex.propose.researcher import PlanChoice, make_client, prior_insights, propose, propose_llm
 from trex.propose.space import DEFAULT_TRIAL_STEPS, SPACE
 
-__all__ = ["DEFAULT_TRIAL_STEPS", "LR", "PROPOSERS", "Proposal", "RANKS", "SCHEDULES", "SPACE", "TARGETS", "finish",
-           "propose_optuna", "propose_random", "space"]
+__all__ = ["DEFAULT_TRIAL_STEPS", "LR", "PROPOSERS", "PlanChoice", "Proposal", "RANKS", "SCHEDULES", "SPACE",
+           "TARGETS", "finish", "make_client", "prior_insights", "propose", "propose_llm", "propose_optuna",
+           "propose_random", "space"]

@@ -1,0 +1,231 @@
+"""The Researcher's domain: turn a policy decision into a child plan, with its tools.
+
+Three proposers write the same events (``PlanProposed`` / ``PlanRejected``): ``random`` and
+``optuna`` (:mod:`trex.propose.baselines`) and ``llm``, the agent. The LLM proposer gathers its context
+through tools — the task's data sources, the parent's bad cases (the Evaluator's per-example
+outputs), the insights in force (this search's and earlier searches' on the task), and a
+literature search where an endpoint is configured — each call a ``ToolCalled`` event, then asks
+the model for a :class:`PlanChoice`: a compact, bounded choice of the values the search varies
+(a small local model decodes it in seconds under a grammar; the full ``Plan`` schema is ~5k
+characters). ``PlanChoice`` and the prompt's description of the values are derived from
+:mod:`trex.propose.space`, and the choice is expanded into a full ``Plan`` by the same code as the
+baselines, so every proposer explores the same space. The prompt states the ranges, never a
+preferred region: a small model repeats any number it is shown as "usually best". Junk from the model becomes ``LlmCallFailed`` events
+and, when every attempt failed, a rejection the Conductor records: never a crash.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from trex.events.plans import ToolCalled
+from trex.propose import space
+from trex.propose.baselines import PROPOSERS, Proposal, finish
+from trex.propose.space import DEFAULT_TRIAL_STEPS, values_of
+
+Emit = Callable[[Any], None]
+
+PlanChoice = space.plan_choice_model()
+"""What the LLM chooses (a rationale, every dimension of the space, continue_from_parent)."""
+
+
+# ---------------------------------------------------------------------------------------- tools
+def _tool(emit: Emit | None, name: str, args: dict, fn: Callable[[], str]) -> str:
+    try:
+        out, ok = fn(), True
+    except Exception as e:  # noqa: BLE001 - a failed tool call is a result the agent sees
+        out, ok = f"{type(e).__name__}: {e}", False
+    if emit is not None:
+        emit(ToolCalled(tool=name, args=args, ok=ok, result=out[:4000]))
+    return out
+
+
+def _data_source(t) -> str:
+    if t.data is not None:
+        return f"generator {t.data!r} (seed {t.data_seed})"
+    return "files " + ", ".join(f"{k}={Path(v).name}" for k, v in sorted(t.data_files.items()))
+
+
+def tool_task_data(task: str, home: str | os.PathLike | None = None) -> str:
+    from trex.tasks import get_task
+
+    t = get_task(task, home)
+    metrics = ", ".join(f"{m.name} on {m.split}{' (primary)' if m.primary else ''}" for m in t.metrics)
+    return (f"task {t.name}: {t.description}\ndata: {_data_source(t)}, splits "
+            f"{', '.join(t.splits)}; prompt template {t.prompt_template!r}\nmetrics: {metrics}")
+
+
+def tool_bad_cases(home: str | os.PathLike, search_id: str, node_id: str, n: int = 4) -> str:
+    """The worst-scored examples of ``node_id``'s latest primary-split evaluation."""
+    import pyarrow.parquet as pq
+
+    from trex.events.log import EventLog
+
+    art = None
+    for env in EventLog(home).read(search_id):
+        if env.type == "EvaluationFinished" and env.event.node_id == node_id and env.event.outputs_artifact:
+            art = art or env.event.outputs_artifact  # the first (primary split) evaluation
+    if art is None:
+        return f"node {node_id} has no evaluation outputs"
+    rows = pq.read_table(Path(home) / "artifacts" / art).to_pylist()
+    bad = sorted(rows, key=lambda r: r["score"])[:n]
+    lines = [f"{sum(r['score'] for r in rows) / max(1, len(rows)):.3f} mean score over {len(rows)} examples; worst:"]
+    for r in bad:
+        lines.append(f"- input {r['input']!r} expected {r['reference']!r} got {r['output']!r}")
+    return "\n".join(lines)
+
+
+def tool_insights(tree, prior: Mapping[str, str]) -> str:
+    items = [f"- {t}" for t in tree.insights.values()] + [f"- (earlier search) {t}" for t in prior.values()]
+    return "\n".join(items) if items else "no insights yet"
+
+
+def tool_literature(query: str, endpoint: str | None) -> str:
+    if not endpoint:
+        return "no literature/web search endpoint is configured (set search config 'search_url'): nothing searched"
+    import urllib.parse
+    import urllib.request
+
+    url = f"{endpoint}?{urllib.parse.urlencode({'q': query})}"
+    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - a URL the user configured
+        return r.read(4000).decode(errors="replace")
+
+
+# ------------------------------------------------------------------------------- the prompt
+def _value(x: Any) -> str:
+    return f"{x:.2g}" if isinstance(x, float) else str(x)
+
+
+def _node_line(n) -> str:
+    v = values_of(n.plan, int(n.plan.get("max_steps") or 0))
+    score = f"{n.score:.3f}" if n.score is not None else (f"failed: {n.failure}" if n.failure else n.status)
+    cont = " continued" if n.plan.get("continue_from_parent") else ""
+    values = ", ".join(f"{d.name} {_value(v[d.name])}" for d in space.SPACE)
+    return f"{n.node_id} (parent {n.parent_id or 'root'}{cont}): {values} -> {score}"
+
+
+def system_prompt() -> str:
+    """The researcher's role and the values it chooses: ranges only, no preferred region."""
+    return ("You are a careful ML researcher tuning LoRA fine-tuning runs of short length. You choose these "
+            f"values:\n{space.describe()}\nBuild on the best nodes and the insights, and explore where the trials "
+            "so far say little; justify the choice in one short sentence citing node ids.")
+
+
+def build_messages(tree, decision, task_text: str, insights_text: str, bad_cases: str | None,
+                   base: float | None) -> list[dict[str, str]]:
+    parent = tree.nodes.get(decision.node_id) if decision.node_id else None
+    scored = sorted((n for n in tree.nodes.values() if n.score is not None), key=lambda n: -(n.score or 0)
+                    if tree.higher_is_better else (n.score or 0))
+    failed = [n for n in tree.nodes.values() if n.status == "failed"]
+    lines = [n for n in scored[:6]] + failed[:3]
+    history = "\n".join(_node_line(n) for n in lines) or "no trials yet"
+    if decision.operator == "draft" or parent is None:
+        ask = "Propose a new LoRA plan (a draft) that explores a promising region not tried yet."
+    elif decision.operator == "debug":
+        ask = (f"Node {parent.node_id} failed ({parent.failure}: {parent.failure_message[:200]}). "
+               f"Propose a fix of its plan: {_node_line(parent)}")
+    else:
+        ask = f"Improve node {parent.node_id}: {_node_line(parent)}. Change one or two values."
+    user = (f"{task_text}\n\nBase model score: {base if base is not None else 'unknown'} "
+            f"({'higher' if tree.higher_is_better else 'lower'} is better).\n"
+            f"Trials so far (best first):\n{history}\n\nInsights:\n{insights_text}\n")
+    if bad_cases:
+        user += f"\nWorst cases of {parent.node_id if parent else 'the parent'}:\n{bad_cases}\n"
+    user += f"\n{ask}\nAnswer with the JSON object only."
+    return [{"role": "system", "content": system_prompt()}, {"role": "user", "content": user}]
+
+
+# ------------------------------------------------------------------------------ proposers
+def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, client, home, search_id: str,
+                emit: Emit | None, prior_insights: Mapping[str, str], base: float | None,
+                search_url: str | None = None) -> Proposal:
+    from trex.llm.types import LLMError
+
+    task_text = _tool(emit, "task_data", {"task": task}, lambda: tool_task_data(task, home))
+    insights_text = _tool(emit, "read_insights", {}, lambda: tool_insights(tree, prior_insights))
+    parent = tree.nodes.get(decision.node_id) if decision.node_id else None
+    bad = None
+    if parent is not None and parent.score is not None:
+        bad = _tool(emit, "bad_cases", {"node_id": parent.node_id},
+                    lambda: tool_bad_cases(home, search_id, parent.node_id))
+    if decision.operator == "draft" and search_url is not None or not tree.nodes:
+        _tool(emit, "literature_search", {"query": f"LoRA hyperparameters {task}"},
+              lambda: tool_literature(f"LoRA hyperparameters {task}", search_url))
+    messages = build_messages(tree, decision, task_text, insights_text, bad, base)
+    seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
+    try:
+        # sampled (seeded by the decision): greedy decoding would give every draft the same plan
+        res = client.chat(messages, schema=PlanChoice, purpose="propose", max_tokens=192,
+                          temperature=float(dict(tree.config).get("llm_temperature", 0.7)), seed=seed)
+    except LLMError as e:
+        return Proposal(None, str(getattr(e, "last_text", "") or ""), "", rejection=f"LLM: {e}"[:2000])
+    choice = res.parsed
+    values = choice.model_dump()
+    rationale = values.pop("rationale")
+    if values.get("continue_from_parent"):
+        if parent is None or not parent.adapter:
+            values["continue_from_parent"] = False
+        else:  # the checkpoint fixes rank and modules
+            pv = values_of(parent.plan, steps)
+            values.update(lora_rank=pv["lora_rank"], targets=pv["targets"],
+                          max_steps=max(1, int(pv["max_steps"]) // 2))
+    return finish(task, steps, batch_size, values, rationale)
+
+
+def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, client=None,
+            prior_insights: Mapping[str, str] | None = None, base: float | None = None) -> Proposal:
+    """The Researcher's one entry point: any proposer, from the search's own config."""
+    cfg = dict(tree.config)
+    steps, batch = int(cfg.get("trial_steps", DEFAULT_TRIAL_STEPS)), int(cfg.get("batch_size", 32))
+    if tree.proposer == "llm":
+        if client is None:
+            raise ValueError("the llm proposer needs an LLM client")
+        return propose_llm(tree, decision, task=tree.task, steps=steps, batch_size=batch, client=client, home=home,
+                           search_id=search_id, emit=emit, prior_insights=prior_insights or {}, base=base,
+                           search_url=cfg.get("search_url"))
+    fn = PROPOSERS.get(tree.proposer)
+    if fn is None:
+        raise ValueError(f"unknown proposer {tree.proposer!r} (known: llm, {', '.join(PROPOSERS)})")
+    return fn(tree, decision, task=tree.task, steps=steps, batch_size=batch)
+
+
+def make_client(cfg: Mapping[str, Any], home, emit: Emit | None):
+    """The LLM client a search's config asks for: an OpenAI-compatible URL, a local folder, or SmolLM2."""
+    from trex.llm import LLMClient
+
+    llm = dict(cfg.get("llm") or {})
+    if llm.get("url"):
+        from trex.llm import OpenAIBackend
+
+        backend = OpenAIBackend(llm["url"], llm.get("model"))
+    elif llm.get("model_dir"):
+        from trex.llm import TransformersBackend
+
+        backend = TransformersBackend(llm["model_dir"], threads=llm.get("threads", 1))
+    else:
+        from trex.llm import default_backend
+
+        backend = default_backend(home, threads=llm.get("threads", 1))
+    return LLMClient(backend, emit=emit, home=home, max_attempts=int(llm.get("max_attempts", 3)),
+                     max_total_tokens=cfg.get("max_llm_tokens"))
+
+
+def prior_insights(log, task: str, exclude: str) -> dict[str, str]:
+    """Insights in force from earlier searches on ``task``, each prefixed with its source."""
+    from trex.search import build_tree
+
+    out: dict[str, str] = {}
+    for sid in log.searches():
+        if sid == exclude:
+            continue
+        t = build_tree(log, sid)
+        if t.task != task:
+            continue
+        for iid, text in t.insights.items():
+            out[iid] = f"[{sid}] {text}"
+    return out
+
+
+__all__ = ["PlanChoice", "build_messages", "system_prompt", "make_client", "prior_insights", "propose", "propose_llm",
+           "tool_bad_cases", "tool_task_data"]
