@@ -45,9 +45,6 @@ def finish(task: str, steps: int, batch_size: int, values: Mapping[str, Any], ra
     return Proposal(parsed, raw, rationale)
 
 
-_finish, _values_of, _sample = finish, values_of, sample  # the old private names
-
-
 def _clamp(d: space.Dimension, x: float) -> float:
     return min(d.high, max(d.low, x))
 
