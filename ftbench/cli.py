@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from trex.commands.common import format_option, home_option
+from trex.propose.space import DEFAULT_TRIAL_STEPS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -158,7 +159,7 @@ def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps
         d = t.defaults
         try:
             start_cell(home, c, t, budget_trials=budget_trials, policy=policy.replace("-", "_"), parallel=parallel,
-                       threads=threads, steps=steps or d.get("steps") or 200,
+                       threads=threads, steps=steps or d.get("steps") or DEFAULT_TRIAL_STEPS,
                        batch_size=batch_size or d.get("batch_size") or 32, eval_limit=eval_limit or d.get("eval_limit"),
                        trial_time_limit_s=trial_time_limit, extra=extra)
         except ValueError as e:

@@ -113,7 +113,7 @@ def test_llm_proposer_junk_is_a_recorded_rejection_not_a_crash(arith_home):
     """A model that answers junk: every attempt an LlmCallFailed, then a rejection the Conductor records."""
     from trex.llm import LLMClient
     from trex.llm.types import Completion, Usage
-    from trex.research import propose
+    from trex.propose import propose
     from trex.search import select
 
     class Junk:  # the model under the proposer, answering junk (the proposer is what is tested)

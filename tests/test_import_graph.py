@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trex.commands", "trex.cli"),                  # every CLI command; `trex` itself
     ("trex.actors", "trex.conductor"),              # the two drivers: Ray shells and the in-process one
     ("trex.orchestrate",),                          # the pure rules of a search loop, shared by both
-    ("trex.research", "trex.propose", "trex.insights"),  # target trex/propose/: Researcher, proposers, distiller
+    ("trex.propose", "trex.insights"),  # trex/propose/: the search space, proposers, the Researcher; the distiller
     ("trex.train", "trex.evaluate", "trex.llm",     # the Executor's worker, the Evaluator, LLM backends,
      "trex.plan", "trex.recipe"),                   # and what the Executor trains: the plan and its data recipe
     ("trex.tasks",),                                # what a task is, the registry, data preparation, metrics

@@ -69,7 +69,7 @@ def test_a_contradicted_insight_is_retired():
 
 
 def test_a_new_search_receives_earlier_searches_insights(log):
-    from trex.research import prior_insights
+    from trex.propose import prior_insights
 
     t = tree_of(node("n1", 0.80, 5e-3, ALL), node("n2", 0.70, 5e-3, ALL),
                 node("n3", 0.10, 5e-3, QV), node("n4", 0.05, 5e-3, QV), sid="old")
@@ -113,7 +113,7 @@ def test_bad_cases_read_the_nodes_first_evaluation_outputs(tmp_path):
     import pyarrow.parquet as pq
 
     from trex.events.evaluation import EvaluationFinished
-    from trex.research import tool_bad_cases
+    from trex.propose.researcher import tool_bad_cases
 
     rows = [{"input": f"{i}-1", "reference": str(i - 1), "output": str(i - 1 if i % 2 else i), "score": float(i % 2)}
             for i in range(6)]

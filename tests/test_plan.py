@@ -14,7 +14,7 @@ def raw_plan(**kw):
 
 def test_defaults_and_hash_stable():
     p = example_plan()
-    assert p.method == "lora" and p.max_steps == 200
+    assert p.method == "lora" and p.max_steps == 100
     h = plan_hash(p)
     assert len(h) == 64 and h == plan_hash(Plan.model_validate(json.loads(p.model_dump_json())))
     assert plan_hash(example_plan(learning_rate=2e-3)) != h

@@ -198,7 +198,7 @@ class Runner:
         """Propose for ``decision`` (the Researcher's entry point), record the plan, train it."""
         from trex.orchestrate.rules import next_node_id, proposal_event_id
         from trex.plan import plan_hash
-        from trex.research import propose
+        from trex.propose import propose
 
         prop = propose(tree, decision, home=self.home, search_id=self.sid, client=self.client,
                        **self._context(tree))
@@ -229,7 +229,7 @@ class Runner:
     def client(self):
         """The LLM client for the ``llm`` proposer (built once; None for the others)."""
         if self._client is None and self.proposer == "llm":
-            from trex.research import make_client
+            from trex.propose import make_client
 
             self._client = make_client(self._tree.started.llm, self.home, self.emit)
         return self._client

@@ -1,7 +1,7 @@
 """The Insight-distiller's domain: short, falsifiable statements learned from evaluated trials.
 
-An insight compares the plans of evaluated nodes along one dimension the search varies
-(learning-rate band, LoRA rank, target modules, schedule): "targets=all (mean 0.41: n3, n5)
+An insight compares the plans of evaluated nodes along one dimension the search varies (each
+dimension of :mod:`trex.propose.space`: learning-rate band, LoRA rank, target modules, schedule, warmup): "targets=all (mean 0.41: n3, n5)
 beats targets=qv (mean 0.12: n1, n2) on arith-sub". It is written only when each side has at
 least ``min_support`` nodes and the gap is at least ``min_gap`` of the observed score range, and
 it names every supporting node, so anyone can check it with ``trex sql``. When later evidence
@@ -19,22 +19,11 @@ from collections import defaultdict
 from typing import Any
 
 from trex.events.insights import InsightDistilled, InsightRetired
+from trex.propose.space import SPACE, insight_key
 
 
-def _lr_band(lr: float) -> str:
-    return "lr<1e-3" if lr < 1e-3 else ("lr 1e-3..5e-3" if lr < 5e-3 else "lr>=5e-3")
-
-
-def _targets(mods) -> str:
-    n = len(tuple(mods))
-    return {2: "q,v", 4: "attention", 7: "all linear"}.get(n, f"{n} modules")
-
-
-DIMENSIONS: dict[str, Any] = {
-    "learning rate": lambda p: _lr_band(float(p.get("learning_rate", 1e-3))),
-    "rank": lambda p: f"rank {int(p.get('lora_rank', 8))}",
-    "targets": lambda p: f"targets {_targets(p.get('target_modules', ()))}",
-    "schedule": lambda p: f"{p.get('lr_schedule', 'cosine')} schedule",
+DIMENSIONS: dict[str, Any] = {  # insight-id name -> the group a plan falls in along that dimension
+    d.label: (lambda p, d=d: insight_key(d, p)) for d in SPACE
 }
 
 

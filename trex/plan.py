@@ -5,8 +5,12 @@ A :class:`Plan` is frozen, flat-ish and fully range-checked, so that
 Agent output goes through :func:`parse_plan`, which returns a Plan or a rejection
 reason (recorded as ``PlanRejected``, never trained).
 
-    plan = Plan(learning_rate=1e-3, max_steps=200, data=recipe_for_task("arith-sub"))
+    plan = Plan(learning_rate=1e-3, max_steps=100, data=recipe_for_task("arith-sub"))
     plan_hash(plan)      # sha256 of the canonical JSON
+
+The Plan's limits are what the Executor can train (hard limits: a plan outside them is rejected).
+The search explores a subset of it, declared once in :mod:`trex.propose.space`, a layer above,
+which reads :data:`DEFAULT_MAX_STEPS` from here: the one default number of steps per trial.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trex.events.search import DEFAULT_TRIAL_STEPS as DEFAULT_MAX_STEPS  # the one number: TrialSettings.steps's
 from trex.recipe import Recipe, Source
 
 TargetModule = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -35,7 +40,7 @@ class Plan(BaseModel):
     warmup_steps: int = Field(default=0, ge=0, le=100_000, description="used when warmup_ratio is 0")
     warmup_ratio: float = Field(default=0.0, ge=0, le=0.5, description="fraction of max_steps; overrides warmup_steps")
     weight_decay: float = Field(default=0.0, ge=0, le=1.0)
-    max_steps: int | None = Field(default=200, ge=1, le=1_000_000, description="optimizer steps; or set epochs")
+    max_steps: int | None = Field(default=DEFAULT_MAX_STEPS, ge=1, le=1_000_000, description="optimizer steps; or set epochs")
     epochs: float | None = Field(default=None, gt=0, le=100)
     batch_size: int = Field(default=32, ge=1, le=4096)
     grad_accum: int = Field(default=1, ge=1, le=256)

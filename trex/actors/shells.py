@@ -59,7 +59,7 @@ def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | N
     from trex.events.log import EventLog
     from trex.events.plans import LlmCallFailed, LlmCallMade
     from trex.orchestrate.rules import proposal_context
-    from trex.research import make_client, propose
+    from trex.propose import make_client, propose
     from trex.search import build_tree
     from trex.search.insight_index import InsightIndex, refresh
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from trex.commands.common import emit_json, fail, format_option, home_option, info
+from trex.propose.space import DEFAULT_TRIAL_STEPS
 
 POLICIES = ["mcts", "greedy", "best-first"]
 
@@ -37,7 +38,7 @@ def _ray_options(f):
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Torch threads per executor "
               "(default: CPUs / parallel).")
 @click.option("--steps", "trial_steps", type=click.IntRange(1, 1_000_000), default=None,
-              help="Optimizer steps per trial (default: the task file's budget.steps, else 200).")
+              help=f"Optimizer steps per trial (default: the task file's budget.steps, else {DEFAULT_TRIAL_STEPS}).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Default: the task file's, else 32.")
 @click.option("--eval-limit", type=click.IntRange(1, None), default=None,
               help="Evaluation examples per split (default: the task file's, else 200).")
@@ -69,7 +70,7 @@ def run(task, proposer, policy, budget_trials, budget_time, budget_compute, budg
     task = t.name
     d = t.defaults
     budget_trials = budget_trials or d.get("trials") or 8
-    trial_steps = trial_steps or d.get("steps") or 200
+    trial_steps = trial_steps or d.get("steps") or DEFAULT_TRIAL_STEPS
     batch_size = batch_size or d.get("batch_size") or 32
     eval_limit = eval_limit or d.get("eval_limit") or 200
     llm = None

@@ -1,40 +1,33 @@
 """The Researcher's domain: turn a policy decision into a child plan, with its tools.
 
 Three proposers write the same events (``PlanProposed`` / ``PlanRejected``): ``random`` and
-``optuna`` (:mod:`trex.propose`) and ``llm``, the agent. The LLM proposer gathers its context
+``optuna`` (:mod:`trex.propose.baselines`) and ``llm``, the agent. The LLM proposer gathers its context
 through tools — the task's data sources, the parent's bad cases (the Evaluator's per-example
 outputs), the insights in force (this search's and earlier searches' on the task), and a
 literature search where an endpoint is configured — each call a ``ToolCalled`` event, then asks
 the model for a :class:`PlanChoice`: a compact, bounded choice of the values the search varies
 (a small local model decodes it in seconds under a grammar; the full ``Plan`` schema is ~5k
-characters). The choice is expanded into a full ``Plan`` by the same code as the baselines, so
-every proposer explores the same space. Junk from the model becomes ``LlmCallFailed`` events
+characters). ``PlanChoice`` and the prompt's description of the values are derived from
+:mod:`trex.propose.space`, and the choice is expanded into a full ``Plan`` by the same code as the
+baselines, so every proposer explores the same space. The prompt states the ranges, never a
+preferred region: a small model repeats any number it is shown as "usually best". Junk from the model becomes ``LlmCallFailed`` events
 and, when every attempt failed, a rejection the Conductor records: never a crash.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Callable, Mapping
 
 from trex.events.plans import ToolCalled
-from trex.propose import LR, PROPOSERS, Proposal, _finish, _values_of
+from trex.propose import space
+from trex.propose.baselines import PROPOSERS, Proposal, finish
+from trex.propose.space import DEFAULT_TRIAL_STEPS, values_of
 
 Emit = Callable[[Any], None]
 
-
-class PlanChoice(BaseModel):
-    """What the LLM chooses; the rest of the plan follows from the task and the search config."""
-
-    model_config = ConfigDict(extra="forbid")
-    rationale: str = Field(min_length=1, max_length=200, description="why this plan, citing node ids")
-    learning_rate: float = Field(ge=LR[0], le=LR[1])
-    lora_rank: Literal[2, 4, 8, 16, 32]
-    targets: Literal["qv", "attn", "all"] = Field(description="LoRA on q,v / all attention / all linear layers")
-    lr_schedule: Literal["constant", "linear", "cosine"]
-    continue_from_parent: bool = Field(description="start from the parent's adapter (same rank and targets)")
+PlanChoice = space.plan_choice_model()
+"""What the LLM chooses (a rationale, every dimension of the space, continue_from_parent)."""
 
 
 # ---------------------------------------------------------------------------------------- tools
@@ -95,12 +88,23 @@ def tool_literature(query: str, endpoint: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------- the prompt
+def _value(x: Any) -> str:
+    return f"{x:.2g}" if isinstance(x, float) else str(x)
+
+
 def _node_line(n) -> str:
-    v = _values_of(n.plan, int(n.plan.get("max_steps") or 0))
+    v = values_of(n.plan, int(n.plan.get("max_steps") or 0))
     score = f"{n.score:.3f}" if n.score is not None else (f"failed: {n.failure}" if n.failure else n.status)
     cont = " continued" if n.plan.get("continue_from_parent") else ""
-    return (f"{n.node_id} (parent {n.parent_id or 'root'}{cont}): lr {v['learning_rate']:.2g}, rank {v['lora_rank']}, "
-            f"targets {v['targets']}, schedule {v['lr_schedule']} -> {score}")
+    values = ", ".join(f"{d.name} {_value(v[d.name])}" for d in space.SPACE)
+    return f"{n.node_id} (parent {n.parent_id or 'root'}{cont}): {values} -> {score}"
+
+
+def system_prompt() -> str:
+    """The researcher's role and the values it chooses: ranges only, no preferred region."""
+    return ("You are a careful ML researcher tuning LoRA fine-tuning runs of short length. You choose these "
+            f"values:\n{space.describe()}\nBuild on the best nodes and the insights, and explore where the trials "
+            "so far say little; justify the choice in one short sentence citing node ids.")
 
 
 def build_messages(tree, decision, task_text: str, insights_text: str, bad_cases: str | None,
@@ -124,11 +128,7 @@ def build_messages(tree, decision, task_text: str, insights_text: str, bad_cases
     if bad_cases:
         user += f"\nWorst cases of {parent.node_id if parent else 'the parent'}:\n{bad_cases}\n"
     user += f"\n{ask}\nAnswer with the JSON object only."
-    system = ("You are a careful ML researcher tuning LoRA fine-tuning runs of short length, where learning "
-              "rates of 1e-3 to 1e-2 usually work best (allowed: 1e-4 to 3e-2) and ranks of 8 to 32 on all "
-              "linear layers learn fastest (allowed ranks: 2, 4, 8, 16, 32). Build on the best nodes and the "
-              "insights; justify the choice in one short sentence citing node ids.")
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system_prompt()}, {"role": "user", "content": user}]
 
 
 # ------------------------------------------------------------------------------ proposers
@@ -151,21 +151,21 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
     seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
     try:
         # sampled (seeded by the decision): greedy decoding would give every draft the same plan
-        res = client.chat(messages, schema=PlanChoice, purpose="propose", max_tokens=160,
+        res = client.chat(messages, schema=PlanChoice, purpose="propose", max_tokens=192,
                           temperature=tree.started.llm.temperature, seed=seed)
     except LLMError as e:
         return Proposal(None, str(getattr(e, "last_text", "") or ""), "", rejection=f"LLM: {e}"[:2000])
-    choice: PlanChoice = res.parsed
+    choice = res.parsed
     values = choice.model_dump()
     rationale = values.pop("rationale")
     if values.get("continue_from_parent"):
         if parent is None or not parent.adapter:
             values["continue_from_parent"] = False
         else:  # the checkpoint fixes rank and modules
-            pv = _values_of(parent.plan, steps)
+            pv = values_of(parent.plan, steps)
             values.update(lora_rank=pv["lora_rank"], targets=pv["targets"],
                           max_steps=max(1, int(pv["max_steps"]) // 2))
-    return _finish(task, steps, batch_size, values, rationale)
+    return finish(task, steps, batch_size, values, rationale)
 
 
 def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, client=None,
@@ -214,5 +214,5 @@ def prior_insights(log, task: str, exclude: str) -> dict[str, str]:
     return in_force(refresh(InsightIndex(), log), task, exclude)
 
 
-__all__ = ["PlanChoice", "build_messages", "make_client", "prior_insights", "propose", "propose_llm",
+__all__ = ["PlanChoice", "build_messages", "system_prompt", "make_client", "prior_insights", "propose", "propose_llm",
            "tool_bad_cases", "tool_task_data"]

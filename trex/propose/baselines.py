@@ -1,0 +1,128 @@
+"""Baseline proposers: turn a policy decision into a child plan without an LLM.
+
+* ``random``: a draft samples the search space; ``improve`` perturbs one or two
+  values of the parent's plan (sometimes continuing from its adapter); ``debug``
+  repairs a failed parent by its failure reason (NaN → lower lr, timeout → fewer
+  steps, anything else → a fresh draft).
+* ``optuna``: TPE through ask/tell. The study is rebuilt from the tree (every
+  evaluated node is told back), so the proposer has no state of its own and a
+  resumed or replayed search asks the same question.
+
+Both are deterministic given the decision (its id seeds them), which is itself a
+recorded event. The LLM proposer lives with the Researcher (it needs the LLM layer).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from trex.plan import Plan, parse_plan
+from trex.propose import space
+from trex.propose.space import DIMS, TARGETS, off_space, optuna_distributions, sample, to_plan, values_of
+
+_LR, _RANK = DIMS["learning_rate"], DIMS["lora_rank"]
+# the names the proposers used before there was one space (kept for callers)
+LR = (_LR.low, _LR.high)
+RANKS = _RANK.choices
+SCHEDULES = DIMS["lr_schedule"].choices
+
+
+@dataclass(frozen=True)
+class Proposal:
+    plan: Plan | None
+    raw: Any
+    rationale: str
+    rejection: str | None = None  # set when the raw plan failed validation (record PlanRejected)
+
+
+def finish(task: str, steps: int, batch_size: int, values: Mapping[str, Any], rationale: str) -> Proposal:
+    """Expand ``values`` into a plan and parse it: a Proposal with the plan, or with the rejection."""
+    raw = to_plan(task, steps, batch_size, values)
+    parsed = parse_plan(raw)
+    if isinstance(parsed, str):
+        return Proposal(None, raw, rationale, rejection=parsed)
+    return Proposal(parsed, raw, rationale)
+
+
+def _clamp(d: space.Dimension, x: float) -> float:
+    return min(d.high, max(d.low, x))
+
+
+def _perturb(d: space.Dimension, v: Any, rng: random.Random) -> Any:
+    """A small move along one dimension that stays in the space and changes the value."""
+    if d.kind == "float":
+        moves = [x for x in (_clamp(d, v * f) for f in (1 / 3, 1 / 2, 2, 3)) if x != v]
+        return rng.choice(moves)
+    if d.ordered:
+        i = d.choices.index(v) if v in d.choices else d.choices.index(d.default)
+        return d.choices[rng.choice([j for j in (i - 1, i + 1) if 0 <= j < len(d.choices)])]
+    return rng.choice([c for c in d.choices if c != v])
+
+
+def propose_random(tree, decision, *, task: str, steps: int, batch_size: int = 32) -> Proposal:
+    rng = random.Random(decision.decision_id)
+    parent = tree.nodes.get(decision.node_id) if decision.node_id else None
+    if decision.operator == "draft" or parent is None:
+        v = sample(rng)
+        return finish(task, steps, batch_size, v, "random draft from the search space")
+    v = values_of(parent.plan, steps)
+    if decision.operator == "debug":
+        reason = parent.failure or ""
+        if reason == "nan_loss":
+            v["learning_rate"] = max(_LR.low, v["learning_rate"] / 10)
+            why = f"parent {parent.node_id} diverged (NaN loss): lr / 10"
+        elif reason == "timeout":
+            v["max_steps"] = max(1, int(v["max_steps"]) // 2)
+            why = f"parent {parent.node_id} timed out: half the steps"
+        elif reason == "oom":
+            v["lora_rank"] = max(_RANK.choices[0], int(v["lora_rank"]) // 2)
+            why = f"parent {parent.node_id} ran out of memory: half the rank"
+        else:
+            v = sample(rng)
+            why = f"parent {parent.node_id} failed ({reason or 'unknown'}): a fresh draft"
+        return finish(task, steps, batch_size, v, why)
+    same_shape = (parent.plan.get("method", "lora") == "lora" and v["lora_rank"] in _RANK.choices
+                  and tuple(parent.plan.get("target_modules", ())) in TARGETS.values())
+    if parent.adapter and same_shape and rng.random() < 1 / 3:
+        # continue training the parent's adapter: same rank and modules (the checkpoint fixes them),
+        # a new learning rate, half the steps — the child pays only for its own steps
+        v["continue_from_parent"] = True
+        v["learning_rate"] = _clamp(_LR, v["learning_rate"] * rng.choice((1 / 3, 1 / 2, 1, 2)))
+        v["max_steps"] = max(1, int(v["max_steps"]) // 2)
+        return finish(task, steps, batch_size, v,
+                       f"continue {parent.node_id}'s adapter for {v['max_steps']} more steps at lr {v['learning_rate']:.3g}")
+    # improve: perturb one or two values of a good parent
+    changed = []
+    for key in rng.sample([d.name for d in space.SPACE if d.perturb], k=rng.choice((1, 2))):
+        v[key] = _perturb(DIMS[key], v[key], rng)
+        changed.append(key)
+    return finish(task, steps, batch_size, v, f"improve {parent.node_id}: changed {', '.join(changed)}")
+
+
+def propose_optuna(tree, decision, *, task: str, steps: int, batch_size: int = 32) -> Proposal:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = optuna_distributions()
+    direction = "minimize" if tree.metric_direction == "min" else "maximize"
+    seed = random.Random(decision.decision_id).randrange(2**31)
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5))
+    told = 0
+    for node in sorted(tree.nodes.values(), key=lambda n: n.created_seq):
+        if node.score is None:
+            continue
+        vals = values_of(node.plan, steps)
+        params = {k: vals[k] for k in dists}
+        if off_space(params):  # a plan outside the space (a user's, an older space's) is not told
+            continue
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(node.score)))
+        told += 1
+    trial = study.ask(dists)
+    return finish(task, steps, batch_size, dict(trial.params), f"TPE suggestion after {told} evaluated trials")
+
+
+PROPOSERS = {"random": propose_random, "optuna": propose_optuna}
+
+__all__ = ["LR", "PROPOSERS", "Proposal", "RANKS", "SCHEDULES", "TARGETS", "finish", "propose_optuna",
+           "propose_random"]
