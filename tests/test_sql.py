@@ -1,6 +1,7 @@
 """`trex sql`: the views, the read-only sandbox, and reading while a search writes."""
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -134,3 +135,61 @@ def test_files_in_the_home_outside_the_log_are_not_readable(filled):
     (filled.home / "secret.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SqlRefused, match="sandbox"):
         query(filled.home, f"SELECT * FROM read_csv('{filled.home / 'secret.csv'}')")
+
+
+def test_sql_limits_that_would_not_hold_are_refused(tmp_path):
+    from trex.events.sql import SqlRefused, check_limits
+
+    for t in (0, -1, float("nan"), float("inf"), 10**9):
+        with pytest.raises(SqlRefused, match="timeout"):
+            check_limits(t, "1GB")
+    for m in ("lots", "0GB", "-1GB", "1 PB", "1KB"):
+        with pytest.raises(SqlRefused, match="memory limit"):
+            check_limits(5, m)
+    assert check_limits(5, "512MB") == 512 * 10**6 and check_limits(0.5, "2 GiB") == 2 * 2**30
+
+
+def test_an_isolated_query_is_killed_at_its_timeout_and_stopped_at_its_memory_cap(tmp_path, monkeypatch):
+    """The child process is what holds the limits; a stand-in for one long DuckDB string operation
+    (which DuckDB's interrupt does not stop) sleeps or allocates in the child."""
+    import time
+
+    from trex.events import sql as sqlmod
+    from trex.events.sql import SqlFailed, query_isolated
+
+    def slow(*a, **k):
+        time.sleep(60)
+
+    monkeypatch.setattr(sqlmod, "query", slow)
+    t0 = time.perf_counter()
+    with pytest.raises(SqlFailed, match="after the 1 s timeout"):
+        query_isolated(tmp_path, "SELECT 1", timeout_s=1, memory_limit="64MB")
+    assert time.perf_counter() - t0 < 20
+
+    def greedy(*a, **k):
+        hog = [bytearray(64 * 2**20) for _ in range(200)]  # 12.5 GiB: far past the cap
+        return hog
+
+    monkeypatch.setattr(sqlmod, "query", greedy)
+    with pytest.raises(SqlFailed, match="more memory than the 64MB limit"):
+        query_isolated(tmp_path, "SELECT 1", timeout_s=30, memory_limit="64MB")
+
+
+def test_trex_sql_answers_in_one_line_and_reads_the_log(tmp_path):
+    import subprocess
+    import sys
+
+    from trex.events.log import EventLog
+    from trex.events.notes import NoteAdded
+
+    EventLog(tmp_path).append("s", [NoteAdded(text="x")])
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "trex.cli", "sql", *args, "--home", str(tmp_path)],
+                              capture_output=True, text=True)
+
+    ok = run("SELECT count(*) AS n FROM events", "--format", "json")
+    assert ok.returncode == 0 and json.loads(ok.stdout) == [{"n": 1}]
+    big = run("SELECT length(string_agg(repeat('x', 1000), '')) FROM range(3000000)", "--memory-limit", "64MB")
+    assert big.returncode == 1 and "memory limit" in big.stderr
+    assert len(big.stderr.strip().splitlines()) == 1 and "Traceback" not in big.stderr

@@ -37,7 +37,7 @@ def sql(query, home, fmt, timeout, memory_limit):
     from trex.search.views import query as run_query
 
     try:
-        res = run_query(home, query, timeout_s=timeout, memory_limit=memory_limit)
+        res = run_query(home, query, timeout_s=timeout, memory_limit=memory_limit, isolated=True)
     except SqlRefused as e:
         fail(f"refused: {e}", 2)
     except SqlFailed as e:

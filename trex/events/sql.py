@@ -134,7 +134,9 @@ def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
 
     home = Path(home)
     readable = str(layout.segments_dir(home).resolve())
-    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads})
+    # no temp directory: DuckDB would spill there, and files it writes there are readable by queries
+    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads,
+                                             "temp_directory": ""})
     sealed, texts = _snapshot(home)
     parts = []
     if sealed:
@@ -155,11 +157,95 @@ def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
     return con
 
 
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+_UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}
+
+
+def _line(e: BaseException) -> str:
+    """DuckDB's messages run to several lines of advice: the first says what went wrong."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def check_limits(timeout_s: float, memory_limit: str) -> int:
+    """Refuse limits that would not hold (0, negative, NaN, infinite, malformed); returns the bytes."""
+    import math
+
+    if not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) or not 0 < timeout_s <= 86400:
+        raise SqlRefused(f"timeout {timeout_s!r} s: give a number of seconds above 0 and at most 86400")
+    m = _MEMORY.match(str(memory_limit))
+    if not m or float(m.group(1)) <= 0:
+        raise SqlRefused(f"memory limit {memory_limit!r}: give a size such as 512MB or 2GB")
+    size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if size < 16 * 2**20:
+        raise SqlRefused(f"memory limit {memory_limit!r} is below 16 MiB")
+    return size
+
+
+def query_isolated(home: str | Path, sql: str, timeout_s: float = 30.0, memory_limit: str = "1GB",
+                   views: Iterable[str] = ()) -> Result:
+    """:func:`query` in a child process whose address space is capped and which is killed at the
+    timeout: DuckDB's own limits do not stop one long string operation (its interrupt is checked
+    between operators, its memory limit covers its buffers only). What ``trex sql`` runs."""
+    import multiprocessing as mp
+    import os
+
+    size = check_limits(timeout_s, memory_limit)
+    check_statements(sql)
+    ctx = mp.get_context("fork")  # the child inherits the imports; no DuckDB connection exists before
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, str(home), sql, timeout_s, memory_limit, tuple(views), size),
+                       daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(timeout_s + 2.0):
+            raise SqlFailed(f"query stopped after the {timeout_s:g} s timeout")
+        try:
+            kind, payload = parent.recv()
+        except EOFError:
+            raise SqlFailed(f"query stopped: it needed more memory than the {memory_limit} limit allows") from None
+    finally:
+        if proc.is_alive():
+            os.kill(proc.pid, 9)
+        proc.join(5)
+        parent.close()
+    if kind == "ok":
+        return payload
+    raise (SqlRefused if kind == "refused" else SqlFailed)(payload)
+
+
+def _child(conn, home, sql, timeout_s, memory_limit, views, size) -> None:  # pragma: no cover - in a child
+    import resource
+
+    try:
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        cap = vm + 2 * size + 256 * 2**20  # what is mapped now + DuckDB's buffers + room for what they miss
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    except (OSError, ValueError, StopIteration):
+        pass
+    try:
+        conn.send(("ok", query(home, sql, timeout_s=timeout_s, memory_limit=memory_limit, views=views)))
+    except SqlRefused as e:
+        conn.send(("refused", str(e)))
+    except MemoryError:
+        conn.send(("failed", f"query stopped: it needed more memory than the {memory_limit} limit allows"))
+    except (SqlFailed, EventError) as e:
+        conn.send(("failed", str(e)))
+    except Exception as e:  # noqa: BLE001 - one line for the parent, never a traceback
+        conn.send(("failed", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
 def query(home: str | Path, sql: str, timeout_s: float = 30.0, memory_limit: str = "1GB",
           views: Iterable[str] = ()) -> Result:
     """Run one read-only query; refused statements raise :class:`SqlRefused`, errors :class:`SqlFailed`.
 
-    ``views`` as for :func:`connect`."""
+    ``views`` as for :func:`connect`. In this process, under DuckDB's own limits (see
+    :func:`query_isolated` for limits that hold)."""
+    check_limits(timeout_s, memory_limit)
     check_statements(sql)
     con = connect(home, memory_limit=memory_limit, views=views)
     timer = threading.Timer(timeout_s, con.interrupt)
@@ -171,11 +257,11 @@ def query(home: str | Path, sql: str, timeout_s: float = 30.0, memory_limit: str
     except duckdb.InterruptException:
         raise SqlFailed(f"query interrupted after the {timeout_s:g} s timeout") from None
     except duckdb.PermissionException as e:
-        raise SqlRefused(f"refused by the sandbox: {e}") from None
+        raise SqlRefused(f"refused by the sandbox: {_line(e)}") from None
     except duckdb.OutOfMemoryException as e:
-        raise SqlFailed(f"query exceeded the {memory_limit} memory limit: {e}") from None
+        raise SqlFailed(f"query exceeded the {memory_limit} memory limit: {_line(e)}") from None
     except duckdb.Error as e:
-        raise SqlFailed(str(e)) from None
+        raise SqlFailed(_line(e)) from None
     finally:
         timer.cancel()
         con.close()

@@ -91,8 +91,9 @@ def connect(home, **kw):
     return connect_log(home, views=VIEWS.values(), **kw)
 
 
-def query(home, sql: str, **kw):
-    """:func:`trex.events.sql.query` with the tree's views as well: what ``trex sql`` runs."""
-    from trex.events.sql import query as query_log
+def query(home, sql: str, *, isolated: bool = False, **kw):
+    """:func:`trex.events.sql.query` with the tree's views as well; ``isolated``: in a child process
+    whose limits hold (:func:`trex.events.sql.query_isolated`), what ``trex sql`` runs."""
+    from trex.events.sql import query as query_log, query_isolated
 
-    return query_log(home, sql, views=VIEWS.values(), **kw)
+    return (query_isolated if isolated else query_log)(home, sql, views=tuple(VIEWS.values()), **kw)
