@@ -54,7 +54,7 @@ def _statements(query: str):
     try:
         return duckdb.extract_statements(query)
     except duckdb.Error as e:
-        raise SqlFailed(f"cannot parse query: {e}") from None
+        raise SqlFailed(f"cannot parse query: {_line(e)}") from None
 
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALY[SZ]E\b)?", re.IGNORECASE)

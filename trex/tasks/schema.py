@@ -149,7 +149,7 @@ def load_spec(path: str | Path) -> TaskSpec:
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{p}: cannot read the task file ({e})") from None
     except yaml.YAMLError as e:
-        raise SpecError(f"{p}: not valid YAML: {e}") from None
+        raise SpecError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{p}: a task file is a YAML mapping, got {type(raw).__name__}")
     try:
