@@ -72,9 +72,12 @@ def check_invariants(home, sid) -> dict:
 
 
 def run_conductor_actor(ray, home, sid, pool):
+    """A Conductor actor on ``pool``; killed with the pool's actors when the test ends, pass or fail
+    (a Conductor left polling a search its test gave up on slows every later test)."""
     from trex.actors.shells import remote_classes
 
     conductor = remote_classes()["conductor"].remote()
+    pool.extra = [*getattr(pool, "extra", []), conductor]
     return conductor, conductor.run.remote(str(home), sid, pool.as_dict())
 
 

@@ -32,7 +32,7 @@ def actor_pool(ray_local):
 
     yield make
     for pool in made:
-        for h in [pool.researcher, pool.evaluator, pool.distiller, *pool.executors]:
+        for h in [pool.researcher, pool.evaluator, pool.distiller, *pool.executors, *getattr(pool, "extra", [])]:
             try:
                 ray_local.kill(h, no_restart=True)
             except Exception:  # noqa: BLE001
