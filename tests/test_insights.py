@@ -83,7 +83,7 @@ def test_a_new_search_receives_earlier_searches_insights(log):
     assert set(got) == set(build_tree(log, "old").insights)
 
 
-def test_the_insight_index_folds_on_and_a_later_search_can_retire_an_insight(log):
+def test_the_insight_index_folds_on_and_only_the_source_search_retires_an_insight(log):
     from trex.events.insights import InsightDistilled, InsightRetired
     from trex.events.search import SearchForked
     from trex.search.insight_index import InsightIndex, prior_insights, refresh
@@ -95,17 +95,21 @@ def test_the_insight_index_folds_on_and_a_later_search_can_retire_an_insight(log
     assert prior_insights(idx, "arith-sub", exclude="new") == {"i1": "[a] rank 16 helps",
                                                                "i2": "[a] lr 1e-2 diverges"}
     assert prior_insights(idx, "arith-sub", exclude="a") == {}
-    # a fork of a (no task of its own) refutes i2, and finds a new one: both count for arith-sub
+    # a fork of a (no task of its own) finds a new one (on a's task), and its distiller retires what it
+    # inherited by id: that is not evidence against a's insight, which stays in force
     log.append("a~fork", [SearchForked(parent_search_id="a", at_seq=3), InsightRetired(insight_id="i2"),
                           InsightDistilled(insight_id="i4", text="q,v targets are enough")])
     idx2 = refresh(idx, log)
     assert prior_insights(idx2, "arith-sub", exclude="new") == {"i1": "[a] rank 16 helps",
+                                                                "i2": "[a] lr 1e-2 diverges",
                                                                 "i4": "[a~fork] q,v targets are enough"}
     assert idx2.seen == {"a": 3, "b": 2, "a~fork": 3}
     assert refresh(idx2, log) == idx2  # nothing new: the same index
-    # a search on another task cannot retire arith-sub's insights
+    # another search cannot retire a's insights; a itself can
     log.append("c", [SearchStarted(task="tickets"), InsightRetired(insight_id="i1")])
     assert "i1" in prior_insights(refresh(idx2, log), "arith-sub", exclude="new")
+    log.append("a", [InsightRetired(insight_id="i1", reason="refuted by n9")])
+    assert "i1" not in prior_insights(refresh(idx2, log), "arith-sub", exclude="new")
 
 
 def test_bad_cases_read_the_nodes_first_evaluation_outputs(tmp_path):

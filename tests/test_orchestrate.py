@@ -40,13 +40,21 @@ def test_rejections_in_a_row_come_from_the_fold(started):
     t = _tree(started, *rej[:2])
     assert t.rejections_in_a_row == 2 and stop_reason(t, 0.0) is None
     t = fold([*evaluated("n1", None, 0.1)], start=t)
-    assert t.rejections_in_a_row == 0  # a proposal resets the count
+    assert t.rejections_in_a_row == 0  # a trial that ran resets the count
     t = fold(rej, start=t)
     assert "invalid plans in a row" in stop_reason(t, 0.0)
-    # a node-level refusal (the executor failed before the trial) is not the proposer's
-    t2 = _tree(started, PlanProposed(node_id="n1", parent_id=None, plan={}),
-               PlanRejected(node_id="n1", reason="executor failed twice"))
-    assert t2.rejections_in_a_row == 0
+    # a plan refused before its trial (contaminated data, an executor failing twice) could not be tried
+    # either: proposed-then-refused plans, over and over, end the search rather than spin forever
+    refused = [e for i in range(MAX_REJECTIONS_IN_A_ROW) for e in (
+        PlanProposed(node_id=f"r{i}", parent_id=None, plan={}), PlanRejected(node_id=f"r{i}", reason="overlap"))]
+    t2 = _tree(started, *refused)
+    assert t2.rejections_in_a_row == MAX_REJECTIONS_IN_A_ROW and stop_reason(t2, 0.0) is not None
+    # ... and a node-level refusal does not close an unrelated open decision (old events' fallback)
+    from trex.search import select
+
+    d = select(t2)
+    t3 = fold([d.to_event(), PlanRejected(node_id="r0", reason="again")], start=t2)
+    assert d.decision_id in t3.open_decisions
 
 
 def test_dispatch_and_proposal_failures_survive_a_restart(started):

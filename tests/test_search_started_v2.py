@@ -30,7 +30,8 @@ def test_v1_config_moves_to_typed_fields_and_unknown_keys_to_labels():
     assert s.search_url == "http://127.0.0.1:9/search"
     assert s.labels == {"ftbench_tag": "baseline", "ftbench_task": "arith-sub", "ftbench_proposer": "llm",
                         "ftbench_seed": "2", "llm_api_flavour": "old", "something_else": "[1, 2]"}
-    assert upcast("SearchStarted", 1, {"task": "t"}) == {"task": "t", "trial": {}, "llm": {}, "labels": {}}
+    assert upcast("SearchStarted", 1, {"task": "t"}) == {"task": "t", "trial": {}, "metric_direction": "max",
+                                                         "llm": {}, "labels": {}}
     assert SearchStarted(**upcast("SearchStarted", 1, {"task": "t"})) == SearchStarted(task="t")  # defaults alike
 
 
@@ -65,3 +66,14 @@ def test_a_finished_v1_search_from_an_old_home_is_reported_by_trex_resume(tmp_pa
     assert "already finished" in r.stderr
     tree = build_tree(EventLog(home), sid)
     assert tree.started.trial.steps in (12, 150) and tree.started.labels["ftbench_tag"] == "baseline"
+
+
+def test_v1_values_the_old_fold_tolerated_are_kept_as_labels_not_a_crash():
+    odd = {"task": "t", "config": {"trial_steps": 0, "metric_direction": "maximize", "llm": [1], "ftbench": "x",
+                                   "threads": -2}}
+    s = SearchStarted(**upcast("SearchStarted", 1, odd))
+    assert s.trial.steps == 100 and s.trial.threads is None and s.metric_direction == "max"
+    assert s.labels == {"v1_trial_steps": "0", "v1_threads": "-2", "v1_metric_direction": "maximize",
+                        "v1_llm": "[1]", "ftbench": "x"}
+    assert SearchStarted(**upcast("SearchStarted", 1, {"task": "t", "config": [1, 2]})).labels == {
+        "v1_config": "[1, 2]"}

@@ -73,6 +73,20 @@ def content_hash(path: str | os.PathLike) -> str:
     raise ArtifactError(f"{p}: no such file or folder")
 
 
+_BASE_HASHES: dict[tuple[str, int, int], str] = {}  # a memo (path, newest mtime, entries) -> hash: only a cache
+
+
+def base_model_hash(path: str | os.PathLike) -> str:
+    """Content hash of a base model folder (memoised on path + mtime of its folder listing): what the
+    Executor's work key and the Evaluator's score cache know a base model by."""
+    p = Path(path).resolve()
+    st = max((f.stat().st_mtime_ns for f in p.iterdir()), default=0)
+    key = (str(p), st, len(list(p.iterdir())))
+    if key not in _BASE_HASHES:
+        _BASE_HASHES[key] = content_hash(p)
+    return _BASE_HASHES[key]
+
+
 def _check_hash(h: str) -> str:
     if not isinstance(h, str) or len(h) != 64 or not set(h) <= HEX:
         raise ArtifactError(f"not an artifact hash: {h!r}")

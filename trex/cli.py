@@ -6,6 +6,8 @@ import importlib
 
 import click
 
+from trex.commands.common import OneLineErrors
+
 # name -> "module:attribute" of a click command; imported only when invoked
 COMMANDS: dict[str, tuple[str, str]] = {
     "sql": ("trex.commands.log_cmds:sql", "Run a read-only SQL query over the event log."),
@@ -25,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(OneLineErrors):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 
@@ -40,31 +42,6 @@ class LazyGroup(click.Group):
             if e.name == mod:
                 return None  # that command's module is not part of this build
             raise
-
-    def invoke(self, ctx):
-        from trex.events.errors import EventError
-
-        try:
-            return super().invoke(ctx)
-        except EventError as e:  # a damaged log, a link under the home, a held lock: one line, no traceback
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(1)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except RecursionError:  # json of a plan, an import or a payload nested thousands deep
-            click.echo("error: the input is nested too deeply to read", err=True)
-            ctx.exit(1)
-        except OSError as e:  # a path that is a folder, a permission, a full disk
-            click.echo(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", err=True)
-            ctx.exit(1)
-        except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
-            import os
-
-            if os.environ.get("TREX_DEBUG"):
-                raise
-            msg = " ".join(str(e).split())[:300]
-            click.echo(f"error: {type(e).__name__}: {msg} (TREX_DEBUG=1 shows where)", err=True)
-            ctx.exit(70)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]

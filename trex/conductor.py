@@ -263,14 +263,6 @@ def evaluate_node(evaluator, home, task: str, node_id: str, adapter: str | None,
         return False
 
 
-def open_trials(log: EventLog, sid: str, node_id: str) -> list[str]:
-    """Trial ids of ``node_id`` started and never closed (finished, failed, abandoned): a fold field."""
-    from trex.search import build_tree
-
-    node = build_tree(log, sid).nodes.get(node_id)
-    return list(node.open_trials) if node else []
-
-
 def run_search(home, search_id: str, on_event: Callable[[Any], None] | None = None):
     """Run (or continue) a search until its budget is spent. Returns the final tree."""
     runner = Runner(home, search_id, on_event)
@@ -286,12 +278,3 @@ def base_score(log: EventLog, search_id: str) -> float | None:
     from trex.search import build_tree
 
     return build_tree(log, search_id).base_score
-
-
-def metric_nodes(log: EventLog, sid: str) -> set[str]:
-    """Nodes with a recorded metric ("base" included when the base model was scored)."""
-    from trex.search import build_tree
-
-    tree = build_tree(log, sid)
-    return {n for n, node in tree.nodes.items() if node.score is not None or node.metrics} | (
-        {BASE_NODE} if tree.base_metrics else set())

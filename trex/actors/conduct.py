@@ -83,7 +83,7 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
 
     ``lookahead``: propose while executors train (one ready plan per executor). Without it a
     decision is made only when nothing is in flight, which is the in-process driver's order
-    (one executor then makes the same tree as :func:`trex.conductor.run_search`)."""
+    (one executor and no distiller then make the same tree as :func:`trex.conductor.run_search`)."""
     import ray
 
     from trex.search import build_tree, fold
@@ -97,6 +97,8 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             raise ValueError(f"no search {sid!r} in {home}")
         if tree.status == "finished":
             return tree.summary()
+        if not pool.executors:
+            raise ValueError("a pool needs at least one executor")
         eval_limit = tree.started.trial.eval_limit
         time_limit = tree.started.trial.time_limit_s
         st = _InFlight(idle=list(range(len(pool.executors))))
@@ -134,8 +136,7 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 i = inflight[command_id(sid, act.node_id)]
                 st.trains[pool.executors[i].wait.remote(command_id(sid, act.node_id))] = (act.node_id, i)
                 if i in st.idle:
-                    st.idle.remove(i)
-                st.dispatched[act.node_id] = tree.nodes[act.node_id].trials
+                    st.idle.remove(i)  # its trial started already: tree.trials counts it
             elif isinstance(act, rec.Abandon):
                 for trial_id in act.trial_ids:
                     emit(TrialAbandoned(node_id=act.node_id, trial_id=trial_id, reason="its executor is gone"))
@@ -188,13 +189,12 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
 
             refs = list(st.props) + list(st.trains) + list(st.evals) + ([st.distill] if st.distill else [])
             if not refs:
-                if st.ready and not st.idle:  # cannot happen: every executor is idle when nothing runs
-                    raise RuntimeError("ready plans but no idle executor")
                 if st.ready:
                     continue
-                if not lookahead and stop_reason(tree, time.time() - started_at, committed) is None:
-                    continue  # nothing in flight: the next decision is made at the top of the loop
-                break  # nothing running, nothing to propose: finished
+                refresh()
+                if stop_reason(tree, time.time() - started_at, trials_used(tree)) is None:
+                    continue  # nothing in flight and the budget not spent: decide again at the top
+                break  # nothing running, nothing left to decide: finished
             done, _ = ray.wait(refs, num_returns=1, timeout=poll_s)
             for ref in done:
                 if ref in st.props:
@@ -258,6 +258,10 @@ def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str) ->
                           raw=prop.get("raw") or "", decision_id=did), correlation_id=did)
         return
     plan = parse_plan(prop["plan"])
+    if isinstance(plan, str):  # a proposer's plan that does not parse: its rejection, never a crash
+        emit(PlanRejected(parent_id=decision.get("node_id"), proposer=tree.proposer, reason=plan[:2000],
+                          raw=str(prop["plan"])[:4000], decision_id=did), correlation_id=did)
+        return
     nid = next_node_id(tree)
     emit(PlanProposed(node_id=nid, parent_id=decision.get("node_id"), operator=decision["operator"],
                       plan=prop["plan"], plan_hash=plan_hash(plan), rationale=prop.get("rationale") or "",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from trex.commands.common import emit_json, fail, format_option, home_option, info
+from trex.commands.common import OneLineErrors, emit_json, fail, format_option, home_option, info
 
 KINDS = ("researcher", "evaluator", "distiller")
 
@@ -53,7 +53,7 @@ def _named(ray) -> list[dict]:
     return rows
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Manage trex's named, detached actors on a Ray cluster."""
 

@@ -32,3 +32,32 @@ def fail(msg: str, code: int = 1) -> "None":
 
 def info(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+class OneLineErrors(click.Group):
+    """A command group whose commands answer every failure in one line, never a traceback."""
+
+    def invoke(self, ctx):
+        from trex.events.errors import EventError
+
+        try:
+            return super().invoke(ctx)
+        except EventError as e:  # a damaged log, a link under the home, a held lock: one line, no traceback
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except RecursionError:  # json of a plan, an import or a payload nested thousands deep
+            click.echo("error: the input is nested too deeply to read", err=True)
+            ctx.exit(1)
+        except OSError as e:  # a path that is a folder, a permission, a full disk
+            click.echo(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", err=True)
+            ctx.exit(1)
+        except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+            import os
+
+            if os.environ.get("TREX_DEBUG"):
+                raise
+            msg = " ".join(str(e).split())[:300]
+            click.echo(f"error: {type(e).__name__}: {msg} (TREX_DEBUG=1 shows where)", err=True)
+            ctx.exit(70)

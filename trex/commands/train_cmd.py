@@ -80,7 +80,7 @@ def train(plan_file: Path, task: str, home: Path, fmt: str, threads: int | None,
         from trex.events.search import SearchStarted
 
         log.append(sid, [SearchStarted(task=task, proposer="manual", policy="none", seed=plan.seed,
-                                       config={"plan_hash": phash, "command": "trex train"})])
+                                       labels={"plan_hash": phash, "command": "trex train"})])
     ex = Executor(home, emit, search_id=sid, threads=threads, time_limit_s=time_limit)
     cancel = threading.Event()
     try:
@@ -105,7 +105,7 @@ def train(plan_file: Path, task: str, home: Path, fmt: str, threads: int | None,
             for k, v in sorted({**out.train_metrics, **result.get("eval_metrics", {})}.items()):
                 click.echo(f"{k}\t{v:.6g}" if isinstance(v, float) else f"{k}\t{v}")
         else:
-            click.echo(f"status\tfailed\nreason\t{out.reason}\nmessage\t{out.message}")
+            click.echo(f"status\t{out.status}\nreason\t{out.reason}\nmessage\t{out.message}")
     if not out.ok:
         raise SystemExit(2)
 

@@ -5,7 +5,7 @@ most of the time of a repeated ``trex train`` or a reused trial. The key covers 
 score depends on: the adapter's content hash (or the base model), the split's content and the
 decoding settings (:meth:`EvalSpec.fingerprint`: examples, template, max new tokens, stop,
 BOS, metrics), the backend (transformers and vLLM may differ in the last digit) and the base
-model folder. An entry is a small JSON file under ``HOME/cache/evals/`` naming the outputs
+model by content (its folder's hash, as the Executor's work key has it). An entry is a small JSON file under ``HOME/cache/evals/`` naming the outputs
 artifact (which holds every per-example score) and the metrics; written atomically, never
 through a link; the key is a hash, so nothing from outside becomes a path.
 """
@@ -26,6 +26,16 @@ def cache_key(adapter_hash: str | None, spec_fingerprint: str, backend: str, bas
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
+def base_identity(base_model: str) -> str:
+    """The base model by content (its folder's hash) where it is a folder here, else as named."""
+    from trex.artifacts import base_model_hash
+
+    p = Path(base_model) if base_model else None
+    if p is not None and p.is_dir():
+        return base_model_hash(p)
+    return str(base_model)
+
+
 def _path(home: Path, key: str) -> Path:
     return Path(home) / "cache" / "evals" / f"{key}.json"
 
@@ -42,19 +52,28 @@ def lookup(home: Path, key: str) -> dict[str, Any] | None:
             entry = json.loads(f.read())
         except ValueError:
             return None
-    art = Path(home) / "artifacts" / str(entry.get("outputs_artifact", ""))
+    if not isinstance(entry, dict) or not isinstance(entry.get("outputs_artifact"), str):
+        return None
+    art = Path(home) / "artifacts" / entry["outputs_artifact"]
     if not isinstance(entry.get("metrics"), dict) or not art.is_file() or art.is_symlink():
         return None
     return entry
 
 
-def store(home: Path, key: str, entry: dict[str, Any]) -> None:
+def store(home: Path, key: str, entry: dict[str, Any]) -> bool:
+    """Record an entry; False (nothing written) when it cannot be: a full disk, a link in the way."""
     p = _path(home, key)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{key}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(json.dumps(entry, sort_keys=True).encode())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if any(q.is_symlink() for q in (p.parent, p.parent.parent)):
+            return False  # never write through a link
+        tmp = p.with_name(f".{key}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(entry, sort_keys=True).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        return True
+    except OSError:
+        return False

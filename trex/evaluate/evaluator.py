@@ -186,7 +186,7 @@ class Evaluator:
                 raise EvaluationError("empty_eval_set", f"task {spec.task!r} has no held-out examples", eval_id)
             if self.cache:
                 key = eval_cache.cache_key(adapter_hash, spec.fingerprint(), self.backend.name,
-                                           str(getattr(self.backend, "base_model", "")))
+                                           eval_cache.base_identity(getattr(self.backend, "base_model", "")))
             hit = eval_cache.lookup(self.home, key) if key else None
             if hit is not None:
                 rel, metrics, tg = hit["outputs_artifact"], {k: float(v) for k, v in hit["metrics"].items()}, 0.0
@@ -200,8 +200,6 @@ class Evaluator:
                 for m in spec.metrics:
                     metrics[m], per[m] = score(m, outs, refs)
                 path, rel = self._write_outputs(spec, adapter_dir, prompts, outs, refs, per)
-                if key:
-                    eval_cache.store(self.home, key, {"outputs_artifact": rel, "metrics": metrics})
         except EvaluationError as e:
             self._emit(EvaluationFailed(node_id=node_id, eval_id=eval_id, reason=e.reason, message=e.message), sink)
             raise
@@ -209,6 +207,8 @@ class Evaluator:
             self._emit(EvaluationFailed(node_id=node_id, eval_id=eval_id, reason=type(e).__name__,
                                         message=str(e)[:2000]), sink)
             raise EvaluationError(type(e).__name__, str(e), eval_id) from e
+        if key and hit is None:  # a cache that cannot be written costs the next caller time, nothing else
+            eval_cache.store(self.home, key, {"outputs_artifact": rel, "metrics": metrics})
         for m in spec.metrics:
             self._emit(MetricRecorded(node_id=node_id, name=m, value=float(metrics[m]),
                                       primary=spec.flag_primary and m == spec.primary,

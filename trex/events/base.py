@@ -98,7 +98,11 @@ def upcast(type_name: str, version: int, payload: dict) -> dict:
         fn = _UPCASTERS.get((type_name, version))
         if fn is None:
             raise EventError(f"no upcaster for {type_name!r} v{version} -> v{version + 1}")
-        payload = fn(dict(payload))
+        try:
+            payload = fn(dict(payload))
+        except (TypeError, AttributeError, KeyError, ValueError) as e:  # a payload the old version never wrote
+            raise InvalidPayload(f"event type {type_name!r} v{version}: cannot be read ({type(e).__name__}: {e})") \
+                from None
         version += 1
     return payload
 

@@ -1,7 +1,7 @@
 """Search lifecycle, decisions of the selection policy, budget and forks."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,31 +76,76 @@ _V1_TOP = ("metric_direction", "task_def", "task_file", "prior_insights", "polic
 
 @upcaster("SearchStarted", 1)
 def upcast_v1_v2(d: dict) -> dict:
-    """v1 kept the settings in ``config``; each known key moves to its typed field, unknown ones to labels."""
+    """v1 kept the settings in ``config``; each known key moves to its typed field, and whatever does not
+    fit one (an unknown key, a value v1's fold tolerated but v2's type refuses) is kept as a label."""
     out = {k: v for k, v in d.items() if k != "config"}
-    cfg = dict(d.get("config") or {})
-    out["trial"] = {new: cfg.pop(old) for old, new in _V1_TRIAL.items() if cfg.get(old) is not None}
-    cfg = {k: v for k, v in cfg.items() if v is not None or k in _V1_TOP}
-    for k in _V1_TOP:
-        if cfg.get(k) is not None:
-            out[k] = cfg.pop(k)
-        else:
-            cfg.pop(k, None)
-    llm = dict(cfg.pop("llm", None) or {})
+    cfg = _dict(d.get("config"))
+    labels: dict[str, str] = {}
+    if d.get("config") is not None and not isinstance(d.get("config"), dict):
+        labels["v1_config"] = _label(d["config"])
+
+    def keep(name: str, v: Any) -> None:
+        labels[name] = _label(v)
+
+    out["trial"] = {}
+    for old, new in _V1_TRIAL.items():
+        v = cfg.pop(old, None)
+        if v is not None:
+            if _fits(TrialSettings, new, v):
+                out["trial"][new] = v
+            else:
+                keep(f"v1_{old}", v)
+    md = cfg.pop("metric_direction", None)
+    out["metric_direction"] = "min" if md == "min" else "max"  # v1's fold: "min" or else higher is better
+    if md not in (None, "min", "max"):
+        keep("v1_metric_direction", md)
+    for k in ("task_def", "task_file", "prior_insights", "policy_params", "search_url"):
+        v = cfg.pop(k, None)
+        if v is not None:
+            if _fits(SearchStarted, k, v):
+                out[k] = v
+            else:
+                keep(f"v1_{k}", v)
+    raw_llm = cfg.pop("llm", None)
+    llm = _dict(raw_llm)
+    if raw_llm is not None and not isinstance(raw_llm, dict):
+        keep("v1_llm", raw_llm)
     if "llm_temperature" in cfg:
         llm["temperature"] = cfg.pop("llm_temperature")
     if "max_llm_tokens" in cfg:
         llm["max_total_tokens"] = cfg.pop("max_llm_tokens")
-    known = set(LlmSettings.model_fields)
-    labels = {f"llm_{k}": _label(v) for k, v in llm.items() if k not in known}
-    out["llm"] = {k: v for k, v in llm.items() if k in known and v is not None}
-    for k, v in (cfg.pop("ftbench", None) or {}).items():
-        labels[f"ftbench_{k}"] = _label(v)
-    labels.update({k: _label(v) for k, v in cfg.items()})
+    out["llm"] = {}
+    for k, v in llm.items():
+        if k in LlmSettings.model_fields and v is not None and _fits(LlmSettings, k, v):
+            out["llm"][k] = v
+        else:
+            keep(f"llm_{k}", v)
+    fb = cfg.pop("ftbench", None)
+    for k, v in (_dict(fb) if isinstance(fb, dict) else ({} if fb is None else {"": fb})).items():
+        keep(f"ftbench_{k}" if k else "ftbench", v)
+    for k, v in cfg.items():
+        keep(str(k), v)
     out["labels"] = labels
     if out.get("task_def") is not None:
         out["task_def_hash"] = task_def_hash(out["task_def"])
     return out
+
+
+def _dict(v: Any) -> dict:
+    return dict(v) if isinstance(v, dict) else {}
+
+
+def _fits(model: type[BaseModel], field: str, value: Any) -> bool:
+    """Whether ``value`` is valid for ``model.field`` (checked alone, through pydantic)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    info = model.model_fields[field]
+    try:
+        TypeAdapter(Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation) \
+            .validate_python(value)
+        return True
+    except (ValidationError, TypeError):
+        return False
 
 
 def _label(v: Any) -> str:

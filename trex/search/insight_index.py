@@ -7,8 +7,11 @@ about) and ``InsightDistilled``/``InsightRetired``, skipping every other record 
 decoding its payload, and is folded on: :func:`refresh` folds only records the index has not
 seen (by stream and seq), so a long-lived Researcher keeps one and decodes only new events.
 
-An insight is in force for a task while no search on that task has retired it: a later
-search that refutes an insight takes it out of what the next ones are told.
+An insight is in force for a task until the search that distilled it retires it (a fork's
+distiller retires what it inherited by id, which is not evidence against the parent's insight).
+Reads: :func:`refresh` reads the home's records (the log's incremental reads make that cheap for
+sealed segments that hold nothing new; the open segment is decoded once per ``EventLog``) and
+decodes only the insight and start events among them.
 """
 from __future__ import annotations
 
@@ -57,9 +60,10 @@ def fold_records(index: InsightIndex, records: Iterable[Mapping]) -> InsightInde
         elif t == "InsightDistilled":
             task = d.get("task") or _task(task_of, parent_of, sid)
             in_force[d["insight_id"]] = (task, sid, d.get("text", ""))
-        else:  # InsightRetired: out of force for the task of the search that retired it
+        else:  # InsightRetired: only by the search that distilled it (a fork's distiller retires what it
+            # inherited by id, which says nothing of the parent's evidence)
             held = in_force.get(d["insight_id"])
-            if held is not None and held[0] == _task(task_of, parent_of, sid):
+            if held is not None and held[1] == sid:
                 del in_force[d["insight_id"]]
     return replace(index, task_of=MappingProxyType(task_of), parent_of=MappingProxyType(parent_of),
                    in_force=MappingProxyType(in_force), seen=MappingProxyType(seen))

@@ -283,7 +283,6 @@ def _plan_proposed(b: _Builder, d: dict) -> None:
         b.open_decisions.pop(dec_id, None)
         tokens = b.pending_tokens.pop(dec_id, 0)
         b.by_decision[dec_id] = nid
-    b.f["rejections_in_a_row"] = 0
     b.add_node(_new_node(
         b, nid, parent_id, operator=d.get("operator", "draft"), plan=dict(d.get("plan") or {}),
         plan_hash=d.get("plan_hash", ""), rationale=d.get("rationale", ""), proposer=d.get("proposer", ""),
@@ -294,17 +293,18 @@ def _plan_proposed(b: _Builder, d: dict) -> None:
 def _plan_rejected(b: _Builder, d: dict) -> None:
     parent_id = d.get("parent_id")
     dec = d.get("decision_id")
+    nid = d.get("node_id")
     if dec:  # the decision it answers (proposals made ahead: several may be open on one target)
         b.open_decisions.pop(dec, None)
-    else:  # older events: close the oldest open decision on the same target
+    elif not nid:  # older events: close the oldest open decision on the same target
         for dec_id, target in b.open_decisions.items():
             if target == parent_id:
                 del b.open_decisions[dec_id]
                 break
-    nid = d.get("node_id")
+    # a plan that could not be tried (the proposer's, or one refused before its trial started)
+    b.f["rejections_in_a_row"] += 1
     if not nid:
         b.f["rejected_plans"] += 1
-        b.f["rejections_in_a_row"] += 1
         return
     reason = d.get("reason", "")
     n = b.touch(nid) if b.has(nid) else None
@@ -338,6 +338,7 @@ def _llm_call(b: _Builder, d: dict, corr: str | None, cause: str | None) -> None
 
 def _trial_started(b: _Builder, d: dict) -> None:
     b.f["trials"] += 1
+    b.f["rejections_in_a_row"] = 0  # a plan ran
     n = b.touch(d["node_id"])
     if n is not None:
         n["status"] = "running"
@@ -405,6 +406,7 @@ def _proposal_failed(b: _Builder, d: dict) -> None:
 
 def _trial_reused(b: _Builder, d: dict) -> None:
     b.f["trials_reused"] += 1
+    b.f["rejections_in_a_row"] = 0
     n = b.touch(d["node_id"])
     if n is not None:
         n["status"], n["adapter"] = "trained", d.get("adapter")

@@ -128,7 +128,7 @@ class SearchTree:
     # facts the search loop needs often, kept by the fold rather than re-read from the log
     base_score: float | None = None  # the untouched base model's primary metric (node id "base")
     base_metrics: tuple[tuple[str, float], ...] = ()  # every metric recorded for the base model, sorted
-    rejections_in_a_row: int = 0  # proposer rejections (PlanRejected without a node) since the last PlanProposed
+    rejections_in_a_row: int = 0  # plans that could not be tried (PlanRejected) since a trial last ran or was reused
     proposal_failures: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # decision -> count
     activity: int = 0  # events of this search's own stream after its first (SearchStarted / SearchForked)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
-from trex.artifacts import ArtifactStore, content_hash
+from trex.artifacts import ArtifactStore, base_model_hash, content_hash  # noqa: F401  (base_model_hash re-exported)
 from trex.events.base import Event
 from trex.events.envelope import new_id
 from trex.events.plans import PlanRejected
@@ -67,19 +67,6 @@ class TrialOutcome:
     @property
     def ok(self) -> bool:
         return self.status in ("finished", "reused")
-
-
-_BASE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def base_model_hash(path: str | os.PathLike) -> str:
-    """Content hash of a base model folder (memoised on path + mtime of its folder listing)."""
-    p = Path(path).resolve()
-    st = max((f.stat().st_mtime_ns for f in p.iterdir()), default=0)
-    key = (str(p), st, len(list(p.iterdir())))
-    if key not in _BASE_HASHES:
-        _BASE_HASHES[key] = content_hash(p)
-    return _BASE_HASHES[key]
 
 
 def work_key(plan: Plan, data_hash: str, base_hash: str, parent_adapter: str | None) -> str:
@@ -225,7 +212,10 @@ class Executor:
             data_hash, data_path = materialize(plan.data, self.home, [*self.allowed_roots, assets.data_dir])
         except (RecipeError, ValueError) as e:
             return bad(f"data recipe: {e}", phash)
-        refusal = self._guard(task, data_hash, data_path, node_id, emit)
+        try:
+            refusal = self._guard(task, data_hash, data_path, node_id, emit)
+        except Exception as e:  # noqa: BLE001 - a guard that cannot run is a failed trial, never a crash
+            return bad(f"contamination check: {type(e).__name__}: {e}", phash)
         if refusal is not None:  # training rows that overlap held-out data: the plan is refused, never trained
             emit(PlanRejected(node_id=node_id, reason=refusal[:2000]))
             return TrialOutcome("refused", node_id, phash, reason="data_overlap", message=refusal, events=events)
@@ -259,7 +249,16 @@ class Executor:
                                reference=load_split(t, "train", self.home), train_hash=data_hash,
                                cache_dir=self.home / "cache" / "overlap")
         emit(report.event(node_id=node_id))
+        if report.refused and self._overlap_allowed():
+            return None  # the user started the search with --allow-overlap: recorded, checked, not refused
         return report.reason if report.refused else None
+
+    def _overlap_allowed(self) -> bool:
+        """The search was started with an explicit, recorded override (``labels.overlap_override``)."""
+        if self.log is None or not self.search_id or not self.log.exists(self.search_id):
+            return False
+        first = self.log.read(self.search_id, until_seq=1)[0].event
+        return bool(getattr(first, "labels", {}).get("overlap_override"))
 
     def _train(self, plan, phash, key, node_id, trial_id, base_dir, data_path, parent_dir, resume_from, device,
                limit, cancel, on_worker_start, emit, events, command_id="", attempt=1) -> TrialOutcome:
