@@ -30,7 +30,7 @@ def test_trex_train_json(arith_home, tmp_path):
     assert out["search_id"] == stream_name(plan_hash(p)) == f"train-{plan_hash(p)[:12]}"
     assert 0.0 <= out["eval_metrics"]["exact_match"] <= 1.0 and "add_exact_match" in out["eval_metrics"]
     types = [e.type for e in EventLog(arith_home).read(out["search_id"])]
-    assert types[0] == "SearchStarted" and types[1] == "TrialStarted" and "TrialFinished" in types
+    assert types[:3] == ["SearchStarted", "DataOverlapChecked", "TrialStarted"] and "TrialFinished" in types
     assert types[-1] == "EvaluationFinished"  # scored through the search's Evaluator, recorded in the train stream
     # again: reused, text format
     r2 = CliRunner().invoke(train, [str(f), "--task", "arith-sub", "--home", str(arith_home), "--no-eval"])

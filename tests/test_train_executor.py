@@ -33,6 +33,12 @@ def kinds(events):
     return [type(e).__name__ for e in events]
 
 
+def trial(events):
+    """The trial's own events: every run starts with the contamination check of its data (tested below)."""
+    assert type(events[0]).__name__ == "DataOverlapChecked", kinds(events)
+    return events[1:]
+
+
 def plan(**kw):
     kw.setdefault("max_steps", 30)
     kw.setdefault("learning_rate", 3e-3)
@@ -46,7 +52,7 @@ def test_train_reuse_and_continue(arith_home):
     p = plan()
     out = ex.run(p, task="arith-sub", node_id="n1")
     assert out.status == "finished", (out.reason, out.message)
-    k = kinds(out.events)
+    k = kinds(trial(out.events))
     assert k[0] == "TrialStarted" and k[-1] == "TrialFinished" and k.count("TrialProgressed") == 6
     fin = out.events[-1]
     assert isinstance(fin, TrialFinished) and fin.steps == 30 and fin.adapter == out.adapter
@@ -55,14 +61,14 @@ def test_train_reuse_and_continue(arith_home):
     steps = [e.step for e in out.events if isinstance(e, TrialProgressed)]
     assert steps == [5, 10, 15, 20, 25, 30]
     assert (ex.store.get(out.adapter) / "adapter_config.json").is_file()
-    assert [e.type for e in log.read(SID)] == k
+    assert [e.type for e in log.read(SID)] == ["DataOverlapChecked", *k]
 
     # the same plan again: served from the cache, no worker
     started = []
     again = ex.run(p, task="arith-sub", node_id="n2", on_worker_start=started.append)
     assert again.status == "reused" and not started
-    assert kinds(again.events) == ["TrialReused"]
-    r = again.events[0]
+    assert kinds(trial(again.events)) == ["TrialReused"]
+    r = trial(again.events)[0]
     assert isinstance(r, TrialReused) and r.adapter == out.adapter and r.source_node_id == "n1"
     assert r.source_search_id == SID and r.work_key == fin.work_key == out.work_key != ""
 
@@ -74,13 +80,13 @@ def test_train_reuse_and_continue(arith_home):
     assert ex.lookup(out.work_key) is None
     via_log = ex_log.run(p, task="arith-sub", node_id="m1", on_worker_start=started.append)
     assert via_log.status == "reused" and via_log.adapter == out.adapter and not started
-    assert via_log.events[0].source_node_id == "n1" and via_log.events[0].source_search_id == SID
+    assert trial(via_log.events)[0].source_node_id == "n1" and trial(via_log.events)[0].source_search_id == SID
 
     # a continued child starts from its parent's checkpoint and trains only its own steps
     child = plan(max_steps=10, continue_from_parent=True)
     c = ex.run(child, task="arith-sub", node_id="n3", parent_adapter=out.adapter)
     assert c.status == "finished", (c.reason, c.message)
-    st = c.events[0]
+    st = trial(c.events)[0]
     assert isinstance(st, TrialStarted) and st.resume_from == out.adapter
     assert c.steps == 10 and c.adapter != out.adapter
     # it starts where the parent ended, far below a fresh adapter's first loss
@@ -97,7 +103,7 @@ def test_nan_loss_then_crash_then_carry_on(arith_home):
     ex, log, seen = make_executor(arith_home)
     nan = ex.run(plan(method="full", learning_rate=1.0, max_steps=60), task="arith-sub", node_id="nan")
     assert nan.status == "failed" and nan.reason == "nan_loss", nan.message
-    assert kinds(nan.events)[0] == "TrialStarted" and kinds(nan.events)[-1] == "TrialFailed"
+    assert kinds(trial(nan.events))[0] == "TrialStarted" and kinds(nan.events)[-1] == "TrialFailed"
 
     # SIGKILL the worker after its first progress report
     pid = {}

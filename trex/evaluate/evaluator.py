@@ -179,9 +179,10 @@ class Evaluator:
         eval_id = eval_id or new_id()
         sink: list[Event] = []
         t0 = time.perf_counter()
-        adapter_hash = None if adapter_dir is None else content_hash(adapter_dir)
-        key = None
+        adapter_hash, key, hit = None, None, None
         try:
+            if self.cache and adapter_dir is not None:
+                adapter_hash = content_hash(adapter_dir)
             if not spec.examples:
                 raise EvaluationError("empty_eval_set", f"task {spec.task!r} has no held-out examples", eval_id)
             if self.cache:
@@ -207,6 +208,8 @@ class Evaluator:
             self._emit(EvaluationFailed(node_id=node_id, eval_id=eval_id, reason=type(e).__name__,
                                         message=str(e)[:2000]), sink)
             raise EvaluationError(type(e).__name__, str(e), eval_id) from e
+        if adapter_hash is None and adapter_dir is not None:
+            adapter_hash = content_hash(adapter_dir)
         if key and hit is None:  # a cache that cannot be written costs the next caller time, nothing else
             eval_cache.store(self.home, key, {"outputs_artifact": rel, "metrics": metrics})
         for m in spec.metrics:
