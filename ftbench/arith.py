@@ -117,6 +117,23 @@ def addition_split(seed: int = 0) -> tuple[list[dict], list[dict]]:
     return [add_example(a, b) for a, b in _all_pairs()], [add_example(a, b) for a, b in held]
 
 
+def addition_test(seed: int = 0) -> list[dict]:
+    """500 more addition pairs, disjoint from :func:`addition_split`'s eval pairs: the retention
+    metric's held-out test twin (nothing a search decides looks at them)."""
+    pairs = _all_pairs()
+    random.Random(f"arith-add-{seed}").shuffle(pairs)
+    return [add_example(a, b) for a, b in sorted(pairs[N_ADD_EVAL:2 * N_ADD_EVAL])]
+
+
+def subtraction_test(seed: int = 0, n_train: int = N_SUB_TRAIN, n_eval: int = N_SUB_EVAL,
+                     n_test: int = N_SUB_EVAL) -> list[dict]:
+    """Held-out subtraction problems disjoint from :func:`subtraction_split`'s train and eval (the
+    pairs after both in the same seeded order: 5,050 pairs hold 500 + 4,000 + 500)."""
+    pairs = [(a, b) for a in range(100) for b in range(a + 1)]
+    random.Random(f"arith-sub-{seed}").shuffle(pairs)
+    return [sub_example(a, b) for a, b in sorted(pairs[n_eval + n_train:n_eval + n_train + n_test])]
+
+
 def subtraction_split(seed: int = 0, n_train: int = N_SUB_TRAIN, n_eval: int = N_SUB_EVAL) -> tuple[list[dict], list[dict]]:
     """(train, held-out eval) for subtraction with a >= b; the eval pairs never occur in train."""
     pairs = [(a, b) for a in range(100) for b in range(a + 1)]  # 5050 pairs

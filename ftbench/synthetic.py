@@ -70,10 +70,10 @@ def _unique_rows(make, rng: random.Random, n: int) -> list[dict]:
     return rows
 
 
-def tickets(seed: int = 0, n_train: int = 800, n_eval: int = 200) -> dict[str, list[dict]]:
-    rows = _unique_rows(_ticket, random.Random(f"tickets:{seed}"), n_train + n_eval)
-    eval_rows = [dict(r, completion=r["label"]) for r in rows[n_train:]]  # references without the space
-    return {"train": rows[:n_train], "eval": eval_rows}
+def tickets(seed: int = 0, n_train: int = 800, n_eval: int = 200, n_test: int = 200) -> dict[str, list[dict]]:
+    rows = _unique_rows(_ticket, random.Random(f"tickets:{seed}"), n_train + n_eval + n_test)
+    held = [dict(r, completion=r["label"]) for r in rows[n_train:]]  # references without the space
+    return {"train": rows[:n_train], "eval": held[:n_eval], "test": held[n_eval:]}
 
 
 def order_prompt(text: str) -> str:
@@ -88,7 +88,7 @@ def _order(rng: random.Random) -> dict:
     return {"prompt": order_prompt(text), "completion": f" {target}", "text": text, "fields": fields}
 
 
-def orders(seed: int = 0, n_train: int = 800, n_eval: int = 200) -> dict[str, list[dict]]:
-    rows = _unique_rows(_order, random.Random(f"orders:{seed}"), n_train + n_eval)
-    eval_rows = [dict(r, completion=r["completion"].strip()) for r in rows[n_train:]]
-    return {"train": rows[:n_train], "eval": eval_rows}
+def orders(seed: int = 0, n_train: int = 800, n_eval: int = 200, n_test: int = 200) -> dict[str, list[dict]]:
+    rows = _unique_rows(_order, random.Random(f"orders:{seed}"), n_train + n_eval + n_test)
+    held = [dict(r, completion=r["completion"].strip()) for r in rows[n_train:]]
+    return {"train": rows[:n_train], "eval": held[:n_eval], "test": held[n_eval:]}

@@ -32,11 +32,13 @@ def smollm2_135m(home: Path, seed: int) -> Path:
 
 # ---------------------------------------------------------------- generators
 def arith_sub_data(seed: int) -> dict[str, list[dict]]:
-    from ftbench.arith import addition_split, subtraction_split
+    from ftbench.arith import addition_split, addition_test, subtraction_split, subtraction_test
 
     train, ev = subtraction_split(seed)
     _, add_ev = addition_split(seed)
-    return {"train": train, "eval": ev, "eval_add": add_ev}
+    # eval (validation: what the search selects on) and test (held out: scored once, at the end)
+    return {"train": train, "eval": ev, "eval_add": add_ev, "test": subtraction_test(seed),
+            "test_add": addition_test(seed)}
 
 
 def tickets_data(seed: int) -> dict[str, list[dict]]:

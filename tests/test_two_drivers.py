@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from trex.conductor import Runner, SearchConfig, _started_at, start_search
-from trex.events.evaluation import EvaluationFinished, MetricRecorded
+from trex.events.evaluation import EvaluationFinished, HeldOutScored, MetricRecorded
 from trex.events.log import EventLog
 from trex.events.search import Budget
 from trex.events.trials import TrialFailed, TrialFinished, TrialStarted
@@ -65,6 +65,14 @@ def fake_evaluate(home, sid: str, node_id: str, adapter: str | None, plan: dict 
     return True
 
 
+def fake_heldout(home, sid: str, node_id: str, adapter: str | None, rank: int, plan: dict) -> bool:
+    """The held-out score: the validation score shrunk a little (the winner's curse, scripted)."""
+    score = round(0.9 * (_digest(plan) % 1000) / 1000, 4)
+    EventLog(home).append(sid, [HeldOutScored(node_id=node_id, name="exact_match", value=score, split="test",
+                                              primary=True, rank=rank, eval_id=f"{sid}:{node_id}:test")])
+    return True
+
+
 def _plan_of(home, sid, node_id):
     node = build_tree(EventLog(home), sid).nodes.get(node_id)
     return dict(node.plan) if node is not None else None
@@ -96,6 +104,9 @@ class ScriptedRunner(Runner):
     def evaluate(self, node_id, adapter):
         fake_evaluate(self.home, self.sid, node_id, adapter, _plan_of(self.home, self.sid, node_id))
 
+    def evaluate_heldout(self, node_id, adapter, rank):
+        fake_heldout(self.home, self.sid, node_id, adapter, rank, _plan_of(self.home, self.sid, node_id))
+
     def _answer(self, tree, decision):
         if self.crash == ("proposing", decision.index):
             raise Crash(self.crash)
@@ -117,6 +128,9 @@ class ScriptedEvaluator:
     def evaluate(self, home, sid, task, node_id, adapter, limit=None):
         return fake_evaluate(home, sid, node_id, adapter, _plan_of(home, sid, node_id))
 
+    def evaluate_heldout(self, home, sid, task, node_id, adapter, rank):
+        return fake_heldout(home, sid, node_id, adapter, rank, _plan_of(home, sid, node_id))
+
 
 def view(home, sid):
     """What both drivers must agree on (ids included: they are deterministic)."""
@@ -125,7 +139,7 @@ def view(home, sid):
               tree.nodes[n].score) for n in tree.order]
     return {"nodes": nodes, "decisions": [(d.decision_id, d.node_id, d.operator) for d in tree.decisions],
             "status": tree.status, "finish_reason": tree.finish_reason, "trials": tree.trials,
-            "base": tree.base_score}
+            "base": tree.base_score, "heldout": dict(tree.heldout)}
 
 
 def run_in_process(home, sid, crash=None) -> bool:
@@ -181,6 +195,12 @@ def test_ray_conductor_and_in_process_runner_make_the_same_tree(proposer, tmp_pa
     local, remote = view(homes["local"], sids["local"]), view(homes["ray"], sids["ray"])
     assert local["status"] == "finished" and local["finish_reason"] == "budget exhausted: trials"
     assert local["base"] == BASE_SCORE and local["trials"] == 9
+    # the node chosen on validation and the next two, on test, once each, in both drivers
+    ranked = sorted((n for n in local["nodes"] if n[5] is not None), key=lambda n: -n[5])
+    assert {n: h.rank for n, h in local["heldout"].items()} == {n[0]: r for r, n in enumerate(ranked[:3], 1)}
+    fin = [e.event for e in EventLog(homes["ray"]).read(sid) if e.type == "SearchFinished"][-1]
+    assert fin.best_node_id == ranked[0][0] and fin.reported == "test"
+    assert fin.test_score == local["heldout"][ranked[0][0]].score != fin.best_score
     retried = build_tree(EventLog(homes["ray"]), sid).nodes[SCENARIOS[proposer][0 if proposer == "random" else 2][1]]
     assert retried.trials == 2 and retried.status in ("evaluated", "failed"), "a trial left open is retried once"
     assert any(s == "failed" for *_, s, _ in local["nodes"]), "the script should make a trial fail"

@@ -139,6 +139,19 @@ class Runner:
         if outcome.ok:
             self.evaluate(node_id, outcome.adapter)
 
+    def score_heldout(self, tree) -> int:
+        """Before the search finishes: the node chosen on validation, and the next ``heldout_k``, on
+        the task's held-out test split, once each. Returns how many were scored now."""
+        from trex.orchestrate.rules import heldout_todo
+
+        todo = heldout_todo(tree, tree.started.heldout_k) if task_has_test(self.task, self.home) else []
+        for node_id, rank in todo:
+            self.evaluate_heldout(node_id, tree.nodes[node_id].adapter, rank)
+        return len(todo)
+
+    def evaluate_heldout(self, node_id: str, adapter: str | None, rank: int) -> None:
+        heldout_node(self.evaluator, self.home, self.task, node_id, adapter, rank, emit=self.emit)
+
     def recover(self) -> int:
         """Finish what a crashed run left open (:func:`trex.orchestrate.recovery.recovery_plan`),
         recording ``SearchResumed`` first when the search has a history. Returns how many actions it took."""
@@ -181,7 +194,8 @@ class Runner:
             return False
         elapsed = time.time() - started_at
         if stop_reason(tree, elapsed) is not None:
-            for ev in finish_events(tree, elapsed):
+            self.score_heldout(tree)
+            for ev in finish_events(self.tree(), elapsed):
                 self.emit(ev)
             return False
         decision = select(tree)
@@ -260,6 +274,34 @@ def evaluate_node(evaluator, home, task: str, node_id: str, adapter: str | None,
         return False  # recorded as EvaluationFailed by the evaluator
     except Exception as e:  # noqa: BLE001 - a failed evaluation is an event, never the end of the search
         emit(EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]))
+        return False
+
+
+def task_has_test(task: str, home) -> bool:
+    """Whether ``task``'s primary metric has a held-out test split."""
+    from trex.tasks import get_task
+
+    try:
+        return get_task(task, home).has_test
+    except KeyError:
+        return False
+
+
+def heldout_node(evaluator, home, task: str, node_id: str, adapter: str | None, rank: int, *, emit) -> bool:
+    """Score a node on the task's held-out test splits (``HeldOutScored``); True when it worked. A
+    failure is a ``HeldOutFailed`` event, never an exception, and the node is not tried again."""
+    from trex.artifacts import ArtifactStore
+    from trex.evaluate.evaluator import EvaluationError, evaluate_heldout
+    from trex.events.evaluation import HeldOutFailed
+
+    try:
+        adapter_dir = ArtifactStore(home).get(adapter) if adapter else None
+        evaluate_heldout(evaluator, task, adapter_dir, node_id=node_id, rank=rank, home=home)
+        return True
+    except EvaluationError:
+        return False  # recorded as HeldOutFailed by the evaluator
+    except Exception as e:  # noqa: BLE001 - a failed held-out evaluation is an event
+        emit(HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]))
         return False
 
 

@@ -229,10 +229,34 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 pass
         refresh()
         if tree.status != "finished":
-            emit(*finish_events(tree, time.time() - started_at))
+            _score_heldout(pool, home, sid, tree, emit)
+            emit(*finish_events(refresh(), time.time() - started_at))
         return tree.summary()
     finally:
         lock.release()
+
+
+def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit) -> None:
+    """The chosen node and the next ``heldout_k`` on the held-out test split, once each (the rule and
+    the recording are the in-process driver's: :func:`trex.orchestrate.rules.heldout_todo`)."""
+    import ray
+
+    from trex.conductor import task_has_test
+    from trex.events.evaluation import HeldOutFailed
+    from trex.orchestrate.rules import heldout_todo
+
+    if not task_has_test(tree.task, home):
+        return
+    for node_id, rank in heldout_todo(tree, tree.started.heldout_k):
+        adapter = tree.nodes[node_id].adapter
+        for attempt in range(1, 10):
+            try:
+                ray.get(pool.evaluator.evaluate_heldout.remote(str(home), sid, tree.task, node_id, adapter, rank))
+                break
+            except Exception as e:  # noqa: BLE001 - the Evaluator died or raised: once more, then an event
+                if not may_retry_evaluation(attempt):
+                    emit(HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]))
+                    break
 
 
 def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str) -> None:

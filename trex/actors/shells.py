@@ -212,6 +212,26 @@ class EvaluatorShell:
             ev.emit = emit
             return evaluate_node(ev, home, task, node_id, adapter, limit=limit, emit=emit)
 
+    def evaluate_heldout(self, home, sid, task, node_id, adapter, rank) -> bool:
+        from trex.conductor import heldout_node, make_evaluator
+
+        def emit(ev):
+            _append(home, sid, [ev])
+
+        from trex.events.evaluation import HeldOutFailed
+
+        with self._lock:
+            key = (str(home), task)
+            ev = self._evaluators.get(key)
+            if ev is None:
+                try:
+                    ev = self._evaluators[key] = make_evaluator(home, task, emit)
+                except Exception as e:  # noqa: BLE001 - no evaluator: an event
+                    emit(HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]))
+                    return False
+            ev.emit = emit
+            return heldout_node(ev, home, task, node_id, adapter, rank, emit=emit)
+
     def pid(self) -> int:
         return os.getpid()
 

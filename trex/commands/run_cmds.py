@@ -157,8 +157,10 @@ def status(search, home, fmt):
         return
     click.echo(f"{search}: {s['status']}{' (' + s['finish_reason'] + ')' if s['finish_reason'] else ''}, "
                f"task {s['task']}, {s['trials']} trials ({s['trials_finished']} finished, {s['trials_failed']} failed)")
-    click.echo(f"best {s['best_node_id'] or '-'} {_fmt(s['best_score'])} (base model {_fmt(s['base_score'])}); "
-               f"running: {', '.join(s['running']) or 'none'}")
+    click.echo(f"best {s['best_node_id'] or '-'} val {_fmt(s['best_score'])} (selection; base model "
+               f"{_fmt(s['base_score'])}); running: {', '.join(s['running']) or 'none'}")
+    if t.status == "finished":
+        click.echo(_test_line(t))
     for text in s["insights"]:
         click.echo(f"insight: {text}")
 
@@ -166,6 +168,16 @@ def status(search, home, fmt):
 # ------------------------------------------------------------------------------------- helpers
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4g}"
+
+
+def _test_line(tree) -> str:
+    """What the reported number is: the chosen node's held-out test score, or, for a task without a
+    test split, plainly the selection score."""
+    if tree.test_score is not None:
+        return f"test {_fmt(tree.test_score)} (held out: no decision saw it; this is the score to report)"
+    if tree.chosen is None and not tree.heldout:
+        return "no test score: this task has no test split, so the reported score is the selection (val) score"
+    return "test score not recorded (the held-out evaluation failed or the chosen node changed)"
 
 
 def resolve_task(arg: str, home: Path, *, allow_overlap: bool = False):
@@ -344,6 +356,8 @@ def _report(home: Path, sid: str, tree, fmt: str) -> None:
             info(f"the best adapter ({best.adapter[:12]}) is not in this home's artifacts")
     result = {"search_id": sid, "status": tree.status, "finish_reason": tree.finish_reason,
               "best_node": best.node_id if best else None, "best_score": best.score if best else None,
+              "val_score": best.score if best else None, "test_score": tree.test_score,
+              "heldout": tree.summary()["heldout"],
               "base_score": base, "adapter": adapter, "trials": tree.trials,
               "trials_failed": tree.trials_failed, "compute_seconds": round(tree.compute_seconds, 1),
               "insights": list(tree.insights.values())}
@@ -356,7 +370,13 @@ def _report(home: Path, sid: str, tree, fmt: str) -> None:
 
     Console().print(rich_tree(tree))
     gain = "" if best is None or base is None else f" ({best.score - base:+.4g} over the base model)"
-    click.echo(f"best node {result['best_node']}: {_fmt(result['best_score'])} vs base {_fmt(base)}{gain}")
+    click.echo(f"best node {result['best_node']}: val {_fmt(result['best_score'])} (selection) vs base "
+               f"{_fmt(base)}{gain}")
+    click.echo(_test_line(tree))
+    for n, h in result["heldout"].items():
+        if h["rank"] > 1:
+            click.echo(f"  also scored on test, for information: {n} (val rank {h['rank']}): test "
+                       f"{_fmt(h['test_score'])}, val {_fmt(h['val_score'])}")
     click.echo(f"adapter: {adapter}")
     for text in result["insights"]:
         click.echo(f"insight: {text}")

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from trex.tasks.metrics import get_metric, score
 from trex.events.base import Event
 from trex.events.envelope import canonical_json, new_id
-from trex.events.evaluation import EvaluationFailed, EvaluationFinished, MetricRecorded
+from trex.events.evaluation import EvaluationFailed, EvaluationFinished, HeldOutFailed, HeldOutScored, MetricRecorded
 
 Emit = Callable[[Event], None]
 
@@ -96,9 +96,11 @@ class EvalSpec:
         return cls(**kw)
 
     @classmethod
-    def for_task(cls, task: Any, home: str | os.PathLike | None = None, *, limit: int | None = None) -> list["EvalSpec"]:
+    def for_task(cls, task: Any, home: str | os.PathLike | None = None, *, limit: int | None = None,
+                 role: str = "val") -> list["EvalSpec"]:
         """One spec per data split that a :class:`trex.tasks.Task` (or its name) measures, its primary
-        split first.
+        split first. ``role``: ``val``, the splits the search selects on (each metric's ``split``), or
+        ``test``, their held-out twins (``test_split``; metrics without one are left out).
 
         Metric names are built-ins or registered scorers; a name ``<prefix>_exact_match`` that is
         neither (e.g. arith-sub's ``add_exact_match`` on ``eval_add``) is exact match under that name.
@@ -111,7 +113,9 @@ class EvalSpec:
         for m in t.metrics:
             if not can_score(m.name):
                 raise KeyError(f"task {t.name!r}: unknown metric {m.name!r}")
-            by_split.setdefault(m.split, []).append(m)
+            split = m.split if role == "val" else m.test_split
+            if split is not None:
+                by_split.setdefault(split, []).append(m)
         specs = []
         for split, ms in sorted(by_split.items(), key=lambda kv: not any(m.primary for m in kv[1])):
             rows = load_split(t, split, home)
@@ -172,7 +176,9 @@ class Evaluator:
         return prompts, outs
 
     def evaluate(self, spec: EvalSpec, adapter_dir: str | os.PathLike | None, *, node_id: str,
-                 eval_id: str | None = None) -> EvalResult:
+                 eval_id: str | None = None, heldout_rank: int | None = None) -> EvalResult:
+        """Score ``adapter_dir`` (None: the base model) on ``spec``. ``heldout_rank``: a held-out test
+        split, recorded as ``HeldOutScored``/``HeldOutFailed`` (never as the node's metrics)."""
         from trex.artifacts import content_hash
         from trex.evaluate import cache as eval_cache
 
@@ -202,16 +208,25 @@ class Evaluator:
                     metrics[m], per[m] = score(m, outs, refs)
                 path, rel = self._write_outputs(spec, adapter_dir, prompts, outs, refs, per)
         except EvaluationError as e:
-            self._emit(EvaluationFailed(node_id=node_id, eval_id=eval_id, reason=e.reason, message=e.message), sink)
+            self._emit(self._failed(node_id, eval_id, e.reason, e.message, heldout_rank), sink)
             raise
         except Exception as e:  # noqa: BLE001 - a failed evaluation is an event, then the caller decides
-            self._emit(EvaluationFailed(node_id=node_id, eval_id=eval_id, reason=type(e).__name__,
-                                        message=str(e)[:2000]), sink)
+            self._emit(self._failed(node_id, eval_id, type(e).__name__, str(e)[:2000], heldout_rank), sink)
             raise EvaluationError(type(e).__name__, str(e), eval_id) from e
         if adapter_hash is None and adapter_dir is not None:
             adapter_hash = content_hash(adapter_dir)
         if key and hit is None:  # a cache that cannot be written costs the next caller time, nothing else
             eval_cache.store(self.home, key, {"outputs_artifact": rel, "metrics": metrics})
+        if heldout_rank is not None:
+            for m in spec.metrics:
+                self._emit(HeldOutScored(node_id=node_id, name=m, value=float(metrics[m]), split=spec.split,
+                                         primary=spec.flag_primary and m == spec.primary, rank=heldout_rank,
+                                         eval_id=eval_id, n_examples=len(outs), outputs_artifact=rel,
+                                         adapter=adapter_hash), sink)
+            return EvalResult(eval_id=eval_id, node_id=node_id, backend=self.backend.name, metrics=metrics,
+                              primary=spec.primary, primary_value=metrics[spec.primary], n_examples=len(outs),
+                              outputs=outs, per_example=per, outputs_artifact=rel, outputs_path=path,
+                              seconds=time.perf_counter() - t0, generation_seconds=tg, events=sink)
         for m in spec.metrics:
             self._emit(MetricRecorded(node_id=node_id, name=m, value=float(metrics[m]),
                                       primary=spec.flag_primary and m == spec.primary,
@@ -225,6 +240,12 @@ class Evaluator:
                           primary=spec.primary, primary_value=metrics[spec.primary], n_examples=len(outs),
                           outputs=outs, per_example=per, outputs_artifact=rel, outputs_path=path, seconds=seconds,
                           generation_seconds=tg, events=sink)
+
+    @staticmethod
+    def _failed(node_id: str, eval_id: str, reason: str, message: str, heldout_rank: int | None) -> Event:
+        if heldout_rank is not None:
+            return HeldOutFailed(node_id=node_id, rank=heldout_rank, eval_id=eval_id, reason=reason, message=message)
+        return EvaluationFailed(node_id=node_id, eval_id=eval_id, reason=reason, message=message)
 
     def _read_outputs(self, rel: str, spec: EvalSpec) -> tuple[Path, list[str], dict[str, list[float]]]:
         """A cached evaluation's outputs and per-example scores, from its artifact."""
@@ -280,3 +301,12 @@ def evaluate_task(evaluator: Evaluator, task: Any, adapter_dir: str | os.PathLik
     base = eval_id or new_id()
     specs = EvalSpec.for_task(task, home if home is not None else evaluator.home, limit=limit)
     return {s.split: evaluator.evaluate(s, adapter_dir, node_id=node_id, eval_id=f"{base}-{s.split}") for s in specs}
+
+
+def evaluate_heldout(evaluator: Evaluator, task: Any, adapter_dir: str | os.PathLike | None, *, node_id: str,
+                     rank: int, home: str | os.PathLike | None = None, eval_id: str | None = None) -> dict[str, EvalResult]:
+    """Score an adapter on every held-out test split of a task, whole (no limit), as ``HeldOutScored``."""
+    base = eval_id or new_id()
+    specs = EvalSpec.for_task(task, home if home is not None else evaluator.home, role="test")
+    return {s.split: evaluator.evaluate(s, adapter_dir, node_id=node_id, eval_id=f"{base}-{s.split}",
+                                        heldout_rank=rank) for s in specs}

@@ -41,3 +41,35 @@ class EvaluationFailed(Event):
 def upcast_evaluation_finished_v1_v2(d: dict) -> dict:
     """v2 adds ``cached`` (False: every v1 evaluation generated its outputs)."""
     return {**d, "cached": False}
+
+
+@event("HeldOutScored")
+class HeldOutScored(Event):
+    """A node's score on a held-out test split, recorded when the search ends (once per node).
+
+    Its own event, never a ``MetricRecorded``: the fold keeps it out of the node's score, metrics
+    and evaluation outputs, so no selection, proposal, tool or insight can read it. ``rank``: the
+    node's place by validation score when it was scored (1: the node the search chose; the others
+    are shown for information, never used to choose)."""
+
+    node_id: str
+    name: str
+    value: float
+    split: str
+    primary: bool = False
+    rank: int = Field(ge=1)
+    eval_id: str = ""
+    n_examples: int = Field(default=0, ge=0)
+    outputs_artifact: str = ""
+    adapter: str | None = None
+
+
+@event("HeldOutFailed")
+class HeldOutFailed(Event):
+    """The held-out evaluation of a node failed; it is not tried again (a node is scored on test once)."""
+
+    node_id: str
+    rank: int = Field(ge=1)
+    eval_id: str = ""
+    reason: str
+    message: str = ""

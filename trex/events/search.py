@@ -66,6 +66,7 @@ class SearchStarted(Event):
     prior_insights: bool = True  # the llm proposer reads earlier searches' insights (off: independent cells)
     policy_params: dict[str, int | float] = Field(default_factory=dict)
     search_url: str | None = None  # a literature/web search endpoint for the Researcher
+    heldout_k: int = Field(default=2, ge=0)  # nodes after the chosen one also scored on test (for information)
     labels: dict[str, str] = Field(default_factory=dict)  # free tags for reports (ftbench_tag, …)
 
 
@@ -177,11 +178,23 @@ class SearchResumed(Event):
     reason: str = ""
 
 
-@event("SearchFinished")
+@event("SearchFinished", version=2)
 class SearchFinished(Event):
+    """``best_*``: the node chosen on validation and its validation (selection) score; ``test_score``
+    its held-out score, the number trex reports; ``reported``: ``test``, or ``selection`` when the
+    task has no test split (then the reported score is the selection score, and says so)."""
+
     reason: str
     best_node_id: str | None = None
     best_score: float | None = None
+    test_score: float | None = None
+    reported: Literal["test", "selection", ""] = ""
+
+
+@upcaster("SearchFinished", 1)
+def upcast_search_finished_v1_v2(d: dict) -> dict:
+    """v1 reported the selection score only (it had no held-out evaluation)."""
+    return {**d, "test_score": None, "reported": "selection"}
 
 
 @event("BudgetExhausted")

@@ -82,8 +82,11 @@ def finish_events(tree: SearchTree, elapsed_s: float | None) -> list:
               f"the proposer produced {MAX_REJECTIONS_IN_A_ROW} invalid plans in a row"
               if tree.rejections_in_a_row >= MAX_REJECTIONS_IN_A_ROW else "nothing left to run")
     best = tree.best
+    chosen = tree.chosen
+    test = chosen[1].score if chosen is not None and best is not None and chosen[0] == best.node_id else None
     return ([ex] if ex is not None else []) + [SearchFinished(
-        reason=reason, best_node_id=best.node_id if best else None, best_score=best.score if best else None)]
+        reason=reason, best_node_id=best.node_id if best else None, best_score=best.score if best else None,
+        test_score=test, reported="test" if test is not None else "selection")]
 
 
 # ------------------------------------------------------------------------------------ retries
@@ -114,3 +117,17 @@ def proposal_context(tree: SearchTree, insights: InsightIndex) -> dict:
         return {}
     prior = prior_insights(insights, tree.task, tree.search_id) if tree.started.prior_insights else {}
     return {"prior_insights": prior, "base": tree.base_score}
+
+
+# ------------------------------------------------------------------------------- held-out test
+def ranked_by_val(tree: SearchTree) -> list[str]:
+    """Scored nodes, best validation score first (the tree's direction; NaN never ranks)."""
+    scored = [n for n in tree.order if tree.nodes[n].score is not None and tree.nodes[n].score == tree.nodes[n].score]
+    return sorted(scored, key=lambda n: -tree.nodes[n].score if tree.higher_is_better else tree.nodes[n].score)
+
+
+def heldout_todo(tree: SearchTree, k: int) -> list[tuple[str, int]]:
+    """(node, rank) to score on the held-out test split before the search finishes: the best node by
+    validation (rank 1, the one reported) and the next ``k`` for information; a node already scored
+    (or whose held-out evaluation failed) is never scored again, so a resume repeats nothing."""
+    return [(n, r) for r, n in enumerate(ranked_by_val(tree)[:1 + max(0, k)], start=1) if n not in tree.heldout]

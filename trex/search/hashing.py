@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from trex.search.tree import SearchTree
 
-HASH_VERSION = 3  # 3: the typed SearchStarted (v2) instead of its config dict; 2: base score, open trials, outputs,
+HASH_VERSION = 4  # 4: held-out test results (tree.heldout) and heldout_k; 3: the typed SearchStarted (v2); 2: base score, open trials, outputs,
 # counters (bump when the canonical form changes)
 
 
@@ -60,5 +60,6 @@ def tree_to_dict(tree: SearchTree) -> dict[str, Any]:
     d = json.loads(_dumps({k: getattr(tree, k) for k in SearchTree.__dataclass_fields__ if k not in ("nodes", "children")}))
     d["children"] = {("" if k is None else k): list(v) for k, v in tree.children.items()}
     d["nodes"] = [json.loads(_dumps(tree.nodes[nid].__dict__)) for nid in tree.order]
-    d["best_score"] = tree.best_score
+    d["best_score"] = tree.best_score  # validation (selection)
+    d["test_score"] = tree.test_score  # held out: the chosen node's test score
     return d

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 from trex.events.base import Event, registered_types, upcast
 from trex.events.envelope import Envelope
 from trex.events.search import SearchStarted
-from trex.search.tree import DecisionRecord, HistoryPoint, Node, SearchTree, is_number
+from trex.search.tree import DecisionRecord, HeldOut, HistoryPoint, Node, SearchTree, is_number
 
 Item = Envelope | Event | dict
 
@@ -222,6 +222,7 @@ def _search_forked(b: _Builder, d: dict) -> None:
     b.exhausted.clear()  # the parent's exhaustion does not bind the fork
     b.f["activity"] = 0  # the fork's own history starts here
     b.open_decisions.clear()  # the parent's in-flight decisions are not the fork's to fulfil
+    b.f["heldout"] = MappingProxyType({})  # the fork reports its own choice
 
 
 def _search_resumed(b: _Builder, d: dict) -> None:
@@ -397,6 +398,23 @@ def _trial_dispatch_failed(b: _Builder, d: dict) -> None:
         n["dispatch_failures"] += 1
 
 
+def _heldout_scored(b: _Builder, d: dict) -> None:
+    nid = d["node_id"]
+    held = dict(b.f["heldout"])
+    cur = held.get(nid) or HeldOut(_i(d.get("rank")) or 1, None)
+    metrics = tuple(sorted({**dict(cur.metrics), d.get("name", ""): _f(d.get("value"))}.items()))
+    score = _f(d.get("value")) if d.get("primary") else cur.score
+    held[nid] = cur._replace(metrics=metrics, score=score)
+    b.f["heldout"] = MappingProxyType(held)
+
+
+def _heldout_failed(b: _Builder, d: dict) -> None:
+    held = dict(b.f["heldout"])
+    cur = held.get(d["node_id"]) or HeldOut(_i(d.get("rank")) or 1, None)
+    held[d["node_id"]] = cur._replace(failure=d.get("reason") or "failed")
+    b.f["heldout"] = MappingProxyType(held)
+
+
 def _proposal_failed(b: _Builder, d: dict) -> None:
     did = d["decision_id"]
     fails = dict(b.f["proposal_failures"])
@@ -484,6 +502,8 @@ HANDLERS: dict[str, _Handler] = {
     "TrialReused": _trial_reused,
     "TrialDispatchFailed": _trial_dispatch_failed,
     "ProposalFailed": _proposal_failed,
+    "HeldOutScored": _heldout_scored,
+    "HeldOutFailed": _heldout_failed,
     "MetricRecorded": _metric_recorded,
     "EvaluationFinished": _evaluation_finished,
     "EvaluationFailed": _evaluation_failed,

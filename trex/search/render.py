@@ -50,7 +50,9 @@ def _fmt_score(x: Any) -> str:
 
 def node_label(tree: SearchTree, n: Node) -> str:
     star = " ★" if n.node_id == tree.best_node_id else ""
-    return (f"{n.node_id}{star} [{n.operator}] {n.status} score={_fmt_score(n.score)} "
+    held = tree.heldout.get(n.node_id)
+    test = f" test={_fmt_score(held.score)}" if held is not None else ""
+    return (f"{n.node_id}{star} [{n.operator}] {n.status} val={_fmt_score(n.score)}{test} "
             f"{plan_summary(n.plan)}").rstrip()
 
 
@@ -61,7 +63,8 @@ def rich_tree(tree: SearchTree):
     best = tree.best
     root = Tree(f"[bold]{escape(tree.search_id or '(search)')}[/] task={escape(tree.task)} "
                 f"status={tree.status} nodes={len(tree.nodes)} best="
-                f"{escape(best.node_id) if best else '-'} ({_fmt_score(best.score if best else None)})")
+                f"{escape(best.node_id) if best else '-'} (val {_fmt_score(best.score if best else None)}, "
+                f"test {_fmt_score(tree.test_score)})")
     stack: list[tuple[str | None, Any]] = [(None, root)]
     while stack:
         nid, branch = stack.pop()
@@ -221,7 +224,8 @@ def to_html(tree: SearchTree) -> str:
     meta = (f"task {esc(tree.task)} · base {esc(tree.base_model or '-')} · policy {esc(tree.policy)} · "
             f"status {esc(tree.status)} · {len(tree.nodes)} nodes ({esc(counts)}) · trials {tree.trials} · "
             f"compute {tree.compute_seconds:.1f}s · tokens {tree.tokens} · best "
-            f"{esc(best.node_id) if best else '-'} ({_fmt_score(best.score if best else None)})")
+            f"{esc(best.node_id) if best else '-'} (val {_fmt_score(best.score if best else None)}, selection · "
+            f"test {_fmt_score(tree.test_score)}, held out)")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>trex tree · {esc(tree.search_id)}</title>
 <style>{_CSS}</style></head>

@@ -64,6 +64,15 @@ class Node:
     dispatch_failures: int = 0  # TrialDispatchFailed: the executor failed before the trial started
 
 
+class HeldOut(NamedTuple):
+    """A node's held-out test result (``HeldOutScored``/``HeldOutFailed``): never read by a decision."""
+
+    rank: int  # by validation score when it was scored; 1 = the node the search chose
+    score: float | None  # the primary metric on its test split (None: failed)
+    metrics: tuple[tuple[str, float], ...] = ()  # every test metric, sorted by name
+    failure: str | None = None
+
+
 class DecisionRecord(NamedTuple):
     """A recorded NodeSelected, as the tree keeps it (a NamedTuple: cheap to build, immutable)."""
 
@@ -131,6 +140,19 @@ class SearchTree:
     rejections_in_a_row: int = 0  # plans that could not be tried (PlanRejected) since a trial last ran or was reused
     proposal_failures: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # decision -> count
     activity: int = 0  # events of this search's own stream after its first (SearchStarted / SearchForked)
+    heldout: Mapping[str, HeldOut] = field(default_factory=lambda: MappingProxyType({}))  # node -> its test result
+
+    # ------------------------------------------------------------ the reported score
+    @property
+    def test_score(self) -> float | None:
+        """The held-out test score of the node chosen on validation (None before it is scored)."""
+        b, c = self.best, self.chosen
+        return c[1].score if b is not None and c is not None and c[0] == b.node_id else None
+
+    @property
+    def chosen(self) -> tuple[str, HeldOut] | None:
+        """(node, its test result) of the node the search chose on validation, once scored on test."""
+        return next(((n, h) for n, h in self.heldout.items() if h.rank == 1), None)
 
     # ------------------------------------------------------------ queries
     @property
@@ -184,7 +206,11 @@ class SearchTree:
             "nodes": len(self.nodes),
             "by_status": {k: v for k, v in self.count_by_status().items() if v},
             "best_node_id": b.node_id if b else None,
-            "best_score": b.score if b else None,
+            "best_score": b.score if b else None,  # validation: the score the node was chosen on
+            "test_score": self.test_score,  # held out: the number to report (None until scored)
+            "heldout": {n: {"rank": h.rank, "test_score": h.score, "val_score": self.nodes[n].score
+                            if n in self.nodes else None, "failure": h.failure}
+                        for n, h in sorted(self.heldout.items(), key=lambda kv: kv[1].rank)},
             "metric_direction": self.metric_direction,
             "trials": self.trials,
             "trials_finished": self.trials_finished,

@@ -20,7 +20,8 @@ SplitName = Annotated[str, Field(pattern=SPLIT_PATTERN)]
 class MetricSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
-    split: SplitName  # the data split it is measured on
+    split: SplitName  # the data split it is measured on during the search (validation: selection, evidence)
+    test_split: SplitName | None = None  # its held-out twin, scored once per chosen node when the search ends
     direction: Literal["max", "min"] = "max"
     primary: bool = False
     description: str = ""
@@ -48,6 +49,12 @@ class Task(BaseModel):
     @property
     def primary_metric(self) -> MetricSpec:
         return next(m for m in self.metrics if m.primary)
+
+    @property
+    def has_test(self) -> bool:
+        """Whether the primary metric has a held-out test split (without one, the reported score is
+        the selection score, and trex says so)."""
+        return self.primary_metric.test_split is not None
 
 
 class TaskAssets(BaseModel):

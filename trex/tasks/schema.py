@@ -74,7 +74,8 @@ class DataRef(_Frozen):
 
 class MetricRef(_Frozen):
     name: str
-    split: SplitName
+    split: SplitName  # validation: what the search selects on, what the Researcher may see
+    test_split: SplitName | None = None  # its held-out twin: scored once per chosen node, when the search ends
     direction: Literal["max", "min"] = "max"
     primary: bool = False
     description: str = ""
@@ -119,6 +120,12 @@ class TaskSpec(_Frozen):
         for m in self.metrics:
             if m.split not in self.splits:
                 raise ValueError(f"metric {m.name!r} is measured on split {m.split!r}, which is not in splits")
+            if m.test_split is not None and m.test_split not in self.splits:
+                raise ValueError(f"metric {m.name!r} has test split {m.test_split!r}, which is not in splits")
+            if m.test_split is not None and m.test_split in {x.split for x in self.metrics}:
+                raise ValueError(f"split {m.test_split!r} cannot be both a metric's split and a test split")
+            if m.test_split == "train" or m.split == "train":
+                raise ValueError(f"metric {m.name!r}: the train split is never scored")
         if "train" not in self.splits:
             raise ValueError("splits must include 'train'")
         if (self.base_model.hub or self.data.hub) and not self.requires.hub:
@@ -188,7 +195,7 @@ def spec_to_task(spec: TaskSpec, base_dir: str | Path | None = None) -> Task:
         data_files={k: str(base / v) for k, v in spec.data.files.items()} if spec.data.files else None,
         prompt_field=spec.data.prompt_field, completion_field=spec.data.completion_field, splits=spec.splits,
         prompt_template=spec.prompt_template, max_new_tokens=spec.decoding.max_new_tokens,
-        metrics=tuple(MetricSpec(name=m.name, split=m.split, direction=m.direction, primary=m.primary,
-                                 description=m.description) for m in spec.metrics),
+        metrics=tuple(MetricSpec(name=m.name, split=m.split, test_split=m.test_split, direction=m.direction,
+                                 primary=m.primary, description=m.description) for m in spec.metrics),
         defaults=spec.budget.model_dump(),
     )
