@@ -47,6 +47,15 @@ WHERE e.type = 'SearchStarted' AND coalesce(json_extract_string(e.payload, '$.la
 ORDER BY task, proposer, seed
 """
 
+# the held-out test score of the node each search chose on validation (rank 1), with its outputs
+TEST_SQL = """
+SELECT search_id, json_extract_string(payload, '$.node_id') AS node_id,
+       CAST(json_extract_string(payload, '$.value') AS DOUBLE) AS value,
+       json_extract_string(payload, '$.outputs_artifact') AS outputs
+FROM events WHERE type = 'HeldOutScored' AND CAST(json_extract_string(payload, '$.primary') AS BOOLEAN)
+  AND CAST(json_extract_string(payload, '$.rank') AS INTEGER) = 1
+"""
+
 BASE_SQL = """
 SELECT search_id, arg_max(value, seq) AS base_score FROM metrics
 WHERE node_id = 'base' AND "primary" GROUP BY search_id
@@ -92,8 +101,10 @@ class CellRun:
     wall_s: float | None
     finished: bool
     base: float | None
-    scores: list = field(default_factory=list)  # per closed trial: score or None
+    scores: list = field(default_factory=list)  # per closed trial: score or None (validation: selection)
     compute: list = field(default_factory=list)  # per closed trial: training seconds
+    test: float | None = None  # the held-out test score of the node chosen on validation
+    test_ci: tuple | None = None  # its 95% bootstrap interval over the test examples
 
 
 def _ts(s: str | None) -> float | None:
@@ -109,6 +120,7 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
         cells = con.execute(CELLS_SQL, [tag]).fetchall()
         base = dict(con.execute(BASE_SQL).fetchall())
         trials = con.execute(TRIALS_SQL).fetchall()
+        tests = con.execute(TEST_SQL).fetchall()
     finally:
         con.close()
     out: dict[str, CellRun] = {}
@@ -124,7 +136,29 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
         if sid in out:
             out[sid].scores.append(None if score is None else float(score))
             out[sid].compute.append(float(compute_s))
+    for sid, _node, value, outputs in tests:
+        if sid in out:
+            out[sid].test = float(value)
+            out[sid].test_ci = bootstrap_ci(Path(home) / "artifacts" / outputs) if outputs else None
     return list(out.values())
+
+
+def bootstrap_ci(outputs_path: Path, n: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of a score over the examples of one evaluation (its outputs
+    artifact's per-example ``score`` column): a test split of a few hundred rows is noisy."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    try:
+        scores = np.asarray(pq.read_table(outputs_path, columns=["score"]).column("score").to_pylist(), dtype=float)
+    except (OSError, KeyError, ValueError):
+        return None
+    if scores.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    means = scores[rng.integers(0, scores.size, size=(n, scores.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def best_so_far(scores: list, direction: str = "max", start: float | None = None) -> list:
@@ -187,6 +221,10 @@ def summarise(runs: list[CellRun], directions: dict[str, str] | None = None) -> 
                 "wall_median_s": _median([r.wall_s for r in cells]),
                 "finished": all(r.finished for r in cells),
             }
+            if any(r.test is not None for r in rs):  # a run with held-out scores (issue 13 on)
+                tests = [r.test for r in cells]
+                props[p].update({"test_per_seed": tests, "test_median": _median(tests),
+                                 "test_ci_per_seed": [list(r.test_ci) if r.test_ci else None for r in cells]})
         first = rs[0].started
         settings = {"trial_steps": first.trial.steps, "batch_size": first.trial.batch_size,
                     "eval_limit": first.trial.eval_limit, "parallel": first.parallel, "threads": first.trial.threads}
@@ -274,10 +312,32 @@ def _f(x, nd: int = 3) -> str:
     return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
+def _test_table(s: dict) -> list[str]:
+    """Proposers ranked by the held-out test score of the node each search chose on validation."""
+    props = {p: r for p, r in s["proposers"].items() if "test_median" in r}
+    if not props:
+        return ["No held-out test scores in this run (its searches predate the held-out evaluation): "
+                "every score above is the selection score, on the split the search chose on.", ""]
+    sign = -1 if s["direction"] == "max" else 1
+    order = sorted(props, key=lambda p: (props[p]["test_median"] is None, sign * (props[p]["test_median"] or 0)))
+    lines = ["**Held-out test** (the number to compare: each search's node chosen on validation, scored once on "
+             "the whole test split that no decision saw; 95% bootstrap intervals over the test examples). "
+             "Ranked by test:", "",
+             "| rank | proposer | test (median) | per seed [95% CI] | validation best (median, selection) |",
+             "|---|---|---|---|---|"]
+    for i, p in enumerate(order, 1):
+        r = props[p]
+        per = ", ".join(f"{_f(t)} [{_f(ci[0])}–{_f(ci[1])}]" if ci else _f(t)
+                        for t, ci in zip(r["test_per_seed"], r["test_ci_per_seed"]))
+        lines.append(f"| {i} | {p} | {_f(r['test_median'])} | {per} | {_f(r['best_median'])} |")
+    return lines + [""]
+
+
 def markdown(tag: str, home: str, summary: dict, plots: dict[str, list[Path]], out_dir: Path) -> str:
     lines = [f"# FT-Bench report: `{tag}`", "",
              f"Read from the event log in `{home}` through DuckDB by `ftbench report --tag {tag}`. "
-             "Each (task, proposer, seed) is one trex search; best = the best primary score among its trials. "
+             "Each (task, proposer, seed) is one trex search; best = the best primary score among its trials, "
+             "on the validation split the search selects on (a selection score, biased up by the choice). "
              "'To 90%' = trials (or training seconds) until the search's best-so-far closes 90% of the gap "
              "between the base model and the best score any search found on the task; median over the seeds "
              "that reached it.", ""]
@@ -299,6 +359,7 @@ def markdown(tag: str, home: str, summary: dict, plots: dict[str, list[Path]], o
                 f"| {_f(r['compute_to_90_median_s'], 0)} s | {_f(r['compute_total_median_s'], 0)} s "
                 f"| {_f(r['wall_median_s'], 0)} s | {r['failed_trials']} |")
         lines.append("")
+        lines += _test_table(s)
         for pth in plots.get(task, []):
             lines.append(f"![{pth.stem}]({pth.relative_to(out_dir).as_posix()})")
         lines.append("")
@@ -319,7 +380,9 @@ def write_report(home: str | Path, tag: str, out_dir: str | Path) -> dict:
     summary["tag"] = tag
     summary["searches"] = [{"search_id": r.search_id, "task": r.task, "proposer": r.proposer, "seed": r.seed,
                             "base": r.base, "scores": r.scores, "compute_s": r.compute, "wall_s": r.wall_s,
-                            "finished": r.finished} for r in runs]
+                            "finished": r.finished,
+                            **({"test": r.test, "test_ci": list(r.test_ci) if r.test_ci else None}
+                               if r.test is not None else {})} for r in runs]
     (out / "report.md").write_text(markdown(tag, str(home), summary, plots, out))
     (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary

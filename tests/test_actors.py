@@ -110,6 +110,19 @@ def test_search_with_each_proposer_beats_the_base_model(proposer, arith_home, ac
         assert {"task_data", "read_insights"} <= tools
         assert tree.tokens > 0  # charged to the nodes through the decision ids
         assert all(n.proposer == "llm" and n.rationale for n in tree.nodes.values())
+        # honest scores: no proposer input (prompt, tool result) nor output holds a test row or a test score
+        from trex.tasks import load_split
+
+        seen = [e.event.result for e in inv["events"] if e.type == "ToolCalled"]
+        seen += [e.event.prompt or "" for e in inv["events"] if e.type == "LlmCallMade"]
+        seen += [e.event.rationale for e in inv["events"] if e.type == "PlanProposed"]
+        test_rows = [r["prompt"] for s in ("test", "test_add") for r in load_split("arith-sub", s, arith_home)]
+        assert any("input '" in t for t in seen), "the bad-cases tool should have shown validation rows"
+        leaked = [p for p in test_rows if any(repr(p) in t for t in seen)]
+        assert not leaked, leaked[:5]
+        held = [e.event for e in inv["events"] if e.type == "HeldOutScored"]
+        assert held and max(e.seq for e in inv["events"] if e.type in ("LlmCallMade", "ToolCalled")) < min(
+            e.seq for e in inv["events"] if e.type == "HeldOutScored")
 
 
 def test_llm_proposer_junk_is_a_recorded_rejection_not_a_crash(arith_home):

@@ -44,6 +44,24 @@ def test_search_runs_its_budget_and_replays_to_the_same_tree(arith_home):
     _closed_once(log, sid)
     assert tree_hash(build_tree(log, sid)) == tree_hash(tree)
     assert verify(log).ok
+    # honest scores: the chosen node and the next two, on the whole held-out test split, once each
+    from trex.tasks import load_split
+
+    held = [e.event for e in log.read(sid) if e.type == "HeldOutScored"]
+    ranked = sorted(tree.nodes.values(), key=lambda n: -n.score)
+    assert {(h.node_id, h.rank) for h in held if h.primary} == {(n.node_id, r) for r, n in enumerate(ranked[:3], 1)}
+    assert {h.split for h in held} == {"test", "test_add"}
+    assert all(h.n_examples == len(load_split("arith-sub", h.split, arith_home)) == 500 for h in held)
+    fin = [e.event for e in log.read(sid) if e.type == "SearchFinished"][-1]
+    assert fin.best_node_id == ranked[0].node_id and fin.reported == "test"
+    assert fin.test_score == tree.test_score == tree.heldout[ranked[0].node_id].score
+    # the test results never reach the node's score, metrics or evaluation outputs (what proposers read)
+    for n in tree.nodes.values():
+        assert all(not o or o not in {h.outputs_artifact for h in held} for o in n.outputs)
+        assert "test" not in str(n.metrics)
+    # a resumed search scores nothing twice
+    assert run_search(arith_home, sid).heldout == tree.heldout
+    assert sum(e.type == "HeldOutScored" for e in log.read(sid)) == len(held)
 
 
 def test_a_crashed_run_is_continued_without_training_anything_twice(arith_home):

@@ -263,3 +263,24 @@ def test_the_committed_baseline_report_is_reproduced_from_its_committed_log(tmp_
     assert all(len(s["scores"]) == 10 for s in summary["searches"])  # 10 trials each, as the issue asks
     assert (tmp_path / "out" / "report.md").read_text().split("\n")[3:] == \
         (results / "report.md").read_text().split("\n")[3:]  # all but the line naming the home
+
+
+def test_the_report_ranks_proposers_by_held_out_test_with_bootstrap_intervals(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ftbench.report import _test_table, bootstrap_ci, summarise
+
+    f = tmp_path / "outs.parquet"
+    pq.write_table(pa.table({"score": [1.0] * 60 + [0.0] * 40}), f)
+    lo, hi = bootstrap_ci(f)
+    assert lo < 0.6 < hi and hi - lo < 0.25 and bootstrap_ci(f) == (lo, hi)  # seeded: the same interval
+    # optuna chose better on validation, random generalised better on test: the ranking follows test
+    cells = [_cell("optuna", s, [0.9, 0.95]) for s in range(3)] + [_cell("random", s, [0.8, 0.85]) for s in range(3)]
+    for c in cells:
+        c.test, c.test_ci = (0.6, (0.5, 0.7)) if c.proposer == "optuna" else (0.75, (0.65, 0.85))
+    s = summarise(cells)["tasks"]["t"]
+    assert s["proposers"]["optuna"]["best_median"] == 0.95 and s["proposers"]["optuna"]["test_median"] == 0.6
+    table = "\n".join(_test_table(s))
+    assert table.index("| 1 | random |") < table.index("| 2 | optuna |")
+    assert "0.750 [0.650–0.850]" in table or "0.75 [0.65–0.85]" in table
