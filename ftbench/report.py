@@ -47,13 +47,15 @@ WHERE e.type = 'SearchStarted' AND coalesce(json_extract_string(e.payload, '$.la
 ORDER BY task, proposer, seed
 """
 
-# the held-out test score of the node each search chose on validation (rank 1), with its outputs
+# held-out test scores (primary metric): the node each search chose on validation (rank 1), with its
+# outputs, and the val-best nodes after 5 and 10 trials (``anytime``), for the anytime curve
 TEST_SQL = """
 SELECT search_id, json_extract_string(payload, '$.node_id') AS node_id,
        CAST(json_extract_string(payload, '$.value') AS DOUBLE) AS value,
-       json_extract_string(payload, '$.outputs_artifact') AS outputs
+       json_extract_string(payload, '$.outputs_artifact') AS outputs,
+       CAST(json_extract_string(payload, '$.rank') AS INTEGER) AS rank,
+       json_extract(payload, '$.anytime') AS anytime
 FROM events WHERE type = 'HeldOutScored' AND CAST(json_extract_string(payload, '$.primary') AS BOOLEAN)
-  AND CAST(json_extract_string(payload, '$.rank') AS INTEGER) = 1
 """
 
 BASE_SQL = """
@@ -105,6 +107,7 @@ class CellRun:
     compute: list = field(default_factory=list)  # per closed trial: training seconds
     test: float | None = None  # the held-out test score of the node chosen on validation
     test_ci: tuple | None = None  # its 95% bootstrap interval over the test examples
+    test_at: dict = field(default_factory=dict)  # trials -> test score of the val-best node after them
 
 
 def _ts(s: str | None) -> float | None:
@@ -136,10 +139,14 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
         if sid in out:
             out[sid].scores.append(None if score is None else float(score))
             out[sid].compute.append(float(compute_s))
-    for sid, _node, value, outputs in tests:
-        if sid in out:
+    for sid, _node, value, outputs, rank, anytime in tests:
+        if sid not in out:
+            continue
+        if rank == 1:
             out[sid].test = float(value)
             out[sid].test_ci = bootstrap_ci(Path(home) / "artifacts" / outputs) if outputs else None
+        for t in json.loads(anytime) if isinstance(anytime, str) else (anytime or []):
+            out[sid].test_at[int(t)] = float(value)
     return list(out.values())
 
 
@@ -224,7 +231,9 @@ def summarise(runs: list[CellRun], directions: dict[str, str] | None = None) -> 
             if any(r.test is not None for r in rs):  # a run with held-out scores (issue 13 on)
                 tests = [r.test for r in cells]
                 props[p].update({"test_per_seed": tests, "test_median": _median(tests),
-                                 "test_ci_per_seed": [list(r.test_ci) if r.test_ci else None for r in cells]})
+                                 "test_ci_per_seed": [list(r.test_ci) if r.test_ci else None for r in cells],
+                                 "test_at_median": {str(t): _median([r.test_at.get(t) for r in cells])
+                                                    for t in sorted({t for r in cells for t in r.test_at})}})
         first = rs[0].started
         settings = {"trial_steps": first.trial.steps, "batch_size": first.trial.batch_size,
                     "eval_limit": first.trial.eval_limit, "parallel": first.parallel, "threads": first.trial.threads}
@@ -323,13 +332,15 @@ def _test_table(s: dict) -> list[str]:
     lines = ["**Held-out test** (the number to compare: each search's node chosen on validation, scored once on "
              "the whole test split that no decision saw; 95% bootstrap intervals over the test examples). "
              "Ranked by test:", "",
-             "| rank | proposer | test (median) | per seed [95% CI] | validation best (median, selection) |",
-             "|---|---|---|---|---|"]
+             "| rank | proposer | test (median) | per seed [95% CI] | validation best (median, selection) "
+             "| test of the val-best after N trials (median) |",
+             "|---|---|---|---|---|---|"]
     for i, p in enumerate(order, 1):
         r = props[p]
         per = ", ".join(f"{_f(t)} [{_f(ci[0])}–{_f(ci[1])}]" if ci else _f(t)
                         for t, ci in zip(r["test_per_seed"], r["test_ci_per_seed"]))
-        lines.append(f"| {i} | {p} | {_f(r['test_median'])} | {per} | {_f(r['best_median'])} |")
+        at = ", ".join(f"{t}: {_f(v)}" for t, v in r.get("test_at_median", {}).items()) or "–"
+        lines.append(f"| {i} | {p} | {_f(r['test_median'])} | {per} | {_f(r['best_median'])} | {at} |")
     return lines + [""]
 
 
@@ -381,7 +392,8 @@ def write_report(home: str | Path, tag: str, out_dir: str | Path) -> dict:
     summary["searches"] = [{"search_id": r.search_id, "task": r.task, "proposer": r.proposer, "seed": r.seed,
                             "base": r.base, "scores": r.scores, "compute_s": r.compute, "wall_s": r.wall_s,
                             "finished": r.finished,
-                            **({"test": r.test, "test_ci": list(r.test_ci) if r.test_ci else None}
+                            **({"test": r.test, "test_ci": list(r.test_ci) if r.test_ci else None,
+                                "test_at": {str(t): v for t, v in sorted(r.test_at.items())}}
                                if r.test is not None else {})} for r in runs]
     (out / "report.md").write_text(markdown(tag, str(home), summary, plots, out))
     (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True))

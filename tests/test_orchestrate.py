@@ -119,3 +119,25 @@ def test_a_fresh_search_is_not_resumed(started):
     t = _tree(started)
     assert not needs_resume(t) and recovery_plan(t) == [EvaluateBase()]
     assert needs_resume(fold([MetricRecorded(node_id="base", name="acc", value=0.1, primary=True)], start=t))
+
+
+def test_held_out_todo_names_the_chosen_node_the_next_k_and_the_anytime_bests_once(started):
+    from trex.events.evaluation import HeldOutScored
+    from trex.orchestrate.rules import best_after, finish_events, heldout_todo
+
+    evs = []
+    for i, score in enumerate([0.3, 0.5, 0.4, 0.2, 0.45, 0.1, 0.9, 0.35, 0.6, 0.05, 0.7], start=1):
+        evs += evaluated(f"n{i}", None, score)
+    t = _tree(started, *evs)
+    assert best_after(t, 5) == "n2" and best_after(t, 10) == "n7" and best_after(t, 50) is None
+    todo = heldout_todo(t, 2)
+    assert todo == [("n7", 1, (10,)), ("n11", 2, ()), ("n9", 3, ()), ("n2", 4, (5,))]
+    assert heldout_todo(t, 0)[0] == ("n7", 1, (10,))
+    # scored once: a second pass (a resume) has nothing left; the reported number is the chosen node's test
+    done = fold([HeldOutScored(node_id=n, name="exact_match", value=0.5 + r / 100, split="test", primary=True,
+                               rank=r, anytime=at) for n, r, at in todo], start=t)
+    assert heldout_todo(done, 2) == [] and done.test_score == 0.51 and done.heldout["n2"].anytime == (5,)
+    fin = finish_events(done, 0.0)[-1]
+    assert fin.best_node_id == "n7" and fin.best_score == 0.9 and fin.test_score == 0.51 and fin.reported == "test"
+    # a task without a test split: the reported score is the selection score, and the event says so
+    assert finish_events(t, 0.0)[-1].reported == "selection" and finish_events(t, 0.0)[-1].test_score is None

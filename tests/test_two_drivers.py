@@ -65,11 +65,12 @@ def fake_evaluate(home, sid: str, node_id: str, adapter: str | None, plan: dict 
     return True
 
 
-def fake_heldout(home, sid: str, node_id: str, adapter: str | None, rank: int, plan: dict) -> bool:
+def fake_heldout(home, sid: str, node_id: str, adapter: str | None, rank: int, plan: dict, anytime=()) -> bool:
     """The held-out score: the validation score shrunk a little (the winner's curse, scripted)."""
     score = round(0.9 * (_digest(plan) % 1000) / 1000, 4)
     EventLog(home).append(sid, [HeldOutScored(node_id=node_id, name="exact_match", value=score, split="test",
-                                              primary=True, rank=rank, eval_id=f"{sid}:{node_id}:test")])
+                                              primary=True, rank=rank, anytime=tuple(anytime),
+                                              eval_id=f"{sid}:{node_id}:test")])
     return True
 
 
@@ -104,8 +105,8 @@ class ScriptedRunner(Runner):
     def evaluate(self, node_id, adapter):
         fake_evaluate(self.home, self.sid, node_id, adapter, _plan_of(self.home, self.sid, node_id))
 
-    def evaluate_heldout(self, node_id, adapter, rank):
-        fake_heldout(self.home, self.sid, node_id, adapter, rank, _plan_of(self.home, self.sid, node_id))
+    def evaluate_heldout(self, node_id, adapter, rank, anytime=()):
+        fake_heldout(self.home, self.sid, node_id, adapter, rank, _plan_of(self.home, self.sid, node_id), anytime)
 
     def _answer(self, tree, decision):
         if self.crash == ("proposing", decision.index):
@@ -128,8 +129,8 @@ class ScriptedEvaluator:
     def evaluate(self, home, sid, task, node_id, adapter, limit=None):
         return fake_evaluate(home, sid, node_id, adapter, _plan_of(home, sid, node_id))
 
-    def evaluate_heldout(self, home, sid, task, node_id, adapter, rank):
-        return fake_heldout(home, sid, node_id, adapter, rank, _plan_of(home, sid, node_id))
+    def evaluate_heldout(self, home, sid, task, node_id, adapter, rank, anytime=()):
+        return fake_heldout(home, sid, node_id, adapter, rank, _plan_of(home, sid, node_id), anytime)
 
 
 def view(home, sid):

@@ -145,12 +145,12 @@ class Runner:
         from trex.orchestrate.rules import heldout_todo
 
         todo = heldout_todo(tree, tree.started.heldout_k) if task_has_test(self.task, self.home) else []
-        for node_id, rank in todo:
-            self.evaluate_heldout(node_id, tree.nodes[node_id].adapter, rank)
+        for node_id, rank, anytime in todo:
+            self.evaluate_heldout(node_id, tree.nodes[node_id].adapter, rank, anytime)
         return len(todo)
 
-    def evaluate_heldout(self, node_id: str, adapter: str | None, rank: int) -> None:
-        heldout_node(self.evaluator, self.home, self.task, node_id, adapter, rank, emit=self.emit)
+    def evaluate_heldout(self, node_id: str, adapter: str | None, rank: int, anytime: tuple[int, ...] = ()) -> None:
+        heldout_node(self.evaluator, self.home, self.task, node_id, adapter, rank, anytime, emit=self.emit)
 
     def recover(self) -> int:
         """Finish what a crashed run left open (:func:`trex.orchestrate.recovery.recovery_plan`),
@@ -287,7 +287,8 @@ def task_has_test(task: str, home) -> bool:
         return False
 
 
-def heldout_node(evaluator, home, task: str, node_id: str, adapter: str | None, rank: int, *, emit) -> bool:
+def heldout_node(evaluator, home, task: str, node_id: str, adapter: str | None, rank: int,
+                 anytime: tuple[int, ...] = (), *, emit) -> bool:
     """Score a node on the task's held-out test splits (``HeldOutScored``); True when it worked. A
     failure is a ``HeldOutFailed`` event, never an exception, and the node is not tried again."""
     from trex.artifacts import ArtifactStore
@@ -296,7 +297,7 @@ def heldout_node(evaluator, home, task: str, node_id: str, adapter: str | None, 
 
     try:
         adapter_dir = ArtifactStore(home).get(adapter) if adapter else None
-        evaluate_heldout(evaluator, task, adapter_dir, node_id=node_id, rank=rank, home=home)
+        evaluate_heldout(evaluator, task, adapter_dir, node_id=node_id, rank=rank, anytime=tuple(anytime), home=home)
         return True
     except EvaluationError:
         return False  # recorded as HeldOutFailed by the evaluator

@@ -247,11 +247,12 @@ def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit) -> None:
 
     if not task_has_test(tree.task, home):
         return
-    for node_id, rank in heldout_todo(tree, tree.started.heldout_k):
+    for node_id, rank, anytime in heldout_todo(tree, tree.started.heldout_k):
         adapter = tree.nodes[node_id].adapter
         for attempt in range(1, 10):
             try:
-                ray.get(pool.evaluator.evaluate_heldout.remote(str(home), sid, tree.task, node_id, adapter, rank))
+                ray.get(pool.evaluator.evaluate_heldout.remote(str(home), sid, tree.task, node_id, adapter, rank,
+                                                               anytime))
                 break
             except Exception as e:  # noqa: BLE001 - the Evaluator died or raised: once more, then an event
                 if not may_retry_evaluation(attempt):

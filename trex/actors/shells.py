@@ -212,7 +212,7 @@ class EvaluatorShell:
             ev.emit = emit
             return evaluate_node(ev, home, task, node_id, adapter, limit=limit, emit=emit)
 
-    def evaluate_heldout(self, home, sid, task, node_id, adapter, rank) -> bool:
+    def evaluate_heldout(self, home, sid, task, node_id, adapter, rank, anytime=()) -> bool:
         from trex.conductor import heldout_node, make_evaluator
 
         def emit(ev):
@@ -230,7 +230,7 @@ class EvaluatorShell:
                     emit(HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]))
                     return False
             ev.emit = emit
-            return heldout_node(ev, home, task, node_id, adapter, rank, emit=emit)
+            return heldout_node(ev, home, task, node_id, adapter, rank, tuple(anytime), emit=emit)
 
     def pid(self) -> int:
         return os.getpid()

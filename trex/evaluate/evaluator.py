@@ -176,7 +176,8 @@ class Evaluator:
         return prompts, outs
 
     def evaluate(self, spec: EvalSpec, adapter_dir: str | os.PathLike | None, *, node_id: str,
-                 eval_id: str | None = None, heldout_rank: int | None = None) -> EvalResult:
+                 eval_id: str | None = None, heldout_rank: int | None = None,
+                 heldout_anytime: tuple[int, ...] = ()) -> EvalResult:
         """Score ``adapter_dir`` (None: the base model) on ``spec``. ``heldout_rank``: a held-out test
         split, recorded as ``HeldOutScored``/``HeldOutFailed`` (never as the node's metrics)."""
         from trex.artifacts import content_hash
@@ -221,7 +222,7 @@ class Evaluator:
             for m in spec.metrics:
                 self._emit(HeldOutScored(node_id=node_id, name=m, value=float(metrics[m]), split=spec.split,
                                          primary=spec.flag_primary and m == spec.primary, rank=heldout_rank,
-                                         eval_id=eval_id, n_examples=len(outs), outputs_artifact=rel,
+                                         anytime=tuple(heldout_anytime), eval_id=eval_id, n_examples=len(outs), outputs_artifact=rel,
                                          adapter=adapter_hash), sink)
             return EvalResult(eval_id=eval_id, node_id=node_id, backend=self.backend.name, metrics=metrics,
                               primary=spec.primary, primary_value=metrics[spec.primary], n_examples=len(outs),
@@ -304,9 +305,10 @@ def evaluate_task(evaluator: Evaluator, task: Any, adapter_dir: str | os.PathLik
 
 
 def evaluate_heldout(evaluator: Evaluator, task: Any, adapter_dir: str | os.PathLike | None, *, node_id: str,
-                     rank: int, home: str | os.PathLike | None = None, eval_id: str | None = None) -> dict[str, EvalResult]:
+                     rank: int, anytime: tuple[int, ...] = (), home: str | os.PathLike | None = None,
+                     eval_id: str | None = None) -> dict[str, EvalResult]:
     """Score an adapter on every held-out test split of a task, whole (no limit), as ``HeldOutScored``."""
     base = eval_id or new_id()
     specs = EvalSpec.for_task(task, home if home is not None else evaluator.home, role="test")
     return {s.split: evaluator.evaluate(s, adapter_dir, node_id=node_id, eval_id=f"{base}-{s.split}",
-                                        heldout_rank=rank) for s in specs}
+                                        heldout_rank=rank, heldout_anytime=anytime) for s in specs}

@@ -58,6 +58,7 @@ class HeldOutScored(Event):
     split: str
     primary: bool = False
     rank: int = Field(ge=1)
+    anytime: tuple[int, ...] = ()  # trial counts after which this node was the val-best (the report's curve)
     eval_id: str = ""
     n_examples: int = Field(default=0, ge=0)
     outputs_artifact: str = ""

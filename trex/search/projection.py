@@ -404,7 +404,7 @@ def _heldout_scored(b: _Builder, d: dict) -> None:
     cur = held.get(nid) or HeldOut(_i(d.get("rank")) or 1, None)
     metrics = tuple(sorted({**dict(cur.metrics), d.get("name", ""): _f(d.get("value"))}.items()))
     score = _f(d.get("value")) if d.get("primary") else cur.score
-    held[nid] = cur._replace(metrics=metrics, score=score)
+    held[nid] = cur._replace(metrics=metrics, score=score, anytime=tuple(d.get("anytime") or ()))
     b.f["heldout"] = MappingProxyType(held)
 
 

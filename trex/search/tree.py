@@ -71,6 +71,7 @@ class HeldOut(NamedTuple):
     score: float | None  # the primary metric on its test split (None: failed)
     metrics: tuple[tuple[str, float], ...] = ()  # every test metric, sorted by name
     failure: str | None = None
+    anytime: tuple[int, ...] = ()  # trial counts after which it was the val-best (the report's anytime curve)
 
 
 class DecisionRecord(NamedTuple):
