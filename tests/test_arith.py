@@ -17,8 +17,13 @@ def test_data_generators_seeded_and_disjoint():
         a, b = map(int, r["prompt"][:-1].split("-"))
         assert 0 <= b <= a <= 99 and int(r["completion"]) == a - b
     assert arith.subtraction_split(1)[1] != ev
+    test = arith.subtraction_test(0)
+    assert len(test) == 500 and test == arith.subtraction_test(0)
+    assert not {r["prompt"] for r in test} & ({r["prompt"] for r in tr} | {r["prompt"] for r in ev})
     add_tr, add_ev = arith.addition_split(0)
     assert len(add_tr) == 10000 and len(add_ev) == 500
+    add_test = arith.addition_test(0)
+    assert len(add_test) == 500 and not {r["prompt"] for r in add_test} & {r["prompt"] for r in add_ev}
     assert all(int(r["completion"]) == sum(map(int, r["prompt"][:-1].split("+"))) for r in add_ev)
 
 

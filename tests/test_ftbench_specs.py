@@ -125,7 +125,9 @@ def test_the_generators_are_deterministic_and_their_splits_disjoint():
         a, b, c = gen(0), gen(0), gen(1)
         assert a == b and a != c
         train = {r["prompt"] for r in a["train"]}
-        assert len(train) == len(a["train"]) and not train & {r["prompt"] for r in a["eval"]}
+        val, test = {r["prompt"] for r in a["eval"]}, {r["prompt"] for r in a["test"]}
+        assert len(train) == len(a["train"]) and len(test) == len(a["test"]) == 200
+        assert not train & val and not train & test and not val & test  # train / validation / test
     labels = {r["completion"] for r in tickets(0)["eval"]}
     assert labels == {"billing", "technical", "shipping", "account"}
 
