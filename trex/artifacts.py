@@ -28,6 +28,9 @@ import fsspec
 HEX = set("0123456789abcdef")
 
 
+PUT_LOCK_TIMEOUT_S = 600.0  # how long a put waits for another process storing the same content
+
+
 class ArtifactError(Exception):
     pass
 
@@ -113,6 +116,29 @@ class ArtifactStore:
             type(self.fs).__name__ == "LocalFileSystem"
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.home / "cache" / "artifacts"
 
+    # ------------------------------------------------------------- no links
+    def _local_dir(self, path: str | os.PathLike) -> Path:
+        """A local folder of the store (or its download cache), created where missing; no folder on the
+        way from the home (or, outside the home, from the root or cache folder given) may be a link."""
+        from trex.events.fsio import ensure_dir
+
+        p = Path(os.path.abspath(path))  # abspath, not resolve: a link must be seen, not followed
+        for base in (self.home, Path(self.root) if self.local else None, self.cache_dir):
+            if base is None:
+                continue
+            base = Path(os.path.abspath(base))
+            try:
+                rel = p.relative_to(base)
+            except ValueError:
+                continue
+            return ensure_dir(base, *rel.parts)
+        return ensure_dir(p)
+
+    def _no_link(self, path: str | os.PathLike) -> Path:
+        from trex.events.fsio import check_not_link
+
+        return check_not_link(Path(path))
+
     @classmethod
     def for_home(cls, home: str | os.PathLike) -> "ArtifactStore":
         return cls(home)
@@ -125,11 +151,17 @@ class ArtifactStore:
         return f"{self.root}/{h[:2]}/{h}.json"
 
     def exists(self, h: str) -> bool:
-        return self.fs.exists(self._manifest(_check_hash(h)))
+        m = self._manifest(_check_hash(h))
+        if self.local:
+            self._no_link(m)  # a manifest that is a link is not this store's: refused, never taken as stored
+        return self.fs.exists(m)
 
     def manifest(self, h: str) -> dict:
+        m = self._manifest(_check_hash(h))
+        if self.local:
+            self._no_link(m)
         try:
-            with self.fs.open(self._manifest(_check_hash(h)), "rb") as f:
+            with self.fs.open(m, "rb") as f:
                 return json.loads(f.read())
         except FileNotFoundError:
             raise ArtifactNotFound(f"no artifact {h}") from None
@@ -152,10 +184,10 @@ class ArtifactStore:
         if kind == "dir":
             src_files = {rel: src / rel for rel in files}
         if self.local:  # two processes storing the same content: one writes, the other finds it stored
-            from filelock import FileLock
+            from trex.events.fsio import HomeLock
 
-            os.makedirs(f"{self.root}/tmp", exist_ok=True)
-            with FileLock(f"{self.root}/tmp/{h}.lock"):
+            tmpdir = self._local_dir(f"{self.root}/tmp")
+            with HomeLock(tmpdir / f"{h}.lock", timeout=PUT_LOCK_TIMEOUT_S):
                 if self.exists(h):
                     return h
                 return self._put(h, kind, files, src_files)
@@ -165,11 +197,19 @@ class ArtifactStore:
         size = sum(p.stat().st_size for p in src_files.values())
         tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
         final = self._obj(h)
+        if self.local:  # nothing on the way, and nothing this writes or replaces, is a link
+            self._local_dir(f"{self.root}/{h[:2]}")
+            self._no_link(final)
+            self._no_link(self._manifest(h))
+            self._local_dir(tmp)
         self.fs.makedirs(tmp, exist_ok=True)
         try:
             for rel, p in src_files.items():
                 dest = f"{tmp}/{rel}"
                 parent = dest.rsplit("/", 1)[0]
+                if self.local:
+                    self._local_dir(parent)
+                    self._no_link(dest)
                 self.fs.makedirs(parent, exist_ok=True)
                 self.fs.put_file(str(p), dest)
                 if self.local:  # durable before a TrialFinished can name it
@@ -179,6 +219,8 @@ class ArtifactStore:
                     finally:
                         os.close(fd)
             self.fs.makedirs(f"{self.root}/{h[:2]}", exist_ok=True)
+            if self.local:
+                self._no_link(final)
             if self.fs.exists(final):  # a crashed earlier put (no manifest): replace it
                 self.fs.rm(final, recursive=True)
             if self.local:
@@ -192,13 +234,15 @@ class ArtifactStore:
                 pass
             raise
         man = {"hash": h, "kind": kind, "files": files, "size": size}
+        if self.local:
+            from trex.events.fsio import write_file_replace
+
+            write_file_replace(Path(self._manifest(h)), json.dumps(man, sort_keys=True).encode())
+            return h
         mtmp = f"{self.root}/tmp/{uuid.uuid4().hex}.json"
         with self.fs.open(mtmp, "wb") as f:
             f.write(json.dumps(man, sort_keys=True).encode())
-        if self.local:
-            os.replace(mtmp, self._manifest(h))
-        else:
-            self.fs.mv(mtmp, self._manifest(h))
+        self.fs.mv(mtmp, self._manifest(h))
         return h
 
     # -------------------------------------------------------------------- get
@@ -206,15 +250,15 @@ class ArtifactStore:
         """A local path of the artifact (the folder, or the file for a file artifact)."""
         man = self.manifest(h)
         if self.local:
-            base = Path(self._obj(h))
+            base = self._no_link(self._obj(h))  # an artifact that is a link is not this store's
         else:
-            base = self.cache_dir / h[:2] / h
+            base = self._no_link(self.cache_dir / h[:2] / h)
             if not base.is_dir():
-                tmp = base.with_name(f".{h}.{uuid.uuid4().hex}")
-                tmp.mkdir(parents=True)
+                tmp = self._local_dir(base.with_name(f".{h}.{uuid.uuid4().hex}"))
                 for rel in man["files"]:
                     dest = tmp / rel
-                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    self._local_dir(dest.parent)
+                    self._no_link(dest)
                     self.fs.get_file(f"{self._obj(h)}/{rel}", str(dest))
                 try:
                     os.replace(tmp, base)

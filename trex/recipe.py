@@ -302,14 +302,11 @@ def materialize(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence
     """Run the recipe and cache its rows; returns (content hash, path of the cached JSONL)."""
     rows = apply_recipe(recipe, home, allowed_roots)
     digest = rows_hash(rows)
+    from trex.events.fsio import check_not_link, ensure_dir, write_file_replace
+
     path = dataset_path(Path(home), digest)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    ensure_dir(Path(home), *path.parent.relative_to(Path(home)).parts)  # no folder on the way is a link
+    if not check_not_link(path).is_file():  # a link there is refused, never read or written through
+        text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
+        write_file_replace(path, text.encode("utf-8"))
     return digest, path

@@ -24,12 +24,12 @@ def ray_temp_dir(home: str | os.PathLike) -> Path:
 
 
 def home_lock(home: str | os.PathLike, name: str):
-    """A file lock under ``<home>/locks`` (held per process; the OS releases it if the process dies)."""
-    from filelock import FileLock
+    """A file lock under ``<home>/locks`` (held per process; the OS releases it if the process dies).
+    Never through a link: a link at the lock or on the way is refused (``LinkRefused``); a wait
+    that runs out raises ``filelock.Timeout`` (a ``LockTimeout`` too)."""
+    from trex.events.fsio import HomeLock, ensure_dir
 
-    d = Path(home) / "locks"
-    d.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(d / f"{name}.lock"))
+    return HomeLock(ensure_dir(Path(home), "locks") / f"{name}.lock")
 
 
 def quiet_env() -> None:

@@ -84,14 +84,7 @@ class AppendLock:
         return self
 
     def _open(self) -> int:
-        try:
-            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
-        except IsADirectoryError:
-            raise EventError(f"the lock path {self.path} is a directory, not a file") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise EventError(f"the lock path {self.path} is not a regular file")
-        return fd
+        return _open_lock(self.path)
 
     def _wait(self, fd: int) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -118,3 +111,170 @@ class AppendLock:
                 self._fd = None
         finally:
             self._tlock.release()
+
+
+# ------------------------------------------------------------------ folders and files under a home
+def ensure_dir(base: Path, *parts: str) -> Path:
+    """``base/parts...``, created where missing; ``base`` and every folder on the way must be a real
+    folder, never a link (:class:`LinkRefused` names the first that is one). Returns the path."""
+    cur = Path(base)
+    check_dir(cur)
+    cur.mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        if not part or part in (".", "..") or "/" in part or "\x00" in part:
+            raise EventError(f"{part!r} is not a folder name")
+        cur = cur / part
+        try:
+            os.mkdir(cur)
+        except FileExistsError:
+            pass
+        check_dir(cur)
+        if not cur.is_dir():
+            raise EventError(f"{cur} is in the way: trex needs a folder there")
+    return cur
+
+
+def check_not_link(path: Path) -> Path:
+    """A path trex would write (or use as its own) must not be a link: :class:`LinkRefused` if it is."""
+    if Path(path).is_symlink():
+        raise _refuse(path, "writes")
+    return Path(path)
+
+
+def write_file_replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole: a new temporary file beside it (never through a link), fsync,
+    rename over ``path``. A link at ``path`` is refused, not replaced."""
+    path = check_not_link(Path(path))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)  # a crash of an earlier process with our pid; unlinking a link removes only the link
+    try:
+        write_new_file(tmp, data)
+        check_not_link(path)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _lock_timeout_class():
+    """:class:`LockTimeout` that is also ``filelock.Timeout`` (callers written for filelock catch it)."""
+    global _LOCK_TIMEOUT
+    if _LOCK_TIMEOUT is None:
+        from filelock import Timeout
+
+        class HomeLockTimeout(LockTimeout, Timeout):
+            def __init__(self, message: str, lock_file: str):
+                Exception.__init__(self, message)
+                self._lock_file = lock_file
+                self._holder = None
+
+            def __str__(self) -> str:
+                return self.args[0]
+
+            def __reduce__(self):
+                return (_make_lock_timeout, (self.args[0], self._lock_file))
+
+        _LOCK_TIMEOUT = HomeLockTimeout
+    return _LOCK_TIMEOUT
+
+
+_LOCK_TIMEOUT = None
+
+
+def _make_lock_timeout(message: str, lock_file: str):
+    return _lock_timeout_class()(message, lock_file)
+
+
+def _open_lock(path: Path) -> int:
+    try:
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
+    except IsADirectoryError:
+        raise EventError(f"the lock path {path} is a directory, not a file") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise EventError(f"the lock path {path} is not a regular file")
+    return fd
+
+
+class HomeLock:
+    """A lock file under a home, with ``filelock.FileLock``'s interface (``acquire(timeout=...)``,
+    ``release()``, a context manager, ``is_locked``, ``lock_file``), that never follows a link: a link
+    at its path is :class:`LinkRefused`. An exclusive ``flock``, released by the OS if the process dies.
+
+    ``timeout``: seconds to wait (``-1``: no limit, filelock's default; ``0``: one try). A wait that runs
+    out raises a :class:`LockTimeout` that is also ``filelock.Timeout``, saying what it waited for.
+    Re-entrant within the thread that holds it."""
+
+    def __init__(self, path: str | os.PathLike, timeout: float = -1):
+        self.path = Path(path)
+        self.timeout = timeout
+        self._mx = threading.Lock()
+        self._fd: int | None = None
+        self._owner: int | None = None
+        self._count = 0
+
+    @property
+    def lock_file(self) -> str:
+        return str(self.path)
+
+    @property
+    def is_locked(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, timeout: float | None = None, poll_interval: float = 0.05, *, blocking: bool = True):
+        t = self.timeout if timeout is None else timeout
+        if not blocking:
+            t = 0
+        me = threading.get_ident()
+        with self._mx:
+            if self._fd is not None and self._owner == me:
+                self._count += 1
+                return self
+        fd = _open_lock(self.path)
+        deadline = None if t is None or t < 0 else time.monotonic() + t
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise _lock_timeout_class()(
+                            f"the lock {self.path} is held by another process (waited {t:g} s)", str(self.path)
+                        ) from None
+                    time.sleep(poll_interval if deadline is None else
+                               max(0.0, min(poll_interval, deadline - time.monotonic())))
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._mx:
+            self._fd, self._owner, self._count = fd, me, 1
+        return self
+
+    def release(self, force: bool = False) -> None:
+        with self._mx:
+            if self._fd is None:
+                return
+            self._count = 0 if force else self._count - 1
+            if self._count <= 0:
+                fd, self._fd, self._owner, self._count = self._fd, None, None, 0
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(fd)
+
+    def __enter__(self) -> "HomeLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        try:
+            self.release(force=True)
+        except Exception:
+            pass

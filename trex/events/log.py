@@ -57,7 +57,7 @@ def default_home() -> Path:
 encode_line = records.encode_record  # one append call = one record of the current format
 
 
-_ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+_ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z\Z")  # \Z: no newline after
 
 
 def _unique_keys(pairs: list) -> dict:
@@ -68,9 +68,39 @@ def _unique_keys(pairs: list) -> dict:
     return dict(pairs)
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON (trex stores NaN and infinities as strings)")
+
+
+MAX_JSON_DEPTH = 100  # deeper than any event trex writes; what SQL, the fold and pydantic can all take
+
+
+def _depth(obj) -> int:
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (dict, list)):
+            deepest = max(deepest, d)
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return deepest
+
+
 def strict_json(text: str):
-    """``json.loads`` that refuses duplicate object keys."""
-    return json.loads(text, object_pairs_hook=_unique_keys)
+    """``json.loads`` that refuses duplicate object keys, the non-JSON literals NaN/Infinity and
+    nesting deeper than :data:`MAX_JSON_DEPTH` (all as ``ValueError``)."""
+    try:
+        obj = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return obj
+
+
+def check_search_id(search_id) -> None:
+    """What the log takes as a search id (a stream's name; never a path)."""
+    if not isinstance(search_id, str) or not search_id or len(search_id) > 200 or "\x00" in search_id:
+        raise EventError(f"invalid search id {search_id!r}")
 
 
 def check_raw(r: RawEvent) -> None:
@@ -203,8 +233,7 @@ class EventLog:
             raise EventError("a stream appears twice in one append")
         ids_seen: set[str] = set()
         for search_id, raws, _ in batches:
-            if not isinstance(search_id, str) or not search_id or len(search_id) > 200 or "\x00" in search_id:
-                raise EventError(f"invalid search id {search_id!r}")
+            check_search_id(search_id)
             if not _validated:
                 for r in raws:
                     check_raw(r)

@@ -7,13 +7,26 @@ from pathlib import Path
 
 from trex.events.base import EventError, decode
 from trex.events.envelope import GENESIS, Envelope, RawEvent
-from trex.events.log import EventLog, UnknownSearch, check_raw, strict_json
+from trex.events.log import ConcurrencyConflict, EventLog, UnknownSearch, check_raw, check_search_id, strict_json
 
 EXPORT_MAGIC = "trex.export.v1"
 
 
 class BadImportFile(EventError):
-    pass
+    """An import file refused, with one line saying what is wrong (and nothing written)."""
+
+    def __init__(self, message: str):
+        super().__init__(_one_line(message))
+
+
+_MAX_MESSAGE = 600
+
+
+def _one_line(message: str) -> str:
+    """A message on one line: a validation error's lines joined, pydantic's links left out, cut if long."""
+    lines = [ln.strip() for ln in str(message).splitlines()]
+    text = "; ".join(ln for ln in lines if ln and not ln.startswith("For further information"))
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
 def lineage(log: EventLog, search_id: str) -> list[str]:
@@ -84,7 +97,16 @@ def import_file(log: EventLog, path: Path) -> dict[str, int]:
     records = _read_import(Path(path))
     by_stream: dict[str, list[dict]] = defaultdict(list)
     order: list[str] = []
+    first_at: dict[str, tuple[str, int]] = {}
     for r in records:
+        try:
+            check_search_id(r["search_id"])
+        except EventError as e:
+            raise BadImportFile(f"{path}: {e}") from None
+        seen = first_at.setdefault(r["event_id"], (r["search_id"], r["seq"]))
+        if seen != (r["search_id"], r["seq"]):
+            raise BadImportFile(f"{path}: event id {r['event_id']!r} appears twice (search {seen[0]!r} seq {seen[1]} "
+                                f"and search {r['search_id']!r} seq {r['seq']})")
         if r["search_id"] not in by_stream:
             order.append(r["search_id"])
         by_stream[r["search_id"]].append(r)
@@ -129,6 +151,9 @@ def import_file(log: EventLog, path: Path) -> dict[str, int]:
             if other != sid:
                 raise BadImportFile(f"{path}: event id {raw.event_id} appears in searches {other!r} and {sid!r}")
     # every stream in one append: an import is written whole or not at all
-    log.append_streams([(sid, plans[sid], len(by_stream[sid]) - len(plans[sid])) for sid in order if plans[sid]],
-                       _validated=True)
+    try:
+        log.append_streams([(sid, plans[sid], len(by_stream[sid]) - len(plans[sid])) for sid in order if plans[sid]],
+                           _validated=True)
+    except ConcurrencyConflict as e:  # raised before anything is written: this home disagrees with the file
+        raise BadImportFile(f"{path}: {e}") from None
     return {sid: len(plans[sid]) for sid in order}

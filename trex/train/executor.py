@@ -34,6 +34,7 @@ from typing import Any, Callable, Literal, Sequence
 from trex.artifacts import ArtifactStore, base_model_hash, content_hash  # noqa: F401  (base_model_hash re-exported)
 from trex.events.base import Event
 from trex.events.envelope import new_id
+from trex.events.errors import LinkRefused
 from trex.events.plans import PlanRejected
 from trex.events.trials import TrialFailed, TrialFinished, TrialProgressed, TrialReused, TrialStarted
 from trex.plan import Plan, parse_plan, plan_hash
@@ -202,15 +203,18 @@ class Executor:
             return bad(str(e.args[0]) if e.args else str(e), phash)
         parent_dir = None
         if resume_from:
-            if not self.store.exists(resume_from):
-                return bad(f"parent adapter {resume_from} is not in the artifact store", phash)
-            parent_dir = self.store.get(resume_from)
+            try:
+                if not self.store.exists(resume_from):
+                    return bad(f"parent adapter {resume_from} is not in the artifact store", phash)
+                parent_dir = self.store.get(resume_from)
+            except LinkRefused as e:  # the store under the home holds a link: a failed trial, never followed
+                return bad(f"parent adapter: {e}", phash)
             err = _check_continuation(plan, parent_dir)
             if err:
                 return bad(err, phash)
         try:
             data_hash, data_path = materialize(plan.data, self.home, [*self.allowed_roots, assets.data_dir])
-        except (RecipeError, ValueError) as e:
+        except (RecipeError, ValueError, LinkRefused) as e:
             return bad(f"data recipe: {e}", phash)
         try:
             refusal = self._guard(task, data_hash, data_path, node_id, emit)
