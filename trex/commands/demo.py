@@ -45,7 +45,9 @@ def demo(home, fmt, trials, steps, proposer, policy, seed):
         elif t in ("TrialFinished", "TrialFailed", "TrialReused"):
             console.print(f"  {ev.node_id}: {t}" + (f" ({ev.reason})" if t == "TrialFailed" else ""))
         elif t == "MetricRecorded" and ev.primary:
-            console.print(f"  {ev.node_id}: {ev.name} = {ev.value:.3f}")
+            console.print(f"  {ev.node_id}: {ev.name} = {ev.value:.3f} (val)")
+        elif t == "HeldOutScored" and ev.primary:
+            console.print(f"  {ev.node_id}: {ev.name} = {ev.value:.3f} on held-out {ev.split} (val rank {ev.rank})")
 
     tree = run_search(home, sid, on_event=on_event)
     base = base_score(log, sid)
@@ -54,7 +56,8 @@ def demo(home, fmt, trials, steps, proposer, policy, seed):
 
     adapter_path = str(ArtifactStore(home).get(best.adapter)) if best and best.adapter else None
     result = {"search_id": sid, "best_node": best.node_id if best else None,
-              "best_score": best.score if best else None, "base_score": base, "adapter": adapter_path,
+              "best_score": best.score if best else None, "val_score": best.score if best else None,
+              "test_score": tree.test_score, "base_score": base, "adapter": adapter_path,
               "trials": tree.trials, "compute_seconds": round(tree.compute_seconds, 1)}
     if fmt == "json":
         emit_json(result)
@@ -62,7 +65,8 @@ def demo(home, fmt, trials, steps, proposer, policy, seed):
     from trex.search.render import rich_tree
 
     Console().print(rich_tree(tree))
-    click.echo(f"best node {result['best_node']}: exact match {result['best_score']} (base model {base})")
+    click.echo(f"best node {result['best_node']}: exact match val {result['best_score']} (selection; base model "
+               f"{base}), test {tree.test_score} (held out: the score to report)")
     click.echo(f"adapter: {adapter_path}")
     info(f"explore: trex tree {sid} --format html -o tree.html --home {home}; "
          f"trex sql \"SELECT * FROM nodes WHERE search_id = '{sid}'\" --home {home}")
