@@ -135,3 +135,25 @@ def test_proposer_that_only_produces_invalid_plans_ends_the_search(tmp_path, mon
     types = [e.type for e in log.read(sid)]
     assert types.count("PlanRejected") == MAX_REJECTIONS_IN_A_ROW
     assert types[-1] == "SearchFinished" and "invalid plans" in log.read(sid)[-1].event.reason
+
+
+def test_both_drivers_hold_the_same_run_lock(tmp_path):
+    """An in-process run of a search that a Conductor (or another process) is running fails at once."""
+    import pytest
+
+    from trex.conductor import ConcurrentRun, run_lock
+
+    home = tmp_path / "h"
+    sid = start_search(EventLog(home), _cfg())
+    held = run_lock(home, sid)  # what the Ray Conductor holds while it runs (trex.actors.conduct.conduct)
+    try:
+        with pytest.raises(ConcurrentRun, match="another conductor"):
+            run_search(home, sid)
+        assert [e.type for e in EventLog(home).read(sid)] == ["SearchStarted"]  # nothing done
+    finally:
+        held.release()
+    with pytest.raises(ConcurrentRun):  # and the other way round: a running in-process driver holds it
+        from unittest import mock
+
+        with mock.patch("trex.conductor.Runner.recover", lambda self: run_lock(home, sid)):
+            run_search(home, sid)

@@ -198,3 +198,16 @@ def test_a_recipe_holding_held_out_prompts_is_refused_and_never_trained(arith_ho
     seen.clear()
     clean = ex.run(plan(max_steps=2), task="arith-sub", node_id="n2")
     assert clean.ok and kinds(seen)[0] == "DataOverlapChecked" and not seen[0].refused
+
+
+def test_a_recorded_overlap_override_holds_for_the_search_and_its_forks(tmp_path):
+    from trex.events.search import SearchForked, SearchStarted
+
+    log = EventLog(tmp_path)
+    log.append("allowed", [SearchStarted(task="t", labels={"overlap_override": "2 of 40 rows share a prompt"})])
+    log.append("strict", [SearchStarted(task="t")])
+    log.append("allowed~f", [SearchForked(parent_search_id="allowed", at_seq=1)])
+    log.append("allowed~f~g", [SearchForked(parent_search_id="allowed~f", at_seq=1)])
+    allowed = {sid: Executor(tmp_path, lambda ev: None, search_id=sid, log=log)._overlap_allowed()
+               for sid in ("allowed", "strict", "allowed~f", "allowed~f~g", "nope")}
+    assert allowed == {"allowed": True, "strict": False, "allowed~f": True, "allowed~f~g": True, "nope": False}

@@ -306,14 +306,36 @@ def heldout_node(evaluator, home, task: str, node_id: str, adapter: str | None, 
         return False
 
 
+def run_lock(home, sid: str):
+    """Held by the one driver of a search while it runs, in-process or on Ray (released by the OS if
+    its process dies); a second driver fails at once with :class:`ConcurrentRun`."""
+    import hashlib
+
+    from filelock import Timeout
+
+    from trex.events.fsio import HomeLock, ensure_dir
+
+    # <home>/locks/run-<hash>.lock, as trex.actors.runtime.home_lock names them: a search id is not a path
+    lock = HomeLock(ensure_dir(Path(home), "locks") / f"run-{hashlib.sha256(sid.encode()).hexdigest()[:16]}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConcurrentRun(f"search {sid!r} is being run by another conductor") from None
+    return lock
+
+
 def run_search(home, search_id: str, on_event: Callable[[Any], None] | None = None):
     """Run (or continue) a search until its budget is spent. Returns the final tree."""
     runner = Runner(home, search_id, on_event)
-    runner.recover()
-    started = _started_at(runner.log, search_id)
-    while runner.step(started):
-        pass
-    return runner.tree()
+    lock = run_lock(home, search_id)
+    try:
+        runner.recover()
+        started = _started_at(runner.log, search_id)
+        while runner.step(started):
+            pass
+        return runner.tree()
+    finally:
+        lock.release()
 
 
 def base_score(log: EventLog, search_id: str) -> float | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trex.conductor import _started_at
+from trex.conductor import _started_at, run_lock  # noqa: F401  (run_lock: both drivers hold it)
 from trex.events.envelope import NewEvent
 from trex.events.evaluation import EvaluationFailed
 from trex.events.log import EventLog
@@ -59,22 +59,6 @@ class _InFlight:
     idle: list = field(default_factory=list)
     dispatched: dict = field(default_factory=dict)  # node id -> its trials count when dispatched
     evaluated: int = 0
-
-
-def run_lock(home, sid: str):
-    """Held by the one Conductor of a search while it runs (released by the OS if it dies)."""
-    from filelock import Timeout
-
-    from trex.actors.runtime import home_lock
-
-    import hashlib
-
-    lock = home_lock(home, f"run-{hashlib.sha256(sid.encode()).hexdigest()[:16]}")  # a search id is not a path
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise ConcurrentRun(f"search {sid!r} is being run by another conductor") from None
-    return lock
 
 
 def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float = 0.5,

@@ -261,8 +261,14 @@ class Executor:
         """The search was started with an explicit, recorded override (``labels.overlap_override``)."""
         if self.log is None or not self.search_id or not self.log.exists(self.search_id):
             return False
-        first = self.log.read(self.search_id, until_seq=1)[0].event
-        return bool(getattr(first, "labels", {}).get("overlap_override"))
+        sid, seen = self.search_id, set()
+        while sid and sid not in seen and self.log.exists(sid):  # a fork inherits its root's recorded override
+            seen.add(sid)
+            first = self.log.read(sid, until_seq=1)[0].event
+            if type(first).__name__ != "SearchForked":
+                return bool(getattr(first, "labels", {}).get("overlap_override"))
+            sid = first.parent_search_id
+        return False
 
     def _train(self, plan, phash, key, node_id, trial_id, base_dir, data_path, parent_dir, resume_from, device,
                limit, cancel, on_worker_start, emit, events, command_id="", attempt=1) -> TrialOutcome:
