@@ -175,21 +175,21 @@ def test_emit_error_never_leaves_a_worker_behind(arith_home):
 
 
 def test_a_recipe_holding_held_out_prompts_is_refused_and_never_trained(arith_home):
-    """The contamination guard before training: a planted source with 5% of the eval prompts."""
+    """The contamination guard before training: a planted source with 5% of the test prompts."""
     import json
 
     from trex.events.data import DataOverlapChecked
     from trex.events.plans import PlanRejected
     from trex.tasks import load_split
 
-    train, held = load_split("arith-sub", "train", arith_home), load_split("arith-sub", "eval", arith_home)
-    planted = train[:380] + held[:20]  # 20 of 400 rows (5%) are eval rows
+    train, held = load_split("arith-sub", "train", arith_home), load_split("arith-sub", "test", arith_home)
+    planted = train[:380] + held[:20]  # 20 of 400 rows (5%) are held-out test rows
     path = arith_home / "data" / "planted.jsonl"
     path.parent.mkdir()
     path.write_text("".join(json.dumps(r) + "\n" for r in planted))
     ex, log, seen = make_executor(arith_home)
     out = ex.run(plan(data=Recipe(sources=(Source(uri=str(path)),))), task="arith-sub", node_id="n1")
-    assert out.status == "refused" and not out.ok and "eval" in out.message and "20 of" in out.message
+    assert out.status == "refused" and not out.ok and "test" in out.message and "20 of" in out.message
     assert kinds(seen) == ["DataOverlapChecked", "PlanRejected"]  # no TrialStarted: nothing was trained
     checked = next(e for e in seen if isinstance(e, DataOverlapChecked))
     assert checked.refused and checked.exact_prompts >= 20 and checked.node_id == "n1"
