@@ -232,8 +232,8 @@ def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit) -> None:
     if not task_has_test(tree.task, home):
         return
     for node_id, rank, anytime in heldout_todo(tree, tree.started.heldout_k):
-        adapter = tree.nodes[node_id].adapter
-        for attempt in range(1, 10):
+        adapter, attempt = tree.nodes[node_id].adapter, 1
+        while True:
             try:
                 ray.get(pool.evaluator.evaluate_heldout.remote(str(home), sid, tree.task, node_id, adapter, rank,
                                                                anytime))
@@ -242,6 +242,7 @@ def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit) -> None:
                 if not may_retry_evaluation(attempt):
                     emit(HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]))
                     break
+                attempt += 1
 
 
 def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str) -> None:

@@ -193,44 +193,42 @@ class EvaluatorShell:
         self._lock = threading.Lock()
 
     def evaluate(self, home, sid, task, node_id, adapter, limit=None) -> bool:
-        from trex.conductor import evaluate_node, make_evaluator
-
-        def emit(ev):
-            _append(home, sid, [ev])
-
+        from trex.conductor import evaluate_node
         from trex.events.evaluation import EvaluationFailed
 
-        with self._lock:
-            key = (str(home), task)
-            ev = self._evaluators.get(key)
-            if ev is None:
-                try:
-                    ev = self._evaluators[key] = make_evaluator(home, task, emit)
-                except Exception as e:  # noqa: BLE001 - no evaluator (model missing, bad task): an event
-                    emit(EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]))
-                    return False
-            ev.emit = emit
-            return evaluate_node(ev, home, task, node_id, adapter, limit=limit, emit=emit)
+        return self._with_evaluator(
+            home, sid, task,
+            lambda e: EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]),
+            lambda ev, emit: evaluate_node(ev, home, task, node_id, adapter, limit=limit, emit=emit))
 
     def evaluate_heldout(self, home, sid, task, node_id, adapter, rank, anytime=()) -> bool:
-        from trex.conductor import heldout_node, make_evaluator
+        from trex.conductor import heldout_node
+        from trex.events.evaluation import HeldOutFailed
+
+        return self._with_evaluator(
+            home, sid, task,
+            lambda e: HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]),
+            lambda ev, emit: heldout_node(ev, home, task, node_id, adapter, rank, tuple(anytime), emit=emit))
+
+    def _with_evaluator(self, home, sid, task, failed, work) -> bool:
+        """Run ``work(evaluator, emit)`` on this actor's evaluator for (home, task), built once; an
+        evaluator that cannot be built (model missing, bad task) is the event ``failed(error)``."""
+        from trex.conductor import make_evaluator
 
         def emit(ev):
             _append(home, sid, [ev])
 
-        from trex.events.evaluation import HeldOutFailed
-
         with self._lock:
             key = (str(home), task)
             ev = self._evaluators.get(key)
             if ev is None:
                 try:
                     ev = self._evaluators[key] = make_evaluator(home, task, emit)
-                except Exception as e:  # noqa: BLE001 - no evaluator: an event
-                    emit(HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]))
+                except Exception as e:  # noqa: BLE001 - no evaluator: an event, never a crash
+                    emit(failed(e))
                     return False
             ev.emit = emit
-            return heldout_node(ev, home, task, node_id, adapter, rank, tuple(anytime), emit=emit)
+            return work(ev, emit)
 
     def pid(self) -> int:
         return os.getpid()

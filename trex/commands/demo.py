@@ -24,7 +24,7 @@ def demo(home, fmt, trials, steps, proposer, policy, seed):
     from rich.console import Console
 
     from trex.tasks import get_task, prepare_task
-    from trex.conductor import SearchConfig, base_score, run_search, start_search
+    from trex.conductor import SearchConfig, run_search, start_search
     from trex.events.log import EventLog
     from trex.events.search import Budget
 
@@ -50,7 +50,7 @@ def demo(home, fmt, trials, steps, proposer, policy, seed):
             console.print(f"  {ev.node_id}: {ev.name} = {ev.value:.3f} on held-out {ev.split} (val rank {ev.rank})")
 
     tree = run_search(home, sid, on_event=on_event)
-    base = base_score(log, sid)
+    base = tree.base_score
     best = tree.best
     from trex.artifacts import ArtifactStore
 

@@ -127,7 +127,6 @@ def resume(search, parallel, threads, address, num_cpus, gpus_per_executor, home
 @format_option
 def status(search, home, fmt):
     """One search's state (nodes, best, running trials), or every search's in one line each."""
-    from trex.conductor import base_score
     from trex.events.log import EventLog
     from trex.search import build_tree
 
@@ -149,7 +148,7 @@ def status(search, home, fmt):
         fail(f"no search {search!r} in {home}")
     t = build_tree(log, search)
     s = t.summary()
-    s["base_score"] = base_score(log, search)
+    s["base_score"] = t.base_score
     s["running"] = [n.node_id for n in t.nodes.values() if n.status == "running"]
     s["insights"] = list(t.insights.values())
     if fmt == "json":

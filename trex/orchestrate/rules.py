@@ -16,7 +16,7 @@ from trex.events.search import BudgetExhausted, SearchFinished
 from trex.search.budget import KINDS, budget_used
 from trex.search.insight_index import InsightIndex, prior_insights
 from trex.search.projection import BASE_NODE  # noqa: F401  (the drivers' name for it)
-from trex.search.tree import Node, SearchTree
+from trex.search.tree import Node, SearchTree, is_number
 
 MAX_REJECTIONS_IN_A_ROW = 5  # a proposer this stuck ends the search
 MAX_TRIAL_ATTEMPTS = 2  # a trial abandoned by a dead worker is retried once, under the same command id
@@ -122,7 +122,7 @@ def proposal_context(tree: SearchTree, insights: InsightIndex) -> dict:
 # ------------------------------------------------------------------------------- held-out test
 def ranked_by_val(tree: SearchTree) -> list[str]:
     """Scored nodes, best validation score first (the tree's direction; NaN never ranks)."""
-    scored = [n for n in tree.order if tree.nodes[n].score is not None and tree.nodes[n].score == tree.nodes[n].score]
+    scored = [n for n in tree.order if is_number(tree.nodes[n].score)]  # what the fold's best ranks, too
     return sorted(scored, key=lambda n: -tree.nodes[n].score if tree.higher_is_better else tree.nodes[n].score)
 
 
@@ -136,9 +136,9 @@ def best_after(tree: SearchTree, trials: int) -> str | None:
         return None
     best = None
     for p in tree.history:
-        if p.trials > trials or p.score is None or p.score != p.score:
+        if p.trials > trials or not is_number(p.score):
             continue
-        if best is None or (p.score > best[1] if tree.higher_is_better else p.score < best[1]):
+        if best is None or tree.better(p.score, best[1]):
             best = (p.node_id, p.score)
     return best[0] if best else None
 
