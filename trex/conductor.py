@@ -51,6 +51,8 @@ def start_search(log: EventLog, cfg: SearchConfig, search_id: str | None = None)
     extra = dict(cfg.extra)
     if extra.get("task_def") is not None:
         extra["task_def_hash"] = task_def_hash(extra["task_def"])
+    if "constraints" not in extra:
+        extra["constraints"] = _constraints_of(cfg.task, log.home)
     log.append(sid, [SearchStarted(
         task=cfg.task, base_model=_base_model_of(cfg.task, log.home), proposer=cfg.proposer, policy=cfg.policy,
         seed=cfg.seed, budget=cfg.budget, parallel=cfg.parallel,
@@ -70,6 +72,18 @@ def _base_model_of(task: str, home) -> str:
     except Exception:  # noqa: BLE001 - the task is checked where it is run; the start only records it
         return ""
     return f"builder:{t.base_model}" if t.base_model else (t.base_model_path or "")
+
+
+def _constraints_of(task: str, home) -> tuple:
+    """The task's constraints, recorded with the search (the fold judges nodes by them, forks included)."""
+    from trex.events.search import Constraint
+    from trex.tasks import get_task
+
+    try:
+        t = get_task(task, home)
+    except Exception:  # noqa: BLE001 - as above: the task is checked where it is run
+        return ()
+    return tuple(Constraint(metric=m.name, at_least=m.at_least, at_most=m.at_most) for m in t.constraints)
 
 
 def _started_at(log: EventLog, sid: str) -> float:

@@ -4,15 +4,24 @@ A :class:`Recipe` is plain, flat data (it sits inside a :class:`trex.plan.Plan` 
 LLM fills it through a JSON schema). :func:`materialize` runs it with ``datasets`` in
 a fixed order::
 
-    load each source -> filter (length, regex) -> dedup -> sample/mix by ratio
-    -> apply the prompt template -> shuffle(seed) -> cap at max_rows
+    load each source -> filter (length, regex) -> dedup -> sample/mix by ratio -> balance labels
+    -> apply the prompt template -> clean by loss -> shuffle(seed) -> cap at max_rows
 
 and returns the rows' content hash; the rows are cached under
 ``HOME/datasets/<hh>/<hash>.jsonl``. Rows are ``{"prompt": str, "completion": str}``.
 
+Mixing (``mix``): ``"min"`` takes the largest total the weights allow without repeating a row;
+``"first"`` keeps every row of the first source and samples each other source to its share of
+the total, repeating rows when it has too few (replay: "mix 10% addition into the train split").
+Label balancing keeps as many rows of each completion as the rarest one has (classification).
+Cleaning by loss (``clean``) drops the ``fraction`` of rows a named node's adapter finds hardest
+(highest mean completion loss), a standard fix for label noise: the losses come from the caller
+(the Executor computes them and caches them by adapter and rows).
+
 Sources:
 
 * ``task:<task>/<split>``: a registered task's split (its data folder);
+* ``pool:<task>/<pool>``: one of the task's declared pools (candidate training sources);
 * a path to a ``.jsonl``/``.json``/``.parquet``/``.csv`` file, relative to the trex home
   or absolute inside the trex home or a task data folder. ``..``, absolute paths
   elsewhere, symlinks leading out, ``file://`` and other URLs, and NUL bytes are refused;
@@ -27,13 +36,15 @@ import os
 import re
 import string
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 MAX_ROWS = 1_000_000
 ALLOWED_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 _TASK_RE = re.compile(r"^task:([a-z0-9][a-z0-9._-]{0,63})/([a-z0-9_]{1,32})$")
+_POOL_RE = re.compile(r"^pool:([a-z0-9][a-z0-9._-]{0,63})/([a-z0-9][a-z0-9_-]{0,31})$")
+_SHA256_RE = r"^[0-9a-f]{64}$"
 _HF_RE = re.compile(r"^hf:([A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9._-]{1,96})?)(?::([A-Za-z0-9_.-]{1,32}))?$")
 
 
@@ -77,9 +88,27 @@ class Source(BaseModel):
         return v
 
 
+_LATER_DEFAULTS = {"mix": "min", "balance_labels": False, "clean": None}
+
+
+class CleanStep(BaseModel):
+    """Drop the hardest rows under a node's adapter (its content hash, so the recipe stays content-addressed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    node: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                      description="the node whose adapter scores the rows")
+    adapter: str = Field(pattern=_SHA256_RE, description="that node's adapter (artifact hash)")
+    fraction: float = Field(gt=0, le=0.9, description="share of the rows to drop, hardest first")
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     sources: tuple[Source, ...] = Field(min_length=1, max_length=8)
+    mix: Literal["min", "first"] = Field(default="min", description=(
+        "min: the largest total the weights allow without repeating rows; first: every row of the first "
+        "source, the others sampled (repeated if needed) to their share"))
+    balance_labels: bool = Field(default=False, description="keep as many rows per completion as the rarest has")
+    clean: CleanStep | None = Field(default=None, description="drop the rows a node's adapter finds hardest")
     min_chars: int = Field(default=0, ge=0, le=1_000_000, description="drop rows whose prompt+completion is shorter")
     max_chars: int | None = Field(default=None, ge=1, le=1_000_000, description="drop rows longer than this")
     include_regex: str | None = Field(default=None, max_length=200, description="keep rows whose prompt matches")
@@ -89,6 +118,16 @@ class Recipe(BaseModel):
     prompt_template: str = Field(default="{prompt}", max_length=2000,
                                  description="python format string over the row's fields; must use {prompt}")
     shuffle_seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler):
+        """Fields added after plans were first hashed are left out at their defaults: a recipe that does not
+        use them dumps (and so hashes, inside its plan) exactly as it always did."""
+        out = handler(self)
+        for k, default in _LATER_DEFAULTS.items():
+            if k in out and out[k] == default:
+                del out[k]
+        return out
 
     @field_validator("include_regex", "exclude_regex")
     @classmethod
@@ -185,6 +224,20 @@ def _load_source(src: Source, home: Path, allowed_roots: Sequence[Path]):
             raise RecipeError(f"task {t.name!r}: only training splits may be used in a recipe, not {m.group(2)!r}")
         path = prepare_data(t, home) / f"{m.group(2)}.jsonl"
         return Dataset.from_json(str(path), cache_dir=cache)
+    m = _POOL_RE.match(src.uri)
+    if m:
+        from trex.tasks import get_task, prepare_data
+
+        try:
+            t = get_task(m.group(1), home)
+        except KeyError as e:
+            raise RecipeError(str(e.args[0])) from None
+        pool = t.pool(m.group(2)) if hasattr(t, "pool") else None
+        if pool is None:
+            names = ", ".join(p.name for p in getattr(t, "pools", ())) or "none"
+            raise RecipeError(f"task {t.name!r} has no pool {m.group(2)!r} (pools: {names})")
+        path = prepare_data(t, home) / f"{pool.split}.jsonl"
+        return Dataset.from_json(str(path), cache_dir=cache)
     if src.uri.startswith("hf:"):
         hm = _HF_RE.match(src.uri)
         if not hm:
@@ -216,8 +269,9 @@ def dataset_path(home: Path, digest: str) -> Path:
     return Path(home) / "datasets" / digest[:2] / f"{digest}.jsonl"
 
 
-def apply_recipe(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = ()) -> list[dict]:
-    """The recipe's output rows (deterministic for the same recipe and inputs)."""
+def apply_recipe(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = (),
+                 row_losses: "RowLosses | None" = None) -> list[dict]:
+    """The recipe's output rows (deterministic for the same recipe, inputs and row losses)."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -270,37 +324,99 @@ def apply_recipe(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequenc
                     kept.append(r)
             deduped.append(kept)
         parts = deduped
-    # mix by ratio: each source gets weight/sum(weights) of the total, capped by what it has
     import random
 
-    total_w = sum(s.weight for s in recipe.sources)
-    avail = sum(len(p) for p in parts)
-    target = min(avail, recipe.max_rows) if recipe.max_rows is not None else avail
-    if len(parts) > 1 or recipe.max_rows is not None:
-        # the largest total the ratios allow with the rows available
-        feasible = min((len(p) * total_w / s.weight for p, s in zip(parts, recipe.sources)), default=0)
-        target = min(target, int(feasible)) if len(parts) > 1 else target
-        mixed = []
-        for i, (p, s) in enumerate(zip(parts, recipe.sources)):
-            n = min(len(p), int(round(target * s.weight / total_w)))
-            rng = random.Random(f"{recipe.shuffle_seed}-sample-{i}")
-            idx = sorted(rng.sample(range(len(p)), n))
-            mixed.extend(p[j] for j in idx)
-    else:
-        mixed = parts[0]
-    out = []
-    for r in mixed:
-        prompt = recipe.prompt_template.format(**r)
-        out.append({"prompt": prompt, "completion": r["completion"]})
+    mixed = _mix(recipe, parts)
+    if recipe.balance_labels:
+        mixed = balance_labels(mixed, recipe.shuffle_seed)
+    out = [{"prompt": recipe.prompt_template.format(**r), "completion": r["completion"]} for r in mixed]
+    if recipe.clean is not None:
+        if row_losses is None:
+            raise RecipeError("cleaning by loss needs the rows scored by an adapter (run it through the Executor)")
+        out = drop_hardest(out, row_losses(recipe.clean.adapter, out), recipe.clean.fraction)
     random.Random(f"{recipe.shuffle_seed}-shuffle").shuffle(out)
+    if recipe.max_rows is not None and recipe.mix == "first":
+        out = out[:recipe.max_rows]  # "first" mixes every row first; the cap keeps the shares (shuffled)
     if not out:
         raise RecipeError("the recipe produced no rows")
     return out
 
 
-def materialize(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = ()) -> tuple[str, Path]:
+def _mix(recipe: Recipe, parts: list[list[dict]]) -> list[dict]:
+    """The sources' rows mixed by their weights (see the module docstring for ``mix``)."""
+    import random
+
+    total_w = sum(s.weight for s in recipe.sources)
+    if recipe.mix == "first":
+        first = parts[0]
+        if not first:
+            raise RecipeError(f"the first source {recipe.sources[0].uri!r} has no rows (mix 'first' keeps them all)")
+        total = len(first) * total_w / recipe.sources[0].weight
+        mixed = list(first)
+        for i, (p, s) in enumerate(zip(parts[1:], recipe.sources[1:]), start=1):
+            n = int(round(total * s.weight / total_w))
+            if n and not p:
+                raise RecipeError(f"source {s.uri!r} has no rows to mix in")
+            rng = random.Random(f"{recipe.shuffle_seed}-sample-{i}")
+            reps, rest = divmod(n, len(p)) if p else (0, 0)
+            mixed.extend(p * reps)  # every row as often as it fits, then a seeded sample for the rest
+            mixed.extend(p[j] for j in sorted(rng.sample(range(len(p)), rest)))
+        return mixed
+    avail = sum(len(p) for p in parts)
+    target = min(avail, recipe.max_rows) if recipe.max_rows is not None else avail
+    if len(parts) == 1 and recipe.max_rows is None:
+        return parts[0]
+    # each source gets weight/sum(weights) of the total, capped by what it has: the largest total the
+    # ratios allow with the rows available
+    feasible = min((len(p) * total_w / s.weight for p, s in zip(parts, recipe.sources)), default=0)
+    target = min(target, int(feasible)) if len(parts) > 1 else target
+    mixed = []
+    for i, (p, s) in enumerate(zip(parts, recipe.sources)):
+        n = min(len(p), int(round(target * s.weight / total_w)))
+        rng = random.Random(f"{recipe.shuffle_seed}-sample-{i}")
+        idx = sorted(rng.sample(range(len(p)), n))
+        mixed.extend(p[j] for j in idx)
+    return mixed
+
+
+def balance_labels(rows: list[dict], seed: int = 0) -> list[dict]:
+    """As many rows of each completion as the rarest completion has (a seeded sample of each, in order)."""
+    import random
+
+    by: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by.setdefault(r["completion"].strip(), []).append(i)
+    if not by:
+        return rows
+    n = min(len(v) for v in by.values())
+    keep: list[int] = []
+    for label in sorted(by):
+        idx = by[label]
+        keep.extend(random.Random(f"{seed}-balance-{label}").sample(idx, n))
+    return [rows[i] for i in sorted(keep)]
+
+
+def drop_hardest(rows: list[dict], losses: Sequence[float], fraction: float) -> list[dict]:
+    """``rows`` without the ``fraction`` with the highest loss (ties: the later row goes first; a NaN
+    loss counts as the hardest)."""
+    import math
+
+    if len(losses) != len(rows):
+        raise RecipeError(f"cleaning by loss: {len(losses)} losses for {len(rows)} rows")
+    k = int(len(rows) * fraction)
+    key = [(math.inf if not math.isfinite(x) else float(x), i) for i, x in enumerate(losses)]
+    drop = {i for _, i in sorted(key, reverse=True)[:k]}
+    return [r for i, r in enumerate(rows) if i not in drop]
+
+
+RowLosses = Callable[[str, list[dict]], Sequence[float]]
+"""``(adapter hash, rows) -> one loss per row``: how a caller scores rows for cleaning by loss."""
+
+
+def materialize(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = (),
+                row_losses: RowLosses | None = None) -> tuple[str, Path]:
     """Run the recipe and cache its rows; returns (content hash, path of the cached JSONL)."""
-    rows = apply_recipe(recipe, home, allowed_roots)
+    rows = apply_recipe(recipe, home, allowed_roots, row_losses)
     digest = rows_hash(rows)
     from trex.events.fsio import check_not_link, ensure_dir, write_file_replace
 

@@ -45,6 +45,27 @@ class LlmSettings(BaseModel):
     max_total_tokens: int | None = Field(default=None, ge=1)  # the search's LLM token cap
 
 
+class Constraint(BaseModel):
+    """A secondary metric a node must hold to be feasible (the task's ``at_least``/``at_most``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    metric: str = Field(min_length=1, max_length=128)
+    at_least: float | None = Field(default=None, allow_inf_nan=False)
+    at_most: float | None = Field(default=None, allow_inf_nan=False)
+
+    def violation(self, value: float | None) -> str | None:
+        """Why ``value`` breaks the constraint (one line), or None when it holds."""
+        import math
+
+        if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"{self.metric} not measured"
+        if self.at_least is not None and value < self.at_least:
+            return f"{self.metric} {value:.4g} < {self.at_least:g} required"
+        if self.at_most is not None and value > self.at_most:
+            return f"{self.metric} {value:.4g} > {self.at_most:g} allowed"
+        return None
+
+
 @event("SearchStarted", version=2)
 class SearchStarted(Event):
     """What a search is started with, every setting a typed field (v1 kept them in a ``config`` dict)."""
@@ -67,6 +88,7 @@ class SearchStarted(Event):
     policy_params: dict[str, int | float] = Field(default_factory=dict)
     search_url: str | None = None  # a literature/web search endpoint for the Researcher
     heldout_k: int = Field(default=2, ge=0)  # nodes after the chosen one also scored on test (for information)
+    constraints: tuple[Constraint, ...] = ()  # the task's: a node outside them is infeasible, never the best
     labels: dict[str, str] = Field(default_factory=dict)  # free tags for reports (ftbench_tag, …)
 
 

@@ -51,9 +51,14 @@ def tool_task_data(task: str, home: str | os.PathLike | None = None) -> str:
     from trex.tasks import get_task
 
     t = get_task(task, home)
-    metrics = ", ".join(f"{m.name} on {m.split}{' (primary)' if m.primary else ''}" for m in t.metrics)
+    def bound(m) -> str:
+        return (f" (required >= {m.at_least:g})" if m.at_least is not None else "") + \
+               (f" (required <= {m.at_most:g})" if m.at_most is not None else "")
+
+    metrics = ", ".join(f"{m.name} on {m.split}{' (primary)' if m.primary else ''}{bound(m)}" for m in t.metrics)
+    pools = "".join(f"\npool {p.name}: {p.description}" for p in t.pools)
     return (f"task {t.name}: {t.description}\ndata: {_data_source(t)}, splits "
-            f"{', '.join(t.splits)}; prompt template {t.prompt_template!r}\nmetrics: {metrics}")
+            f"{', '.join(t.splits)}; prompt template {t.prompt_template!r}\nmetrics: {metrics}{pools}")
 
 
 def tool_bad_cases(home: str | os.PathLike, node, n: int = 4) -> str:
@@ -92,49 +97,56 @@ def _value(x: Any) -> str:
     return f"{x:.2g}" if isinstance(x, float) else str(x)
 
 
-def _node_line(n) -> str:
-    v = values_of(n.plan, int(n.plan.get("max_steps") or 0))
+def _node_line(n, data=None) -> str:
+    v = values_of(n.plan, int(n.plan.get("max_steps") or 0), data)
     score = f"{n.score:.3f}" if n.score is not None else (f"failed: {n.failure}" if n.failure else n.status)
+    if getattr(n, "infeasible", None):
+        score += f" (infeasible: {n.infeasible})"
     cont = " continued" if n.plan.get("continue_from_parent") else ""
-    values = ", ".join(f"{d.name} {_value(v[d.name])}" for d in space.SPACE)
+    dims = list(space.SPACE) + (list(data.dims) if data is not None else [])
+    values = ", ".join(f"{d.name} {_value(v[d.name])}" for d in dims)
+    if data is not None and v.get("clean_node"):
+        values += f", clean_node {v['clean_node']}"
     return f"{n.node_id} (parent {n.parent_id or 'root'}{cont}): {values} -> {score}"
 
 
-def system_prompt() -> str:
+def system_prompt(data=None) -> str:
     """The researcher's role and the values it chooses: ranges only, no preferred region."""
-    return ("You are a careful ML researcher tuning LoRA fine-tuning runs of short length. You choose these "
-            f"values:\n{space.describe()}\nBuild on the best nodes and the insights, and explore where the trials "
-            "so far say little; justify the choice in one short sentence citing node ids.")
+    values = space.describe() + ("\n" + data.describe() if data is not None else "")
+    return ("You are a careful ML researcher tuning LoRA fine-tuning runs of short length: the training values "
+            f"and the training data. You choose these values:\n{values}\nBuild on the best nodes and the "
+            "insights, and explore where the trials so far say little; justify the choice in one short sentence "
+            "citing node ids.")
 
 
 def build_messages(tree, decision, task_text: str, insights_text: str, bad_cases: str | None,
-                   base: float | None) -> list[dict[str, str]]:
+                   base: float | None, data=None) -> list[dict[str, str]]:
     parent = tree.nodes.get(decision.node_id) if decision.node_id else None
     scored = sorted((n for n in tree.nodes.values() if n.score is not None), key=lambda n: -(n.score or 0)
                     if tree.higher_is_better else (n.score or 0))
     failed = [n for n in tree.nodes.values() if n.status == "failed"]
     lines = [n for n in scored[:6]] + failed[:3]
-    history = "\n".join(_node_line(n) for n in lines) or "no trials yet"
+    history = "\n".join(_node_line(n, data) for n in lines) or "no trials yet"
     if decision.operator == "draft" or parent is None:
         ask = "Propose a new LoRA plan (a draft) that explores a promising region not tried yet."
     elif decision.operator == "debug":
         ask = (f"Node {parent.node_id} failed ({parent.failure}: {parent.failure_message[:200]}). "
-               f"Propose a fix of its plan: {_node_line(parent)}")
+               f"Propose a fix of its plan: {_node_line(parent, data)}")
     else:
-        ask = f"Improve node {parent.node_id}: {_node_line(parent)}. Change one or two values."
+        ask = f"Improve node {parent.node_id}: {_node_line(parent, data)}. Change one or two values."
     user = (f"{task_text}\n\nBase model score: {base if base is not None else 'unknown'} "
             f"({'higher' if tree.higher_is_better else 'lower'} is better).\n"
             f"Trials so far (best first):\n{history}\n\nInsights:\n{insights_text}\n")
     if bad_cases:
         user += f"\nWorst cases of {parent.node_id if parent else 'the parent'}:\n{bad_cases}\n"
     user += f"\n{ask}\nAnswer with the JSON object only."
-    return [{"role": "system", "content": system_prompt()}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system_prompt(data)}, {"role": "user", "content": user}]
 
 
 # ------------------------------------------------------------------------------ proposers
 def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, client, home, search_id: str,
                 emit: Emit | None, prior_insights: Mapping[str, str], base: float | None,
-                search_url: str | None = None) -> Proposal:
+                search_url: str | None = None, data=None) -> Proposal:
     from trex.llm.types import LLMError
 
     task_text = _tool(emit, "task_data", {"task": task}, lambda: tool_task_data(task, home))
@@ -147,11 +159,12 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
     if decision.operator == "draft" and search_url is not None or not tree.nodes:
         _tool(emit, "literature_search", {"query": f"LoRA hyperparameters {task}"},
               lambda: tool_literature(f"LoRA hyperparameters {task}", search_url))
-    messages = build_messages(tree, decision, task_text, insights_text, bad, base)
+    messages = build_messages(tree, decision, task_text, insights_text, bad, base, data)
     seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
     try:
         # sampled (seeded by the decision): greedy decoding would give every draft the same plan
-        res = client.chat(messages, schema=PlanChoice, purpose="propose", max_tokens=192,
+        res = client.chat(messages, schema=space.plan_choice_model(data), purpose="propose",
+                          max_tokens=192 if data is None else 320,
                           temperature=tree.started.llm.temperature, seed=seed)
     except LLMError as e:
         return Proposal(None, str(getattr(e, "last_text", "") or ""), "", rejection=f"LLM: {e}"[:2000])
@@ -165,23 +178,36 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
             pv = values_of(parent.plan, steps)
             values.update(lora_rank=pv["lora_rank"], targets=pv["targets"],
                           max_steps=max(1, int(pv["max_steps"]) // 2))
-    return finish(task, steps, batch_size, values, rationale)
+    return finish(task, steps, batch_size, values, rationale, data, tree)
 
 
 def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, client=None,
             prior_insights: Mapping[str, str] | None = None, base: float | None = None) -> Proposal:
     """The Researcher's one entry point: any proposer, from the search's own config."""
     steps, batch = tree.started.trial.steps, tree.started.trial.batch_size
+    data = data_space_of(tree.task, home)
     if tree.proposer == "llm":
         if client is None:
             raise ValueError("the llm proposer needs an LLM client")
         return propose_llm(tree, decision, task=tree.task, steps=steps, batch_size=batch, client=client, home=home,
                            search_id=search_id, emit=emit, prior_insights=prior_insights or {}, base=base,
-                           search_url=tree.started.search_url)
+                           search_url=tree.started.search_url, data=data)
     fn = PROPOSERS.get(tree.proposer)
     if fn is None:
         raise ValueError(f"unknown proposer {tree.proposer!r} (known: llm, {', '.join(PROPOSERS)})")
-    return fn(tree, decision, task=tree.task, steps=steps, batch_size=batch)
+    return fn(tree, decision, task=tree.task, steps=steps, batch_size=batch, data=data)
+
+
+def data_space_of(task: str, home):
+    """The task's data space (its pools, templates, kind), or None where the task cannot be looked up
+    (the proposers then vary training values only)."""
+    from trex.propose.data_space import DataSpace
+    from trex.tasks import get_task
+
+    try:
+        return DataSpace.for_task(get_task(task, home))
+    except Exception:  # noqa: BLE001 - an unknown task fails where it is trained, with its own message
+        return None
 
 
 def make_client(llm, home, emit: Emit | None):

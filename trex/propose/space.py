@@ -18,6 +18,7 @@ default number of optimizer steps per trial is the Plan's (:data:`DEFAULT_TRIAL_
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class Dimension:
     """One value the search varies."""
 
     name: str  # key in a proposer's values, in the LLM's answer and (but for ``codes``) in the plan
-    kind: Literal["float", "choice"]
+    kind: Literal["float", "choice", "share"]  # share: 0 (off) or a float in [low, high] (the data space's pools)
     default: Any  # the value read from a plan that does not set it
     description: str  # one line, for the LLM prompt and the schema
     low: float | None = None  # float: inclusive bounds
@@ -55,11 +56,12 @@ class Dimension:
         return self.plan_field or self.name
 
     def contains(self, value: Any) -> bool:
-        if self.kind == "float":
+        if self.kind in ("float", "share"):
             try:
-                return self.low <= float(value) <= self.high
+                x = float(value)
             except (TypeError, ValueError):
                 return False
+            return self.low <= x <= self.high or (self.kind == "share" and x == 0.0)
         return value in self.choices
 
     def describe(self) -> str:
@@ -118,23 +120,31 @@ def _encode(d: Dimension, value: Any) -> Any:
     return type(d.default)(value)  # int / float / str, as the plan holds it
 
 
-def values_of(plan: Mapping[str, Any], steps: int) -> dict[str, Any]:
-    """A plan's values along the space (its defaults where the plan is silent), plus steps and seed."""
+def values_of(plan: Mapping[str, Any], steps: int, data=None) -> dict[str, Any]:
+    """A plan's values along the space (its defaults where the plan is silent), plus steps and seed;
+    with ``data`` (a :class:`~trex.propose.data_space.DataSpace`) its recipe's data values too."""
     out = {d.name: _decode(d, plan) for d in SPACE}
     out["max_steps"] = plan.get("max_steps") or steps
     out["seed"] = plan.get("seed", 0)
+    if data is not None:
+        out.update(data.values_of(plan.get("data")))
     return out
 
 
-def to_plan(task: str, steps: int, batch_size: int, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The full plan (a dict, to be parsed) for ``values``; what the space does not vary follows the search."""
+def to_plan(task: str, steps: int, batch_size: int, values: Mapping[str, Any], data=None,
+            adapters: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """The full plan (a dict, to be parsed) for ``values``; what the space does not vary follows the search.
+    With ``data`` the recipe follows the data values (``adapters``: node -> adapter, for a cleaning
+    step); without, it is the task's train split as is. Raises
+    :class:`~trex.propose.data_space.DataChoiceError` for data values no recipe can hold."""
     plan: dict[str, Any] = {"method": "lora"}
     for d in SPACE:
         plan[d.field] = _encode(d, values.get(d.name, d.default))
     plan["lora_alpha"] = float(2 * plan["lora_rank"])
     plan.update(max_steps=int(values.get("max_steps", steps)), batch_size=batch_size, seed=int(values.get("seed", 0)),
                 continue_from_parent=bool(values.get("continue_from_parent", False)),
-                data=recipe_for_task(task).model_dump(mode="json"))
+                data=recipe_for_task(task).model_dump(mode="json") if data is None
+                else data.to_recipe(values, adapters or {}))
     return plan
 
 
@@ -171,29 +181,33 @@ def describe() -> str:
     return "\n".join(f"- {d.describe()}" for d in SPACE)
 
 
-_PLAN_CHOICE = None
+@functools.lru_cache(maxsize=64)  # a pydantic model per data space (DataSpace is frozen, hashable)
+def plan_choice_model(data=None):
+    """The pydantic model of the LLM's answer: a rationale, every dimension (bounded), continue_from_parent;
+    with ``data`` (a task's :class:`~trex.propose.data_space.DataSpace`) its data values too."""
+    from pydantic import ConfigDict, Field, create_model
 
-
-def plan_choice_model():
-    """The pydantic model of the LLM's answer: a rationale, every dimension (bounded), continue_from_parent."""
-    global _PLAN_CHOICE
-    if _PLAN_CHOICE is None:
-        from pydantic import ConfigDict, Field, create_model
-
-        fields: dict[str, Any] = {
-            "rationale": (str, Field(min_length=1, max_length=200, description="why this plan, citing node ids"))}
-        for d in SPACE:
-            if d.kind == "float":
-                fields[d.name] = (float, Field(ge=d.low, le=d.high, description=d.description))
-            else:
-                fields[d.name] = (Literal[d.choices], Field(description=d.description))
-        fields["continue_from_parent"] = (bool, Field(description="start from the parent's adapter (same rank and "
-                                                                  "targets)"))
-        _PLAN_CHOICE = create_model(
-            "PlanChoice", __config__=ConfigDict(extra="forbid"),
-            __doc__="What the LLM chooses; the rest of the plan follows from the task and the search config.",
-            **fields)
-    return _PLAN_CHOICE
+    fields: dict[str, Any] = {
+        "rationale": (str, Field(min_length=1, max_length=200, description="why this plan, citing node ids"))}
+    for d in SPACE:
+        if d.kind == "float":
+            fields[d.name] = (float, Field(ge=d.low, le=d.high, description=d.description))
+        else:
+            fields[d.name] = (Literal[d.choices], Field(description=d.description))
+    fields["continue_from_parent"] = (bool, Field(description="start from the parent's adapter (same rank and "
+                                                              "targets)"))
+    for d in (data.dims if data is not None else ()):
+        if d.kind == "share":
+            fields[d.name] = (float, Field(ge=0, le=d.high, description=d.description))
+        else:
+            fields[d.name] = (Literal[d.choices], Field(description=d.description))
+    if data is not None:
+        fields["clean_node"] = (str | None, Field(max_length=64, description="the node whose adapter scores "
+                                                                             "the rows, when clean_fraction > 0"))
+    return create_model(
+        "PlanChoice", __config__=ConfigDict(extra="forbid"),
+        __doc__="What the LLM chooses; the rest of the plan follows from the task and the search config.",
+        **fields)
 
 
 # ------------------------------------------------------------------------------ insights

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from trex.search.tree import SearchTree
 
-HASH_VERSION = 4  # 4: held-out test results (tree.heldout) and heldout_k; 3: the typed SearchStarted (v2); 2: base score, open trials, outputs,
+HASH_VERSION = 5  # 5: constraints (SearchStarted.constraints, Node.infeasible); 4: held-out test results (tree.heldout) and heldout_k; 3: the typed SearchStarted (v2); 2: base score, open trials, outputs,
 # counters (bump when the canonical form changes)
 
 

@@ -158,21 +158,32 @@ class _Builder:
     def better(self, a: float, b: float) -> bool:
         return a > b if self.f["metric_direction"] != "min" else a < b
 
+    def judge(self, n: dict[str, Any]) -> None:
+        """Set a scored node's ``infeasible`` from the search's constraints (None: it holds them all)."""
+        cons = self.f["started"].constraints
+        if not cons or not is_number(n["score"]):
+            n["infeasible"] = None
+            return
+        why = [w for w in (c.violation(n["metrics"].get(c.metric)) for c in cons) if w]
+        n["infeasible"] = "; ".join(why) if why else None
+
     def rescore(self, node_id: str) -> None:
-        """Keep the best node current after ``node_id``'s score changed."""
-        s = self.r(node_id)["score"]
-        if is_number(s):
-            best = self.r(self.best_id) if self.best_id else None
-            if best is None or self.better(s, best["score"]):
-                self.best_id = node_id
-                return
-        if self.best_id == node_id:  # the best got worse (or lost its score): look again, rare
+        """Keep the best node current after ``node_id``'s score (or feasibility) changed: the best is the
+        best-scoring *feasible* node."""
+        if self.best_id == node_id:  # the best changed (got worse, lost its score or feasibility): look again
             self.best_id = None
             best_s = None
             for nid in self.order:
-                s = self.r(nid)["score"]
-                if is_number(s) and (best_s is None or self.better(s, best_s)):
+                r = self.r(nid)
+                s = r["score"]
+                if is_number(s) and r.get("infeasible") is None and (best_s is None or self.better(s, best_s)):
                     self.best_id, best_s = nid, s
+            return
+        n = self.r(node_id)
+        if is_number(n["score"]) and n.get("infeasible") is None:
+            best = self.r(self.best_id) if self.best_id else None
+            if best is None or self.better(n["score"], best["score"]):
+                self.best_id = node_id
 
 
 def _f(x: Any, default: float = 0.0) -> float:
@@ -446,11 +457,18 @@ def _metric_recorded(b: _Builder, d: dict) -> None:
     value = _f(d.get("value"))
     if d.get("primary"):
         n["score"] = value
+        b.judge(n)
         b.rescore(nid)
         best = b.r(b.best_id)["score"] if b.best_id else None
         b.history.append(HistoryPoint(b.f["trials"], b.f["compute_seconds"], nid, value, best))
     else:
         n["metrics"][d.get("name", "")] = value
+        if b.f["started"].constraints:  # a constraint's metric may come after the primary
+            b.judge(n)
+            b.rescore(nid)
+            if b.history and b.history[-1].node_id == nid:  # the point its primary score made, now judged
+                best = b.r(b.best_id)["score"] if b.best_id else None
+                b.history[-1] = b.history[-1]._replace(best_score=best)
 
 
 def _evaluation_finished(b: _Builder, d: dict) -> None:

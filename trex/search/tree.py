@@ -62,6 +62,12 @@ class Node:
     open_trials: tuple[str, ...] = ()  # trial ids started and not yet closed (finished, failed, abandoned)
     outputs: tuple[str, ...] = ()  # evaluation-output artifacts (relative to HOME/artifacts), primary split first
     dispatch_failures: int = 0  # TrialDispatchFailed: the executor failed before the trial started
+    infeasible: str | None = None  # why a scored node breaks the search's constraints (None: feasible, or unscored)
+
+    @property
+    def feasible(self) -> bool:
+        """Scored and within every constraint: a node that may be reported as the best."""
+        return is_number(self.score) and self.infeasible is None
 
 
 class HeldOut(NamedTuple):

@@ -38,6 +38,9 @@ def problems(spec: TaskSpec, base_dir: str | Path | None = None, *, hub_reachabl
     for split, f in (d.files or {}).items():
         if not (base / f).is_file():
             out.append(f"data file for split {split!r} ({str(base / f)!r}) does not exist")
+    for pool in spec.pools:
+        if pool.file is not None and not (base / pool.file).is_file():
+            out.append(f"pool {pool.name!r}: data file {str(base / pool.file)!r} does not exist")
     for m in spec.metrics:
         if can_score(m.name):
             continue

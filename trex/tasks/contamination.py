@@ -363,10 +363,12 @@ def _write_cached(folder: Path, key: str, report: OverlapReport) -> None:
 
 
 def heldout_splits(task, home=None) -> dict[str, list[dict]]:
-    """Every non-train split of ``task`` (today ``eval``; later ``val`` and ``test``) → its rows."""
+    """Every split of ``task`` a metric may score (all but train and the pools, which are training
+    sources) → its rows."""
     from trex.tasks.prepare import load_split
 
-    return {s: load_split(task, s, home) for s in task.splits if s != "train"}
+    pools = {p.split for p in getattr(task, "pools", ())}
+    return {s: load_split(task, s, home) for s in task.splits if s != "train" and s not in pools}
 
 
 def check_task_data(task, home=None, settings: OverlapSettings | None = None) -> OverlapReport:

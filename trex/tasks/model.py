@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"  # task names, also folder names under the trex home
 SPLIT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # split names, also file names (<split>.jsonl) under the home
@@ -25,6 +25,28 @@ class MetricSpec(BaseModel):
     direction: Literal["max", "min"] = "max"
     primary: bool = False
     description: str = ""
+    # a constraint: a node whose score on this metric falls outside the bound is infeasible (never "best")
+    at_least: float | None = Field(default=None, allow_inf_nan=False)
+    at_most: float | None = Field(default=None, allow_inf_nan=False)
+
+    @property
+    def constrained(self) -> bool:
+        return self.at_least is not None or self.at_most is not None
+
+
+POOL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class Pool(BaseModel):
+    """A candidate training source besides the train split: rows a recipe may mix in (``pool:<task>/<name>``).
+
+    Its rows are one split of the task's data (``split``), checked by the contamination guard like any
+    training row and never scored. ``description`` is what the Researcher reads about it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(pattern=POOL_NAME_PATTERN)
+    split: SplitName
+    description: str = Field(min_length=1, max_length=500)
 
 
 class Task(BaseModel):
@@ -43,12 +65,50 @@ class Task(BaseModel):
     prompt_template: str = "{prompt}"
     metrics: tuple[MetricSpec, ...]
     max_new_tokens: int = Field(default=4, ge=1, le=4096)
+    pools: tuple[Pool, ...] = ()  # candidate training sources the search may mix in
+    templates: tuple[str, ...] = ()  # training prompt templates the search may choose among (each has {prompt})
     # the task file's budget defaults: trials, steps, batch_size, eval_limit (used where a command gives none)
     defaults: dict[str, int | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _pools_and_templates(self) -> "Task":
+        scored = {m.split for m in self.metrics} | {m.test_split for m in self.metrics if m.test_split}
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.name!r}: two pools share a name")
+        for p in self.pools:
+            if p.split not in self.splits:
+                raise ValueError(f"pool {p.name!r}: its split {p.split!r} is not one of the task's splits")
+            if p.split == "train" or p.split in scored:
+                raise ValueError(f"pool {p.name!r}: split {p.split!r} is the train split or a scored split")
+        for t in self.templates:
+            if "{prompt}" not in t:
+                raise ValueError(f"template {t!r} must contain {{prompt}}")
+        if len(set(self.templates)) != len(self.templates):
+            raise ValueError(f"task {self.name!r}: a template is listed twice")
+        for m in self.metrics:
+            if m.primary and m.constrained:
+                raise ValueError(f"metric {m.name!r} is the primary metric (what the search optimises); "
+                                 f"a bound belongs on a secondary metric")
+            if m.at_least is not None and m.at_most is not None and m.at_most < m.at_least:
+                raise ValueError(f"metric {m.name!r}: at_most is below at_least")
+        return self
 
     @property
     def primary_metric(self) -> MetricSpec:
         return next(m for m in self.metrics if m.primary)
+
+    @property
+    def constraints(self) -> tuple[MetricSpec, ...]:
+        """The metrics a node must hold within their bounds to be feasible."""
+        return tuple(m for m in self.metrics if m.constrained)
+
+    def pool(self, name: str) -> Pool | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+    @property
+    def pool_splits(self) -> frozenset[str]:
+        return frozenset(p.split for p in self.pools)
 
     @property
     def has_test(self) -> bool:

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trex.tasks.model import NAME_PATTERN, MetricSpec, SplitName, Task
+from trex.tasks.model import NAME_PATTERN, POOL_NAME_PATTERN, MetricSpec, Pool, SplitName, Task
 
 
 class _Frozen(BaseModel):
@@ -79,6 +79,26 @@ class MetricRef(_Frozen):
     direction: Literal["max", "min"] = "max"
     primary: bool = False
     description: str = ""
+    at_least: float | None = Field(default=None, allow_inf_nan=False)  # a constraint: feasible nodes hold it
+    at_most: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class PoolRef(_Frozen):
+    """A candidate training source: a split the generator makes (``split``) or a file (``file``)."""
+
+    name: str = Field(pattern=POOL_NAME_PATTERN)
+    description: str = Field(min_length=1, max_length=500)
+    split: SplitName | None = None
+    file: str | None = None  # relative to the task file
+
+    @model_validator(mode="after")
+    def _one(self) -> "PoolRef":
+        _exactly_one(self, f"pool {self.name!r}", ("split", "file"))
+        return self
+
+    @property
+    def split_name(self) -> str:
+        return self.split if self.split is not None else f"pool-{self.name}"
 
 
 class Decoding(_Frozen):
@@ -109,6 +129,8 @@ class TaskSpec(_Frozen):
     prompt_template: str = "{prompt}"
     decoding: Decoding = Decoding()
     metrics: tuple[MetricRef, ...] = Field(min_length=1)
+    pools: tuple[PoolRef, ...] = ()
+    templates: tuple[str, ...] = Field(default=(), max_length=8)
     budget: BudgetDefaults = BudgetDefaults()
     requires: Requires = Requires()
     paper: str = ""  # where the task comes from (benchmark paper, reference)
@@ -132,6 +154,15 @@ class TaskSpec(_Frozen):
             raise ValueError("a base model or data from the hub needs requires.hub: true")
         if self.data.files is not None and set(self.data.files) != set(self.splits):
             raise ValueError(f"data.files must name a file for each split {list(self.splits)}")
+        for pool in self.pools:
+            if pool.file is not None and self.data.files is None:
+                raise ValueError(f"pool {pool.name!r}: a file pool needs data.files (a generator makes its pools "
+                                 f"as splits)")
+            if pool.split is not None and pool.split not in self.splits:
+                raise ValueError(f"pool {pool.name!r}: split {pool.split!r} is not in splits")
+        for t in self.templates:
+            if "{prompt}" not in t:
+                raise ValueError(f"template {t!r} must contain {{prompt}}")
         if "{prompt}" not in self.prompt_template:
             raise ValueError("prompt_template must contain {prompt}")
         return self
@@ -188,14 +219,23 @@ def spec_to_task(spec: TaskSpec, base_dir: str | Path | None = None) -> Task:
     if spec.base_model.hub or spec.data.hub:
         raise ValueError(f"task {spec.name!r} needs the Hugging Face hub, which trex does not fetch from")
     base = Path(base_dir if base_dir is not None else ".").resolve()
+    files = {k: str(base / v) for k, v in spec.data.files.items()} if spec.data.files else None
+    splits = spec.splits
+    for pool in spec.pools:
+        if pool.file is not None:
+            files[pool.split_name] = str(base / pool.file)
+            splits = splits + (pool.split_name,)
     return Task(
         name=spec.name, description=spec.description, base_model=spec.base_model.builder,
         base_model_path=str(base / spec.base_model.path) if spec.base_model.path else None,
         base_seed=spec.base_model.seed, data=spec.data.generator, data_seed=spec.data.seed,
-        data_files={k: str(base / v) for k, v in spec.data.files.items()} if spec.data.files else None,
-        prompt_field=spec.data.prompt_field, completion_field=spec.data.completion_field, splits=spec.splits,
+        data_files=files,
+        prompt_field=spec.data.prompt_field, completion_field=spec.data.completion_field, splits=splits,
         prompt_template=spec.prompt_template, max_new_tokens=spec.decoding.max_new_tokens,
         metrics=tuple(MetricSpec(name=m.name, split=m.split, test_split=m.test_split, direction=m.direction,
-                                 primary=m.primary, description=m.description) for m in spec.metrics),
+                                 primary=m.primary, description=m.description, at_least=m.at_least,
+                                 at_most=m.at_most) for m in spec.metrics),
+        pools=tuple(Pool(name=p.name, split=p.split_name, description=p.description) for p in spec.pools),
+        templates=spec.templates,
         defaults=spec.budget.model_dump(),
     )

@@ -212,8 +212,10 @@ class Executor:
             err = _check_continuation(plan, parent_dir)
             if err:
                 return bad(err, phash)
+        t_data = time.time()  # data work (materialising, scoring rows for cleaning) is charged like training
         try:
-            data_hash, data_path = materialize(plan.data, self.home, [*self.allowed_roots, assets.data_dir])
+            data_hash, data_path = materialize(plan.data, self.home, [*self.allowed_roots, assets.data_dir],
+                                               row_losses=self._row_losses(plan, assets.base_model_dir))
         except (RecipeError, ValueError, LinkRefused) as e:
             return bad(f"data recipe: {e}", phash)
         try:
@@ -238,7 +240,26 @@ class Executor:
                                              "compute_seconds": str(hit.get("compute_seconds", 0.0))},
                                 events=events)
         return self._train(plan, phash, key, node_id, trial_id, assets.base_model_dir, data_path, parent_dir,
-                           resume_from, device, limit, cancel, on_worker_start, emit, events, command_id, attempt)
+                           resume_from, device, limit, cancel, on_worker_start, emit, events, command_id, attempt,
+                           data_seconds=time.time() - t_data)
+
+    def _row_losses(self, plan: Plan, base_dir: Path):
+        """How a recipe's ``clean`` step scores its rows: the named adapter from this home's store,
+        losses cached by (adapter, rows)."""
+        if plan.data.clean is None:
+            return None
+        step = plan.data.clean
+
+        def score(adapter: str, rows: list[dict]) -> list[float]:
+            from trex.train.row_loss import cached_row_losses
+
+            if not self.store.exists(adapter):
+                raise RecipeError(f"cleaning by loss: node {step.node}'s adapter {adapter[:12]} is not in the "
+                                  f"artifact store")
+            return cached_row_losses(self.home, base_dir, adapter, self.store.get(adapter), rows,
+                                     max_len=plan.max_seq_len, threads=self.threads)
+
+        return score
 
     def _guard(self, task: str, data_hash: str, data_path: Path, node_id: str, emit) -> str | None:
         """The contamination guard on a materialised training set (cached by its content hash):
@@ -271,7 +292,8 @@ class Executor:
         return False
 
     def _train(self, plan, phash, key, node_id, trial_id, base_dir, data_path, parent_dir, resume_from, device,
-               limit, cancel, on_worker_start, emit, events, command_id="", attempt=1) -> TrialOutcome:
+               limit, cancel, on_worker_start, emit, events, command_id="", attempt=1,
+               data_seconds: float = 0.0) -> TrialOutcome:
         from trex.train.loop import WorkerSpec
 
         run_dir = self.home / "train" / "runs" / trial_id
@@ -289,7 +311,7 @@ class Executor:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.update(self.worker_env)
-        t0 = time.time()
+        t0 = time.time() - data_seconds  # the trial's compute includes its data work
         with open(log_path, "wb") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "trex.train.worker", str(run_dir / "spec.json")],
                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
