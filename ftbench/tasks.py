@@ -41,6 +41,13 @@ def arith_sub_data(seed: int) -> dict[str, list[dict]]:
             "test_add": addition_test(seed)}
 
 
+def arith_sub_retain_data(seed: int) -> dict[str, list[dict]]:
+    """arith-sub's splits plus ``pool_add``: addition problems outside eval_add and test_add, for replay."""
+    from ftbench.arith import addition_pool
+
+    return {**arith_sub_data(seed), "pool_add": addition_pool(seed)}
+
+
 def tickets_data(seed: int) -> dict[str, list[dict]]:
     from ftbench.synthetic import tickets
 
@@ -78,6 +85,7 @@ def register(registry: TaskRegistry) -> None:
     registry.register_base_model("arith-base", arith_base)
     registry.register_base_model("smollm2-135m", smollm2_135m)
     registry.register_data_generator("arith-sub", arith_sub_data)
+    registry.register_data_generator("arith-sub-retain", arith_sub_retain_data)
     registry.register_data_generator("tickets", tickets_data)
     registry.register_data_generator("orders", orders_data)
     for p in spec_files():

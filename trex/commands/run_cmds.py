@@ -156,8 +156,14 @@ def status(search, home, fmt):
         return
     click.echo(f"{search}: {s['status']}{' (' + s['finish_reason'] + ')' if s['finish_reason'] else ''}, "
                f"task {s['task']}, {s['trials']} trials ({s['trials_finished']} finished, {s['trials_failed']} failed)")
-    click.echo(f"best {s['best_node_id'] or '-'} val {_fmt(s['best_score'])} (selection; base model "
+    feasible = " feasible" if s["constraints"] else ""
+    click.echo(f"best{feasible} {s['best_node_id'] or '-'} val {_fmt(s['best_score'])} (selection; base model "
                f"{_fmt(s['base_score'])}); running: {', '.join(s['running']) or 'none'}")
+    if s["constraints"]:
+        click.echo("constraints: " + ", ".join(_constraint_text(c) for c in s["constraints"])
+                   + f"; {len(s['infeasible'])} infeasible node(s)")
+        for nid, why in list(s["infeasible"].items())[:10]:
+            click.echo(f"  {nid} infeasible: {why}")
     if t.status == "finished":
         click.echo(_test_line(t))
     for text in s["insights"]:
@@ -165,6 +171,11 @@ def status(search, home, fmt):
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _constraint_text(c: dict) -> str:
+    return " and ".join(x for x in (f"{c['metric']} >= {c['at_least']:g}" if c.get("at_least") is not None else "",
+                                    f"{c['metric']} <= {c['at_most']:g}" if c.get("at_most") is not None else "") if x)
+
+
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4g}"
 
@@ -172,8 +183,14 @@ def _fmt(x) -> str:
 def _test_line(tree) -> str:
     """What the reported number is: the chosen node's held-out test score, or, for a task without a
     test split, plainly the selection score."""
+    if tree.started.constraints and tree.best is None and any(n.infeasible for n in tree.nodes.values()):
+        return "no feasible node: every scored node breaks a constraint (see the infeasible nodes above)"
     if tree.test_score is not None:
-        return f"test {_fmt(tree.test_score)} (held out: no decision saw it; this is the score to report)"
+        held = ""
+        if tree.started.constraints:
+            why = tree.test_infeasible(tree.best_node_id)
+            held = f"; on test the constraints {'break: ' + why if why else 'hold'}"
+        return f"test {_fmt(tree.test_score)} (held out: no decision saw it; this is the score to report){held}"
     if tree.chosen is None and not tree.heldout:
         return "no test score: this task has no test split, so the reported score is the selection (val) score"
     return "test score not recorded (the held-out evaluation failed or the chosen node changed)"

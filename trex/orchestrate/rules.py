@@ -121,8 +121,9 @@ def proposal_context(tree: SearchTree, insights: InsightIndex) -> dict:
 
 # ------------------------------------------------------------------------------- held-out test
 def ranked_by_val(tree: SearchTree) -> list[str]:
-    """Scored nodes, best validation score first (the tree's direction; NaN never ranks)."""
-    scored = [n for n in tree.order if is_number(tree.nodes[n].score)]  # what the fold's best ranks, too
+    """Feasible scored nodes, best validation score first (the tree's direction; NaN never ranks, and a node
+    outside the task's constraints is never reported)."""
+    scored = [n for n in tree.order if tree.nodes[n].feasible]  # what the fold's best ranks, too
     return sorted(scored, key=lambda n: -tree.nodes[n].score if tree.higher_is_better else tree.nodes[n].score)
 
 
@@ -136,7 +137,7 @@ def best_after(tree: SearchTree, trials: int) -> str | None:
         return None
     best = None
     for p in tree.history:
-        if p.trials > trials or not is_number(p.score):
+        if p.trials > trials or not is_number(p.score) or not getattr(tree.nodes.get(p.node_id), "feasible", False):
             continue
         if best is None or tree.better(p.score, best[1]):
             best = (p.node_id, p.score)

@@ -21,8 +21,8 @@ Policies:
   expanded yet scores +inf (reported as 1e9) so that every child is expanded
   once before any is revisited. N and Q come from :func:`mcts_stats`: visits and
   value sums backed up over each node's subtree (evaluated nodes count their
-  score min-max normalised to [0, 1] in the metric's direction, failures and
-  pending work count 0).
+  score min-max normalised to [0, 1] in the metric's direction, failures,
+  infeasible nodes (outside the task's constraints) and pending work count 0).
 * ``greedy`` — AIDE's: draft until ``num_drafts`` drafts exist; then with
   probability ``debug_prob`` debug a failed leaf whose debug chain is shorter
   than ``max_debug_depth``; else improve the best node (the next best if it is
@@ -124,12 +124,12 @@ def mcts_stats(tree: SearchTree, pending: Iterable[str | None] = ()) -> dict[str
             visits[target] += k
     for nid in reversed(tree.order):  # children come after their parents in creation order
         n = tree.nodes[nid]
-        if is_number(n.score):
+        if is_number(n.score) and n.infeasible is None:
             scored[nid] += 1
             ssum[nid] += n.score
             visits[nid] += 1
-        elif n.status == "failed" or n.status in IN_FLIGHT:
-            visits[nid] += 1  # a failure, or work with no result yet: a visit worth 0 (the virtual loss)
+        elif n.status == "failed" or n.status in IN_FLIGHT or is_number(n.score):
+            visits[nid] += 1  # a failure, an infeasible node, or work with no result yet: a visit worth 0
         p = n.parent_id if n.parent_id in visits else None
         visits[p] += visits[nid]
         scored[p] += scored[nid]
@@ -143,7 +143,7 @@ def mcts_stats(tree: SearchTree, pending: Iterable[str | None] = ()) -> dict[str
 
 
 def _normaliser(tree: SearchTree):
-    scores = [n.score for n in tree.nodes.values() if is_number(n.score)]
+    scores = [n.score for n in tree.nodes.values() if n.feasible]
     lo, hi = (min(scores), max(scores)) if scores else (0.0, 0.0)
     span = hi - lo
 
@@ -221,12 +221,13 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
 
 
 def _ranked(tree: SearchTree) -> list[Node]:
-    """Scored nodes that can be improved, best first (ties: created first)."""
+    """Scored nodes that can be improved, feasible ones first, best first (ties: created first). An
+    infeasible node stays improvable (a child may repair it: mix replay data in), after every feasible one."""
     nodes = [tree.nodes[nid] for nid in tree.order]
     nodes = [n for n in nodes if n.status == "evaluated" and is_number(n.score)]
     sign = -1.0 if tree.higher_is_better else 1.0
     idx = {nid: i for i, nid in enumerate(tree.order)}
-    return sorted(nodes, key=lambda n: (sign * n.score, idx[n.node_id]))
+    return sorted(nodes, key=lambda n: (n.infeasible is not None, sign * n.score, idx[n.node_id]))
 
 
 def _greedy(tree: SearchTree, pend: Counter, p: Mapping[str, Any], rng: random.Random):

@@ -33,11 +33,45 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def data_summary(recipe: Any) -> str:
+    """A recipe in a few words, only where it differs from a task's train split as is:
+    ``data=train+addition:0.1 rows=256 clean=0.2@n3``."""
+    if not isinstance(recipe, dict):
+        return ""
+    sources = recipe.get("sources") or []
+    total = sum(float(x.get("weight", 1.0)) for x in sources if isinstance(x, dict)) or 1.0
+    names = []
+    for x in sources:
+        if not isinstance(x, dict):
+            continue
+        uri = str(x.get("uri", ""))
+        name = uri.rsplit("/", 1)[-1] if uri.startswith(("task:", "pool:")) else uri
+        share = float(x.get("weight", 1.0)) / total
+        names.append(name if len(sources) == 1 or name == "train" else f"{name}:{share:.2g}")
+    parts = [] if names == ["train"] else ["data=" + "+".join(names)]
+    if recipe.get("max_rows"):
+        parts.append(f"rows={recipe['max_rows']}")
+    if recipe.get("dedup") is False:
+        parts.append("dedup=off")
+    if recipe.get("balance_labels"):
+        parts.append("balanced")
+    if recipe.get("prompt_template") not in (None, "{prompt}"):
+        parts.append(f"template={recipe['prompt_template']!r}")
+    clean = recipe.get("clean")
+    if isinstance(clean, dict):
+        parts.append(f"clean={clean.get('fraction')}@{clean.get('node')}")
+    return " ".join(parts)
+
+
 def plan_summary(plan: Any, limit: int = 60) -> str:
     if not isinstance(plan, dict) or not plan:
         return ""
     parts = [f"{short}={_short(plan[k])}" for k, short in _KEY_FIELDS.items()
              if k in plan and plan[k] not in (None, False)]
+    data = data_summary(plan.get("data"))
+    if data:
+        parts.append(data)
+        limit += len(data)  # the data edits are what a data search is read for: never cut
     parts += [f"{k}={v}" for k, v in sorted(plan.items())
               if k not in _KEY_FIELDS and not isinstance(v, (dict, list))]
     s = " ".join(parts)
@@ -52,7 +86,8 @@ def node_label(tree: SearchTree, n: Node) -> str:
     star = " ★" if n.node_id == tree.best_node_id else ""
     held = tree.heldout.get(n.node_id)
     test = f" test={_fmt_score(held.score)}" if held is not None else ""
-    return (f"{n.node_id}{star} [{n.operator}] {n.status} val={_fmt_score(n.score)}{test} "
+    why = f" infeasible ({n.infeasible})" if n.infeasible else ""
+    return (f"{n.node_id}{star} [{n.operator}] {n.status} val={_fmt_score(n.score)}{test}{why} "
             f"{plan_summary(n.plan)}").rstrip()
 
 
@@ -144,7 +179,7 @@ li.node>details>summary:hover{background:#e8eef5}
 .badge{display:inline-block;font-size:11px;padding:0 6px;border-radius:8px;color:#fff;margin-right:4px}
 .s-proposed{background:#8d99ae}.s-running{background:#219ebc}.s-trained{background:#3a86ff}.s-evaluated{background:#2a9d8f}
 .s-failed{background:#e63946}.s-rejected{background:#9d4edd}.s-pruned{background:#e9c46a;color:#222}.s-abandoned{background:#f4a261}
-.op{color:#555;font-size:12px}.score{font-weight:600}.best{color:#d4a017}.plan{color:#555;font-size:12px}
+.op{color:#555;font-size:12px}.score{font-weight:600}.best{color:#d4a017}.infeasible{color:#b03030;font-size:12px}.plan{color:#555;font-size:12px}
 .body{margin:4px 0 8px 22px;padding:8px;background:#fff;border:1px solid #e0e4ea;border-radius:6px}
 .body h4{margin:6px 0 2px;font-size:12px;text-transform:uppercase;color:#666}
 pre{background:#f1f3f5;padding:6px;border-radius:4px;overflow:auto;max-height:240px;margin:0}
@@ -193,6 +228,7 @@ _JS = r"""
       s.appendChild(el('b','',id+' ')); if(id===data.best_node_id) s.appendChild(el('span','best','\u2605 best '));
       s.appendChild(el('span','op','['+n.operator+'] '));
       s.appendChild(el('span','score','score '+fmt(n.score)+' '));
+      if(n.infeasible) s.appendChild(el('span','infeasible','infeasible: '+n.infeasible+' '));
       s.appendChild(el('span','plan',planSummary(n.plan)));
       var kidsN=(data.children[id]||[]).length; if(kidsN) s.appendChild(el('span','kids',' \u00b7 '+kidsN+' children'));
       var info=el('details','info'); info.appendChild(el('summary','','plan, metrics, logs, insights'));

@@ -161,6 +161,15 @@ class SearchTree:
         """(node, its test result) of the node the search chose on validation, once scored on test."""
         return next(((n, h) for n, h in self.heldout.items() if h.rank == 1), None)
 
+    def test_infeasible(self, node_id: str) -> str | None:
+        """Why ``node_id``'s held-out test metrics break the constraints (None: they hold, or it has none)."""
+        h = self.heldout.get(node_id)
+        if h is None or not self.started.constraints:
+            return None
+        metrics = dict(h.metrics)
+        why = [w for w in (c.violation(metrics.get(c.metric)) for c in self.started.constraints) if w]
+        return "; ".join(why) if why else None
+
     # ------------------------------------------------------------ queries
     @property
     def higher_is_better(self) -> bool:
@@ -219,6 +228,8 @@ class SearchTree:
                             if n in self.nodes else None, "failure": h.failure}
                         for n, h in sorted(self.heldout.items(), key=lambda kv: kv[1].rank)},
             "metric_direction": self.metric_direction,
+            "constraints": [c.model_dump(mode="json") for c in self.started.constraints],
+            "infeasible": {n: self.nodes[n].infeasible for n in self.order if self.nodes[n].infeasible},
             "trials": self.trials,
             "trials_finished": self.trials_finished,
             "trials_failed": self.trials_failed,

@@ -70,7 +70,10 @@ def load_task_file(path: str | os.PathLike) -> Task:
     why = problems(spec, p.parent)
     if why:
         raise SpecError(f"{p}: cannot run: " + "; ".join(why))
-    task = task_from_spec(spec, p.parent)
+    try:
+        task = task_from_spec(spec, p.parent)
+    except ValueError as e:  # pydantic's ValidationError included: the Task's own checks, in one line
+        raise SpecError(f"{p}: " + " ".join(str(e).split())) from None
     for f in (task.data_files or {}).values():  # every row readable before anything starts
         try:
             read_rows(Path(f), task.prompt_field, task.completion_field)

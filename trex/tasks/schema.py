@@ -140,6 +140,11 @@ class TaskSpec(_Frozen):
         if sum(m.primary for m in self.metrics) != 1:
             raise ValueError("exactly one metric must be primary")
         for m in self.metrics:
+            if m.primary and (m.at_least is not None or m.at_most is not None):
+                raise ValueError(f"metric {m.name!r} is the primary metric (what the search optimises); "
+                                 f"a bound (at_least/at_most) belongs on a secondary metric")
+            if m.at_least is not None and m.at_most is not None and m.at_most < m.at_least:
+                raise ValueError(f"metric {m.name!r}: at_most is below at_least")
             if m.split not in self.splits:
                 raise ValueError(f"metric {m.name!r} is measured on split {m.split!r}, which is not in splits")
             if m.test_split is not None and m.test_split not in self.splits:

@@ -52,9 +52,10 @@ def row_losses(base_model_dir: str | os.PathLike, adapter_dir: str | os.PathLike
     out: list[float] = []
     with torch.no_grad():
         for s in range(0, len(examples), batch_size):
-            ids, mask, labels = pad_batch(examples[s:s + batch_size], pad_id)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1, :].float()
-            target = labels[:, 1:]
+            batch = pad_batch(examples[s:s + batch_size], pad_id)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1, :]
+            logits = logits.float()
+            target = batch["labels"][:, 1:]
             ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
             keep = (target != -100).float()
             n = keep.sum(1)
