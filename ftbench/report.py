@@ -86,9 +86,16 @@ t AS (
            CASE WHEN r.src_search = r.search_id THEN 0.0 ELSE coalesce(f.compute_s, 0.0) END, 'TrialReused'
     FROM reused r LEFT JOIN finished f ON f.search_id = r.src_search AND f.node_id = r.src_node
 )
-SELECT t.search_id, t.compute_s, CASE WHEN t.last_event = 'TrialAbandoned' THEN NULL ELSE n.score END AS score
+SELECT t.search_id, t.compute_s, CASE WHEN t.last_event = 'TrialAbandoned' THEN NULL ELSE n.score END AS score,
+       t.node_id
 FROM t LEFT JOIN nodes n USING (search_id, node_id)
 ORDER BY t.search_id, t.closed_seq
+"""
+
+# each node's secondary metrics (its last value of each): what a constrained task judges it by
+NODE_METRICS_SQL = """
+SELECT search_id, node_id, name, arg_max(value, seq) AS value FROM metrics
+WHERE NOT "primary" GROUP BY search_id, node_id, name
 """
 
 
@@ -103,7 +110,7 @@ class CellRun:
     wall_s: float | None
     finished: bool
     base: float | None
-    scores: list = field(default_factory=list)  # per closed trial: score or None (validation: selection)
+    scores: list = field(default_factory=list)  # per closed trial: score, or None (failed, or infeasible; validation)
     compute: list = field(default_factory=list)  # per closed trial: training seconds
     test: float | None = None  # the held-out test score of the node chosen on validation
     test_ci: tuple | None = None  # its 95% bootstrap interval over the test examples
@@ -124,6 +131,9 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
         base = dict(con.execute(BASE_SQL).fetchall())
         trials = con.execute(TRIALS_SQL).fetchall()
         tests = con.execute(TEST_SQL).fetchall()
+        node_metrics: dict = {}
+        for sid, nid, name, value in con.execute(NODE_METRICS_SQL).fetchall():
+            node_metrics.setdefault((sid, nid), {})[name] = value
     finally:
         con.close()
     out: dict[str, CellRun] = {}
@@ -135,8 +145,12 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
         first = SearchStarted(**upcast("SearchStarted", int(version), json.loads(payload)))
         out[sid] = CellRun(sid, task, proposer, int(seed), first, budget,
                            None if t1 is None or t0 is None else t1 - t0, finished is not None, base.get(sid))
-    for sid, compute_s, score in trials:
+    for sid, compute_s, score, nid in trials:
         if sid in out:
+            cons = out[sid].started.constraints
+            if score is not None and cons and any(c.violation(node_metrics.get((sid, nid), {}).get(c.metric))
+                                                  for c in cons):
+                score = None  # infeasible: outside the task's constraints, never a best (so "none" can be the answer)
             out[sid].scores.append(None if score is None else float(score))
             out[sid].compute.append(float(compute_s))
     for sid, _node, value, outputs, rank, anytime in tests:

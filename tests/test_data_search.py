@@ -275,6 +275,23 @@ def test_the_held_out_ranking_and_the_finish_skip_infeasible_nodes():
                                             "n3": "add_exact_match not measured"}
 
 
+def test_insights_under_constraints_compare_feasible_nodes_and_say_what_meets_the_constraints():
+    from trex.insights import distill
+
+    cons = (Constraint(metric="add_exact_match", at_least=0.9),)
+    mixed = {"data": {"sources": [{"uri": "task:arith-sub-retain/train", "weight": 0.8},
+                                  {"uri": "pool:arith-sub-retain/addition", "weight": 0.2}], "mix": "first"}}
+    plain = {"data": {"sources": [{"uri": "task:arith-sub-retain/train"}]}}
+    evs = [SearchStarted(task="arith-sub-retain", constraints=cons)]
+    for nid, plan, score, add in (("n1", plain, 0.8, 0.1), ("n2", plain, 0.7, 0.2), ("n3", mixed, 0.5, 0.95),
+                                  ("n4", mixed, 0.4, 0.97)):
+        evs += [PlanProposed(node_id=nid, parent_id=None, plan=plan)] + _scored(nid, score, add, False)[1:]
+    texts = [e.text for e in distill(fold(evs))]
+    assert ("pool addition mixed in (2/2 feasible: n3, n4) meets the constraints more often than train split only "
+            "(0/2 feasible: n1, n2) on arith-sub-retain") in texts
+    assert not any("beats" in t and "train split only" in t.split(" beats ")[0] for t in texts)  # never from infeasible scores
+
+
 # ------------------------------------------------------------------------------------- real training
 @pytest.mark.slow
 def test_cleaning_by_loss_drops_the_rows_the_named_adapter_finds_hardest(arith_home):
@@ -346,3 +363,28 @@ def test_short_searches_edit_data_and_track_feasibility(arith_home, proposer):
     assert tree.best is None or tree.best.feasible
     out = CliRunner().invoke(cli, ["status", sid, "--home", str(arith_home)])
     assert out.exit_code == 0 and "constraints: add_exact_match >= 0.9" in out.output, out.output
+
+
+@pytest.mark.slow
+def test_a_second_stage_continues_the_parents_adapter_on_another_recipe_and_is_reused_when_repeated(arith_home):
+    from trex.events import EventLog
+    from trex.plan import example_plan
+    from trex.train import Executor
+
+    log = EventLog(arith_home)
+    seen = []
+    ex = Executor(arith_home, lambda ev: (seen.append(ev), log.append("s", [ev])), search_id="s", threads=1)
+    first = ex.run(example_plan("arith-sub-retain", max_steps=20, learning_rate=3e-3, batch_size=16),
+                   task="arith-sub-retain", node_id="n1")
+    assert first.status == "finished"
+    ds = DataSpace.for_task(__import__("trex.tasks", fromlist=["get_task"]).get_task("arith-sub-retain", arith_home))
+    stage = Recipe.model_validate(ds.to_recipe({**ds.defaults(), "pool_addition": 0.3, "rows": 256}, {}))
+    child = example_plan("arith-sub-retain", max_steps=10, learning_rate=1e-3, batch_size=16, data=stage,
+                         continue_from_parent=True)
+    second = ex.run(child, task="arith-sub-retain", node_id="n2", parent_adapter=first.adapter)
+    assert second.status == "finished" and second.resume_from == first.adapter
+    assert second.adapter != first.adapter
+    again = ex.run(child, task="arith-sub-retain", node_id="n3", parent_adapter=first.adapter)
+    assert again.status == "reused" and again.adapter == second.adapter
+    fresh = ex.run(child.model_copy(update={"continue_from_parent": False}), task="arith-sub-retain", node_id="n4")
+    assert fresh.status == "finished" and fresh.work_key != second.work_key  # the parent is part of the work

@@ -22,8 +22,21 @@ from trex.events.insights import InsightDistilled, InsightRetired
 from trex.propose.space import SPACE, insight_key
 
 
+def _data_mix(plan) -> str:
+    sources = (plan.get("data") or {}).get("sources") or ()
+    pools = sorted({str(s.get("uri", "")).rsplit("/", 1)[-1] for s in sources if str(s.get("uri", "")).startswith("pool:")})
+    return f"pool {'+'.join(pools)} mixed in" if pools else "train split only"
+
+
+def _cleaning(plan) -> str:
+    return "cleaned by loss" if (plan.get("data") or {}).get("clean") else "not cleaned"
+
+
 DIMENSIONS: dict[str, Any] = {  # insight-id name -> the group a plan falls in along that dimension
-    d.label: (lambda p, d=d: insight_key(d, p)) for d in SPACE
+    **{d.label: (lambda p, d=d: insight_key(d, p)) for d in SPACE},
+    # the data the plan trained on (plans without a data space all fall in one group: no insight)
+    "data mix": _data_mix,
+    "cleaning": _cleaning,
 }
 
 
@@ -32,14 +45,20 @@ def _iid(search_id: str, dim: str, win: str, lose: str) -> str:
 
 
 def distill(tree, *, min_support: int = 2, min_gap: float = 0.15) -> list:
-    """Events that bring the tree's insights up to date with its evaluated nodes (may be empty)."""
-    scored = [n for n in tree.nodes.values() if n.score is not None and n.plan]
+    """Events that bring the tree's insights up to date with its evaluated nodes (may be empty). Under
+    constraints, scores are compared among feasible nodes only, and a dimension whose groups differ in how
+    often they are feasible gets an insight of its own ("pool addition mixed in: 3/3 feasible ...")."""
+    judged = [n for n in tree.nodes.values() if n.score is not None and n.plan]
+    constrained = bool(tree.started.constraints)
+    scored = [n for n in judged if n.infeasible is None] if constrained else judged
+    wanted: dict[str, tuple[str, tuple[str, ...]]] = {}  # id -> (text, supporting node ids)
+    if constrained:
+        _feasibility(tree, judged, min_support, wanted)
     if len(scored) < 2 * min_support:
-        return []
+        return _sync(tree, wanted) if constrained else []
     lo, hi = min(n.score for n in scored), max(n.score for n in scored)
     span = hi - lo
     sign = 1.0 if tree.higher_is_better else -1.0
-    wanted: dict[str, tuple[str, tuple[str, ...]]] = {}  # id -> (text, supporting node ids)
     for dim, key in DIMENSIONS.items():
         groups: dict[str, list] = defaultdict(list)
         for n in scored:
@@ -60,6 +79,38 @@ def distill(tree, *, min_support: int = 2, min_gap: float = 0.15) -> list:
         text = f"{win} ({cite(win)}) beats {lose} ({cite(lose)}) on {tree.task}"
         support = tuple(sorted((n.node_id for n in groups[win] + groups[lose]), key=lambda s: (len(s), s)))
         wanted[_iid(tree.search_id, dim, win, lose)] = (text, support)
+    return _sync(tree, wanted)
+
+
+def _ids(nodes) -> list[str]:
+    return sorted((n.node_id for n in nodes), key=lambda s: (len(s), s))
+
+
+def _feasibility(tree, judged, min_support: int, wanted: dict) -> None:
+    """Along each dimension: the group most often feasible against the group least often (a gap of at
+    least half)."""
+    for dim, key in DIMENSIONS.items():
+        groups: dict[str, list] = defaultdict(list)
+        for n in judged:
+            groups[key(n.plan)].append(n)
+        groups = {k: v for k, v in groups.items() if len(v) >= min_support}
+        if len(groups) < 2:
+            continue
+        rate = {k: sum(n.infeasible is None for n in v) / len(v) for k, v in groups.items()}
+        ranked = sorted(rate, key=lambda k: rate[k], reverse=True)
+        win, lose = ranked[0], ranked[-1]
+        if rate[win] - rate[lose] < 0.5:
+            continue
+
+        def cite(k: str) -> str:
+            ok = sum(n.infeasible is None for n in groups[k])
+            return f"{ok}/{len(groups[k])} feasible: {', '.join(_ids(groups[k]))}"
+
+        text = f"{win} ({cite(win)}) meets the constraints more often than {lose} ({cite(lose)}) on {tree.task}"
+        wanted[_iid(tree.search_id, f"feasible {dim}", win, lose)] = (text, tuple(_ids(groups[win] + groups[lose])))
+
+
+def _sync(tree, wanted: dict) -> list:
     events: list = []
     for iid, text in tree.insights.items():
         if iid not in wanted and iid.startswith("ins-"):
