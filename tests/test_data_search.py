@@ -118,6 +118,23 @@ def test_a_pool_is_a_training_source_mixed_in_by_share_and_never_a_held_out_spli
         apply_recipe(Recipe(sources=(Source(uri="pool:pooled/nope"),)), home)
 
 
+def test_identical_recipes_are_materialised_once_and_again_when_a_source_changes(pool_task, monkeypatch):
+    import trex.recipe as recipe_mod
+
+    home, task = pool_task
+    r = Recipe(sources=(Source(uri="task:pooled/train", weight=0.8), Source(uri="pool:pooled/extra", weight=0.2)),
+               mix="first")
+    digest, path = recipe_mod.materialize(r, home)
+    calls = []
+    real = recipe_mod.apply_recipe
+    monkeypatch.setattr(recipe_mod, "apply_recipe", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert recipe_mod.materialize(r, home) == (digest, path) and not calls  # answered from the index
+    pool_file = home / "tasks" / "pooled" / "pool-extra.jsonl"
+    pool_file.write_text(pool_file.read_text().replace("pool q0", "pool q0 changed"))
+    digest2, _ = recipe_mod.materialize(r, home)
+    assert calls == [1] and digest2 != digest  # a source's content is part of the key
+
+
 def test_the_data_space_of_a_task_follows_its_pools_templates_and_kind(pool_task):
     _, task = pool_task
     ds = DataSpace.for_task(task)

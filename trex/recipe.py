@@ -205,49 +205,48 @@ def resolve_local(uri: str, home: Path, allowed_roots: Sequence[Path] = ()) -> P
     return real
 
 
+def source_path(src: Source, home: Path, allowed_roots: Sequence[Path]) -> Path | None:
+    """The local file a source reads (its task split or pool prepared first), or None for a hub dataset."""
+    for pattern, kind in ((_TASK_RE, "split"), (_POOL_RE, "pool")):
+        m = pattern.match(src.uri)
+        if not m:
+            continue
+        from trex.tasks import get_task, prepare_data
+
+        try:
+            t = get_task(m.group(1), home)
+        except KeyError as e:
+            raise RecipeError(str(e.args[0])) from None
+        if kind == "split":
+            if m.group(2) not in t.splits:
+                raise RecipeError(f"task {t.name!r} has no split {m.group(2)!r}")
+            if m.group(2) != "train" and not m.group(2).startswith("train"):
+                raise RecipeError(f"task {t.name!r}: only training splits may be used in a recipe, not {m.group(2)!r}")
+            return prepare_data(t, home) / f"{m.group(2)}.jsonl"
+        pool = t.pool(m.group(2))
+        if pool is None:
+            names = ", ".join(p.name for p in t.pools) or "none"
+            raise RecipeError(f"task {t.name!r} has no pool {m.group(2)!r} (pools: {names})")
+        return prepare_data(t, home) / f"{pool.split}.jsonl"
+    if src.uri.startswith("hf:"):
+        if not _HF_RE.match(src.uri):
+            raise RecipeError(f"bad hub dataset id {src.uri!r} (hf:<org>/<name>[:split])")
+        return None
+    return resolve_local(src.uri, home, allowed_roots)
+
+
 def _load_source(src: Source, home: Path, allowed_roots: Sequence[Path]):
     from datasets import Dataset, load_dataset
 
     cache = str(home / "cache" / "hf-datasets")  # keep datasets' arrow copies inside the trex home
-
-    m = _TASK_RE.match(src.uri)
-    if m:
-        from trex.tasks import get_task, prepare_data
-
-        try:
-            t = get_task(m.group(1), home)
-        except KeyError as e:
-            raise RecipeError(str(e.args[0])) from None
-        if m.group(2) not in t.splits:
-            raise RecipeError(f"task {t.name!r} has no split {m.group(2)!r}")
-        if m.group(2) != "train" and not m.group(2).startswith("train"):
-            raise RecipeError(f"task {t.name!r}: only training splits may be used in a recipe, not {m.group(2)!r}")
-        path = prepare_data(t, home) / f"{m.group(2)}.jsonl"
-        return Dataset.from_json(str(path), cache_dir=cache)
-    m = _POOL_RE.match(src.uri)
-    if m:
-        from trex.tasks import get_task, prepare_data
-
-        try:
-            t = get_task(m.group(1), home)
-        except KeyError as e:
-            raise RecipeError(str(e.args[0])) from None
-        pool = t.pool(m.group(2)) if hasattr(t, "pool") else None
-        if pool is None:
-            names = ", ".join(p.name for p in getattr(t, "pools", ())) or "none"
-            raise RecipeError(f"task {t.name!r} has no pool {m.group(2)!r} (pools: {names})")
-        path = prepare_data(t, home) / f"{pool.split}.jsonl"
-        return Dataset.from_json(str(path), cache_dir=cache)
-    if src.uri.startswith("hf:"):
+    path = source_path(src, home, allowed_roots)
+    if path is None:
         hm = _HF_RE.match(src.uri)
-        if not hm:
-            raise RecipeError(f"bad hub dataset id {src.uri!r} (hf:<org>/<name>[:split])")
         if os.environ.get("TREX_ALLOW_HUB") != "1":
             raise RecipeError(
                 f"{src.uri}: Hugging Face hub datasets need a reachable hub; this machine has none "
                 "(set TREX_ALLOW_HUB=1 where the hub is reachable, or download the data into the trex home)")
         return load_dataset(hm.group(1), split=hm.group(2) or "train", cache_dir=cache)
-    path = resolve_local(src.uri, home, allowed_roots)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         return Dataset.from_json(str(path), cache_dir=cache)
@@ -413,16 +412,48 @@ RowLosses = Callable[[str, list[dict]], Sequence[float]]
 """``(adapter hash, rows) -> one loss per row``: how a caller scores rows for cleaning by loss."""
 
 
+def recipe_key(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = ()) -> str | None:
+    """What the recipe's rows depend on: the recipe itself (a cleaning step's adapter hash included) and
+    the content of every file it reads. None when a source is a hub dataset (no local content to hash)."""
+    from trex.artifacts import file_hash
+
+    home = Path(home)
+    roots = [Path(r) for r in allowed_roots] + [home / "tasks"]
+    files = []
+    for src in recipe.sources:
+        path = source_path(src, home, roots)
+        if path is None:
+            return None
+        files.append(file_hash(path))
+    body = json.dumps({"v": 1, "recipe": recipe.model_dump(mode="json"), "files": files}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 def materialize(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = (),
                 row_losses: RowLosses | None = None) -> tuple[str, Path]:
-    """Run the recipe and cache its rows; returns (content hash, path of the cached JSONL)."""
-    rows = apply_recipe(recipe, home, allowed_roots, row_losses)
-    digest = rows_hash(rows)
+    """Run the recipe and cache its rows; returns (content hash, path of the cached JSONL).
+
+    Identical recipes over identical files are materialised once: an index under
+    ``HOME/datasets/index/`` maps the recipe's key (:func:`recipe_key`) to its rows' hash, and a recipe
+    seen before is answered from it without reading its sources again (nor scoring rows for cleaning)."""
     from trex.events.fsio import check_not_link, ensure_dir, write_file_replace
 
-    path = dataset_path(Path(home), digest)
-    ensure_dir(Path(home), *path.parent.relative_to(Path(home)).parts)  # no folder on the way is a link
+    home = Path(home)
+    key = recipe_key(recipe, home, allowed_roots)
+    index = home / "datasets" / "index" / key[:2] / f"{key}.txt" if key else None
+    if index is not None and check_not_link(index).is_file():
+        digest = index.read_text().strip()
+        path = dataset_path(home, digest)
+        if re.fullmatch(r"[0-9a-f]{64}", digest) and check_not_link(path).is_file():
+            return digest, path
+    rows = apply_recipe(recipe, home, allowed_roots, row_losses)
+    digest = rows_hash(rows)
+    path = dataset_path(home, digest)
+    ensure_dir(home, *path.parent.relative_to(home).parts)  # no folder on the way is a link
     if not check_not_link(path).is_file():  # a link there is refused, never read or written through
         text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
         write_file_replace(path, text.encode("utf-8"))
+    if index is not None:
+        ensure_dir(home, *index.parent.relative_to(home).parts)
+        write_file_replace(index, digest.encode())
     return digest, path

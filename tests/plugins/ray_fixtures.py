@@ -6,16 +6,63 @@ next test's; the ``actor_pool`` factory kills every actor it made at teardown.
 """
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 
 @pytest.fixture(scope="session")
 def ray_local(tmp_path_factory):
+    """The session's Ray. At the end of the session no trex actor may be left alive: one left polling a
+    search its test gave up on costs every later test CPU (a Conductor was once found at ~38% for 30
+    minutes). Leftovers are killed, and the session fails naming them."""
     from trex.actors.runtime import init_ray
 
     ray = init_ray(tmp_path_factory.mktemp("ray-home"), num_cpus=2)
     yield ray
+    import time
+
+    deadline = time.time() + 15  # actors killed by the last test's teardown take a moment to be DEAD
+    while (left := alive_actors()) and time.time() < deadline:
+        time.sleep(0.5)
+    for pid in left.values():  # a leftover nobody holds a handle to any more: its process is ended
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, TypeError):
+            pass
     ray.shutdown()
+    assert not left, f"trex actors still alive at the end of the session: {sorted(left)}"
+
+
+def alive_actors() -> dict[str, int]:
+    """``{"<class> <actor id>": pid}`` of every actor alive in this Ray (read from the GCS: no dashboard)."""
+    from ray._private import state
+
+    return {f"{info.get('ActorClassName')} {aid[:8]}": info.get("Pid")
+            for aid, info in state.actors().items() if info.get("State") == "ALIVE"}
+
+
+@pytest.fixture
+def busy_cores():
+    """Every core kept busy by another process while the test runs (a loaded machine, as a user's is
+    while trex runs beside other work): the fault tests must hold under it."""
+    import multiprocessing as mp
+    import os
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_spin, daemon=True) for _ in range(os.cpu_count() or 1)]
+    for p in procs:
+        p.start()
+    yield len(procs)
+    for p in procs:
+        p.kill()
+        p.join(5)
+
+
+def _spin() -> None:
+    while True:
+        pass
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from trex.events.evaluation import EvaluationFailed
 from trex.events.log import EventLog
 from trex.events.plans import PlanProposed, PlanRejected, ProposalFailed
 from trex.events.search import SearchResumed
-from trex.events.trials import TrialAbandoned, TrialDispatchFailed
+from trex.events.trials import TrialAbandoned, TrialDispatchFailed, WorkStalled
 from trex.orchestrate import recovery as rec
 from trex.orchestrate.rules import (
     BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, command_id, decision_event_id,
@@ -47,6 +47,16 @@ class Pool:
                 "distiller": self.distiller}
 
 
+STALL_GRACE_S = 120.0  # a trial that has not come back this long after its own time limit is stalled
+PROPOSE_STALL_S = 900.0  # a proposal (tools + a local LLM under load) that takes longer than this
+EVALUATE_STALL_S = 900.0  # an evaluation that takes longer than this
+
+
+class _GaveUp(Exception):
+    """Work whose actor was restarted for a stall and that still did not come back: given up on, like an
+    actor that died (the usual bounded retries, then a recorded failure)."""
+
+
 @dataclass
 class _InFlight:
     """What this Conductor has in hand; everything else is in the fold."""
@@ -59,15 +69,23 @@ class _InFlight:
     idle: list = field(default_factory=list)
     dispatched: dict = field(default_factory=dict)  # node id -> its trials count when dispatched
     evaluated: int = 0
+    since: dict = field(default_factory=dict)  # ref -> when it was dispatched (train, proposal, evaluation)
+    stalled: dict = field(default_factory=dict)  # ref -> when its actor was restarted for a stall
 
 
 def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float = 0.5,
-            lookahead: bool = True) -> dict:
+            lookahead: bool = True, stall_s: dict | None = None) -> dict:
     """Run (or continue) search ``sid`` with the actors in ``pool``. Returns the tree's summary.
 
     ``lookahead``: propose while executors train (one ready plan per executor). Without it a
     decision is made only when nothing is in flight, which is the in-process driver's order
-    (one executor and no distiller then make the same tree as :func:`trex.conductor.run_search`)."""
+    (one executor and no distiller then make the same tree as :func:`trex.conductor.run_search`).
+
+    Stalls: work that does not come back within its bound (``stall_s``: ``{"train", "propose",
+    "evaluate"}`` seconds; by default a trial's time limit plus :data:`STALL_GRACE_S`, and
+    :data:`PROPOSE_STALL_S` / :data:`EVALUATE_STALL_S`) is recorded as ``WorkStalled`` and its actor
+    restarted; the work then fails as if the actor had died (retried within the usual bounds, then a
+    recorded failure), and work that still does not answer one more bound later is given up on."""
     import ray
 
     from trex.search import build_tree, fold
@@ -87,6 +105,8 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
         time_limit = tree.started.trial.time_limit_s
         st = _InFlight(idle=list(range(len(pool.executors))))
         started_at = _started_at(log, sid)
+        limits = {"train": time_limit + STALL_GRACE_S, "propose": PROPOSE_STALL_S, "evaluate": EVALUATE_STALL_S,
+                  **(stall_s or {})}
 
         def emit(*events, **kw):
             log.append(sid, [NewEvent(e, **kw) for e in events])
@@ -100,10 +120,38 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
         def dispatch_eval(nid, adapter, attempt=1):
             ref = pool.evaluator.evaluate.remote(str(home), sid, tree.task, nid, adapter, eval_limit)
             st.evals[ref] = (nid, adapter, attempt)
+            st.since[ref] = time.time()
 
         def dispatch_proposal(decision: dict):
             ref = pool.researcher.propose.remote(str(home), sid, decision)
             st.props[ref] = decision
+            st.since[ref] = time.time()
+
+        def watch_stalls() -> list:
+            """Record and break stalls; returns the refs given up on (handled as failed below)."""
+            now, gave_up = time.time(), []
+            work = ([("train", r, f"executor-{i}", pool.executors[i], command_id(sid, n), n)
+                     for r, (n, i) in st.trains.items()]
+                    + [("propose", r, "researcher", pool.researcher, d["decision_id"], d.get("node_id"))
+                       for r, d in st.props.items()]
+                    + [("evaluate", r, "evaluator", pool.evaluator, n, n) for r, (n, _, _) in st.evals.items()])
+            for kind, ref, name, actor, cmd, nid in work:
+                limit = limits[kind]
+                if ref in st.stalled:
+                    if now - st.stalled[ref] > limit:
+                        gave_up.append(ref)
+                    continue
+                waited = now - st.since.get(ref, now)
+                if waited <= limit:
+                    continue
+                emit(WorkStalled(kind=kind, command=cmd, node_id=nid, actor=name, waited_s=round(waited, 3),
+                                 limit_s=limit))
+                st.stalled[ref] = now
+                try:
+                    ray.kill(actor, no_restart=False)  # Ray restarts it; the call fails as the actor's death
+                except Exception:  # noqa: BLE001 - an actor already gone: its call fails on its own
+                    pass
+            return gave_up
 
         # ------------------------------------------------------------------ recovery
         inflight: dict[str, int] = {}
@@ -118,7 +166,9 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 dispatch_eval(BASE_NODE, None)
             elif isinstance(act, rec.Reattach):  # still training on a live executor: never started again
                 i = inflight[command_id(sid, act.node_id)]
-                st.trains[pool.executors[i].wait.remote(command_id(sid, act.node_id))] = (act.node_id, i)
+                wref = pool.executors[i].wait.remote(command_id(sid, act.node_id))
+                st.trains[wref] = (act.node_id, i)
+                st.since[wref] = time.time()
                 if i in st.idle:
                     st.idle.remove(i)  # its trial started already: tree.trials counts it
             elif isinstance(act, rec.Abandon):
@@ -169,6 +219,7 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                                                      parent.adapter if parent else None, node.trials + 1,
                                                      command_id(sid, nid), time_limit)
                 st.trains[ref] = (nid, i)
+                st.since[ref] = time.time()
                 st.dispatched[nid] = node.trials
 
             refs = list(st.props) + list(st.trains) + list(st.evals) + ([st.distill] if st.distill else [])
@@ -180,15 +231,19 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                     continue  # nothing in flight and the budget not spent: decide again at the top
                 break  # nothing running, nothing left to decide: finished
             done, _ = ray.wait(refs, num_returns=1, timeout=poll_s)
-            for ref in done:
+            gave_up = set(watch_stalls())
+            for ref in list(done) + [r for r in gave_up if r not in done]:
+                stuck = ref in gave_up and ref not in done
+                st.since.pop(ref, None)
+                st.stalled.pop(ref, None)
                 if ref in st.props:
-                    _on_proposal(ref, st, tree, emit, dispatch_proposal, sid)
+                    _on_proposal(ref, st, tree, emit, dispatch_proposal, sid, stuck)
                 elif ref in st.trains:
-                    _on_trained(ref, st, tree, sid, emit, dispatch_eval)
+                    _on_trained(ref, st, tree, sid, emit, dispatch_eval, stuck)
                 elif ref in st.evals:
                     nid, adapter, attempt = st.evals.pop(ref)
                     try:
-                        ray.get(ref)
+                        _result(ref, stuck)
                         if nid != BASE_NODE:
                             st.evaluated += 1
                             if pool.distiller is not None and st.distill is None and st.evaluated % distill_every == 0:
@@ -245,7 +300,16 @@ def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit) -> None:
                 attempt += 1
 
 
-def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str) -> None:
+def _result(ref, stuck: bool):
+    """The call's result; for work given up on after a stall, :class:`_GaveUp`."""
+    import ray
+
+    if stuck:
+        raise _GaveUp("no answer after its actor was restarted for a stall")
+    return ray.get(ref)
+
+
+def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str, stuck: bool = False) -> None:
     import ray
 
     from trex.plan import parse_plan, plan_hash
@@ -253,8 +317,8 @@ def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str) ->
     decision = st.props.pop(ref)
     did = decision["decision_id"]
     try:
-        prop = ray.get(ref)
-    except ray.exceptions.RayActorError as e:  # the Researcher died: ask its successor, a few times
+        prop = _result(ref, stuck)
+    except (ray.exceptions.RayActorError, _GaveUp) as e:  # the Researcher died: ask its successor, a few times
         tree = emit(ProposalFailed(decision_id=did, reason=f"the researcher died: {e}"[:2000]), correlation_id=did)
         if may_retry_proposal(tree, did):
             dispatch_proposal(decision)
@@ -280,7 +344,7 @@ def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str) ->
     st.ready.append(nid)
 
 
-def _on_trained(ref, st: _InFlight, tree, sid: str, emit, dispatch_eval) -> None:
+def _on_trained(ref, st: _InFlight, tree, sid: str, emit, dispatch_eval, stuck: bool = False) -> None:
     import ray
 
     nid, i = st.trains.pop(ref)
@@ -288,8 +352,8 @@ def _on_trained(ref, st: _InFlight, tree, sid: str, emit, dispatch_eval) -> None
         st.idle.append(i)
     st.dispatched.pop(nid, None)
     try:
-        out = ray.get(ref)
-    except ray.exceptions.RayActorError:  # the executor died mid-trial (it is restarted by Ray)
+        out = _result(ref, stuck)
+    except (ray.exceptions.RayActorError, _GaveUp):  # the executor died mid-trial (it is restarted by Ray)
         out = None
     except Exception as e:  # noqa: BLE001 - a shell that raised: its trial is closed as abandoned
         out = {"ok": False, "error": repr(e)}

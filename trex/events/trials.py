@@ -82,3 +82,18 @@ class TrialDispatchFailed(Event):
 
     node_id: str
     reason: str = ""
+
+
+@event("WorkStalled")
+class WorkStalled(Event):
+    """Work in flight that did not come back within its bound: which command, on which actor, how long.
+    The driver then restarts that actor, and the work is retried within its usual bound (a trial once,
+    a proposal a few times) before a recorded failure: a stall never holds a search forever."""
+
+    kind: Literal["train", "propose", "evaluate"]
+    command: str  # the trial's command id, the decision id, or the evaluated node id
+    node_id: str | None = None
+    actor: str = ""  # e.g. "executor-0", "researcher"
+    waited_s: float = Field(ge=0)
+    limit_s: float = Field(gt=0)
+    action: str = "actor restarted"

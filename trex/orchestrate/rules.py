@@ -7,8 +7,9 @@ names the same things the same way and an idempotent append drops what is alread
 * a decision's ``NodeSelected`` has event id ``<search>:<decision>``, the plan that answers it
   ``<search>:proposed:<decision>``; a node's training command is ``<search>:<node>``.
 
-Budget: a trial started *or a result reused* takes a trial's place (a reused result is
-work the search chose; counting it keeps a search that hits the cache from running forever).
+Budget: a node whose trial started *or whose result was reused* takes a trial's place (a reused
+result is work the search chose; counting it keeps a search that hits the cache from running
+forever). A retry of a trial lost to a crash is not a new trial.
 """
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def proposal_event_id(search_id: str, decision_id: str) -> str:
 
 # ------------------------------------------------------------------------------------- budget
 def trials_used(tree: SearchTree) -> int:
-    """Trials started plus results reused: what the trial budget counts."""
-    return tree.trials + tree.trials_reused
+    """Nodes whose trial started plus results reused: what the trial budget counts. A trial lost to a
+    crash and retried under the same command is the same trial: it does not use the budget twice."""
+    return tree.nodes_tried + tree.trials_reused
 
 
 def exhausted(tree: SearchTree, elapsed_s: float | None, committed: int | None = None) -> BudgetExhausted | None:

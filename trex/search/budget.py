@@ -1,8 +1,9 @@
 """Budget checks: trials, wall-clock, compute seconds, LLM tokens — whichever runs out first.
 
 Pure: the elapsed wall-clock time is passed in by the caller (the projection has
-no clock). Trials count TrialStarted events, so parallel workers cannot
-overshoot the limit by starting trials that are still running. The budget is
+no clock). Trials count nodes whose trial started (a retry after a crash is the same trial) and
+results reused, so parallel workers cannot overshoot the limit by starting trials that are still
+running. The budget is
 the search's (SearchStarted.budget), or the fork's when its SearchForked names one: the fold
 then offsets it by the prefix's usage, so a fork's own budget counts only the fork's own work.
 """
@@ -18,7 +19,7 @@ KINDS = (("trials", "max_trials"), ("seconds", "max_seconds"),
 
 def budget_used(tree: SearchTree, now_seconds_since_start: float | None = None) -> dict[str, float | None]:
     return {
-        "trials": float(tree.trials),
+        "trials": float(tree.nodes_tried + tree.trials_reused),
         "seconds": None if now_seconds_since_start is None else float(now_seconds_since_start),
         "compute_seconds": float(tree.compute_seconds),
         "tokens": float(tree.tokens),

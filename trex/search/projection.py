@@ -224,7 +224,7 @@ def _search_forked(b: _Builder, d: dict) -> None:
     if d.get("budget"):
         # the fork's own budget counts only the fork's usage: offset it by what the prefix used
         # (wall-clock is measured by the caller from the fork's own first event)
-        used = {"max_trials": b.f["trials"] + b.f["trials_reused"], "max_compute_seconds": b.f["compute_seconds"],
+        used = {"max_trials": b.f["nodes_tried"] + b.f["trials_reused"], "max_compute_seconds": b.f["compute_seconds"],
                 "max_tokens": b.f["tokens"]}
         b.f["budget"] = MappingProxyType(
             {k: v + used[k] if k in used else v for k, v in d["budget"].items() if v is not None})
@@ -353,6 +353,8 @@ def _trial_started(b: _Builder, d: dict) -> None:
     b.f["rejections_in_a_row"] = 0  # a plan ran
     n = b.touch(d["node_id"])
     if n is not None:
+        if n["trials"] == 0:
+            b.f["nodes_tried"] += 1  # what the trial budget counts: a retry after a crash is not a new trial
         n["status"] = "running"
         n["trials"] += 1
         n["open_trials"].append(d.get("trial_id", ""))
@@ -407,6 +409,10 @@ def _trial_dispatch_failed(b: _Builder, d: dict) -> None:
     n = b.touch(d["node_id"])
     if n is not None:
         n["dispatch_failures"] += 1
+
+
+def _work_stalled(b: _Builder, d: dict) -> None:
+    b.f["stalls"] += 1
 
 
 def _heldout_scored(b: _Builder, d: dict) -> None:
@@ -519,6 +525,7 @@ HANDLERS: dict[str, _Handler] = {
     "TrialAbandoned": _trial_abandoned,
     "TrialReused": _trial_reused,
     "TrialDispatchFailed": _trial_dispatch_failed,
+    "WorkStalled": _work_stalled,
     "ProposalFailed": _proposal_failed,
     "HeldOutScored": _heldout_scored,
     "HeldOutFailed": _heldout_failed,

@@ -130,6 +130,8 @@ class SearchTree:
     notes: tuple[tuple[str, str], ...] = ()  # (author, text)
     rejected_plans: int = 0  # PlanRejected without a node id
     trials: int = 0  # TrialStarted events
+    nodes_tried: int = 0  # nodes with at least one TrialStarted: the trial budget counts these (not retries)
+    stalls: int = 0  # WorkStalled: work that did not come back within its bound (its actor was restarted)
     trials_finished: int = 0
     trials_failed: int = 0
     trials_reused: int = 0
@@ -234,6 +236,7 @@ class SearchTree:
             "trials_finished": self.trials_finished,
             "trials_failed": self.trials_failed,
             "trials_reused": self.trials_reused,
+            "stalls": self.stalls,
             "compute_seconds": self.compute_seconds,
             "tokens": self.tokens,
             "llm_calls": self.llm_calls,

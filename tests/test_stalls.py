@@ -1,0 +1,117 @@
+"""Work that stops coming back: the Ray Conductor detects the stall, records it, restarts the actor and
+retries within its bounds — the search makes progress or ends, never waits forever.
+
+The executors here are scripted (they record the events a trial would, instantly, or hang): what is
+under test is the Conductor's stall handling with real Ray actors, restarts and kills.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from tests.test_two_drivers import ScriptedEvaluator, fake_train, fake_train_started
+from trex.conductor import SearchConfig, start_search
+from trex.events.log import EventLog
+from trex.events.search import Budget
+from trex.events.verify import verify
+from trex.search import build_tree
+
+pytestmark = pytest.mark.slow
+
+
+class HangingExecutor:
+    """Starts a trial, then never answers — on the commands named in ``hang`` (every one when None) and,
+    with ``once``, only on their first attempt."""
+
+    def __init__(self, hang=None, once=True):
+        self.hang, self.once = hang, once
+
+    def train(self, home, sid, task, node_id, plan, parent_adapter, attempt, command_id, time_limit_s=None):
+        if (self.hang is None or node_id in self.hang) and not (self.once and attempt > 1):
+            fake_train_started(home, sid, node_id, plan, attempt)
+            time.sleep(3600)  # the trial's worker wedged: nothing comes back
+        return fake_train(home, sid, node_id, plan, parent_adapter, attempt)
+
+    def inflight(self):
+        return []
+
+    def wait(self, command_id):
+        return None
+
+    def pid(self):
+        return os.getpid()
+
+
+def _pool(ray, executor):
+    from trex.actors.conduct import Pool
+    from trex.actors.shells import remote_classes
+
+    return Pool(researcher=remote_classes()["researcher"].remote(), executors=[executor],
+                evaluator=ray.remote(num_cpus=0)(ScriptedEvaluator).remote())
+
+
+def _kill(ray, pool):
+    for h in (pool.researcher, pool.evaluator, *pool.executors):
+        try:
+            ray.kill(h, no_restart=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@pytest.mark.timeout(300)
+def test_a_stalled_trial_is_recorded_its_executor_restarted_and_the_trial_retried(tmp_path, ray_local, busy_cores):
+    import ray
+
+    from trex.actors.conduct import conduct
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    sid = start_search(EventLog(tmp_path), SearchConfig(task="arith-sub", budget=Budget(max_trials=3), seed=1))
+    ex = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)(HangingExecutor).remote(hang=("n1",))
+    pool = _pool(ray, ex)
+    pid = ray.get(ex.pid.remote())
+    t0 = time.time()
+    try:
+        conduct(tmp_path, sid, pool, poll_s=0.05, lookahead=False, stall_s={"train": 3.0})
+        new_pid = ray.get(ex.pid.remote())
+    finally:
+        _kill(ray, pool)
+    assert time.time() - t0 < 120
+    events = EventLog(tmp_path).read(sid)
+    stalls = [e.event for e in events if e.type == "WorkStalled"]
+    assert len(stalls) == 1 and stalls[0].kind == "train" and stalls[0].command == f"{sid}:n1"
+    assert stalls[0].actor == "executor-0" and stalls[0].waited_s >= 3.0 and stalls[0].limit_s == 3.0
+    assert new_pid != pid  # the stalled executor was restarted
+    tree = build_tree(EventLog(tmp_path), sid)
+    assert tree.status == "finished" and tree.stalls == 1
+    assert tree.nodes["n1"].trials == 2 and tree.nodes["n1"].status in ("evaluated", "failed")
+    # the trial lost to the stall did not use up the budget: 3 trials, 3 nodes tried, one of them twice
+    assert tree.nodes_tried == 3 and tree.trials == 4
+    assert verify(EventLog(tmp_path), sid).ok
+
+
+@pytest.mark.timeout(300)
+def test_an_executor_that_never_answers_ends_the_search_with_recorded_stalls(tmp_path, ray_local, busy_cores):
+    import ray
+
+    from trex.actors.conduct import conduct
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    sid = start_search(EventLog(tmp_path), SearchConfig(task="arith-sub", budget=Budget(max_trials=2), seed=2))
+    ex = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)(HangingExecutor).remote(hang=None, once=False)
+    pool = _pool(ray, ex)
+    t0 = time.time()
+    try:
+        conduct(tmp_path, sid, pool, poll_s=0.05, lookahead=False, stall_s={"train": 2.0})
+    finally:
+        _kill(ray, pool)
+    assert time.time() - t0 < 180
+    tree = build_tree(EventLog(tmp_path), sid)
+    assert tree.status == "finished" and tree.finish_reason == "budget exhausted: trials"
+    # each of the two trials stalled on both attempts: recorded, retried once, then closed as abandoned
+    assert tree.stalls == 4
+    assert [tree.nodes[n].status for n in tree.order] == ["abandoned", "abandoned"]
+    assert all(tree.nodes[n].trials == 2 and not tree.nodes[n].open_trials for n in tree.order)
+    assert verify(EventLog(tmp_path), sid).ok
