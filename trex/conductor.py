@@ -18,7 +18,7 @@ from typing import Any, Callable
 from trex.events.envelope import NewEvent
 from trex.events.evaluation import EvaluationFailed
 from trex.events.log import ConcurrencyConflict, EventLog
-from trex.events.plans import PlanProposed, PlanRejected
+from trex.events.plans import HypothesisStated, PlanProposed, PlanRejected
 from trex.events.search import DEFAULT_TRIAL_STEPS, Budget, SearchResumed, SearchStarted
 from trex.events.trials import TrialAbandoned
 
@@ -208,7 +208,8 @@ class Runner:
             return False
         elapsed = time.time() - started_at
         if stop_reason(tree, elapsed) is not None:
-            self.score_heldout(tree)
+            self.distill()
+            self.score_heldout(self.tree())
             for ev in finish_events(self.tree(), elapsed):
                 self.emit(ev)
             return False
@@ -220,11 +221,22 @@ class Runner:
         except ConcurrencyConflict as e:
             raise ConcurrentRun(f"search {self.sid!r} is being run by another process ({e})") from None
         self._answer(self.tree(), decision)
+        self.distill()
         return True
+
+    def distill(self) -> int:
+        """The Distiller's pass, as the Ray driver's DistillerShell runs it: hypotheses tested, insights
+        brought up to date. Returns how many events it recorded."""
+        from trex.insights import distill
+
+        events = distill(self.tree())
+        for ev in events:
+            self.emit(ev)
+        return len(events)
 
     def _answer(self, tree, decision) -> None:
         """Propose for ``decision`` (the Researcher's entry point), record the plan, train it."""
-        from trex.orchestrate.rules import next_node_id, proposal_event_id
+        from trex.orchestrate.rules import hypothesis_event_id, next_node_id, proposal_event_id
         from trex.plan import plan_hash
         from trex.propose import propose
 
@@ -240,6 +252,9 @@ class Runner:
                                rationale=prop.rationale, proposer=tree.proposer, decision_id=decision.decision_id,
                                insights=tuple(tree.insights)),
                   event_id=proposal_event_id(self.sid, decision.decision_id))
+        if prop.hypothesis is not None:
+            self.emit(HypothesisStated(node_id=node_id, **prop.hypothesis.as_dict()),
+                      event_id=hypothesis_event_id(self.sid, decision.decision_id))
         parent = tree.nodes.get(decision.node_id) if decision.node_id else None
         self.train(node_id, prop.plan.model_dump(mode="json"), parent.adapter if parent else None)
 

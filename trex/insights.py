@@ -48,6 +48,7 @@ def distill(tree, *, min_support: int = 2, min_gap: float = 0.15) -> list:
     """Events that bring the tree's insights up to date with its evaluated nodes (may be empty). Under
     constraints, scores are compared among feasible nodes only, and a dimension whose groups differ in how
     often they are feasible gets an insight of its own ("pool addition mixed in: 3/3 feasible ...")."""
+    tested = check_hypotheses(tree)
     judged = [n for n in tree.nodes.values() if n.score is not None and n.plan]
     constrained = bool(tree.started.constraints)
     scored = [n for n in judged if n.infeasible is None] if constrained else judged
@@ -55,7 +56,7 @@ def distill(tree, *, min_support: int = 2, min_gap: float = 0.15) -> list:
     if constrained:
         _feasibility(tree, judged, min_support, wanted)
     if len(scored) < 2 * min_support:
-        return _sync(tree, wanted) if constrained else []
+        return tested + (_sync(tree, wanted) if constrained else [])
     lo, hi = min(n.score for n in scored), max(n.score for n in scored)
     span = hi - lo
     sign = 1.0 if tree.higher_is_better else -1.0
@@ -79,7 +80,25 @@ def distill(tree, *, min_support: int = 2, min_gap: float = 0.15) -> list:
         text = f"{win} ({cite(win)}) beats {lose} ({cite(lose)}) on {tree.task}"
         support = tuple(sorted((n.node_id for n in groups[win] + groups[lose]), key=lambda s: (len(s), s)))
         wanted[_iid(tree.search_id, dim, win, lose)] = (text, support)
-    return _sync(tree, wanted)
+    return tested + _sync(tree, wanted)
+
+
+def check_hypotheses(tree) -> list:
+    """``HypothesisTested`` for every evaluated node whose hypothesis has no verdict yet: the value of the
+    metric it named (the primary score, or a secondary metric) against its threshold."""
+    from trex.events.plans import HypothesisTested
+
+    out = []
+    for nid in tree.order:
+        n = tree.nodes[nid]
+        if n.hypothesis is None or n.supported is not None or n.status not in ("evaluated", "failed"):
+            continue
+        _text, metric, op, threshold, _ev = n.hypothesis
+        value = n.score if metric == tree.primary_metric else dict(n.metrics).get(metric)
+        ok = value is not None and value == value and {">=": value >= threshold, ">": value > threshold,
+                                                        "<=": value <= threshold, "<": value < threshold}.get(op, False)
+        out.append(HypothesisTested(node_id=nid, supported=bool(ok), observed=value, metric=metric))
+    return out
 
 
 def _ids(nodes) -> list[str]:

@@ -24,13 +24,13 @@ from trex.conductor import _started_at, run_lock  # noqa: F401  (run_lock: both 
 from trex.events.envelope import NewEvent
 from trex.events.evaluation import EvaluationFailed
 from trex.events.log import EventLog
-from trex.events.plans import PlanProposed, PlanRejected, ProposalFailed
+from trex.events.plans import HypothesisStated, PlanProposed, PlanRejected, ProposalFailed
 from trex.events.search import SearchResumed
 from trex.events.trials import TrialAbandoned, TrialDispatchFailed, WorkStalled
 from trex.orchestrate import recovery as rec
 from trex.orchestrate.rules import (
     BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, command_id, decision_event_id,
-    finish_events, may_retry_dispatch, may_retry_evaluation, may_retry_proposal, may_retry_trial, next_node_id,
+    finish_events, hypothesis_event_id, may_retry_dispatch, may_retry_evaluation, may_retry_proposal, may_retry_trial, next_node_id,
     proposal_event_id, stop_reason, trials_used,
 )
 
@@ -341,6 +341,9 @@ def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str, st
                       plan=prop["plan"], plan_hash=plan_hash(plan), rationale=prop.get("rationale") or "",
                       proposer=tree.proposer, decision_id=did, insights=tuple(tree.insights)),
          event_id=proposal_event_id(sid, did), correlation_id=did)
+    if prop.get("hypothesis"):
+        emit(HypothesisStated(node_id=nid, **prop["hypothesis"]), event_id=hypothesis_event_id(sid, did),
+             correlation_id=did)
     st.ready.append(nid)
 
 

@@ -88,7 +88,8 @@ def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | N
                  did, (), "")
     prop = propose(tree, d, home=home, search_id=sid, emit=emit, client=client, **context)
     return {"plan": prop.plan.model_dump(mode="json") if prop.plan is not None else None,
-            "rationale": prop.rationale, "rejection": prop.rejection, "raw": str(prop.raw)[:4000]}
+            "rationale": prop.rationale, "rejection": prop.rejection, "raw": str(prop.raw)[:4000],
+            "hypothesis": prop.hypothesis.as_dict() if prop.hypothesis is not None else None}
 
 
 def distill_search(home, sid: str) -> int:

@@ -1,7 +1,7 @@
 """Plans proposed by the Researcher, their rejections, LLM calls and tool calls."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -87,3 +87,26 @@ class ProposalFailed(Event):
 
     decision_id: str
     reason: str = ""
+
+
+@event("HypothesisStated")
+class HypothesisStated(Event):
+    """What a proposal predicts about its node, falsifiably: a named validation metric against a number,
+    and the evidence it rests on (node ids and their numbers, or a ToolCalled event)."""
+
+    node_id: str
+    text: str = Field(min_length=1, max_length=1000)
+    metric: str = Field(min_length=1, max_length=128)
+    op: Literal[">=", ">", "<=", "<"]
+    threshold: float = Field(allow_inf_nan=False)
+    evidence: str = Field(default="", max_length=2000)
+
+
+@event("HypothesisTested")
+class HypothesisTested(Event):
+    """The Distiller's verdict on a node's hypothesis, once the node is evaluated: the value it observed."""
+
+    node_id: str
+    supported: bool
+    observed: float | None = None
+    metric: str = ""

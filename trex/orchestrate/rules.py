@@ -47,6 +47,10 @@ def proposal_event_id(search_id: str, decision_id: str) -> str:
     return f"{search_id}:proposed:{decision_id}"
 
 
+def hypothesis_event_id(search_id: str, decision_id: str) -> str:
+    return f"{search_id}:hypothesis:{decision_id}"
+
+
 # ------------------------------------------------------------------------------------- budget
 def trials_used(tree: SearchTree) -> int:
     """Nodes whose trial started plus results reused: what the trial budget counts. A trial lost to a

@@ -30,11 +30,31 @@ SCHEDULES = DIMS["lr_schedule"].choices
 
 
 @dataclass(frozen=True)
+class Hypothesis:
+    """A proposal's falsifiable prediction: ``metric op threshold`` on validation, and what it rests on."""
+
+    text: str
+    metric: str
+    op: str  # ">=", ">", "<=", "<"
+    threshold: float
+    evidence: str = ""
+
+    def holds(self, value: float) -> bool:
+        return {">=": value >= self.threshold, ">": value > self.threshold, "<=": value <= self.threshold,
+                "<": value < self.threshold}[self.op]
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "metric": self.metric, "op": self.op, "threshold": self.threshold,
+                "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
 class Proposal:
     plan: Plan | None
     raw: Any
     rationale: str
     rejection: str | None = None  # set when the raw plan failed validation (record PlanRejected)
+    hypothesis: Hypothesis | None = None  # recorded as HypothesisStated on the node, tested by the Distiller
 
 
 def finish(task: str, steps: int, batch_size: int, values: Mapping[str, Any], rationale: str, data=None,

@@ -192,9 +192,11 @@ def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, c
         return propose_llm(tree, decision, task=tree.task, steps=steps, batch_size=batch, client=client, home=home,
                            search_id=search_id, emit=emit, prior_insights=prior_insights or {}, base=base,
                            search_url=tree.started.search_url, data=data)
-    fn = PROPOSERS.get(tree.proposer)
+    from trex.propose.rules import propose_rules
+
+    fn = {**PROPOSERS, "rules": propose_rules}.get(tree.proposer)
     if fn is None:
-        raise ValueError(f"unknown proposer {tree.proposer!r} (known: llm, {', '.join(PROPOSERS)})")
+        raise ValueError(f"unknown proposer {tree.proposer!r} (known: llm, rules, {', '.join(PROPOSERS)})")
     return fn(tree, decision, task=tree.task, steps=steps, batch_size=batch, data=data)
 
 

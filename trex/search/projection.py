@@ -411,6 +411,20 @@ def _trial_dispatch_failed(b: _Builder, d: dict) -> None:
         n["dispatch_failures"] += 1
 
 
+def _hypothesis_stated(b: _Builder, d: dict) -> None:
+    n = b.touch(d["node_id"])
+    if n is not None:
+        n["hypothesis"] = (d.get("text", ""), d.get("metric", ""), d.get("op", ">"), _f(d.get("threshold")),
+                           d.get("evidence", ""))
+
+
+def _hypothesis_tested(b: _Builder, d: dict) -> None:
+    n = b.touch(d["node_id"])
+    if n is not None:
+        n["supported"] = bool(d.get("supported"))
+        n["observed"] = _fn(d.get("observed"))
+
+
 def _work_stalled(b: _Builder, d: dict) -> None:
     b.f["stalls"] += 1
 
@@ -462,6 +476,8 @@ def _metric_recorded(b: _Builder, d: dict) -> None:
         return
     value = _f(d.get("value"))
     if d.get("primary"):
+        if not b.f["primary_metric"]:
+            b.f["primary_metric"] = d.get("name", "")
         n["score"] = value
         b.judge(n)
         b.rescore(nid)
@@ -526,6 +542,8 @@ HANDLERS: dict[str, _Handler] = {
     "TrialReused": _trial_reused,
     "TrialDispatchFailed": _trial_dispatch_failed,
     "WorkStalled": _work_stalled,
+    "HypothesisStated": _hypothesis_stated,
+    "HypothesisTested": _hypothesis_tested,
     "ProposalFailed": _proposal_failed,
     "HeldOutScored": _heldout_scored,
     "HeldOutFailed": _heldout_failed,

@@ -63,6 +63,9 @@ class Node:
     outputs: tuple[str, ...] = ()  # evaluation-output artifacts (relative to HOME/artifacts), primary split first
     dispatch_failures: int = 0  # TrialDispatchFailed: the executor failed before the trial started
     infeasible: str | None = None  # why a scored node breaks the search's constraints (None: feasible, or unscored)
+    hypothesis: tuple | None = None  # HypothesisStated: (text, metric, op, threshold, evidence)
+    supported: bool | None = None  # HypothesisTested: the Distiller's verdict (None: not tested yet)
+    observed: float | None = None  # ... and the value it observed
 
     @property
     def feasible(self) -> bool:
@@ -131,6 +134,7 @@ class SearchTree:
     rejected_plans: int = 0  # PlanRejected without a node id
     trials: int = 0  # TrialStarted events
     nodes_tried: int = 0  # nodes with at least one TrialStarted: the trial budget counts these (not retries)
+    primary_metric: str = ""  # the name the primary metric is recorded under (its first MetricRecorded)
     stalls: int = 0  # WorkStalled: work that did not come back within its bound (its actor was restarted)
     trials_finished: int = 0
     trials_failed: int = 0

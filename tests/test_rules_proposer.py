@@ -1,0 +1,108 @@
+"""The rules proposer: edits from the evidence in the tree, numbers from TPE, never a plan twice."""
+from __future__ import annotations
+
+from trex.events.evaluation import EvaluationFinished, MetricRecorded
+from trex.events.plans import PlanProposed
+from trex.events.search import Constraint, SearchStarted
+from trex.events.trials import TrialFinished, TrialStarted
+from trex.propose.data_space import DataSpace
+from trex.propose.rules import candidates, propose_rules, signature, tried
+from trex.propose.space import to_plan, values_of
+from trex.search import fold
+from trex.search.policy import Decision
+
+TASK = "arith-sub-retain"
+CONS = (Constraint(metric="add_exact_match", at_least=0.9),)
+DS = DataSpace(task=TASK, pools=(("addition", "addition problems, for replay"),))
+
+
+def node(nid, plan, score, add, first_loss=2.0, final_loss=0.3, parent=None):
+    return [PlanProposed(node_id=nid, parent_id=parent, operator="improve" if parent else "draft", plan=plan),
+            TrialStarted(node_id=nid, trial_id=f"t{nid}"),
+            TrialFinished(node_id=nid, trial_id=f"t{nid}", adapter=(nid * 64)[:64].replace("n", "a"),
+                          train_metrics={"first_loss": first_loss, "final_loss": final_loss}),
+            MetricRecorded(node_id=nid, name="exact_match", value=score, primary=True),
+            MetricRecorded(node_id=nid, name="add_exact_match", value=add),
+            EvaluationFinished(node_id=nid, eval_id=f"e{nid}", backend="cpu", n_examples=1)]
+
+
+def plan(**v):
+    return to_plan(TASK, 40, 16, {**DS.defaults(), "learning_rate": 5e-3, **v}, DS, {})
+
+
+def test_a_parent_that_forgets_gets_replay_with_a_hypothesis_citing_its_numbers():
+    tree = fold([SearchStarted(task=TASK, constraints=CONS), *node("n1", plan(), 0.6, 0.02)])
+    cands = candidates(tree, tree.nodes["n1"], DS, 40)
+    assert cands[0].edit == "replay" and cands[0].values["pool_addition"] == 0.2
+    assert "add_exact_match 0.02 < 0.9" in cands[0].hypothesis and "n1" in cands[0].hypothesis
+    p = propose_rules(tree, Decision("n1", "improve", "mcts", 0, 1, "d1"), task=TASK, steps=40, batch_size=16, data=DS)
+    assert p.plan is not None and len(p.plan.data.sources) == 2 and p.rationale.startswith("replay:")
+    assert "evidence: n1: score 0.6" in p.rationale
+
+
+def test_an_underfitting_parent_gets_a_higher_learning_rate_first():
+    tree = fold([SearchStarted(task=TASK), *node("n1", plan(), 0.3, 0.95, first_loss=2.0, final_loss=1.5)])
+    cands = candidates(tree, tree.nodes["n1"], DS, 40)
+    assert cands[0].edit == "higher-lr" and abs(cands[0].values["learning_rate"] - 1.5e-2) < 1e-9
+
+
+def test_a_plan_already_tried_is_never_proposed_again():
+    evs = [SearchStarted(task=TASK, constraints=CONS, proposer="rules")]
+    tree = fold(evs)
+    seen = set()
+    for i in range(14):
+        best = tree.best or (tree.nodes[tree.order[-1]] if tree.order else None)
+        d = Decision(best.node_id if best and i % 2 else None, "improve" if best and i % 2 else "draft", "mcts", 0, i,
+                     f"d{i}")
+        p = propose_rules(tree, d, task=TASK, steps=40, batch_size=16, data=DS)
+        assert p.plan is not None, p.rejection
+        v = values_of(p.plan.model_dump(mode="json"), 40, DS) | {"continue_from_parent": p.plan.continue_from_parent}
+        sig = signature(v)
+        assert sig not in seen, (i, p.rationale)
+        seen.add(sig)
+        nid = f"n{i + 1}"
+        score = 0.1 + 0.05 * (i % 7)
+        evs += node(nid, p.plan.model_dump(mode="json"), score, 0.95 if i % 3 else 0.2,
+                    parent=d.node_id)
+        tree = fold(evs)
+    assert len(tried(tree, 40, DS)) == 14
+
+
+def test_a_hypothesis_is_recorded_with_its_node_and_resolved_by_the_distiller_with_the_numbers():
+    from trex.events.plans import HypothesisStated
+    from trex.insights import distill
+
+    evs = [SearchStarted(task=TASK, constraints=CONS, proposer="rules"), *node("n1", plan(), 0.6, 0.02)]
+    tree = fold(evs)
+    p = propose_rules(tree, Decision("n1", "improve", "mcts", 0, 1, "d1"), task=TASK, steps=40, batch_size=16, data=DS)
+    h = p.hypothesis
+    assert (h.metric, h.op, h.threshold) == ("add_exact_match", ">=", 0.9) and "n1" in h.evidence
+    n2 = node("n2", p.plan.model_dump(mode="json"), 0.5, 0.93, parent="n1")
+    evs += n2[:1] + [HypothesisStated(node_id="n2", **h.as_dict())] + n2[1:]
+    verdicts = [e for e in distill(fold(evs)) if type(e).__name__ == "HypothesisTested"]
+    assert [(v.node_id, v.supported, v.observed, v.metric) for v in verdicts] == [("n2", True, 0.93, "add_exact_match")]
+    tree = fold(evs + verdicts)
+    assert tree.nodes["n2"].supported is True and tree.nodes["n2"].hypothesis[1] == "add_exact_match"
+    assert not [e for e in distill(tree) if type(e).__name__ == "HypothesisTested"]  # tested once
+
+
+def test_the_in_process_driver_records_the_rules_proposers_hypotheses(tmp_path):
+    """A scripted run (the Runner with fake training) of the rules proposer: every improve it proposes
+    states a hypothesis, recorded on the node, and every evaluated one is tested."""
+    from tests.test_two_drivers import run_in_process
+    from trex.conductor import SearchConfig, start_search
+    from trex.events.log import EventLog
+    from trex.events.search import Budget
+    from trex.search import build_tree
+
+    sid = start_search(EventLog(tmp_path), SearchConfig(task="arith-sub-retain", proposer="rules", seed=3,
+                                                        budget=Budget(max_trials=8)))
+    assert run_in_process(tmp_path, sid)
+    tree = build_tree(EventLog(tmp_path), sid)
+    improved = [tree.nodes[n] for n in tree.order if tree.nodes[n].operator == "improve"]
+    assert improved and all(n.hypothesis is not None for n in improved if n.rationale.split(":")[0] in
+                            ("replay", "higher-lr", "clean", "try-pool", "continue"))
+    assert any(n.hypothesis is not None for n in improved)
+    assert all(n.supported is not None for n in improved if n.hypothesis is not None and n.status == "evaluated")
+    sigs = [tree.nodes[n].plan_hash for n in tree.order]
+    assert len(sigs) == len(set(sigs))  # no plan proposed twice

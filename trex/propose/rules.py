@@ -1,0 +1,207 @@
+"""The ``rules`` proposer: candidate edits a practitioner would make, from the evidence in the tree,
+with the numbers left to TPE — the "rules + optimiser, no LLM" arm of the Researcher.
+
+For an ``improve`` of a parent the evidence is read from the fold (no file is read): whether the
+parent breaks a constraint and by how much, its training curve (first and final loss), its score
+against the base model's, and what its plan already does with the data. Each rule that fires
+proposes one edit of the parent's values with a hypothesis stating what it should change:
+
+* a secondary metric below its bound and a pool to replay → mix the pool in (or double its share);
+* the final training loss still high (above half the first: underfitting) → a higher learning rate,
+  or a continuation of the parent's adapter for more steps;
+* the training loss low but the score low (the rows teach the wrong thing: label noise) → clean by
+  loss with the parent's adapter (or clean more);
+* a pool the parent never used → try it (a pool written in the evaluation's format helps a shift);
+* otherwise → continue the parent's adapter at a lower learning rate (a second stage).
+
+Candidates are ranked in that order; the first that is not a repeat of a plan already tried is
+proposed. A repeat is the same structure (operator, continuation, data sources, cleaning, rank,
+targets, schedule) with every number within one step of the grid: learning rate within 10%, a pool
+share within 20%. Drafts, debugs and an improve where every candidate repeats take TPE's suggestion
+(:func:`trex.propose.baselines.propose_optuna`) — deduplicated the same way, re-asked with other
+seeds a few times before the repeat is allowed through (and said so).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from trex.propose.baselines import Hypothesis, Proposal, _clamp, finish, propose_optuna, propose_random
+from trex.propose.space import DIMS, values_of
+
+_LR = DIMS["learning_rate"]
+LR_STEP = 1.10  # learning rates within 10% are the same point of the grid
+SHARE_STEP = 1.20
+
+
+@dataclass(frozen=True)
+class Candidate:
+    edit: str  # short name: "replay", "higher-lr", "clean", "try-pool", "continue"
+    values: Mapping[str, Any]
+    hypothesis: str
+    evidence: str
+    metric: str = ""  # the prediction: ``metric op threshold`` on validation ("" = the primary metric)
+    op: str = ">"
+    threshold: float = 0.0
+
+
+@dataclass
+class Evidence:
+    node_id: str
+    score: float | None
+    base: float | None
+    first_loss: float | None
+    final_loss: float | None
+    violations: list = field(default_factory=list)  # (metric, value, bound)
+
+    @property
+    def underfit(self) -> bool:
+        return self.first_loss is not None and self.final_loss is not None and self.final_loss > 0.5 * self.first_loss
+
+    def line(self) -> str:
+        parts = [f"{self.node_id}: score {_f(self.score)} (base {_f(self.base)})",
+                 f"train loss {_f(self.first_loss)} -> {_f(self.final_loss)}"]
+        parts += [f"{m} {_f(v)} < {b:g} required" for m, v, b in self.violations]
+        return "; ".join(parts)
+
+
+def _f(x) -> str:
+    return "-" if x is None or not isinstance(x, (int, float)) or not math.isfinite(x) else f"{x:.3g}"
+
+
+def evidence(tree, node) -> Evidence:
+    tm = dict(node.train_metrics)
+    metrics = dict(node.metrics)
+    viol = []
+    for c in tree.started.constraints:
+        v = metrics.get(c.metric)
+        if c.at_least is not None and (v is None or v < c.at_least):
+            viol.append((c.metric, v, c.at_least))
+    num = lambda x: float(x) if isinstance(x, (int, float)) and math.isfinite(float(x)) else None  # noqa: E731
+    return Evidence(node.node_id, node.score, tree.base_score, num(tm.get("first_loss")), num(tm.get("final_loss")),
+                    viol)
+
+
+def candidates(tree, parent, data, steps: int) -> list[Candidate]:
+    """The edits the evidence on ``parent`` suggests, best first (values are the parent's, edited)."""
+    ev = evidence(tree, parent)
+    v0 = values_of(parent.plan, steps, data)
+    pools = [d.name for d in data.dims if d.kind == "share"] if data is not None else []
+    out: list[Candidate] = []
+
+    better = float(ev.score) if ev.score is not None else 0.0
+    higher = tree.higher_is_better
+
+    def add(edit, changes, hypothesis, metric="", op=None, threshold=None):
+        out.append(Candidate(edit, {**v0, **changes}, hypothesis, ev.line(), metric,
+                             op or (">" if higher else "<"), better if threshold is None else threshold))
+
+    for metric, value, bound in ev.violations:
+        for p in pools:
+            share = float(v0.get(p) or 0.0)
+            new = 0.2 if share == 0 else min(0.5, share * 2)
+            if new != share:
+                add("replay", {p: new}, f"{parent.node_id} has {metric} {_f(value)} < {bound:g}: mixing "
+                                        f"{p[5:]} at {new:g} raises {metric} to >= {bound:g}", metric, ">=", bound)
+    if ev.underfit:
+        lr = _clamp(_LR, v0["learning_rate"] * 3)
+        if lr != v0["learning_rate"]:
+            add("higher-lr", {"learning_rate": lr}, f"{parent.node_id} underfits (loss {_f(ev.first_loss)} -> "
+                                                    f"{_f(ev.final_loss)}): lr x3 raises the score above {_f(ev.score)}")
+        if parent.adapter:
+            add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
+                f"{parent.node_id} was still learning: {v0['max_steps']} more steps raise the score above "
+                f"{_f(ev.score)}")
+    if data is not None and parent.adapter and ev.final_loss is not None and not ev.underfit:
+        frac = float(v0.get("clean_fraction") or 0.0)
+        nxt = next((c for c in data.dim("clean_fraction").choices if c > max(frac, 0.1)), None)
+        if nxt is not None:
+            add("clean", {"clean_fraction": nxt, "clean_node": parent.node_id},
+                f"rows {parent.node_id} finds hardest are noise: dropping {nxt:g} of them raises the score above "
+                f"{_f(ev.score)}")
+    for p in pools:
+        if not float(v0.get(p) or 0.0):
+            add("try-pool", {p: 0.2}, f"pool {p[5:]} adds what the train split lacks: at 0.2 the score rises above "
+                                      f"{_f(ev.score)}")
+    if parent.adapter:
+        add("continue", {"continue_from_parent": True, "learning_rate": _clamp(_LR, v0["learning_rate"] / 3),
+                         "max_steps": max(1, int(v0["max_steps"]) // 2)},
+            f"a second stage at a third of the lr refines {parent.node_id} above {_f(ev.score)}")
+    return out
+
+
+# ------------------------------------------------------------------------------------- repeats
+def signature(values: Mapping[str, Any]) -> tuple:
+    """What makes two plans the same point: the structure exactly, the numbers on a coarse grid."""
+    out = []
+    for k in sorted(values):
+        x = values[k]
+        if k == "learning_rate":
+            x = round(math.log(float(x)) / math.log(LR_STEP))
+        elif k.startswith("pool_"):
+            x = 0 if not x else round(math.log(float(x)) / math.log(SHARE_STEP))
+        elif isinstance(x, float):
+            x = round(x, 3)
+        out.append((k, x))
+    return tuple(out)
+
+
+def tried(tree, steps: int, data) -> set[tuple]:
+    return {signature(values_of(n.plan, steps, data) | {"continue_from_parent": bool(n.plan.get("continue_from_parent"))})
+            for n in tree.nodes.values() if n.plan}
+
+
+def _values(p: Proposal, steps: int, data) -> dict | None:
+    if p.plan is None:
+        return None
+    plan = p.plan.model_dump(mode="json")
+    return values_of(plan, steps, data) | {"continue_from_parent": bool(plan.get("continue_from_parent"))}
+
+
+def propose_rules(tree, decision, *, task: str, steps: int, batch_size: int = 32, data=None) -> Proposal:
+    parent = tree.nodes.get(decision.node_id) if decision.node_id else None
+    seen = tried(tree, steps, data)
+    if decision.operator == "improve" and parent is not None and parent.plan:
+        for c in candidates(tree, parent, data, steps):
+            v = dict(c.values)
+            if v.get("continue_from_parent") and not parent.adapter:
+                continue
+            p = finish(task, steps, batch_size, v, f"{c.edit}: {c.hypothesis} (evidence: {c.evidence})", data, tree)
+            got = _values(p, steps, data)
+            if got is not None and signature(got) not in seen:
+                metric = c.metric or primary_metric(tree)
+                return replace(p, hypothesis=Hypothesis(c.hypothesis, metric, c.op, c.threshold, c.evidence))
+    if decision.operator == "debug" and parent is not None:  # the failure says what to fix (lr, steps, rank)
+        p = propose_random(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data)
+        got = _values(p, steps, data)
+        if got is None or signature(got) not in seen:
+            return p
+    # a draft, or no candidate that is new: TPE's numbers, never a repeat if it can help it
+    first = None
+    for attempt in range(4):
+        d = decision if attempt == 0 else _reseeded(decision, attempt)
+        p = propose_optuna(tree, d, task=task, steps=steps, batch_size=batch_size, data=data)
+        first = first or p
+        got = _values(p, steps, data)
+        if got is None or signature(got) not in seen:
+            return p if attempt == 0 else Proposal(p.plan, p.raw, f"{p.rationale} (re-asked {attempt}x: "
+                                                                  f"the first answers repeated tried plans)")
+    return Proposal(first.plan, first.raw, f"{first.rationale} (every answer repeated a tried plan)")
+
+
+def _reseeded(decision, attempt: int):
+    return replace(decision, decision_id=f"{decision.decision_id}:{attempt}")
+
+
+def primary_metric(tree) -> str:
+    """The name the primary metric is recorded under (from the task; "exact_match" where it is unknown)."""
+    from trex.tasks import get_task
+
+    try:
+        return get_task(tree.task).primary_metric.name
+    except Exception:  # noqa: BLE001 - a task this process cannot look up: the common name
+        return "exact_match"
+
+
+__all__ = ["Candidate", "Evidence", "candidates", "evidence", "propose_rules", "signature"]
