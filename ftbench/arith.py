@@ -125,14 +125,6 @@ def addition_test(seed: int = 0) -> list[dict]:
     return [add_example(a, b) for a, b in sorted(pairs[N_ADD_EVAL:2 * N_ADD_EVAL])]
 
 
-def addition_pool(seed: int = 0) -> list[dict]:
-    """Every addition pair that is in neither the retention eval set nor its test twin (9,000 rows): a
-    pool of general addition problems to mix back in against forgetting (replay)."""
-    pairs = _all_pairs()
-    random.Random(f"arith-add-{seed}").shuffle(pairs)
-    return [add_example(a, b) for a, b in sorted(pairs[2 * N_ADD_EVAL:])]
-
-
 def subtraction_test(seed: int = 0, n_train: int = N_SUB_TRAIN, n_eval: int = N_SUB_EVAL,
                      n_test: int = N_SUB_EVAL) -> list[dict]:
     """Held-out subtraction problems disjoint from :func:`subtraction_split`'s train and eval (the

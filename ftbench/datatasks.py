@@ -43,7 +43,8 @@ N_POOL_CLEAN = 200
 N_POOL_TARGET = 250
 NOISE = 0.4
 BORROW_NOISE = 0.42
-SHIFT_FORMAT = "{a} - {b} ="
+SHIFT_FORMAT = "1-1=0\n{a}-{b}="  # the target format: a worked example, then the problem
+SPACED_FORMAT = "{a} - {b} ="  # the first design's target; its only lever was a template without {prompt}
 
 
 def _sub_pairs(seed: int) -> list[tuple[int, int]]:

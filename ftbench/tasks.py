@@ -43,9 +43,23 @@ def arith_sub_data(seed: int) -> dict[str, list[dict]]:
 
 def arith_sub_retain_data(seed: int) -> dict[str, list[dict]]:
     """arith-sub's splits plus ``pool_add``: addition problems outside eval_add and test_add, for replay."""
-    from ftbench.arith import addition_pool
+    from ftbench.datatasks import arith_sub_retain
 
-    return {**arith_sub_data(seed), "pool_add": addition_pool(seed)}
+    return arith_sub_retain(seed)
+
+
+def arith_sub_noisy_data(seed: int) -> dict[str, list[dict]]:
+    """Subtraction with 40% wrong labels in train, a clean pool, correct eval/test."""
+    from ftbench.datatasks import arith_sub_noisy
+
+    return arith_sub_noisy(seed)
+
+
+def arith_sub_shift_data(seed: int) -> dict[str, list[dict]]:
+    """Train in ``a-b=``, evaluate in the one-shot format, a small pool in the target format."""
+    from ftbench.datatasks import arith_sub_shift
+
+    return arith_sub_shift(seed)
 
 
 def tickets_data(seed: int) -> dict[str, list[dict]]:
@@ -86,6 +100,8 @@ def register(registry: TaskRegistry) -> None:
     registry.register_base_model("smollm2-135m", smollm2_135m)
     registry.register_data_generator("arith-sub", arith_sub_data)
     registry.register_data_generator("arith-sub-retain", arith_sub_retain_data)
+    registry.register_data_generator("arith-sub-noisy", arith_sub_noisy_data)
+    registry.register_data_generator("arith-sub-shift", arith_sub_shift_data)
     registry.register_data_generator("tickets", tickets_data)
     registry.register_data_generator("orders", orders_data)
     for p in spec_files():

@@ -44,6 +44,7 @@ class DataSpace:
     pools: tuple[tuple[str, str], ...] = ()  # (name, description)
     templates: tuple[str, ...] = ()  # the choices; the first is the default
     classification: bool = False
+    cleaning: bool = True  # offer clean_fraction (the LLM's schema leaves it out until a node has an adapter)
 
     @classmethod
     def for_task(cls, task) -> "DataSpace":
@@ -70,9 +71,10 @@ class DataSpace:
                              label="rows", group="rows {}"))
         out.append(Dimension("dedup", "choice", True, "drop exact duplicate rows", choices=(True, False),
                              label="dedup", group="dedup {}"))
-        out.append(Dimension("clean_fraction", "choice", 0.0, "drop this share of the rows that clean_node's "
-                             "adapter finds hardest (label noise)", choices=CLEAN_FRACTIONS, ordered=True,
-                             label="cleaning", group="clean {}"))
+        if self.cleaning:
+            out.append(Dimension("clean_fraction", "choice", 0.0, "drop this share of the rows that clean_node's "
+                                 "adapter finds hardest (label noise)", choices=CLEAN_FRACTIONS, ordered=True,
+                                 label="cleaning", group="clean {}"))
         return tuple(out)
 
     def dim(self, name: str) -> Dimension:
@@ -85,7 +87,9 @@ class DataSpace:
 
     def describe(self) -> str:
         lines = [f"- {_describe(d)}" for d in self.dims]
-        lines.append("- clean_node: the id of a node with an adapter, used when clean_fraction > 0")
+        if self.cleaning:
+            lines.append("- clean_node: the id of a node with an adapter, used when clean_fraction > 0 "
+                         "(default: the parent)")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------------ values <-> recipes

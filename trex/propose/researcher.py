@@ -159,6 +159,12 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
     if decision.operator == "draft" and search_url is not None or not tree.nodes:
         _tool(emit, "literature_search", {"query": f"LoRA hyperparameters {task}"},
               lambda: tool_literature(f"LoRA hyperparameters {task}", search_url))
+    if data is not None:  # cleaning is offered once a node has an adapter to score rows with
+        from dataclasses import replace
+
+        from trex.propose.data_space import cleanable_node
+
+        data = replace(data, cleaning=cleanable_node(tree, parent) is not None)
     messages = build_messages(tree, decision, task_text, insights_text, bad, base, data)
     seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
     try:
@@ -171,6 +177,10 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
     choice = res.parsed
     values = choice.model_dump()
     rationale = values.pop("rationale")
+    if data is not None and float(values.get("clean_fraction") or 0) > 0 and not values.get("clean_node"):
+        from trex.propose.data_space import cleanable_node
+
+        values["clean_node"] = cleanable_node(tree, parent)  # unnamed: the parent's (or the best) adapter
     if values.get("continue_from_parent"):
         if parent is None or not parent.adapter:
             values["continue_from_parent"] = False

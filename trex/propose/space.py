@@ -201,9 +201,10 @@ def plan_choice_model(data=None):
             fields[d.name] = (float, Field(ge=0, le=d.high, description=d.description))
         else:
             fields[d.name] = (Literal[d.choices], Field(description=d.description))
-    if data is not None:
-        fields["clean_node"] = (str | None, Field(max_length=64, description="the node whose adapter scores "
-                                                                             "the rows, when clean_fraction > 0"))
+    if data is not None and data.cleaning:
+        fields["clean_node"] = (str | None, Field(default=None, max_length=64,
+                                                  description="the node whose adapter scores the rows, when "
+                                                              "clean_fraction > 0 (default: the parent)"))
     return create_model(
         "PlanChoice", __config__=ConfigDict(extra="forbid"),
         __doc__="What the LLM chooses; the rest of the plan follows from the task and the search config.",
