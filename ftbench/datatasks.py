@@ -19,12 +19,14 @@ recipe may mix in, ``eval*`` are validation (what a search selects on), ``test*`
   the forgot-to-borrow answer ``a - b + 10``: ``52-17=45``); measured on the arith base model it
   does not hurt at 0.42 (greedy decoding follows the majority label), and near 0.5, where it
   hurts, the loss no longer tells the wrong rows from the right ones (docs/results/headroom).
-* :func:`arith_sub_shift` — train in ``a-b=``, validate and test in ``a - b =`` (spaces round the
-  operator and before ``=``; the base model and a model tuned on ``a-b=`` do not transfer);
-  ``pool_target`` is a small set in the target format. Every row also carries its operands as
-  fields ``a`` and ``b`` (strings), so a recipe's prompt template can rewrite the format
-  (``"{a} - {b} ="``). ``eval_src`` is the validation pairs in the training format (a diagnostic:
-  the model learned subtraction, it does not transfer).
+* :func:`arith_sub_shift` — train in ``a-b=``, validate and test in a one-shot format (``1-1=0``, a
+  newline, then ``a-b=``: a worked example first; the base model and a model tuned on ``a-b=`` do not
+  transfer to it); ``pool_target`` is a small set in the target format, and the task offers training
+  templates, one of which (``"1-1=0\n{prompt}"``) rewrites the train split into the target format.
+  Every row also carries its operands as fields ``a`` and ``b`` (strings). ``eval_src`` is the
+  validation pairs in the training format (a diagnostic: the model learned subtraction, it does
+  not transfer). The first design's target, ``{a} - {b} =`` (:data:`SPACED_FORMAT`), needed a
+  template without ``{prompt}``, which a recipe refuses: it is kept as an option of the generator.
 
 The subtraction tasks keep arith-sub's seeded pair order (``arith-sub-<seed>``): their ``eval`` and
 ``test`` pairs are arith-sub's, and every pool comes out of arith-sub's 4,000 train pairs (train

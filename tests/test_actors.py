@@ -173,8 +173,8 @@ def test_two_executors_train_concurrently(arith_home, actor_pool):
 
 
 # ----------------------------------------------------------------------------- fault tolerance
-@pytest.mark.timeout(900)  # on a loaded machine (busy_cores): slower, never stuck
-def test_executor_killed_mid_trial_is_abandoned_and_retried_once(ray_local, arith_home, actor_pool, busy_cores):
+@pytest.mark.timeout(900)  # a bound: a fault test never holds the suite
+def test_executor_killed_mid_trial_is_abandoned_and_retried_once(ray_local, arith_home, actor_pool):
     sid = new_search(arith_home, "random", trials=3, steps=300)
     pool = actor_pool(1, threads=2)
     _, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
@@ -191,8 +191,8 @@ def test_executor_killed_mid_trial_is_abandoned_and_retried_once(ray_local, arit
     assert ray_local.get(pool.executors[0].pid.remote()) != pid  # Ray restarted it
 
 
-@pytest.mark.timeout(900)  # on a loaded machine (busy_cores): slower, never stuck
-def test_researcher_killed_mid_proposal_is_asked_again(ray_local, arith_home, actor_pool, smollm2_dir, busy_cores):
+@pytest.mark.timeout(900)  # a bound: a fault test never holds the suite
+def test_researcher_killed_mid_proposal_is_asked_again(ray_local, arith_home, actor_pool, smollm2_dir):
     """The llm proposer takes seconds (model load, tools, decoding): the kill lands mid-proposal."""
     sid = new_search(arith_home, "llm", trials=2, llm={"model_dir": str(smollm2_dir)})
     pool = actor_pool(1, threads=2)
@@ -258,8 +258,8 @@ def test_a_model_answering_junk_ends_the_search_with_recorded_rejections(arith_h
     assert verify(EventLog(arith_home), sid).ok
 
 
-@pytest.mark.timeout(900)  # on a loaded machine (busy_cores): slower, never stuck
-def test_conductor_killed_reattaches_to_the_running_trial(ray_local, arith_home, actor_pool, busy_cores):
+@pytest.mark.timeout(900)  # a bound: a fault test never holds the suite
+def test_conductor_killed_reattaches_to_the_running_trial(ray_local, arith_home, actor_pool):
     sid = new_search(arith_home, "random", trials=3, steps=300)
     pool = actor_pool(1, threads=2)
     conductor, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
@@ -274,8 +274,8 @@ def test_conductor_killed_reattaches_to_the_running_trial(ray_local, arith_home,
     assert inv["tree"].resumes >= 1 and inv["tree"].trials_finished == 3
 
 
-@pytest.mark.timeout(900)  # on a loaded machine (busy_cores): slower, never stuck
-def test_driver_killed_then_trex_resume_finishes_the_search(arith_home, busy_cores):
+@pytest.mark.timeout(900)  # a bound: a fault test never holds the suite
+def test_driver_killed_then_trex_resume_finishes_the_search(arith_home):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     trex = [sys.executable, "-m", "trex.cli"]
     args = ["run", "arith-sub", "--proposer", "random", "--budget-trials", "3", "--steps", "300",

@@ -62,7 +62,7 @@ def _kill(ray, pool):
 
 
 @pytest.mark.timeout(300)
-def test_a_stalled_trial_is_recorded_its_executor_restarted_and_the_trial_retried(tmp_path, ray_local, busy_cores):
+def test_a_stalled_trial_is_recorded_its_executor_restarted_and_the_trial_retried(tmp_path, ray_local):
     import ray
 
     from trex.actors.conduct import conduct
@@ -93,7 +93,7 @@ def test_a_stalled_trial_is_recorded_its_executor_restarted_and_the_trial_retrie
 
 
 @pytest.mark.timeout(300)
-def test_an_executor_that_never_answers_ends_the_search_with_recorded_stalls(tmp_path, ray_local, busy_cores):
+def test_an_executor_that_never_answers_ends_the_search_with_recorded_stalls(tmp_path, ray_local):
     import ray
 
     from trex.actors.conduct import conduct
