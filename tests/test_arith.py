@@ -65,7 +65,8 @@ def test_base_scores(arith_home):
 def test_task_registry(tmp_path):
     t = get_task("arith-sub")
     assert isinstance(t, Task) and t.primary_metric.name == "exact_match"
-    assert [x.name for x in list_tasks()] == ["arith-sub", "orders", "tickets"]  # the CPU tasks
+    assert [x.name for x in list_tasks()] == ["arith-sub", "arith-sub-noisy", "arith-sub-retain", "arith-sub-shift",
+                                              "orders", "tickets"]  # the CPU tasks
     with pytest.raises(KeyError, match="unknown task"):
         get_task("nope")
     with pytest.raises(Exception):

@@ -114,7 +114,7 @@ def test_every_dimension_is_in_the_trials_table_the_llm_reads():
 
 
 def test_every_dimension_is_one_the_distiller_compares_along():
-    assert list(DIMENSIONS) == [d.label for d in SPACE]
+    assert list(DIMENSIONS) == [d.label for d in SPACE] + ["data mix", "cleaning"]  # + the recipe's, per plan
     # the insight ids hash these names: the four of the first release must never change
     assert {"learning rate", "rank", "targets", "schedule"} <= set(DIMENSIONS)
     plan = to_plan("arith-sub", 10, 8, {"learning_rate": 2e-3, "lora_rank": 16, "targets": "all",

@@ -95,10 +95,23 @@ class CleanStep(BaseModel):
     """Drop the hardest rows under a node's adapter (its content hash, so the recipe stays content-addressed)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    node: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
-                      description="the node whose adapter scores the rows")
-    adapter: str = Field(pattern=_SHA256_RE, description="that node's adapter (artifact hash)")
+    node: str = Field(min_length=1, max_length=64, description="the node whose adapter scores the rows")
+    adapter: str = Field(min_length=64, max_length=64, description="that node's adapter (artifact hash)")
     fraction: float = Field(gt=0, le=0.9, description="share of the rows to drop, hardest first")
+
+    @field_validator("adapter")
+    @classmethod
+    def _sha256(cls, v: str) -> str:  # checked here, not as schema patterns (vLLM's xgrammar refused them)
+        if not re.fullmatch(_SHA256_RE, v):
+            raise ValueError("adapter must be a sha256 hex digest")
+        return v
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", v):
+            raise ValueError("node must be a node id (letters, digits, '_', '.', ':', '-')")
+        return v
 
 
 class Recipe(BaseModel):
