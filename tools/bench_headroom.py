@@ -120,28 +120,10 @@ def task_data(task: str, seed: int = 0) -> dict[str, list[dict]]:
 
 def mix(parts: list[tuple[list[dict], float]], shuffle_seed: int = 0, dedup: bool = True) -> list[dict]:
     """trex.recipe's mixing rule over in-memory rows (dedup, ratio capped by availability, shuffle)."""
-    if dedup:
-        seen: set = set()
-        new = []
-        for rows, w in parts:
-            kept = []
-            for r in rows:
-                k = (r["prompt"], r["completion"])
-                if k not in seen:
-                    seen.add(k)
-                    kept.append(r)
-            new.append((kept, w))
-        parts = new
-    if len(parts) == 1:
-        mixed = list(parts[0][0])
-    else:
-        total_w = sum(w for _, w in parts)
-        target = min(sum(len(p) for p, _ in parts), int(min(len(p) * total_w / w for p, w in parts)))
-        mixed = []
-        for i, (p, w) in enumerate(parts):
-            k = min(len(p), int(round(target * w / total_w)))
-            idx = sorted(random.Random(f"{shuffle_seed}-sample-{i}").sample(range(len(p)), k))
-            mixed.extend(p[j] for j in idx)
+    from trex.recipe import dedup_parts, mix_by_weight
+
+    rows = [p for p, _ in parts]
+    mixed = mix_by_weight(dedup_parts(rows) if dedup else rows, [w for _, w in parts], seed=shuffle_seed)
     out = [{"prompt": r["prompt"], "completion": r["completion"]} for r in mixed]
     random.Random(f"{shuffle_seed}-shuffle").shuffle(out)
     return out

@@ -325,17 +325,7 @@ def apply_recipe(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequenc
         ds = ds.filter(keep, load_from_cache_file=False)
         parts.append(ds.to_list())
     if recipe.dedup:
-        seen: set[tuple[str, str]] = set()
-        deduped = []
-        for rows in parts:
-            kept = []
-            for r in rows:
-                key = (r["prompt"], r["completion"])
-                if key not in seen:
-                    seen.add(key)
-                    kept.append(r)
-            deduped.append(kept)
-        parts = deduped
+        parts = dedup_parts(parts)
     import random
 
     mixed = _mix(recipe, parts)
@@ -374,19 +364,41 @@ def _mix(recipe: Recipe, parts: list[list[dict]]) -> list[dict]:
             mixed.extend(p * reps)  # every row as often as it fits, then a seeded sample for the rest
             mixed.extend(p[j] for j in sorted(rng.sample(range(len(p)), rest)))
         return mixed
+    return mix_by_weight(parts, [s.weight for s in recipe.sources], recipe.max_rows, recipe.shuffle_seed)
+
+
+def dedup_parts(parts: list[list[dict]]) -> list[list[dict]]:
+    """Each part without the (prompt, completion) pairs seen before, in this part or an earlier one."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for rows in parts:
+        kept = []
+        for r in rows:
+            key = (r["prompt"], r["completion"])
+            if key not in seen:
+                seen.add(key)
+                kept.append(r)
+        out.append(kept)
+    return out
+
+
+def mix_by_weight(parts: list[list[dict]], weights: Sequence[float], max_rows: int | None = None,
+                  seed: int = 0) -> list[dict]:
+    """Mix ``min``: each part gets weight/sum(weights) of the total, capped by what it has — the largest
+    total the ratios allow with the rows available (and ``max_rows``) — as a seeded sample, in order."""
+    import random
+
+    total_w = sum(weights)
     avail = sum(len(p) for p in parts)
-    target = min(avail, recipe.max_rows) if recipe.max_rows is not None else avail
-    if len(parts) == 1 and recipe.max_rows is None:
+    target = min(avail, max_rows) if max_rows is not None else avail
+    if len(parts) == 1 and max_rows is None:
         return parts[0]
-    # each source gets weight/sum(weights) of the total, capped by what it has: the largest total the
-    # ratios allow with the rows available
-    feasible = min((len(p) * total_w / s.weight for p, s in zip(parts, recipe.sources)), default=0)
+    feasible = min((len(p) * total_w / w for p, w in zip(parts, weights)), default=0)
     target = min(target, int(feasible)) if len(parts) > 1 else target
     mixed = []
-    for i, (p, s) in enumerate(zip(parts, recipe.sources)):
-        n = min(len(p), int(round(target * s.weight / total_w)))
-        rng = random.Random(f"{recipe.shuffle_seed}-sample-{i}")
-        idx = sorted(rng.sample(range(len(p)), n))
+    for i, (p, w) in enumerate(zip(parts, weights)):
+        n = min(len(p), int(round(target * w / total_w)))
+        idx = sorted(random.Random(f"{seed}-sample-{i}").sample(range(len(p)), n))
         mixed.extend(p[j] for j in idx)
     return mixed
 
