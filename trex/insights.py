@@ -87,16 +87,17 @@ def check_hypotheses(tree) -> list:
     """``HypothesisTested`` for every evaluated node whose hypothesis has no verdict yet: the value of the
     metric it named (the primary score, or a secondary metric) against its threshold."""
     from trex.events.plans import HypothesisTested
+    from trex.propose.baselines import Hypothesis
 
     out = []
     for nid in tree.order:
         n = tree.nodes[nid]
         if n.hypothesis is None or n.supported is not None or n.status not in ("evaluated", "failed"):
             continue
-        _text, metric, op, threshold, _ev = n.hypothesis
+        hypothesis = Hypothesis(*n.hypothesis)
+        metric = hypothesis.metric
         value = n.score if metric == tree.primary_metric else dict(n.metrics).get(metric)
-        ok = value is not None and value == value and {">=": value >= threshold, ">": value > threshold,
-                                                        "<=": value <= threshold, "<": value < threshold}.get(op, False)
+        ok = value is not None and value == value and hypothesis.holds(value)
         out.append(HypothesisTested(node_id=nid, supported=bool(ok), observed=value, metric=metric))
     return out
 

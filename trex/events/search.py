@@ -66,6 +66,12 @@ class Constraint(BaseModel):
         return None
 
 
+def violations(constraints, metrics) -> str | None:
+    """Why ``metrics`` (name -> value) break ``constraints``, every broken one in one line; None when all hold."""
+    why = [w for w in (c.violation(metrics.get(c.metric)) for c in constraints) if w]
+    return "; ".join(why) if why else None
+
+
 @event("SearchStarted", version=2)
 class SearchStarted(Event):
     """What a search is started with, every setting a typed field (v1 kept them in a ``config`` dict)."""

@@ -40,8 +40,9 @@ class Hypothesis:
     evidence: str = ""
 
     def holds(self, value: float) -> bool:
+        """Whether ``value`` bears the prediction out (an unknown operator never does)."""
         return {">=": value >= self.threshold, ">": value > self.threshold, "<=": value <= self.threshold,
-                "<": value < self.threshold}[self.op]
+                "<": value < self.threshold}.get(self.op, False)
 
     def as_dict(self) -> dict:
         return {"text": self.text, "metric": self.metric, "op": self.op, "threshold": self.threshold,

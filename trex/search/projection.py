@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from trex.events.base import Event, registered_types, upcast
 from trex.events.envelope import Envelope
-from trex.events.search import SearchStarted
+from trex.events.search import SearchStarted, violations
 from trex.search.tree import DecisionRecord, HeldOut, HistoryPoint, Node, SearchTree, is_number
 
 Item = Envelope | Event | dict
@@ -164,8 +164,7 @@ class _Builder:
         if not cons or not is_number(n["score"]):
             n["infeasible"] = None
             return
-        why = [w for w in (c.violation(n["metrics"].get(c.metric)) for c in cons) if w]
-        n["infeasible"] = "; ".join(why) if why else None
+        n["infeasible"] = violations(cons, n["metrics"])
 
     def rescore(self, node_id: str) -> None:
         """Keep the best node current after ``node_id``'s score (or feasibility) changed: the best is the

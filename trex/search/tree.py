@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
-from trex.events.search import SearchStarted
+from trex.events.search import SearchStarted, violations
 
 # Lifecycle: proposed -> running -> trained -> evaluated, or one of the closed states.
 STATUSES = ("proposed", "running", "trained", "evaluated", "failed", "rejected", "pruned", "abandoned")
@@ -172,9 +172,7 @@ class SearchTree:
         h = self.heldout.get(node_id)
         if h is None or not self.started.constraints:
             return None
-        metrics = dict(h.metrics)
-        why = [w for w in (c.violation(metrics.get(c.metric)) for c in self.started.constraints) if w]
-        return "; ".join(why) if why else None
+        return violations(self.started.constraints, dict(h.metrics))
 
     # ------------------------------------------------------------ queries
     @property
