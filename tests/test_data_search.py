@@ -233,6 +233,46 @@ def test_a_pool_naming_a_missing_file_is_one_clear_error(tmp_path, pool_task):
     assert "\n" not in str(e.value)
 
 
+def test_a_pool_whose_rows_would_take_a_splits_name_or_another_pools_is_refused(tmp_path, pool_task):
+    from trex.tasks import SpecError, load_task_file
+
+    spec = (tmp_path / "task" / "task.yaml").read_text()
+    clash = spec.replace("train.jsonl, eval: eval.jsonl}", "train.jsonl, eval: eval.jsonl, pool-extra: eval.jsonl}"
+                         ).replace("splits: [train, eval]", "splits: [train, eval, pool-extra]")
+    twice = spec.replace("description: five extra rows}]",
+                         "description: five extra rows}, {name: extra, file: pool.jsonl, description: again}]")
+    for text, why in ((clash, "pool 'extra': its rows would be split 'pool-extra', which the task already has"),
+                      (twice, "pool names must be distinct")):
+        (tmp_path / "task" / "bad.yaml").write_text(text)
+        with pytest.raises(SpecError, match=why):
+            load_task_file(tmp_path / "task" / "bad.yaml")
+
+
+def test_optuna_skips_a_told_node_whose_data_value_is_off_the_grid(pool_task):
+    """A node whose recipe holds a value the data space has no choice for (rows=300, an LLM's or a user's
+    plan) is not told to TPE; the proposal still comes."""
+    from trex.events.evaluation import EvaluationFinished, MetricRecorded
+    from trex.events.trials import TrialFinished
+    from trex.plan import example_plan
+    from trex.propose import propose_optuna
+
+    _, task = pool_task
+    ds = DataSpace.for_task(task)
+    odd = example_plan("pooled", data=Recipe.model_validate({**recipe_for_task("pooled").model_dump(), "max_rows": 300}))
+    assert ds.off_space(ds.values_of(odd.data.model_dump(mode="json")))
+    evs = [SearchStarted(task="pooled", proposer="optuna")]
+    for i in range(6):
+        nid = f"n{i}"
+        evs += [PlanProposed(node_id=nid, parent_id=None, plan=odd.model_dump(mode="json")),
+                TrialStarted(node_id=nid, trial_id=f"t{i}"),
+                TrialFinished(node_id=nid, trial_id=f"t{i}", adapter=f"{i}" * 64, compute_seconds=1.0),
+                MetricRecorded(node_id=nid, name="accuracy", value=0.1 * i, primary=True),
+                EvaluationFinished(node_id=nid, eval_id=f"e{i}", backend="cpu", n_examples=6)]
+    p = propose_optuna(fold(evs), Decision(None, "draft", "mcts", 0, 7, "d7"), task="pooled", steps=20,
+                       batch_size=8, data=ds)
+    assert p.plan is not None and "after 0 evaluated trials" in p.rationale
+
+
 def test_a_constraint_on_the_primary_metric_is_refused(tmp_path, pool_task):
     from trex.tasks import SpecError, load_task_file
 
@@ -317,6 +357,7 @@ def test_cleaning_by_loss_drops_the_rows_the_named_adapter_finds_hardest(arith_h
     from trex.plan import example_plan
     from trex.train import Executor
     from trex.train.row_loss import row_losses
+    from trex.artifacts import base_model_hash
 
     log = EventLog(arith_home)
     ex = Executor(arith_home, lambda ev: log.append("s", [ev]), search_id="s", threads=1)
@@ -334,7 +375,7 @@ def test_cleaning_by_loss_drops_the_rows_the_named_adapter_finds_hardest(arith_h
     for node, out in (("n1", a), ("n2", b)):
         plan = example_plan(max_steps=20, data=Recipe.model_validate(
             {**small.model_dump(), "clean": {"node": node, "adapter": out.adapter, "fraction": 0.25}}))
-        _, path = materialize(plan.data, arith_home, row_losses=ex._row_losses(plan, base))
+        _, path = materialize(plan.data, arith_home, row_losses=ex._row_losses(plan, base, base_model_hash(base)))
         kept[node] = [json.loads(x) for x in path.read_text().splitlines()]
     plain = apply_recipe(small, arith_home)  # the same 200 rows (shuffled: the set dropped does not depend on it)
     for node, out in (("n1", a), ("n2", b)):

@@ -160,3 +160,46 @@ def test_a_recipe_regex_runs_in_linear_time_and_unsupported_syntax_is_one_clear_
         Recipe(sources=(Source(uri="data/a.jsonl"),), include_regex=r"(q)\1")
     with pytest.raises(ValueError, match="invalid regex"):
         Recipe(sources=(Source(uri="data/a.jsonl"),), exclude_regex="(?=lookahead)")
+
+
+def test_a_cached_dataset_that_no_longer_holds_its_rows_is_materialised_again(rhome):
+    """The recipe index answers a recipe seen before only while the cached rows still hash to what it
+    says: a tampered or truncated copy is rewritten from the sources, never handed to training."""
+    r = Recipe(sources=(Source(uri="data/a.jsonl"),))
+    digest, path = materialize(r, rhome)
+    good = path.read_bytes()
+    for damage in (b'{"prompt": "q0", "completion": "WRONG"}\n', good[: len(good) // 2], b""):
+        path.write_bytes(damage)
+        again, path2 = materialize(r, rhome)
+        assert (again, path2) == (digest, path) and path.read_bytes() == good
+
+
+def test_the_recipe_index_never_reads_or_writes_through_a_link(rhome, tmp_path):
+    r = Recipe(sources=(Source(uri="data/a.jsonl"),))
+    digest, path = materialize(r, rhome)
+    index_dir = rhome / "datasets" / "index"
+    outside = tmp_path / "outside"
+    index_dir.rename(outside)
+    index_dir.symlink_to(outside)
+    with pytest.raises(Exception, match="symbolic link"):
+        materialize(r, rhome)
+    assert not any(outside.rglob("*.tmp*"))  # nothing was written through the link
+
+
+def test_a_recipe_that_cleans_by_loss_is_keyed_by_what_the_losses_depend_on(rhome):
+    """Row losses depend on the base model and the scoring length as well as the adapter: a cleaning
+    recipe scored under another base is another dataset. A recipe without cleaning keeps its key."""
+    from trex.recipe import recipe_key
+
+    plain = Recipe(sources=(Source(uri="data/a.jsonl"),))
+    clean = Recipe.model_validate({**plain.model_dump(), "clean": {"node": "n1", "adapter": "a" * 64,
+                                                                     "fraction": 0.25}})
+    assert recipe_key(plain, rhome) == recipe_key(plain, rhome, loss_key="v1:base-a:64")
+    keys = {recipe_key(clean, rhome, loss_key=k) for k in ("v1:base-a:64", "v1:base-b:64", "v1:base-a:128")}
+    assert len(keys) == 3
+
+
+def test_a_mix_that_would_make_more_rows_than_allowed_is_refused_before_it_is_made(rhome):
+    r = Recipe(sources=(Source(uri="data/a.jsonl", weight=1e-6), Source(uri="data/b.jsonl", weight=1.0)), mix="first")
+    with pytest.raises(RecipeError, match=r"mix .first. would make 2e\+07 rows .*; at most 1000000 are allowed"):
+        apply_recipe(r, rhome)

@@ -91,3 +91,41 @@ def test_views_run_inside_trex_sql(synthetic_log, home):
     assert got == {k: n.status for k, n in tree.nodes.items()}
     (n,) = con.execute("SELECT count(*) FROM decisions WHERE search_id = 's1'").fetchone()
     assert n == len(tree.decisions)
+
+
+def test_nodes_view_says_why_a_node_is_infeasible_as_the_fold_does(log):
+    """``infeasible`` in SQL is the fold's judgement, word for word: every broken constraint (a secondary
+    metric below or above its bound, or not measured), NULL for a feasible or unscored node; a fork is
+    judged by the constraints its root search started with."""
+    from trex.events.search import Constraint
+
+    cons = (Constraint(metric="add", at_least=0.9), Constraint(metric="len", at_most=20.0))
+    log.append("c", [
+        SearchStarted(task="t", constraints=cons),
+        *evaluated("ok", None, 0.5), MetricRecorded(node_id="ok", name="add", value=0.95),
+        MetricRecorded(node_id="ok", name="len", value=3.0),
+        *evaluated("low", None, 0.9), MetricRecorded(node_id="low", name="add", value=0.123456),
+        MetricRecorded(node_id="low", name="len", value=25.0),
+        *evaluated("none", None, 0.7),  # no secondary metric measured
+        *evaluated("nan", None, 0.6), MetricRecorded(node_id="nan", name="add", value=float("nan")),
+        MetricRecorded(node_id="nan", name="len", value=1.0),
+        # a later value replaces an earlier one, as in the fold
+        *evaluated("late", None, 0.4), MetricRecorded(node_id="late", name="add", value=0.1),
+        MetricRecorded(node_id="late", name="add", value=0.99), MetricRecorded(node_id="late", name="len", value=1.0),
+        PlanProposed(node_id="unscored", parent_id=None, plan={}),
+    ])
+    fork(log, "c", "late", "cf")
+    log.append("cf", [*evaluated("g", None, 0.8), MetricRecorded(node_id="g", name="add", value=0.5),
+                      MetricRecorded(node_id="g", name="len", value=1.0)])
+    con = connect(log)
+    for sid in ("c", "cf"):
+        tree = build_tree(log, sid)
+        got = {r["node_id"]: r["infeasible"] for r in rows(con, f"SELECT * FROM nodes WHERE search_id = '{sid}'")}
+        assert got and all(got[nid] == tree.nodes[nid].infeasible for nid in got), (sid, got)
+    c = {r["node_id"]: r["infeasible"] for r in rows(con, "SELECT * FROM nodes WHERE search_id = 'c'")}
+    assert c == {"ok": None, "low": "add 0.1235 < 0.9 required; len 25 > 20 allowed",
+                 "none": "add not measured; len not measured", "nan": "add not measured", "late": None,
+                 "unscored": None}
+    assert rows(con, "SELECT infeasible FROM nodes WHERE search_id = 'cf'") == [{"infeasible": "add 0.5 < 0.9 required"}]
+    log.append("p", [SearchStarted(task="t"), *evaluated("a", None, 0.5)])
+    assert rows(connect(log), "SELECT infeasible FROM nodes WHERE search_id = 'p'") == [{"infeasible": None}]

@@ -115,3 +115,57 @@ def test_an_executor_that_never_answers_ends_the_search_with_recorded_stalls(tmp
     assert [tree.nodes[n].status for n in tree.order] == ["abandoned", "abandoned"]
     assert all(tree.nodes[n].trials == 2 and not tree.nodes[n].open_trials for n in tree.order)
     assert verify(EventLog(tmp_path), sid).ok
+
+
+class SlowEvaluator:
+    """Evaluates as the scripted one does, each call taking ``seconds`` (two at a time, as the real one)."""
+
+    def __init__(self, seconds):
+        from tests.test_two_drivers import ScriptedEvaluator
+
+        self.seconds, self.inner = seconds, ScriptedEvaluator()
+
+    def evaluate(self, *a, **kw):
+        time.sleep(self.seconds)
+        return self.inner.evaluate(*a, **kw)
+
+    def evaluate_heldout(self, *a, **kw):
+        time.sleep(self.seconds)
+        return self.inner.evaluate_heldout(*a, **kw)
+
+
+class QuickExecutor(HangingExecutor):
+    def __init__(self):
+        super().__init__(hang=())
+
+
+@pytest.mark.timeout(300)
+def test_evaluations_queued_behind_others_are_not_taken_for_stalled_ones(tmp_path, ray_local):
+    """Four executors finish at once and their evaluations queue behind the Evaluator's two slots: each
+    waits longer than the evaluation bound since it was sent, yet none runs longer than it. The stall
+    clock starts when a call can run, so nothing is recorded as stalled and nothing is restarted;
+    and the end of the search (held-out scoring) waits within the same bound."""
+    import ray
+
+    from trex.actors.conduct import Pool, conduct
+    from trex.actors.shells import CONCURRENCY, remote_classes
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    sid = start_search(EventLog(tmp_path), SearchConfig(task="arith-sub", budget=Budget(max_trials=4), seed=4))
+    mk = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)(QuickExecutor)
+    ev = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=CONCURRENCY["evaluator"])(SlowEvaluator).remote(1.2)
+    pool = Pool(researcher=remote_classes()["researcher"].remote(), executors=[mk.remote() for _ in range(4)],
+                evaluator=ev)
+    try:
+        conduct(tmp_path, sid, pool, poll_s=0.05, stall_s={"train": 60.0, "evaluate": 2.0})
+    finally:
+        _kill(ray, pool)
+    tree = build_tree(EventLog(tmp_path), sid)
+    assert tree.status == "finished" and tree.stalls == 0, [e.event for e in EventLog(tmp_path).read(sid)
+                                                             if e.type == "WorkStalled"]
+    events = EventLog(tmp_path).read(sid)
+    trained = {e.event.node_id for e in events if e.type == "TrialFinished"}
+    assert len(trained) >= 3 and not any(e.type == "EvaluationFailed" for e in events)
+    assert {n.node_id for n in tree.nodes.values() if n.status == "evaluated"} == trained
+    assert tree.heldout  # the end of the search scored the chosen node on test, within the bound
+    assert verify(EventLog(tmp_path), sid).ok

@@ -354,6 +354,9 @@ def _mix(recipe: Recipe, parts: list[list[dict]]) -> list[dict]:
         if not first:
             raise RecipeError(f"the first source {recipe.sources[0].uri!r} has no rows (mix 'first' keeps them all)")
         total = len(first) * total_w / recipe.sources[0].weight
+        if total > MAX_ROWS:  # a tiny first weight would ask for millions of repeated rows
+            raise RecipeError(f"mix 'first' would make {total:.3g} rows (the first source's {len(first)} rows at "
+                              f"weight {recipe.sources[0].weight:g} of {total_w:g}); at most {MAX_ROWS} are allowed")
         mixed = list(first)
         for i, (p, s) in enumerate(zip(parts[1:], recipe.sources[1:]), start=1):
             n = int(round(total * s.weight / total_w))
@@ -437,9 +440,12 @@ RowLosses = Callable[[str, list[dict]], Sequence[float]]
 """``(adapter hash, rows) -> one loss per row``: how a caller scores rows for cleaning by loss."""
 
 
-def recipe_key(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = ()) -> str | None:
-    """What the recipe's rows depend on: the recipe itself (a cleaning step's adapter hash included) and
-    the content of every file it reads. None when a source is a hub dataset (no local content to hash)."""
+def recipe_key(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = (),
+               loss_key: str = "") -> str | None:
+    """What the recipe's rows depend on: the recipe itself (a cleaning step's adapter hash included), the
+    content of every file it reads and, for a recipe that cleans by loss, ``loss_key`` (what else the row
+    losses depend on: the base model, the scoring length, the scoring code's version). None when a source
+    is a hub dataset (no local content to hash)."""
     from trex.artifacts import file_hash
 
     home = Path(home)
@@ -450,32 +456,65 @@ def recipe_key(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[
         if path is None:
             return None
         files.append(file_hash(path))
-    body = json.dumps({"v": 1, "recipe": recipe.model_dump(mode="json"), "files": files}, sort_keys=True)
+    body = {"v": 1, "recipe": recipe.model_dump(mode="json"), "files": files}
+    if recipe.clean is not None:
+        body["losses"] = loss_key
+    body = json.dumps(body, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _index_hit(home: Path, index: Path) -> tuple[str, Path] | None:
+    """The cached rows an index entry names, when they are there, unlinked and still what it says."""
+    from trex.events.fsio import ensure_dir
+
+    if not index.is_file():
+        return None
+    digest = index.read_text(errors="replace").strip()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        return None
+    path = dataset_path(home, digest)
+    ensure_dir(home, *path.parent.relative_to(home).parts)
+    return (digest, path) if _holds_rows(path, digest) else None
+
+
+def _holds_rows(path: Path, digest: str) -> bool:
+    """Whether the cached JSONL at ``path`` (never a link) holds the rows that hash to ``digest``."""
+    from trex.events.fsio import check_not_link
+
+    if not check_not_link(path).is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+    except (OSError, ValueError):
+        return False
+    return rows_hash(rows) == digest
+
+
 def materialize(recipe: Recipe, home: str | os.PathLike, allowed_roots: Sequence[str | os.PathLike] = (),
-                row_losses: RowLosses | None = None) -> tuple[str, Path]:
+                row_losses: RowLosses | None = None, loss_key: str = "") -> tuple[str, Path]:
     """Run the recipe and cache its rows; returns (content hash, path of the cached JSONL).
 
     Identical recipes over identical files are materialised once: an index under
     ``HOME/datasets/index/`` maps the recipe's key (:func:`recipe_key`) to its rows' hash, and a recipe
-    seen before is answered from it without reading its sources again (nor scoring rows for cleaning)."""
+    seen before is answered from it without reading its sources again (nor scoring rows for cleaning).
+    A hit is trusted only when the cached rows still hash to what the index says, and no folder on the
+    way is a link; otherwise the recipe runs again and the entry is rewritten."""
     from trex.events.fsio import check_not_link, ensure_dir, write_file_replace
 
     home = Path(home)
-    key = recipe_key(recipe, home, allowed_roots)
+    key = recipe_key(recipe, home, allowed_roots, loss_key)
     index = home / "datasets" / "index" / key[:2] / f"{key}.txt" if key else None
-    if index is not None and check_not_link(index).is_file():
-        digest = index.read_text().strip()
-        path = dataset_path(home, digest)
-        if re.fullmatch(r"[0-9a-f]{64}", digest) and check_not_link(path).is_file():
-            return digest, path
+    if index is not None:
+        ensure_dir(home, *index.parent.relative_to(home).parts)  # no folder on the way is a link
+        hit = _index_hit(home, check_not_link(index))
+        if hit is not None:
+            return hit
     rows = apply_recipe(recipe, home, allowed_roots, row_losses)
     digest = rows_hash(rows)
     path = dataset_path(home, digest)
     ensure_dir(home, *path.parent.relative_to(home).parts)  # no folder on the way is a link
-    if not check_not_link(path).is_file():  # a link there is refused, never read or written through
+    if not _holds_rows(path, digest):  # a link there is refused; a damaged copy is rewritten
         text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
         write_file_replace(path, text.encode("utf-8"))
     if index is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trex.actors.shells import CONCURRENCY
 from trex.conductor import _started_at, run_lock  # noqa: F401  (run_lock: both drivers hold it)
 from trex.events.envelope import NewEvent
 from trex.events.evaluation import EvaluationFailed
@@ -128,13 +129,22 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             st.since[ref] = time.time()
 
         def watch_stalls() -> list:
-            """Record and break stalls; returns the refs given up on (handled as failed below)."""
+            """Record and break stalls; returns the refs given up on (handled as failed below).
+
+            A call's clock runs from when it can run: calls queued behind an actor's slots
+            (:data:`trex.actors.shells.CONCURRENCY`) restart their clock until they reach one, so
+            evaluations waiting behind others are never taken for stalled ones."""
             now, gave_up = time.time(), []
             work = ([("train", r, f"executor-{i}", pool.executors[i], command_id(sid, n), n)
                      for r, (n, i) in st.trains.items()]
                     + [("propose", r, "researcher", pool.researcher, d["decision_id"], d.get("node_id"))
                        for r, d in st.props.items()]
                     + [("evaluate", r, "evaluator", pool.evaluator, n, n) for r, (n, _, _) in st.evals.items()])
+            for name in ("researcher", "evaluator"):
+                mine = sorted((w for w in work if w[2] == name and w[1] not in st.stalled),
+                              key=lambda w: st.since.get(w[1], now))
+                for w in mine[CONCURRENCY[name]:]:  # still queued on this Conductor's side of the actor
+                    st.since[w[1]] = now
             for kind, ref, name, actor, cmd, nid in work:
                 limit = limits[kind]
                 if ref in st.stalled:
@@ -260,24 +270,46 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                     except Exception:  # noqa: BLE001 - insights are advisory; the next round retries
                         pass
 
-        # ------------------------------------------------------------------ the end
+        # ------------------------------------------------------------------ the end (every wait bounded)
         if pool.distiller is not None:
-            try:
-                ray.get(pool.distiller.distill.remote(str(home), sid))
-            except Exception:  # noqa: BLE001
-                pass
+            _bounded_get(pool.distiller.distill.remote(str(home), sid), "distill", "distiller", pool.distiller,
+                         limits["propose"], sid, emit)
         refresh()
         if tree.status != "finished":
-            _score_heldout(pool, home, sid, tree, emit)
+            _score_heldout(pool, home, sid, tree, emit, limits["evaluate"])
             emit(*finish_events(refresh(), time.time() - started_at))
         return tree.summary()
     finally:
         lock.release()
 
 
-def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit) -> None:
+def _bounded_get(ref, kind: str, name: str, actor, limit: float, sid: str, emit, node_id: str | None = None):
+    """``ray.get`` that waits at most ``limit`` seconds: past it the stall is recorded, the actor restarted
+    and :class:`_GaveUp` raised (the end of a search never hangs on one call). Other failures raise as is."""
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    t0 = time.time()
+    try:
+        return ray.get(ref, timeout=limit)
+    except GetTimeoutError:
+        emit(WorkStalled(kind=kind, command=f"{sid}:{kind}:{node_id or 'search'}", node_id=node_id, actor=name,
+                         waited_s=round(time.time() - t0, 3), limit_s=limit))
+        try:
+            ray.kill(actor, no_restart=False)
+        except Exception:  # noqa: BLE001 - an actor already gone
+            pass
+        raise _GaveUp(f"no answer from the {name} after {limit:g}s") from None
+    except Exception:  # noqa: BLE001 - the caller decides; distilling is advisory
+        if kind == "distill":
+            return None
+        raise
+
+
+def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit, limit: float = EVALUATE_STALL_S) -> None:
     """The chosen node and the next ``heldout_k`` on the held-out test split, once each (the rule and
-    the recording are the in-process driver's: :func:`trex.orchestrate.rules.heldout_todo`)."""
+    the recording are the in-process driver's: :func:`trex.orchestrate.rules.heldout_todo`). Each call
+    waits at most ``limit`` seconds (then a recorded stall, the Evaluator restarted, one more try)."""
     import ray
 
     from trex.conductor import task_has_test
@@ -290,8 +322,9 @@ def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit) -> None:
         adapter, attempt = tree.nodes[node_id].adapter, 1
         while True:
             try:
-                ray.get(pool.evaluator.evaluate_heldout.remote(str(home), sid, tree.task, node_id, adapter, rank,
-                                                               anytime))
+                _bounded_get(pool.evaluator.evaluate_heldout.remote(str(home), sid, tree.task, node_id, adapter, rank,
+                                                                    anytime), "evaluate", "evaluator", pool.evaluator,
+                             limit, sid, emit, node_id)
                 break
             except Exception as e:  # noqa: BLE001 - the Evaluator died or raised: once more, then an event
                 if not may_retry_evaluation(attempt):

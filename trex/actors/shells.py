@@ -255,6 +255,11 @@ class ConductorShell:
         return os.getpid()
 
 
+# calls each actor runs at once; more wait in its queue (the Conductor's stall clock starts when a
+# call gets a slot, not when it was sent: see trex.actors.conduct)
+CONCURRENCY = {"researcher": 2, "evaluator": 2, "distiller": 1}
+
+
 def remote_classes():
     """The Ray actor classes (created lazily: importing this module does not import Ray)."""
     import ray
@@ -262,8 +267,8 @@ def remote_classes():
     restart = {"max_restarts": -1, "max_task_retries": 0}
     return {
         "executor": ray.remote(**restart, max_concurrency=4)(ExecutorShell),
-        "researcher": ray.remote(**restart, num_cpus=0, max_concurrency=2)(ResearcherShell),
-        "evaluator": ray.remote(**restart, num_cpus=0, max_concurrency=2)(EvaluatorShell),
+        "researcher": ray.remote(**restart, num_cpus=0, max_concurrency=CONCURRENCY["researcher"])(ResearcherShell),
+        "evaluator": ray.remote(**restart, num_cpus=0, max_concurrency=CONCURRENCY["evaluator"])(EvaluatorShell),
         "distiller": ray.remote(**restart, num_cpus=0)(DistillerShell),
         # a restarted Conductor re-runs the call it was in (max_task_retries): the log says where it was
         "conductor": ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0, max_concurrency=2)(ConductorShell),

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from trex.events.base import Event, event
+from trex.events.base import Event, event, upcaster
 
 FailureReason = Literal["oom", "nan_loss", "timeout", "bad_plan", "crash", "cancelled"]
 
@@ -84,16 +84,23 @@ class TrialDispatchFailed(Event):
     reason: str = ""
 
 
-@event("WorkStalled")
+@event("WorkStalled", version=2)
 class WorkStalled(Event):
     """Work in flight that did not come back within its bound: which command, on which actor, how long.
     The driver then restarts that actor, and the work is retried within its usual bound (a trial once,
-    a proposal a few times) before a recorded failure: a stall never holds a search forever."""
+    a proposal a few times) before a recorded failure: a stall never holds a search forever.
+    v2: ``kind`` may be ``distill`` (the end of a search waits on the Distiller, bounded too)."""
 
-    kind: Literal["train", "propose", "evaluate"]
+    kind: Literal["train", "propose", "evaluate", "distill"]
     command: str  # the trial's command id, the decision id, or the evaluated node id
     node_id: str | None = None
     actor: str = ""  # e.g. "executor-0", "researcher"
     waited_s: float = Field(ge=0)
     limit_s: float = Field(gt=0)
     action: str = "actor restarted"
+
+
+@upcaster("WorkStalled", 1)
+def upcast_work_stalled_v1_v2(d: dict) -> dict:
+    """v2 only widens ``kind``: every v1 stall reads as it was."""
+    return dict(d)

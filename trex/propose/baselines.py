@@ -193,8 +193,8 @@ def propose_optuna(tree, decision, *, task: str, steps: int, batch_size: int = 3
             continue
         nd = dict(dists)
         if data is not None:
-            if not _represents(data, vals, node, tree):
-                continue
+            if data.off_space(vals) or not _represents(data, vals, node, tree):
+                continue  # a data value off the space's grid (a user's, an LLM's) cannot be told either
             dp, dd = data.optuna_params(vals, with_clean=cleanable is not None)
             params.update(dp)
             nd.update(dd)

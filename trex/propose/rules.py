@@ -195,9 +195,12 @@ def _reseeded(decision, attempt: int):
 
 
 def primary_metric(tree) -> str:
-    """The name the primary metric is recorded under (from the task; "exact_match" where it is unknown)."""
+    """The name the primary metric is recorded under: the tree's (its first score says it), else the
+    task's, else "exact_match" (a user's task this process cannot look up before anything is scored)."""
     from trex.tasks import get_task
 
+    if getattr(tree, "primary_metric", ""):
+        return tree.primary_metric
     try:
         return get_task(tree.task).primary_metric.name
     except Exception:  # noqa: BLE001 - a task this process cannot look up: the common name

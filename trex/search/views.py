@@ -30,7 +30,29 @@ _TYPES = ", ".join(f"'{t}'" for t in LIFECYCLE)
 VIEWS: dict[str, str] = {
     "nodes": f"""
 CREATE OR REPLACE VIEW nodes AS
-WITH created AS (
+WITH RECURSIVE lineage(search_id, root) AS (  -- a fork is judged by the constraints its root started with
+    SELECT DISTINCT search_id, search_id FROM events WHERE type = 'SearchStarted'
+    UNION
+    SELECT f.search_id, l.root FROM events f JOIN lineage l
+      ON f.type = 'SearchForked' AND json_extract_string(f.payload, '$.parent_search_id') = l.search_id
+),
+first_start AS (
+    SELECT search_id, json_extract(payload, '$.constraints') AS cons FROM events WHERE type = 'SearchStarted'
+    QUALIFY row_number() OVER (PARTITION BY search_id ORDER BY seq) = 1
+),
+constraint_pos AS (
+    SELECT l.search_id, s.cons,
+           unnest(range(coalesce(json_array_length(s.cons), 0)::BIGINT)) AS pos
+    FROM lineage l JOIN first_start s ON s.search_id = l.root
+),
+constraint_list AS (
+    SELECT search_id, pos,
+           json_extract_string(cons, '$[' || pos || '].metric') AS metric,
+           TRY_CAST(json_extract_string(cons, '$[' || pos || '].at_least') AS DOUBLE) AS at_least,
+           TRY_CAST(json_extract_string(cons, '$[' || pos || '].at_most') AS DOUBLE) AS at_most
+    FROM constraint_pos
+),
+created AS (
     SELECT search_id,
            json_extract_string(payload, '$.node_id') AS node_id,
            json_extract_string(payload, '$.parent_id') AS parent_id,
@@ -59,15 +81,41 @@ score AS (
      AND json_extract_string(e.payload, '$.node_id') = c.node_id AND e.seq > c.created_seq
      AND json_extract(e.payload, '$.primary')::BOOLEAN
     GROUP BY c.search_id, c.node_id
+),
+secondary AS (  -- a node's latest value of each secondary metric, as the fold keeps them
+    SELECT c.search_id, c.node_id, json_extract_string(e.payload, '$.name') AS metric,
+           arg_max(TRY_CAST(json_extract_string(e.payload, '$.value') AS DOUBLE), e.seq) AS value
+    FROM created c JOIN events e ON e.search_id = c.search_id AND e.type = 'MetricRecorded'
+     AND json_extract_string(e.payload, '$.node_id') = c.node_id AND e.seq > c.created_seq
+     AND NOT coalesce(json_extract(e.payload, '$.primary')::BOOLEAN, false)
+    GROUP BY c.search_id, c.node_id, metric
+),
+feasibility AS (  -- the same judgement as trex.events.search.Constraint.violation, word for word
+    SELECT sc.search_id, sc.node_id,
+           string_agg(CASE
+             WHEN m.value IS NULL OR NOT isfinite(m.value) THEN k.metric || ' not measured'
+             WHEN k.at_least IS NOT NULL AND m.value < k.at_least
+               THEN format('{{}} {{:.4g}} < {{:g}} required', k.metric, m.value, k.at_least)
+             WHEN k.at_most IS NOT NULL AND m.value > k.at_most
+               THEN format('{{}} {{:.4g}} > {{:g}} allowed', k.metric, m.value, k.at_most)
+           END, '; ' ORDER BY k.pos) AS infeasible
+    FROM score sc JOIN constraint_list k USING (search_id)
+    LEFT JOIN secondary m ON m.search_id = sc.search_id AND m.node_id = sc.node_id AND m.metric = k.metric
+    WHERE sc.score IS NOT NULL AND isfinite(sc.score)
+    GROUP BY sc.search_id, sc.node_id
 )
 SELECT c.search_id, c.node_id, c.parent_id, c.operator,
        -- as in the fold: a failed evaluation of another split does not undo a node's score
        CASE WHEN s.last_type = 'EvaluationFailed' AND sc.score IS NOT NULL THEN 'evaluated' ELSE s.status END
          AS status,
-       sc.score, c.plan, c.created_seq
+       sc.score,
+       -- why a scored node breaks the task's constraints (NULL: it holds them, or it has no score)
+       f.infeasible,
+       c.plan, c.created_seq
 FROM created c
 JOIN status s USING (search_id, node_id)
 LEFT JOIN score sc USING (search_id, node_id)
+LEFT JOIN feasibility f USING (search_id, node_id)
 """,
     "decisions": """
 CREATE OR REPLACE VIEW decisions AS

@@ -159,7 +159,13 @@ class TaskSpec(_Frozen):
             raise ValueError("a base model or data from the hub needs requires.hub: true")
         if self.data.files is not None and set(self.data.files) != set(self.splits):
             raise ValueError(f"data.files must name a file for each split {list(self.splits)}")
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool names must be distinct: {names}")
         for pool in self.pools:
+            if pool.file is not None and pool.split_name in self.splits:
+                raise ValueError(f"pool {pool.name!r}: its rows would be split {pool.split_name!r}, which the task "
+                                 f"already has (rename the pool or the split)")
             if pool.file is not None and self.data.files is None:
                 raise ValueError(f"pool {pool.name!r}: a file pool needs data.files (a generator makes its pools "
                                  f"as splits)")

@@ -39,6 +39,7 @@ from trex.events.plans import PlanRejected
 from trex.events.trials import TrialFailed, TrialFinished, TrialProgressed, TrialReused, TrialStarted
 from trex.plan import Plan, parse_plan, plan_hash
 from trex.recipe import RecipeError, materialize
+from trex.train.row_loss import loss_key
 
 TRAIN_CODE_VERSION = 1
 EXIT_REASONS = {3: "nan_loss", 4: "oom", 5: "bad_plan"}
@@ -213,11 +214,15 @@ class Executor:
             if err:
                 return bad(err, phash)
         t_data = time.time()  # data work (materialising, scoring rows for cleaning) is charged like training
+        base_hash = base_model_hash(assets.base_model_dir)
         try:
             data_hash, data_path = materialize(plan.data, self.home, [*self.allowed_roots, assets.data_dir],
-                                               row_losses=self._row_losses(plan, assets.base_model_dir))
+                                               row_losses=self._row_losses(plan, assets.base_model_dir, base_hash),
+                                               loss_key=loss_key(base_hash, plan.max_seq_len))
         except (RecipeError, ValueError, LinkRefused) as e:
             return bad(f"data recipe: {e}", phash)
+        except Exception as e:  # noqa: BLE001 - scoring rows (torch, files, memory) failing is a failed trial
+            return bad(f"data recipe: {type(e).__name__}: {e}", phash)
         try:
             refusal = self._guard(task, data_hash, data_path, node_id, emit)
         except Exception as e:  # noqa: BLE001 - a guard that cannot run is a failed trial, never a crash
@@ -225,7 +230,7 @@ class Executor:
         if refusal is not None:  # training rows that overlap held-out data: the plan is refused, never trained
             emit(PlanRejected(node_id=node_id, reason=refusal[:2000]))
             return TrialOutcome("refused", node_id, phash, reason="data_overlap", message=refusal, events=events)
-        key = work_key(plan, data_hash, base_model_hash(assets.base_model_dir), resume_from)
+        key = work_key(plan, data_hash, base_hash, resume_from)
 
         hit = self.lookup(key)
         if hit is not None:
@@ -243,7 +248,7 @@ class Executor:
                            resume_from, device, limit, cancel, on_worker_start, emit, events, command_id, attempt,
                            data_seconds=time.time() - t_data)
 
-    def _row_losses(self, plan: Plan, base_dir: Path):
+    def _row_losses(self, plan: Plan, base_dir: Path, base_hash: str):
         """How a recipe's ``clean`` step scores its rows: the named adapter from this home's store,
         losses cached by (adapter, rows)."""
         if plan.data.clean is None:
@@ -257,7 +262,7 @@ class Executor:
                 raise RecipeError(f"cleaning by loss: node {step.node}'s adapter {adapter[:12]} is not in the "
                                   f"artifact store")
             return cached_row_losses(self.home, base_dir, adapter, self.store.get(adapter), rows,
-                                     max_len=plan.max_seq_len, threads=self.threads)
+                                     max_len=plan.max_seq_len, threads=self.threads, base_hash=base_hash)
 
         return score
 

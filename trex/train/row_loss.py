@@ -18,11 +18,17 @@ from typing import Sequence
 ROW_LOSS_VERSION = 1
 
 
-def cache_path(home: Path, adapter: str, rows: Sequence[dict], max_len: int) -> Path:
+def loss_key(base_hash: str, max_len: int) -> str:
+    """What row losses depend on besides the adapter and the rows: the base model under the adapter,
+    the scoring length and this module's version (a recipe that cleans by loss is keyed by it too)."""
+    return f"v{ROW_LOSS_VERSION}:{base_hash}:{max_len}"
+
+
+def cache_path(home: Path, adapter: str, rows: Sequence[dict], max_len: int, base_hash: str = "") -> Path:
     from trex.recipe import rows_hash
 
     key = hashlib.sha256(json.dumps({"v": ROW_LOSS_VERSION, "adapter": adapter, "rows": rows_hash(rows),
-                                     "max_len": max_len}, sort_keys=True).encode()).hexdigest()
+                                     "max_len": max_len, "base": base_hash}, sort_keys=True).encode()).hexdigest()
     return Path(home) / "cache" / "row-loss" / key[:2] / f"{key}.json"
 
 
@@ -65,12 +71,13 @@ def row_losses(base_model_dir: str | os.PathLike, adapter_dir: str | os.PathLike
 
 
 def cached_row_losses(home: str | os.PathLike, base_model_dir: str | os.PathLike, adapter: str, adapter_dir: Path,
-                      rows: Sequence[dict], *, max_len: int, threads: int | None = None) -> list[float]:
+                      rows: Sequence[dict], *, max_len: int, threads: int | None = None,
+                      base_hash: str = "") -> list[float]:
     """:func:`row_losses`, read back from the cache when these rows were scored by this adapter before."""
     from trex.events.fsio import check_not_link, ensure_dir, write_file_replace
 
     home = Path(home)
-    p = cache_path(home, adapter, rows, max_len)
+    p = cache_path(home, adapter, rows, max_len, base_hash)
     if check_not_link(p).is_file():
         try:
             got = json.loads(p.read_text())
