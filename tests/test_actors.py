@@ -28,9 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 150
 
 
-def new_search(home, proposer="random", trials=3, steps=STEPS, **kw) -> str:
+FAULT_STEPS = 80  # the fault tests run on a loaded machine (busy_cores): short trials, one thread each
+
+
+def new_search(home, proposer="random", trials=3, steps=STEPS, eval_limit=100, **kw) -> str:
     cfg = SearchConfig(task="arith-sub", proposer=proposer, budget=Budget(max_trials=trials), trial_steps=steps,
-                       batch_size=32, eval_limit=100, trial_time_limit_s=900, **kw)
+                       batch_size=32, eval_limit=eval_limit, trial_time_limit_s=900, **kw)
     return start_search(EventLog(home), cfg)
 
 
@@ -125,8 +128,9 @@ def test_search_with_each_proposer_beats_the_base_model(proposer, arith_home, ac
             e.seq for e in inv["events"] if e.type == "HeldOutScored")
 
 
-def test_llm_proposer_junk_is_a_recorded_rejection_not_a_crash(arith_home):
-    """A model that answers junk: every attempt an LlmCallFailed, then a rejection the Conductor records."""
+def test_llm_proposer_junk_falls_back_to_the_optimiser_recorded_not_a_crash(arith_home):
+    """A model that answers junk: every attempt an LlmCallFailed, then the optimiser's plan, the rationale
+    saying the LLM failed (the search never stalls on the model)."""
     from trex.llm import LLMClient
     from trex.llm.types import Completion, Usage
     from trex.propose import propose
@@ -145,8 +149,9 @@ def test_llm_proposer_junk_is_a_recorded_rejection_not_a_crash(arith_home):
     tree = build_tree(EventLog(arith_home), sid)
     events = []
     client = LLMClient(Junk(), emit=events.append, max_attempts=3)
-    prop = propose(tree, select(tree), home=arith_home, search_id=sid, emit=events.append, client=client)
-    assert prop.plan is None and "LLM" in prop.rejection
+    prop = propose(tree, select(tree), home=arith_home, search_id=sid, emit=lambda ev, event_id=None: events.append(ev),
+                   client=client)
+    assert prop.plan is not None and prop.rationale.startswith("LLM failed") and "optimiser" in prop.rationale
     assert [type(e).__name__ for e in events].count("LlmCallFailed") == 3
 
 
@@ -174,9 +179,9 @@ def test_two_executors_train_concurrently(arith_home, actor_pool):
 
 # ----------------------------------------------------------------------------- fault tolerance
 @pytest.mark.timeout(900)  # a bound: a fault test never holds the suite
-def test_executor_killed_mid_trial_is_abandoned_and_retried_once(ray_local, arith_home, actor_pool):
-    sid = new_search(arith_home, "random", trials=3, steps=300)
-    pool = actor_pool(1, threads=2)
+def test_executor_killed_mid_trial_is_abandoned_and_retried_once(ray_local, arith_home, actor_pool, busy_cores):
+    sid = new_search(arith_home, "random", trials=2, steps=FAULT_STEPS, eval_limit=50)
+    pool = actor_pool(1, threads=1)
     _, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
     wait_for(arith_home, sid, "TrialStarted")
     time.sleep(1.0)
@@ -192,10 +197,10 @@ def test_executor_killed_mid_trial_is_abandoned_and_retried_once(ray_local, arit
 
 
 @pytest.mark.timeout(900)  # a bound: a fault test never holds the suite
-def test_researcher_killed_mid_proposal_is_asked_again(ray_local, arith_home, actor_pool, smollm2_dir):
+def test_researcher_killed_mid_proposal_is_asked_again(ray_local, arith_home, actor_pool, smollm2_dir, busy_cores):
     """The llm proposer takes seconds (model load, tools, decoding): the kill lands mid-proposal."""
-    sid = new_search(arith_home, "llm", trials=2, llm={"model_dir": str(smollm2_dir)})
-    pool = actor_pool(1, threads=2)
+    sid = new_search(arith_home, "llm", trials=2, steps=FAULT_STEPS, eval_limit=50, llm={"model_dir": str(smollm2_dir)})
+    pool = actor_pool(1, threads=1)
     pid = ray_local.get(pool.researcher.pid.remote())
     _, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
     wait_for(arith_home, sid, "ToolCalled")  # the first proposal has started
@@ -212,9 +217,10 @@ def test_researcher_killed_mid_proposal_is_asked_again(ray_local, arith_home, ac
     assert all(len(t) == 1 for t in inv["by_cmd"].values())
 
 
-def test_a_model_answering_junk_ends_the_search_with_recorded_rejections(arith_home, actor_pool):
-    """Behind --llm-url, a server whose model answers junk: LlmCallFailed per attempt, PlanRejected per
-    decision, and after five in a row the search ends with that reason — never a crash."""
+def test_a_model_answering_junk_never_stalls_the_search(arith_home, actor_pool):
+    """Behind --llm-url, a server whose model answers junk: LlmCallFailed per attempt, and every decision
+    answered without the model (the optimiser's plan, or the rules' top-ranked edit), the rationale saying
+    so; the search spends its budget and ends — never a crash, never a stall."""
     import json as _json
     import threading as _threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -244,24 +250,25 @@ def test_a_model_answering_junk_ends_the_search_with_recorded_rejections(arith_h
     server = ThreadingHTTPServer(("127.0.0.1", 0), Junk)
     _threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        sid = new_search(arith_home, "llm", trials=3, llm={"url": f"http://127.0.0.1:{server.server_port}"})
+        sid = new_search(arith_home, "llm", trials=2, steps=20, llm={"url": f"http://127.0.0.1:{server.server_port}"})
         conduct(arith_home, sid, actor_pool(1, threads=2))
     finally:
         server.shutdown()
     events = EventLog(arith_home).read(sid)
     types = Counter(e.type for e in events)
-    assert types["PlanRejected"] == 5 and types["PlanProposed"] == 0 and types["TrialStarted"] == 0
-    assert types["LlmCallFailed"] == 15  # 3 attempts per decision
+    assert types["PlanRejected"] == 0 and types["PlanProposed"] == 2 and types["LlmCallMade"] == 0
+    assert types["LlmCallFailed"] == 3 * types["NodeSelected"]  # 3 attempts per decision
     tree = build_tree(EventLog(arith_home), sid)
-    assert tree.status == "finished" and "invalid plans in a row" in tree.finish_reason
+    assert all(tree.nodes[n].rationale.startswith("LLM failed") for n in tree.order)
+    assert tree.status == "finished" and tree.finish_reason == "budget exhausted: trials"
     assert not tree.open_decisions
     assert verify(EventLog(arith_home), sid).ok
 
 
 @pytest.mark.timeout(900)  # a bound: a fault test never holds the suite
-def test_conductor_killed_reattaches_to_the_running_trial(ray_local, arith_home, actor_pool):
-    sid = new_search(arith_home, "random", trials=3, steps=300)
-    pool = actor_pool(1, threads=2)
+def test_conductor_killed_reattaches_to_the_running_trial(ray_local, arith_home, actor_pool, busy_cores):
+    sid = new_search(arith_home, "random", trials=2, steps=FAULT_STEPS, eval_limit=50)
+    pool = actor_pool(1, threads=1)
     conductor, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
     wait_for(arith_home, sid, "TrialStarted")
     time.sleep(1.0)
@@ -271,15 +278,16 @@ def test_conductor_killed_reattaches_to_the_running_trial(ray_local, arith_home,
     # the executor never died: the trial in flight was re-attached, not abandoned and retrained
     assert all(len(t) == 1 for t in inv["by_cmd"].values()), inv["by_cmd"]
     assert "TrialAbandoned" not in inv["closed"].values()
-    assert inv["tree"].resumes >= 1 and inv["tree"].trials_finished == 3
+    assert inv["tree"].resumes >= 1 and inv["tree"].trials_finished == 2
 
 
 @pytest.mark.timeout(900)  # a bound: a fault test never holds the suite
-def test_driver_killed_then_trex_resume_finishes_the_search(arith_home):
+def test_driver_killed_then_trex_resume_finishes_the_search(arith_home, busy_cores):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     trex = [sys.executable, "-m", "trex.cli"]
-    args = ["run", "arith-sub", "--proposer", "random", "--budget-trials", "3", "--steps", "300",
-            "--eval-limit", "100", "--search-id", "driver-kill", "--home", str(arith_home), "--num-cpus", "2"]
+    args = ["run", "arith-sub", "--proposer", "random", "--budget-trials", "3", "--steps", str(FAULT_STEPS),
+            "--eval-limit", "50", "--threads", "1", "--search-id", "driver-kill", "--home", str(arith_home),
+            "--num-cpus", "2"]
     proc = subprocess.Popen(trex + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:
         wait_for(arith_home, "driver-kill", "TrialStarted", timeout=300)
@@ -298,6 +306,9 @@ def test_driver_killed_then_trex_resume_finishes_the_search(arith_home):
     assert out["status"] == "finished" and out["best_node"] is not None
     inv = check_invariants(arith_home, "driver-kill")
     assert inv["tree"].resumes >= 1
+    # the trial lost to the kill did not use up the budget: 3 trials asked, 3 nodes trained and scored
+    scored = [n for n in inv["tree"].nodes.values() if n.score is not None]
+    assert len(scored) == 3, [(n.node_id, n.status) for n in inv["tree"].nodes.values()]
     retried = [c for c, t in inv["by_cmd"].items() if len(t) == 2]
     assert len(retried) == 1  # the trial the dead driver's executor was training, retried once
     # the trial lost to the crash did not use up the budget: 3 trials, 3 nodes trained to a result

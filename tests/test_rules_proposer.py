@@ -106,3 +106,13 @@ def test_the_in_process_driver_records_the_rules_proposers_hypotheses(tmp_path):
     assert all(n.supported is not None for n in improved if n.hypothesis is not None and n.status == "evaluated")
     sigs = [tree.nodes[n].plan_hash for n in tree.order]
     assert len(sigs) == len(set(sigs))  # no plan proposed twice
+    # every proposal states a hypothesis that cites the ToolCalled events it rests on, made for its decision
+    events = EventLog(tmp_path).read(sid)
+    tools = {e.event_id: e for e in events if e.type == "ToolCalled"}
+    stated = [e for e in events if e.type == "HypothesisStated"]
+    assert len(stated) == sum(1 for n in tree.order if tree.nodes[n].plan)
+    for e in stated:
+        n = tree.nodes[e.event.node_id]
+        assert e.event.cites and all(c in tools for c in e.event.cites), e.event
+        assert all(tools[c].correlation_id == n.decision_id for c in e.event.cites)
+        assert e.event.metric in ("exact_match", "add_exact_match")

@@ -241,6 +241,7 @@ class Runner:
         from trex.propose import propose
 
         prop = propose(tree, decision, home=self.home, search_id=self.sid, client=self.client,
+                       emit=lambda ev, **kw: self.emit(ev, correlation_id=decision.decision_id, **kw),
                        **self._context(tree))
         if prop.plan is None:
             self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer, reason=prop.rejection or "",

@@ -23,12 +23,13 @@ from concurrent.futures import Future
 from typing import Any
 
 
-def _append(home, sid: str, events, correlation_id: str | None = None) -> None:
+def _append(home, sid: str, events, correlation_id: str | None = None, event_id: str | None = None) -> None:
     from trex.events.envelope import NewEvent
     from trex.events.log import EventLog
 
     if events:
-        EventLog(home).append(sid, [NewEvent(e, correlation_id=correlation_id) for e in events])
+        ids = {"event_id": event_id} if event_id is not None and len(events) == 1 else {}
+        EventLog(home).append(sid, [NewEvent(e, correlation_id=correlation_id, **ids) for e in events])
 
 
 # ------------------------------------------------------------------------------ plain functions
@@ -68,10 +69,10 @@ def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | N
     did = decision["decision_id"]
     indexes = {} if indexes is None else indexes
 
-    def emit(ev):  # every call is tied to its decision (tokens are charged to the node it makes)
+    def emit(ev, event_id: str | None = None):  # every call is tied to its decision (tokens: to its node)
         if isinstance(ev, (LlmCallMade, LlmCallFailed)):
             ev = ev.model_copy(update={"decision_id": did, "node_id": decision.get("node_id")})
-        _append(home, sid, [ev], correlation_id=did)
+        _append(home, sid, [ev], correlation_id=did, event_id=event_id)
 
     client, context = None, {}
     if tree.proposer == "llm":  # only the agent reads the LLM, the base score and earlier searches

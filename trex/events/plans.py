@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from trex.events.base import Event, event
+from trex.events.base import Event, event, upcaster
 from trex.events.search import Operator
 
 
@@ -89,10 +89,11 @@ class ProposalFailed(Event):
     reason: str = ""
 
 
-@event("HypothesisStated")
+@event("HypothesisStated", version=2)
 class HypothesisStated(Event):
     """What a proposal predicts about its node, falsifiably: a named validation metric against a number,
-    and the evidence it rests on (node ids and their numbers, or a ToolCalled event)."""
+    and the evidence it rests on — ``evidence`` says it in words, ``cites`` names the ``ToolCalled``
+    events (their event ids, in this search's stream) whose results it reads. v2 adds ``cites``."""
 
     node_id: str
     text: str = Field(min_length=1, max_length=1000)
@@ -100,6 +101,13 @@ class HypothesisStated(Event):
     op: Literal[">=", ">", "<=", "<"]
     threshold: float = Field(allow_inf_nan=False)
     evidence: str = Field(default="", max_length=2000)
+    cites: tuple[str, ...] = Field(default=(), max_length=16)
+
+
+@upcaster("HypothesisStated", 1)
+def upcast_hypothesis_stated_v1_v2(d: dict) -> dict:
+    """v1 hypotheses cited their evidence in words only."""
+    return {**d, "cites": ()}
 
 
 @event("HypothesisTested")

@@ -38,6 +38,7 @@ class Hypothesis:
     op: str  # ">=", ">", "<=", "<"
     threshold: float
     evidence: str = ""
+    cites: tuple[str, ...] = ()  # event ids of the ToolCalled events it rests on
 
     def holds(self, value: float) -> bool:
         """Whether ``value`` bears the prediction out (an unknown operator never does)."""
@@ -46,7 +47,7 @@ class Hypothesis:
 
     def as_dict(self) -> dict:
         return {"text": self.text, "metric": self.metric, "op": self.op, "threshold": self.threshold,
-                "evidence": self.evidence}
+                "evidence": self.evidence[:2000], "cites": tuple(self.cites)}
 
 
 @dataclass(frozen=True)

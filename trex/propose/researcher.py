@@ -10,16 +10,24 @@ the model for a :class:`PlanChoice`: a compact, bounded choice of the values the
 characters). ``PlanChoice`` and the prompt's description of the values are derived from
 :mod:`trex.propose.space`, and the choice is expanded into a full ``Plan`` by the same code as the
 baselines, so every proposer explores the same space. The prompt states the ranges, never a
-preferred region: a small model repeats any number it is shown as "usually best". Junk from the model becomes ``LlmCallFailed`` events
-and, when every attempt failed, a rejection the Conductor records: never a crash.
+preferred region: a small model repeats any number it is shown as "usually best".
+
+The hybrid (arXiv 2603.24647: an optimiser plus a small LLM beat both alone): for an ``improve`` the
+structural choice is the LLM's, among the candidate edits the rules of :mod:`trex.propose.rules` draw
+from the evidence tools (:mod:`trex.propose.evidence`), each with its hypothesis citing the tool
+calls it rests on; with an outside model (``--llm-url``) it may answer a plan of its own instead.
+Drafts and debugs are the LLM's choice of values, never a repeat of a tried plan (then the
+optimiser's numbers). Junk from the model becomes ``LlmCallFailed`` events and the top-ranked
+candidate (or the optimiser's plan) is taken, the rationale saying so: the search never stalls on
+the model. ``emit(event, event_id=None)`` records what the proposer did (tool calls are cited by id).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from trex.events.plans import ToolCalled
 from trex.propose import space
 from trex.propose.baselines import PROPOSERS, Proposal, finish
 from trex.propose.space import DEFAULT_TRIAL_STEPS, values_of
@@ -32,13 +40,9 @@ PlanChoice = space.plan_choice_model()
 
 # ---------------------------------------------------------------------------------------- tools
 def _tool(emit: Emit | None, name: str, args: dict, fn: Callable[[], str]) -> str:
-    try:
-        out, ok = fn(), True
-    except Exception as e:  # noqa: BLE001 - a failed tool call is a result the agent sees
-        out, ok = f"{type(e).__name__}: {e}", False
-    if emit is not None:
-        emit(ToolCalled(tool=name, args=args, ok=ok, result=out[:4000]))
-    return out
+    from trex.propose.evidence import call_tool
+
+    return call_tool(emit, name, args, fn)[0]
 
 
 def _data_source(t) -> str:
@@ -152,6 +156,17 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
     task_text = _tool(emit, "task_data", {"task": task}, lambda: tool_task_data(task, home))
     insights_text = _tool(emit, "read_insights", {}, lambda: tool_insights(tree, prior_insights))
     parent = tree.nodes.get(decision.node_id) if decision.node_id else None
+    if decision.operator == "improve" and parent is not None and parent.plan:
+        from trex.propose.rules import gather_evidence, ranked_candidates
+
+        ev = gather_evidence(tree, parent, home=home, data=data, emit=emit)
+        ranked = ranked_candidates(tree, parent, task=task, steps=steps, batch_size=batch_size, data=data,
+                                   evidence=ev)
+        if ranked:
+            return choose_candidate(tree, decision, ranked, client, task_text, insights_text,
+                                    {k: v[0] for k, v in ev.items()}, base, data,
+                                    own_edit=bool(tree.started.llm.url), task=task, steps=steps,
+                                    batch_size=batch_size)
     bad = None
     if parent is not None and parent.score is not None:
         bad = _tool(emit, "bad_cases", {"node_id": parent.node_id},
@@ -160,8 +175,6 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
         _tool(emit, "literature_search", {"query": f"LoRA hyperparameters {task}"},
               lambda: tool_literature(f"LoRA hyperparameters {task}", search_url))
     if data is not None:  # cleaning is offered once a node has an adapter to score rows with
-        from dataclasses import replace
-
         from trex.propose.data_space import cleanable_node
 
         data = replace(data, cleaning=cleanable_node(tree, parent) is not None)
@@ -172,8 +185,13 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
         res = client.chat(messages, schema=space.plan_choice_model(data), purpose="propose",
                           max_tokens=192 if data is None else 320,
                           temperature=tree.started.llm.temperature, seed=seed)
-    except LLMError as e:
-        return Proposal(None, str(getattr(e, "last_text", "") or ""), "", rejection=f"LLM: {e}"[:2000])
+    except LLMError as e:  # the failed calls are LlmCallFailed events; the optimiser answers instead
+        from trex.propose.rules import fresh_numbers
+
+        alt = fresh_numbers(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data, emit=emit)
+        if alt.plan is None:
+            return Proposal(None, str(getattr(e, "last_text", "") or ""), "", rejection=f"LLM: {e}"[:2000])
+        return replace(alt, rationale=f"LLM failed ({str(e)[:200]}): the optimiser's plan. {alt.rationale}")
     choice = res.parsed
     values = choice.model_dump()
     rationale = values.pop("rationale")
@@ -188,7 +206,86 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
             pv = values_of(parent.plan, steps)
             values.update(lora_rank=pv["lora_rank"], targets=pv["targets"],
                           max_steps=max(1, int(pv["max_steps"]) // 2))
-    return finish(task, steps, batch_size, values, rationale, data, tree)
+    prop = finish(task, steps, batch_size, values, rationale, data, tree)
+    return _never_a_repeat(tree, decision, prop, task=task, steps=steps, batch_size=batch_size, data=data,
+                           emit=emit)
+
+
+def _never_a_repeat(tree, decision, prop: Proposal, *, task, steps, batch_size, data, emit) -> Proposal:
+    """The LLM's own plan, unless it repeats one already tried (same structure, numbers within a grid
+    step): then the optimiser's numbers instead, and the rationale says so. Either way the plan states
+    its hypothesis (it beats the best so far), citing the tried-plans table."""
+    from trex.propose import evidence as tools
+    from trex.propose.rules import _values, beats_best, fresh_numbers, signature, tried
+
+    if prop.plan is None:
+        return prop
+    got = _values(prop, steps, data)
+    if got is not None and signature(got) in tried(tree, steps, data):
+        alt = fresh_numbers(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data, emit=emit)
+        return replace(alt, rationale=f"the LLM's plan repeated a tried plan ({prop.rationale[:200]!r}); "
+                                      f"{alt.rationale}")
+    table, eid = tools.call_tool(emit, "tried_plans", {}, lambda: tools.tried_plans(tree, steps, data))
+    return replace(prop, hypothesis=beats_best(tree, table, eid))
+
+
+def candidate_choice_model(k: int, own_edit: bool):
+    """What the LLM answers when it chooses among ``k`` candidate edits: a one-line reason and a number
+    (1..k); with ``own_edit`` (a capable outside model) also 0 with a plan of its own (the full schema)."""
+    from typing import Literal, Optional
+
+    from pydantic import ConfigDict, Field, create_model
+
+    from trex.plan import Plan
+
+    options = tuple(range(0 if own_edit else 1, k + 1))
+    fields = {"rationale": (str, Field(max_length=300)), "choice": (Literal[options], ...)}  # type: ignore[valid-type]
+    if own_edit:
+        fields["plan"] = (Optional[Plan], None)
+    return create_model("CandidateChoice", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def choose_candidate(tree, decision, ranked, client, task_text: str, insights_text: str, evidence: Mapping[str, str],
+                     base, data, *, own_edit: bool, task: str, steps: int, batch_size: int) -> Proposal:
+    """The hybrid step: the LLM picks one of the rules' candidate edits (the numbers are the rules' /
+    the optimiser's), or with ``own_edit`` proposes a plan of its own. When the model fails or answers
+    junk, the top-ranked candidate is taken and the rationale records it (the failed calls are
+    ``LlmCallFailed`` events): the search never stalls on the model."""
+    from trex.llm.types import LLMError
+
+    parent = tree.nodes[decision.node_id]
+    menu = "\n".join(f"{i}. {r.candidate.edit}: {r.candidate.hypothesis}" for i, r in enumerate(ranked, 1))
+    facts = "\n".join(f"{k}: {v[:500]}" for k, v in evidence.items())
+    own = ("\n0. an edit of your own: give it as `plan` (the full plan schema)" if own_edit else "")
+    user = (f"{task_text}\n\nBase model score: {base if base is not None else 'unknown'} "
+            f"({'higher' if tree.higher_is_better else 'lower'} is better).\n"
+            f"Evidence on {parent.node_id}:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
+            f"Candidate edits of {parent.node_id}, ranked by the rules:\n{menu}{own}\n\n"
+            "Choose the edit the evidence supports best; give the reason in one short sentence citing the "
+            "evidence. Answer with the JSON object only.")
+    messages = [{"role": "system", "content": "You are a careful ML researcher improving a LoRA fine-tuning run. "
+                 "You choose which edit of a trained node to try next, from evidence."},
+                {"role": "user", "content": user}]
+    seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
+    top = ranked[0].proposal
+    try:
+        res = client.chat(messages, schema=candidate_choice_model(len(ranked), own_edit), purpose="choose",
+                          max_tokens=96 if not own_edit else 2048, temperature=tree.started.llm.temperature,
+                          seed=seed)
+    except LLMError as e:
+        return replace(top, rationale=f"LLM failed ({str(e)[:200]}): took the top-ranked candidate. "
+                                      f"{top.rationale}")
+    answer = res.parsed
+    if answer.choice == 0:
+        if answer.plan is None:
+            return replace(top, rationale=f"the LLM chose its own edit but gave no plan: took the top-ranked "
+                                          f"candidate. {top.rationale}")
+        own_prop = Proposal(answer.plan, answer.model_dump_json()[:4000], f"own edit: {answer.rationale}")
+        return _never_a_repeat(tree, decision, own_prop, task=task, steps=steps, batch_size=batch_size,
+                               data=data, emit=None)
+    chosen = ranked[answer.choice - 1].proposal
+    return replace(chosen, rationale=f"chose {answer.choice} of {len(ranked)}: {answer.rationale} | "
+                                     f"{chosen.rationale}")
 
 
 def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, client=None,
@@ -204,7 +301,10 @@ def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, c
                            search_url=tree.started.search_url, data=data)
     from trex.propose.rules import propose_rules
 
-    fn = {**PROPOSERS, "rules": propose_rules}.get(tree.proposer)
+    if tree.proposer == "rules":
+        return propose_rules(tree, decision, task=tree.task, steps=steps, batch_size=batch, data=data, home=home,
+                             emit=emit)
+    fn = PROPOSERS.get(tree.proposer)
     if fn is None:
         raise ValueError(f"unknown proposer {tree.proposer!r} (known: llm, rules, {', '.join(PROPOSERS)})")
     return fn(tree, decision, task=tree.task, steps=steps, batch_size=batch, data=data)

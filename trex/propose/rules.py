@@ -44,6 +44,12 @@ class Candidate:
     metric: str = ""  # the prediction: ``metric op threshold`` on validation ("" = the primary metric)
     op: str = ">"
     threshold: float = 0.0
+    tools: tuple[str, ...] = ()  # the evidence tools it rests on (their calls are cited by the hypothesis)
+
+
+# which evidence tool each edit reads
+EDIT_TOOLS = {"replay": ("constraint_slack",), "higher-lr": ("training_curve",), "clean": ("training_curve",
+              "bad_cases"), "try-pool": ("data_profile",), "continue": ("training_curve",)}
 
 
 @dataclass
@@ -95,7 +101,8 @@ def candidates(tree, parent, data, steps: int) -> list[Candidate]:
 
     def add(edit, changes, hypothesis, metric="", op=None, threshold=None):
         out.append(Candidate(edit, {**v0, **changes}, hypothesis, ev.line(), metric,
-                             op or (">" if higher else "<"), better if threshold is None else threshold))
+                             op or (">" if higher else "<"), better if threshold is None else threshold,
+                             EDIT_TOOLS.get(edit, ())))
 
     for metric, value, bound in ev.violations:
         for p in pools:
@@ -159,35 +166,114 @@ def _values(p: Proposal, steps: int, data) -> dict | None:
     return values_of(plan, steps, data) | {"continue_from_parent": bool(plan.get("continue_from_parent"))}
 
 
-def propose_rules(tree, decision, *, task: str, steps: int, batch_size: int = 32, data=None) -> Proposal:
+@dataclass(frozen=True)
+class Ranked:
+    """A candidate made into a plan that repeats nothing tried: what the rules proposer would take,
+    and what the hybrid proposer offers the LLM to choose among."""
+
+    candidate: Candidate
+    proposal: Proposal  # with its hypothesis (citing the tool calls it rests on)
+
+
+def gather_evidence(tree, parent, *, home=None, data=None, emit=None) -> dict[str, tuple[str, str | None]]:
+    """The evidence tools on ``parent``, each call recorded (``ToolCalled``) when ``emit`` is given:
+    ``{tool: (result, event id)}``. Bad cases need the home (the Evaluator's outputs); the data
+    profile runs only for a task with pools (what a pool would add is what it reads)."""
+    from trex.propose import evidence as tools
+
+    out = {"training_curve": tools.call_tool(emit, "training_curve", {"node_id": parent.node_id},
+                                             lambda: tools.training_curve(tree, parent))}
+    if tree.started.constraints:
+        out["constraint_slack"] = tools.call_tool(emit, "constraint_slack", {"node_id": parent.node_id},
+                                                  lambda: tools.constraint_slack(tree, parent))
+    if home is not None and parent.outputs:
+        out["bad_cases"] = tools.call_tool(emit, "bad_cases", {"node_id": parent.node_id},
+                                           lambda: tools.bad_cases(home, parent))
+    if home is not None and data is not None and data.pools:
+        out["data_profile"] = tools.call_tool(emit, "data_profile", {"task": tree.task},
+                                              lambda: tools.data_profile(tree.task, home))
+    return out
+
+
+def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, data=None,
+                      evidence: Mapping[str, tuple[str, str | None]] | None = None) -> list[Ranked]:
+    """The rules' candidate edits of ``parent`` that make a valid plan repeating no tried plan, best
+    first, each with its hypothesis citing the evidence tool calls its rule reads."""
+    seen = tried(tree, steps, data)
+    evidence = evidence or {}
+    out, sigs = [], set()
+    for c in candidates(tree, parent, data, steps):
+        v = dict(c.values)
+        if v.get("continue_from_parent") and not parent.adapter:
+            continue
+        p = finish(task, steps, batch_size, v, f"{c.edit}: {c.hypothesis} (evidence: {c.evidence})", data, tree)
+        got = _values(p, steps, data)
+        if got is None or signature(got) in seen or signature(got) in sigs:
+            continue
+        sigs.add(signature(got))
+        cites = tuple(eid for t in c.tools if (eid := evidence.get(t, ("", None))[1]))
+        texts = " | ".join(evidence[t][0].splitlines()[0][:300] for t in c.tools if t in evidence)
+        metric = c.metric or primary_metric(tree)
+        h = Hypothesis(c.hypothesis, metric, c.op, c.threshold, f"{c.evidence}" + (f" | {texts}" if texts else ""),
+                       cites)
+        out.append(Ranked(c, replace(p, hypothesis=h)))
+    return out
+
+
+def propose_rules(tree, decision, *, task: str, steps: int, batch_size: int = 32, data=None, home=None,
+                  emit=None) -> Proposal:
+    parent = tree.nodes.get(decision.node_id) if decision.node_id else None
+    if decision.operator == "improve" and parent is not None and parent.plan:
+        ev = gather_evidence(tree, parent, home=home, data=data, emit=emit)
+        ranked = ranked_candidates(tree, parent, task=task, steps=steps, batch_size=batch_size, data=data,
+                                   evidence=ev)
+        if ranked:
+            return ranked[0].proposal
+    return fresh_numbers(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data, emit=emit)
+
+
+def fresh_numbers(tree, decision, *, task: str, steps: int, batch_size: int, data=None, emit=None) -> Proposal:
+    """A debug's fix (a random move away from the failure), a draft, or an improve no rule could make
+    new: TPE's numbers, never a repeat if a few re-asks can help it. Its hypothesis: it scores above
+    the best so far (the base model's score before any), citing the tried-plans table."""
+    from trex.propose import evidence as tools
+
     parent = tree.nodes.get(decision.node_id) if decision.node_id else None
     seen = tried(tree, steps, data)
-    if decision.operator == "improve" and parent is not None and parent.plan:
-        for c in candidates(tree, parent, data, steps):
-            v = dict(c.values)
-            if v.get("continue_from_parent") and not parent.adapter:
-                continue
-            p = finish(task, steps, batch_size, v, f"{c.edit}: {c.hypothesis} (evidence: {c.evidence})", data, tree)
-            got = _values(p, steps, data)
-            if got is not None and signature(got) not in seen:
-                metric = c.metric or primary_metric(tree)
-                return replace(p, hypothesis=Hypothesis(c.hypothesis, metric, c.op, c.threshold, c.evidence))
+    table, eid = tools.call_tool(emit, "tried_plans", {}, lambda: tools.tried_plans(tree, steps, data))
+    p = None
     if decision.operator == "debug" and parent is not None:  # the failure says what to fix (lr, steps, rank)
-        p = propose_random(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data)
-        got = _values(p, steps, data)
+        q = propose_random(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data)
+        got = _values(q, steps, data)
         if got is None or signature(got) not in seen:
-            return p
-    # a draft, or no candidate that is new: TPE's numbers, never a repeat if it can help it
-    first = None
-    for attempt in range(4):
-        d = decision if attempt == 0 else _reseeded(decision, attempt)
-        p = propose_optuna(tree, d, task=task, steps=steps, batch_size=batch_size, data=data)
-        first = first or p
-        got = _values(p, steps, data)
-        if got is None or signature(got) not in seen:
-            return p if attempt == 0 else Proposal(p.plan, p.raw, f"{p.rationale} (re-asked {attempt}x: "
-                                                                  f"the first answers repeated tried plans)")
-    return Proposal(first.plan, first.raw, f"{first.rationale} (every answer repeated a tried plan)")
+            p = q
+    if p is None:
+        first = None
+        for attempt in range(4):
+            d = decision if attempt == 0 else _reseeded(decision, attempt)
+            q = propose_optuna(tree, d, task=task, steps=steps, batch_size=batch_size, data=data)
+            first = first or q
+            got = _values(q, steps, data)
+            if got is None or signature(got) not in seen:
+                p = q if attempt == 0 else Proposal(q.plan, q.raw, f"{q.rationale} (re-asked {attempt}x: "
+                                                                   f"the first answers repeated tried plans)")
+                break
+        if p is None:
+            p = Proposal(first.plan, first.raw, f"{first.rationale} (every answer repeated a tried plan)")
+    if p.plan is None:
+        return p
+    return replace(p, hypothesis=beats_best(tree, table, eid))
+
+
+def beats_best(tree, table: str, eid: str | None) -> Hypothesis:
+    """The hypothesis of a fresh draw: it scores above the best feasible node so far (or the base)."""
+    best = tree.best
+    ref, who = (best.score, best.node_id) if best is not None else (tree.base_score, "the base model")
+    ref = float(ref) if isinstance(ref, (int, float)) and math.isfinite(ref) else 0.0
+    higher = tree.higher_is_better
+    return Hypothesis(f"a new point of the space scores {'above' if higher else 'below'} {who} ({ref:.3g})",
+                      primary_metric(tree), ">" if higher else "<", ref,
+                      f"tried plans: {table.splitlines()[0][:300] if table else '-'}", (eid,) if eid else ())
 
 
 def _reseeded(decision, attempt: int):
@@ -207,4 +293,5 @@ def primary_metric(tree) -> str:
         return "exact_match"
 
 
-__all__ = ["Candidate", "Evidence", "candidates", "evidence", "propose_rules", "signature"]
+__all__ = ["Candidate", "Evidence", "Ranked", "candidates", "evidence", "fresh_numbers", "gather_evidence",
+           "propose_rules", "ranked_candidates", "signature"]

@@ -1,0 +1,197 @@
+"""The hybrid Researcher: the LLM chooses among the rules' candidate edits (each a hypothesis citing the
+evidence tool calls it rests on), falls back to the top-ranked one when the model fails, and — behind
+``--llm-url`` — may answer a plan of its own, which the Executor's guard still checks.
+
+The model under the proposer is scripted (a backend object, or an OpenAI-compatible HTTP server):
+what is under test is the proposer's use of its answers, the evidence and the recorded events.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.test_rules_proposer import CONS, DS, TASK, node, plan
+from trex.events.plans import LlmCallFailed, ToolCalled
+from trex.events.search import LlmSettings, SearchStarted
+from trex.llm import LLMClient
+from trex.llm.types import Completion, Usage
+from trex.propose import propose
+from trex.propose.rules import gather_evidence, ranked_candidates
+from trex.search import fold
+from trex.search.policy import Decision
+
+
+class Scripted:
+    """A model that answers ``texts`` in turn (the last one again when they run out)."""
+
+    name, model = "scripted", "scripted"
+
+    def __init__(self, *texts):
+        self.texts, self.seen = list(texts), []
+
+    def count_tokens(self, messages):
+        return 10
+
+    def complete(self, messages, **kw):
+        self.seen.append(messages)
+        text = self.texts.pop(0) if len(self.texts) > 1 else self.texts[0]
+        return Completion(text=text, usage=Usage(10, 5), finish_reason="stop")
+
+
+class Recorder:
+    """``emit(event, event_id=None)`` as the Researcher's shell gives it: events with their ids."""
+
+    def __init__(self):
+        self.events = []
+
+    def __call__(self, ev, event_id=None):
+        self.events.append((event_id, ev))
+
+    def tool_ids(self):
+        return {eid: ev for eid, ev in self.events if isinstance(ev, ToolCalled)}
+
+
+def forgetting_tree(**started):
+    return fold([SearchStarted(task=TASK, constraints=CONS, proposer="llm", **started),
+                 *node("n1", plan(), 0.6, 0.02)])
+
+
+def ask(tree, decision, backend, tmp_path):
+    rec = Recorder()
+    client = LLMClient(backend, emit=rec, max_attempts=3)
+    prop = propose(tree, decision, home=tmp_path, search_id="s", emit=rec, client=client)
+    return prop, rec
+
+
+IMPROVE = Decision("n1", "improve", "mcts", 0, 1, "d1")
+
+
+def test_the_llm_chooses_among_the_rules_candidates_and_the_hypothesis_cites_the_evidence(tmp_path):
+    tree = forgetting_tree()
+    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=tree.started.trial.steps,
+                               batch_size=tree.started.trial.batch_size, data=DS)
+    assert len(ranked) >= 2 and ranked[0].candidate.edit == "replay"
+    model = Scripted('{"rationale": "n1 underfits per training_curve", "choice": 2}')
+    prop, rec = ask(tree, IMPROVE, model, tmp_path)
+    assert prop.plan == ranked[1].proposal.plan and prop.rationale.startswith("chose 2 of")
+    tools = rec.tool_ids()
+    assert {"task_data", "read_insights", "training_curve", "constraint_slack"} <= {t.tool for t in tools.values()}
+    h = prop.hypothesis
+    assert h is not None and h.cites and all(c in tools for c in h.cites)  # it cites recorded tool calls
+    assert h.metric and h.op in (">", ">=", "<", "<=") and isinstance(h.threshold, float)
+    slack = next(t for t in tools.values() if t.tool == "constraint_slack")
+    assert "add_exact_match 0.02 vs >= 0.9: slack -0.88 (violated)" in slack.result
+    # the prompt is the evidence and the menu, bounded, with no hyperparameter advice
+    (messages,) = model.seen
+    prompt = "\n".join(m["content"] for m in messages)
+    assert "1. replay:" in prompt and "2. " in prompt and "slack -0.88" in prompt
+    assert "usually" not in prompt and "1e-3" not in prompt and len(prompt) < 6000, len(prompt)
+
+
+def test_junk_from_the_model_falls_back_to_the_top_ranked_candidate_with_the_failure_recorded(tmp_path):
+    tree = forgetting_tree()
+    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=tree.started.trial.steps,
+                               batch_size=tree.started.trial.batch_size, data=DS)
+    prop, rec = ask(tree, IMPROVE, Scripted("sure! replay, lots of it"), tmp_path)
+    assert prop.plan == ranked[0].proposal.plan
+    assert prop.rationale.startswith("LLM failed") and "top-ranked candidate" in prop.rationale
+    assert sum(isinstance(ev, LlmCallFailed) for _, ev in rec.events) == 3
+    assert prop.hypothesis is not None and prop.hypothesis.metric == "add_exact_match"
+
+
+def test_a_draft_the_model_cannot_answer_takes_the_optimisers_plan_and_never_a_repeat(tmp_path):
+    tree = forgetting_tree()
+    prop, rec = ask(tree, Decision(None, "draft", "mcts", 0, 2, "d2"), Scripted("no idea"), tmp_path)
+    assert prop.plan is not None and prop.rationale.startswith("LLM failed") and "optimiser" in prop.rationale
+    table = [eid for eid, ev in rec.events if isinstance(ev, ToolCalled) and ev.tool == "tried_plans"]
+    assert prop.hypothesis is not None and set(prop.hypothesis.cites) <= set(table) and prop.hypothesis.cites
+    # a model that answers exactly n1's plan: the repeat is replaced by the optimiser's numbers
+    from trex.propose.space import values_of
+
+    v = values_of(dict(tree.nodes["n1"].plan), tree.started.trial.steps, DS)
+    same = {"rationale": "n1 again", **{k: v[k] for k in ("learning_rate", "lora_rank", "targets", "max_steps",
+                                                           "lr_schedule") if k in v}}
+    prop, _ = ask(tree, Decision(None, "draft", "mcts", 0, 3, "d3"), Scripted(json.dumps(same)), tmp_path)
+    assert prop.plan is not None
+    assert prop.plan != tree.nodes["n1"].plan
+
+
+# ------------------------------------------------------------------------------ an outside model
+class Server:
+    """An OpenAI-compatible server answering CandidateChoice requests from ``answers`` in turn."""
+
+    def __init__(self, answers):
+        self.answers, self.bodies = list(answers), []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def _send(self, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self._send({"data": [{"id": "outside-model"}]})
+
+            def do_POST(self):
+                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                outer.bodies.append(req)
+                text = outer.answers.pop(0) if len(outer.answers) > 1 else outer.answers[0]
+                self._send({"choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": 50, "completion_tokens": 8}})
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.mark.slow
+def test_an_outside_model_may_propose_its_own_edit_and_the_guard_still_refuses_test_data(arith_home):
+    from trex.artifacts import ArtifactStore  # noqa: F401  (the store the Executor writes to)
+    from trex.events import EventLog
+    from trex.llm import OpenAIBackend
+    from trex.train import Executor
+
+    own = plan(pool_addition=0.2).model_dump(mode="json")
+    own["data"]["sources"][0]["uri"] = f"task:{TASK}/test"  # the held-out split, dressed as training data
+    answers = ['{"rationale": "replay per constraint_slack", "choice": 1}',
+               "lol", "lol", "lol",
+               json.dumps({"rationale": "my own: train on the test rows", "choice": 0, "plan": own})]
+    server = Server(answers)
+    try:
+        tree = forgetting_tree(llm=LlmSettings(url=server.url))
+        results = []
+        for i in range(3):
+            rec = Recorder()
+            client = LLMClient(OpenAIBackend(server.url, None), emit=rec, max_attempts=3)
+            results.append((propose(tree, Decision("n1", "improve", "mcts", 0, i, f"d{i}"), home=arith_home,
+                                    search_id="s", emit=rec, client=client), rec))
+    finally:
+        server.close()
+    schemas = [b["response_format"]["json_schema"]["name"] for b in server.bodies]
+    assert set(schemas) == {"CandidateChoice"}
+    # the CandidateChoice an outside model sees offers 0, its own edit, with the full plan schema
+    assert "plan" in server.bodies[0]["response_format"]["json_schema"]["schema"]["properties"]
+    (valid, _), (junk, jrec), (mine, _) = results
+    assert valid.rationale.startswith("chose 1 of") and valid.hypothesis.cites
+    assert junk.rationale.startswith("LLM failed") and sum(isinstance(e, LlmCallFailed) for _, e in jrec.events) == 3
+    assert mine.plan is not None and mine.rationale.startswith("own edit:")
+    assert mine.plan.data.sources[0].uri == f"task:{TASK}/test"
+    # the Executor refuses it before any training: one clear line, a failed trial, no adapter
+    log = EventLog(arith_home)
+    ex = Executor(arith_home, lambda ev: log.append("s", [ev]), search_id="s", threads=1)
+    out = ex.run(mine.plan, task=TASK, node_id="n2")
+    assert out.status == "failed" and out.reason == "bad_plan" and "only training splits" in out.message
+    assert not any(e.type == "TrialFinished" for e in log.read("s"))
