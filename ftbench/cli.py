@@ -97,7 +97,9 @@ def _csv(value: str) -> list[str]:
 
 @main.command()
 @click.option("--tasks", required=True, help="Comma-separated task names or task files.")
-@click.option("--proposers", default="llm,optuna,random", show_default=True, help="Comma-separated proposers.")
+@click.option("--proposers", default="llm,optuna,random", show_default=True,
+              help="Comma-separated proposers: llm, llm-notools (the LLM without tools), rules (rules + optimiser, "
+                   "no LLM), optuna, random.")
 @click.option("--policy", type=click.Choice(["mcts", "greedy", "best-first"]), default="mcts", show_default=True)
 @click.option("--budget-trials", type=click.IntRange(1, 100_000), default=10, show_default=True)
 @click.option("--seeds", type=click.IntRange(1, 1000), default=3, show_default=True,
@@ -129,9 +131,10 @@ def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,31}", tag):
         fail(f"--tag {tag!r}: use lowercase letters, digits, '.', '_' or '-'")
     props = _csv(proposers)
-    bad = [p for p in props if p not in ("llm", "optuna", "random")]
+    known = ("llm", "llm-notools", "rules", "optuna", "random")
+    bad = [p for p in props if p not in known]
     if bad or not props:
-        fail(f"--proposers: unknown {', '.join(bad) or '(none given)'} (known: llm, optuna, random)")
+        fail(f"--proposers: unknown {', '.join(bad) or '(none given)'} (known: {', '.join(known)})")
     home.mkdir(parents=True, exist_ok=True)
     resolved = {}
     for arg in _csv(tasks):

@@ -69,6 +69,17 @@ def ask(tree, decision, backend, tmp_path):
 IMPROVE = Decision("n1", "improve", "mcts", 0, 1, "d1")
 
 
+def choice_of(tree, nid: str, rationale: str, **changes) -> str:
+    """A PlanChoice answer holding node ``nid``'s values (with ``changes``): every field the schema has."""
+    from trex.propose import space
+    from trex.propose.space import values_of
+
+    props = space.plan_choice_model(DS).model_json_schema()["properties"]
+    v = {**values_of(dict(tree.nodes[nid].plan), tree.started.trial.steps, DS), "continue_from_parent": False,
+         **changes}
+    return json.dumps({"rationale": rationale, **{k: v[k] for k in props if k != "rationale" and k in v}})
+
+
 def test_the_llm_chooses_among_the_rules_candidates_and_the_hypothesis_cites_the_evidence(tmp_path):
     tree = forgetting_tree()
     ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=tree.started.trial.steps,
@@ -109,14 +120,18 @@ def test_a_draft_the_model_cannot_answer_takes_the_optimisers_plan_and_never_a_r
     table = [eid for eid, ev in rec.events if isinstance(ev, ToolCalled) and ev.tool == "tried_plans"]
     assert prop.hypothesis is not None and set(prop.hypothesis.cites) <= set(table) and prop.hypothesis.cites
     # a model that answers exactly n1's plan: the repeat is replaced by the optimiser's numbers
+    from trex.events.search import TrialSettings
+    from trex.propose.rules import signature, tried
     from trex.propose.space import values_of
 
-    v = values_of(dict(tree.nodes["n1"].plan), tree.started.trial.steps, DS)
-    same = {"rationale": "n1 again", **{k: v[k] for k in ("learning_rate", "lora_rank", "targets", "max_steps",
-                                                           "lr_schedule") if k in v}}
-    prop, _ = ask(tree, Decision(None, "draft", "mcts", 0, 3, "d3"), Scripted(json.dumps(same)), tmp_path)
-    assert prop.plan is not None
-    assert prop.plan != tree.nodes["n1"].plan
+    tree = forgetting_tree(trial=TrialSettings(steps=40, batch_size=16))  # n1's plan: 40 steps, batch 16
+    prop, rec = ask(tree, Decision(None, "draft", "mcts", 0, 3, "d3"), Scripted(choice_of(tree, "n1", "n1 again")),
+                    tmp_path)
+    assert not any(isinstance(ev, LlmCallFailed) for _, ev in rec.events)  # the model's answer was valid
+    assert prop.plan is not None and prop.rationale.startswith("the LLM's plan repeated a tried plan")
+    got = values_of(prop.plan.model_dump(mode="json"), tree.started.trial.steps, DS) | {
+        "continue_from_parent": prop.plan.continue_from_parent}
+    assert signature(got) not in tried(tree, tree.started.trial.steps, DS)
 
 
 # ------------------------------------------------------------------------------ an outside model
@@ -164,7 +179,9 @@ def test_an_outside_model_may_propose_its_own_edit_and_the_guard_still_refuses_t
     from trex.llm import OpenAIBackend
     from trex.train import Executor
 
-    own = plan(pool_addition=0.2).model_dump(mode="json")
+    import copy
+
+    own = copy.deepcopy(dict(plan(pool_addition=0.2)))
     own["data"]["sources"][0]["uri"] = f"task:{TASK}/test"  # the held-out split, dressed as training data
     answers = ['{"rationale": "replay per constraint_slack", "choice": 1}',
                "lol", "lol", "lol",
@@ -195,3 +212,17 @@ def test_an_outside_model_may_propose_its_own_edit_and_the_guard_still_refuses_t
     out = ex.run(mine.plan, task=TASK, node_id="n2")
     assert out.status == "failed" and out.reason == "bad_plan" and "only training splits" in out.message
     assert not any(e.type == "TrialFinished" for e in log.read("s"))
+
+
+def test_the_no_tools_ablation_asks_the_model_without_evidence_and_records_no_tool_call(tmp_path):
+    """``llm-notools``: the same model and schema, no evidence tools, no candidates, no trials table."""
+    tree = fold([SearchStarted(task=TASK, constraints=CONS, proposer="llm-notools"), *node("n1", plan(), 0.6, 0.02)])
+    assert tree.uses_llm
+    model = Scripted(choice_of(tree, "n1", "more replay", pool_addition=0.3))
+    prop, rec = ask(tree, IMPROVE, model, tmp_path)
+    assert not [ev for _, ev in rec.events if isinstance(ev, ToolCalled)]
+    (messages,) = model.seen
+    prompt = "\n".join(m["content"] for m in messages)
+    assert "Trials so far" not in prompt and "Candidate edits" not in prompt and "Improve node n1" in prompt
+    assert not any(isinstance(ev, LlmCallFailed) for _, ev in rec.events)
+    assert prop.plan is not None and prop.rationale == "more replay" and len(prop.plan.data.sources) == 2

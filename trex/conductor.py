@@ -261,7 +261,7 @@ class Runner:
 
     def _context(self, tree) -> dict:
         """The base score and earlier searches' insights, as the Ray Researcher gives them."""
-        if tree.proposer != "llm":
+        if not tree.uses_llm:
             return {}
         from trex.orchestrate.rules import proposal_context
         from trex.search.insight_index import InsightIndex, refresh
@@ -272,7 +272,7 @@ class Runner:
     @property
     def client(self):
         """The LLM client for the ``llm`` proposer (built once; None for the others)."""
-        if self._client is None and self.proposer == "llm":
+        if self._client is None and self._tree.uses_llm:
             from trex.propose import make_client
 
             self._client = make_client(self._tree.started.llm, self.home, self.emit)

@@ -75,7 +75,7 @@ def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | N
         _append(home, sid, [ev], correlation_id=did, event_id=event_id)
 
     client, context = None, {}
-    if tree.proposer == "llm":  # only the agent reads the LLM, the base score and earlier searches
+    if tree.uses_llm:  # only the agent reads the LLM, the base score and earlier searches
         key = tree.started.llm.model_dump_json()
         if key not in clients:
             clients[key] = make_client(tree.started.llm, home, None)

@@ -27,9 +27,10 @@ def _ray_options(f):
 
 @click.command("run")
 @click.argument("task")
-@click.option("--proposer", type=click.Choice(["llm", "rules", "optuna", "random"]), default="llm", show_default=True,
-              help="llm: the Researcher with a local or remote model; rules: evidence-driven edits with TPE's "
-                   "numbers, no LLM; optuna: TPE; random.")
+@click.option("--proposer", type=click.Choice(["llm", "llm-notools", "rules", "optuna", "random"]), default="llm", show_default=True,
+              help="llm: the Researcher with a local or remote model; llm-notools: the same model without "
+                   "evidence tools (an ablation); rules: evidence-driven edits with TPE's numbers, no LLM; "
+                   "optuna: TPE; random.")
 @click.option("--policy", type=click.Choice(POLICIES), default="mcts", show_default=True)
 @click.option("--budget-trials", type=click.IntRange(1, 100_000), default=None,
               help="Trials (default: the task file's budget.trials, else 8).")

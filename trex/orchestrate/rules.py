@@ -119,7 +119,7 @@ def proposal_context(tree: SearchTree, insights: InsightIndex) -> dict:
     """What the Researcher is told besides the tree, alike in both drivers: for the llm proposer, the
     base score and the insights earlier searches on the task left in force (none when the search is
     kept independent, ``prior_insights: false``, as a benchmark cell is)."""
-    if tree.proposer != "llm":
+    if not tree.uses_llm:
         return {}
     prior = prior_insights(insights, tree.task, tree.search_id) if tree.started.prior_insights else {}
     return {"prior_insights": prior, "base": tree.base_score}

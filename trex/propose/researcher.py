@@ -124,7 +124,9 @@ def system_prompt(data=None) -> str:
 
 
 def build_messages(tree, decision, task_text: str, insights_text: str, bad_cases: str | None,
-                   base: float | None, data=None) -> list[dict[str, str]]:
+                   base: float | None, data=None, evidence: bool = True) -> list[dict[str, str]]:
+    """The PlanChoice prompt; ``evidence=False`` (the no-tools ablation) leaves out the trials so far,
+    the insights and the bad cases."""
     parent = tree.nodes.get(decision.node_id) if decision.node_id else None
     scored = sorted((n for n in tree.nodes.values() if n.score is not None), key=lambda n: -(n.score or 0)
                     if tree.higher_is_better else (n.score or 0))
@@ -139,9 +141,10 @@ def build_messages(tree, decision, task_text: str, insights_text: str, bad_cases
     else:
         ask = f"Improve node {parent.node_id}: {_node_line(parent, data)}. Change one or two values."
     user = (f"{task_text}\n\nBase model score: {base if base is not None else 'unknown'} "
-            f"({'higher' if tree.higher_is_better else 'lower'} is better).\n"
-            f"Trials so far (best first):\n{history}\n\nInsights:\n{insights_text}\n")
-    if bad_cases:
+            f"({'higher' if tree.higher_is_better else 'lower'} is better).\n")
+    if evidence:
+        user += f"Trials so far (best first):\n{history}\n\nInsights:\n{insights_text}\n"
+    if bad_cases and evidence:
         user += f"\nWorst cases of {parent.node_id if parent else 'the parent'}:\n{bad_cases}\n"
     user += f"\n{ask}\nAnswer with the JSON object only."
     return [{"role": "system", "content": system_prompt(data)}, {"role": "user", "content": user}]
@@ -150,10 +153,19 @@ def build_messages(tree, decision, task_text: str, insights_text: str, bad_cases
 # ------------------------------------------------------------------------------ proposers
 def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, client, home, search_id: str,
                 emit: Emit | None, prior_insights: Mapping[str, str], base: float | None,
-                search_url: str | None = None, data=None) -> Proposal:
-    from trex.llm.types import LLMError
-
-    task_text = _tool(emit, "task_data", {"task": task}, lambda: tool_task_data(task, home))
+                search_url: str | None = None, data=None, tools: bool = True) -> Proposal:
+    """The hybrid (see the module docstring). ``tools=False`` is the ablation "LLM without tools"
+    (proposer ``llm-notools``): no evidence, no candidates, no insights — the model sees the task, the
+    space and, for an improve or a debug, the parent's plan, and chooses every value itself (a repeat
+    of a tried plan is still replaced by the optimiser's numbers: that is a rule of the search, not a tool)."""
+    if not tools:
+        emit = None  # nothing is looked up, so nothing is recorded as a tool call
+    task_text = (_tool(emit, "task_data", {"task": task}, lambda: tool_task_data(task, home)) if tools
+                 else _safe(lambda: tool_task_data(task, home)))
+    if not tools:
+        return _propose_values(tree, decision, task=task, steps=steps, batch_size=batch_size, client=client,
+                               emit=None, base=base, data=data, task_text=task_text, insights_text="",
+                               bad=None, evidence=False)
     insights_text = _tool(emit, "read_insights", {}, lambda: tool_insights(tree, prior_insights))
     parent = tree.nodes.get(decision.node_id) if decision.node_id else None
     if decision.operator == "improve" and parent is not None and parent.plan:
@@ -174,11 +186,30 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
     if decision.operator == "draft" and search_url is not None or not tree.nodes:
         _tool(emit, "literature_search", {"query": f"LoRA hyperparameters {task}"},
               lambda: tool_literature(f"LoRA hyperparameters {task}", search_url))
+    return _propose_values(tree, decision, task=task, steps=steps, batch_size=batch_size, client=client, emit=emit,
+                           base=base, data=data, task_text=task_text, insights_text=insights_text, bad=bad,
+                           evidence=True)
+
+
+def _safe(fn) -> str:
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - the task text is context; its failure is said in the prompt
+        return f"{type(e).__name__}: {e}"
+
+
+def _propose_values(tree, decision, *, task, steps, batch_size, client, emit, base, data, task_text: str,
+                    insights_text: str, bad: str | None, evidence: bool) -> Proposal:
+    """The model's PlanChoice over the whole space (a draft, a debug, or an improve no rule could make
+    new), never a repeat of a tried plan; the optimiser's plan when the model fails."""
+    from trex.llm.types import LLMError
+
+    parent = tree.nodes.get(decision.node_id) if decision.node_id else None
     if data is not None:  # cleaning is offered once a node has an adapter to score rows with
         from trex.propose.data_space import cleanable_node
 
         data = replace(data, cleaning=cleanable_node(tree, parent) is not None)
-    messages = build_messages(tree, decision, task_text, insights_text, bad, base, data)
+    messages = build_messages(tree, decision, task_text, insights_text, bad, base, data, evidence=evidence)
     seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
     try:
         # sampled (seeded by the decision): greedy decoding would give every draft the same plan
@@ -293,12 +324,12 @@ def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, c
     """The Researcher's one entry point: any proposer, from the search's own config."""
     steps, batch = tree.started.trial.steps, tree.started.trial.batch_size
     data = data_space_of(tree.task, home)
-    if tree.proposer == "llm":
+    if tree.uses_llm:
         if client is None:
-            raise ValueError("the llm proposer needs an LLM client")
+            raise ValueError(f"the {tree.proposer} proposer needs an LLM client")
         return propose_llm(tree, decision, task=tree.task, steps=steps, batch_size=batch, client=client, home=home,
                            search_id=search_id, emit=emit, prior_insights=prior_insights or {}, base=base,
-                           search_url=tree.started.search_url, data=data)
+                           search_url=tree.started.search_url, data=data, tools=tree.proposer == "llm")
     from trex.propose.rules import propose_rules
 
     if tree.proposer == "rules":
@@ -306,7 +337,8 @@ def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, c
                              emit=emit)
     fn = PROPOSERS.get(tree.proposer)
     if fn is None:
-        raise ValueError(f"unknown proposer {tree.proposer!r} (known: llm, rules, {', '.join(PROPOSERS)})")
+        raise ValueError(f"unknown proposer {tree.proposer!r} (known: llm, llm-notools, rules, "
+                         f"{', '.join(PROPOSERS)})")
     return fn(tree, decision, task=tree.task, steps=steps, batch_size=batch, data=data)
 
 

@@ -106,6 +106,9 @@ class HistoryPoint(NamedTuple):
     best_score: float | None
 
 
+LLM_PROPOSERS = frozenset({"llm", "llm-notools"})  # llm-notools: the ablation without evidence tools
+
+
 @dataclass(frozen=True)
 class SearchTree:
     search_id: str = ""
@@ -156,6 +159,11 @@ class SearchTree:
     heldout: Mapping[str, HeldOut] = field(default_factory=lambda: MappingProxyType({}))  # node -> its test result
 
     # ------------------------------------------------------------ the reported score
+    @property
+    def uses_llm(self) -> bool:
+        """Whether the search's proposer asks an LLM (``llm``, or its ablation ``llm-notools``)."""
+        return self.proposer in LLM_PROPOSERS
+
     @property
     def test_score(self) -> float | None:
         """The held-out test score of the node chosen on validation (None before it is scored)."""
