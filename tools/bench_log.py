@@ -1,6 +1,14 @@
 """Benchmark the event log (issue 2 targets). Not a test: prints figures to put in docs/events.md.
 
     .venv/bin/python tools/bench_log.py [--events 1000000] [--json]
+    .venv/bin/python tools/bench_log.py --vs-optuna [--rounds 5] [--appends 300] [--threads 16]
+
+``--vs-optuna``: durable single-event appends side by side with Optuna's ``JournalFileBackend`` in one
+run, interleaved round by round (same disk, same moment): trex's ``EventLog.append`` of one event
+against Optuna's ``append_logs`` of one operation (both take a file lock, write and fsync before
+returning), and against a whole ``JournalStorage`` write (``set_trial_intermediate_value``: the
+operation plus the storage's own Python work and its read-back of the journal). Then the same with
+``--threads`` appenders at once (threads of one process). Medians over rounds, and trex/Optuna ratios.
 """
 from __future__ import annotations
 
@@ -89,12 +97,76 @@ def bench_sql(home: Path) -> dict:
     return out
 
 
+def _rate(fn, n: int, threads: int = 1) -> float:
+    """Calls of ``fn(i)`` per second, ``n`` in all, spread over ``threads`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t = time.perf_counter()
+    if threads == 1:
+        for i in range(n):
+            fn(i)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fn, range(n)))
+    return n / (time.perf_counter() - t)
+
+
+def vs_optuna(base: Path, rounds: int, n: int, threads: int) -> dict:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    log = EventLog(base / "trex")
+    backend = JournalFileBackend(str(base / "optuna-raw.log"))
+    storage = JournalStorage(JournalFileBackend(str(base / "optuna-storage.log")))
+    study = optuna.create_study(storage=storage)
+    trial_id = storage.create_new_trial(study._study_id)
+    op = {"op_code": 8, "worker_id": "bench", "trial_id": 0, "step": 0, "intermediate_value": 0.5}
+
+    arms = {
+        "trex_append": lambda i: log.append("bench", [NoteAdded(text=f"note {i}")]),
+        "optuna_backend_append": lambda i: backend.append_logs([{**op, "step": i}]),
+        "optuna_storage_write": lambda i: storage.set_trial_intermediate_value(trial_id, i, 0.5),
+    }
+    single = {k: [] for k in arms}
+    many = {k: [] for k in arms if k != "optuna_storage_write"}  # the storage is not meant for threads
+    for _ in range(rounds):  # interleaved: every arm sees the same disk state and load
+        for k, fn in arms.items():
+            single[k].append(_rate(fn, n))
+        for k in many:
+            many[k].append(_rate(arms[k], n, threads))
+    med = lambda xs: round(statistics.median(xs))  # noqa: E731
+    out = {"rounds": rounds, "appends_per_round": n, "threads": threads,
+           "single_appender_per_s": {k: med(v) for k, v in single.items()},
+           f"{threads}_appenders_per_s": {k: med(v) for k, v in many.items()}}
+    s1, sm = out["single_appender_per_s"], out[f"{threads}_appenders_per_s"]
+    out["ratios"] = {
+        "single: trex / optuna backend": round(s1["trex_append"] / s1["optuna_backend_append"], 2),
+        "single: trex / optuna storage write": round(s1["trex_append"] / s1["optuna_storage_write"], 2),
+        f"{threads} threads: trex / optuna backend": round(sm["trex_append"] / sm["optuna_backend_append"], 2),
+    }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--vs-optuna", action="store_true", help="durable appends side by side with Optuna's journal")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--appends", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=16)
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="trex-bench-"))
+    if args.vs_optuna:
+        try:
+            res = {"machine": f"{platform.machine()} {platform.python_version()}",
+                   **vs_optuna(base, args.rounds, args.appends, args.threads)}
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        print(json.dumps(res, indent=2))
+        return
     try:
         res = {"machine": f"{platform.machine()} {platform.python_version()}"}
         res["single_appends_per_s"] = round(bench_single(base / "single"))
