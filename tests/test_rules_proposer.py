@@ -116,3 +116,30 @@ def test_the_in_process_driver_records_the_rules_proposers_hypotheses(tmp_path):
         assert e.event.cites and all(c in tools for c in e.event.cites), e.event
         assert all(tools[c].correlation_id == n.decision_id for c in e.event.cites)
         assert e.event.metric in ("exact_match", "add_exact_match")
+
+
+def test_with_enough_scored_nodes_the_replay_share_is_tpes_with_the_rest_of_the_parent_held():
+    """The rule chooses the structure (mix the pool in, keep the parent's other values); the number
+    (the share) is TPE's, from the evaluated nodes — before 5 are scored, the rule's own 0.2."""
+    from trex.propose.rules import TPE_MIN_SCORED, ranked_candidates
+
+    evs = [SearchStarted(task=TASK, constraints=CONS, proposer="rules"), *node("n1", plan(), 0.6, 0.02)]
+    tree = fold(evs)
+    early = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=40, batch_size=16, data=DS,
+                              decision=Decision("n1", "improve", "mcts", 0, 1, "d1"))
+    assert early[0].candidate.edit == "replay" and early[0].candidate.values["pool_addition"] == 0.2
+    # scored nodes where a share near 0.35 kept addition and scored well, small shares forgot it
+    for i, (share, score, add) in enumerate([(0.02, 0.5, 0.1), (0.05, 0.5, 0.2), (0.35, 0.45, 0.95),
+                                             (0.3, 0.42, 0.93), (0.4, 0.4, 0.96), (0.01, 0.55, 0.05)], start=2):
+        evs += node(f"n{i}", plan(pool_addition=share, learning_rate=3e-3 + 1e-4 * i), score, add)
+    tree = fold(evs)
+    assert sum(n.score is not None for n in tree.nodes.values()) >= TPE_MIN_SCORED
+    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=40, batch_size=16, data=DS,
+                               decision=Decision("n1", "improve", "mcts", 0, 2, "d2"))
+    replay = next(r for r in ranked if r.candidate.edit == "replay")
+    share = replay.candidate.values["pool_addition"]
+    assert share != 0.2 and 0.01 <= share <= 0.5
+    parent = values_of(dict(tree.nodes["n1"].plan), 40, DS)
+    assert {k: v for k, v in replay.candidate.values.items() if k != "pool_addition"} == {
+        k: v for k, v in parent.items() if k != "pool_addition"}  # the structure: the parent's, one edit
+    assert f"at {share:g}" in replay.candidate.hypothesis

@@ -160,7 +160,8 @@ def _represents(data, vals, node, tree) -> bool:
 
 def _constraint_attrs(tree, node) -> dict[str, float]:
     """The node's constraint values as optuna stores them (``Trial.set_constraint``: > 0 is a violation by
-    that much), so TPE models infeasible trials apart from the feasible ones."""
+    that much), so TPE models infeasible trials apart from the feasible ones (optuna 5's TPE reads
+    them from every trial, no ``constraints_func`` needed)."""
     out = {}
     metrics = dict(node.metrics)
     for c in tree.started.constraints:
@@ -174,7 +175,10 @@ def _constraint_attrs(tree, node) -> dict[str, float]:
     return out
 
 
-def propose_optuna(tree, decision, *, task: str, steps: int, batch_size: int = 32, data=None) -> Proposal:
+def propose_optuna(tree, decision, *, task: str, steps: int, batch_size: int = 32, data=None,
+                   fixed: Mapping[str, Any] | None = None) -> Proposal:
+    """TPE's plan from the tree's evaluated nodes. ``fixed``: optuna parameters held at these values
+    (the structure a caller chose), the others TPE's, conditioned on them."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -202,6 +206,8 @@ def propose_optuna(tree, decision, *, task: str, steps: int, batch_size: int = 3
         study.add_trial(optuna.trial.create_trial(params=params, distributions=nd, value=float(node.score),
                                                   system_attrs=_constraint_attrs(tree, node)))
         told += 1
+    if fixed:
+        study.enqueue_trial(dict(fixed), skip_if_exists=False)
     if data is None:
         trial = study.ask(dists)
         return finish(task, steps, batch_size, dict(trial.params), f"TPE suggestion after {told} evaluated trials")

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 from trex.propose.baselines import Hypothesis, Proposal, _clamp, finish, propose_optuna, propose_random
 from trex.propose.space import DIMS, values_of
+from trex.search.tree import is_number
 
 _LR = DIMS["learning_rate"]
 LR_STEP = 1.10  # learning rates within 10% are the same point of the grid
@@ -89,8 +90,9 @@ def evidence(tree, node) -> Evidence:
                     viol)
 
 
-def candidates(tree, parent, data, steps: int) -> list[Candidate]:
-    """The edits the evidence on ``parent`` suggests, best first (values are the parent's, edited)."""
+def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate]:
+    """The edits the evidence on ``parent`` suggests, best first (values are the parent's, edited).
+    ``share_for(pool) -> share | None``: the optimiser's share for mixing a pool in (None: the rule's 0.2)."""
     ev = evidence(tree, parent)
     v0 = values_of(parent.plan, steps, data)
     pools = [d.name for d in data.dims if d.kind == "share"] if data is not None else []
@@ -104,10 +106,17 @@ def candidates(tree, parent, data, steps: int) -> list[Candidate]:
                              op or (">" if higher else "<"), better if threshold is None else threshold,
                              EDIT_TOOLS.get(edit, ())))
 
+    shares: dict[str, float | None] = {}
+
+    def first_share(p: str) -> float:
+        if p not in shares:
+            shares[p] = share_for(p) if share_for is not None else None
+        return shares[p] or 0.2
+
     for metric, value, bound in ev.violations:
         for p in pools:
             share = float(v0.get(p) or 0.0)
-            new = 0.2 if share == 0 else min(0.5, share * 2)
+            new = first_share(p) if share == 0 else min(0.5, share * 2)
             if new != share:
                 add("replay", {p: new}, f"{parent.node_id} has {metric} {_f(value)} < {bound:g}: mixing "
                                         f"{p[5:]} at {new:g} raises {metric} to >= {bound:g}", metric, ">=", bound)
@@ -129,8 +138,9 @@ def candidates(tree, parent, data, steps: int) -> list[Candidate]:
                 f"{_f(ev.score)}")
     for p in pools:
         if not float(v0.get(p) or 0.0):
-            add("try-pool", {p: 0.2}, f"pool {p[5:]} adds what the train split lacks: at 0.2 the score rises above "
-                                      f"{_f(ev.score)}")
+            new = first_share(p)
+            add("try-pool", {p: new}, f"pool {p[5:]} adds what the train split lacks: at {new:.3g} the score rises "
+                                      f"above {_f(ev.score)}")
     if parent.adapter:
         add("continue", {"continue_from_parent": True, "learning_rate": _clamp(_LR, v0["learning_rate"] / 3),
                          "max_steps": max(1, int(v0["max_steps"]) // 2)},
@@ -195,14 +205,47 @@ def gather_evidence(tree, parent, *, home=None, data=None, emit=None) -> dict[st
     return out
 
 
+TPE_MIN_SCORED = 5  # TPE's startup trials: below this many scored nodes its draws are random ones
+
+
+def tpe_share(tree, decision, parent, pool: str, *, task: str, steps: int, batch_size: int, data) -> float | None:
+    """TPE's share for mixing ``pool`` into ``parent``'s plan, every other value held at the parent's (the
+    structure the rule chose), from the tree's evaluated nodes; None while fewer than
+    :data:`TPE_MIN_SCORED` nodes are scored (then the rule's own share is better than a random draw)."""
+    from trex.propose.space import optuna_distributions
+
+    if sum(1 for n in tree.nodes.values() if is_number(n.score)) < TPE_MIN_SCORED:
+        return None
+    try:
+        v0 = values_of(parent.plan, steps, data)
+        fixed = {k: v0[k] for k in optuna_distributions() if k in v0}
+        dp, _ = data.optuna_params({**v0, pool: data.dim(pool).low}, with_clean=True)
+        fixed.update({k: x for k, x in dp.items() if k != pool})
+        fixed[f"{pool}_on"] = True
+        p = propose_optuna(tree, replace(decision, decision_id=f"{decision.decision_id}:{pool}"), task=task,
+                           steps=steps, batch_size=batch_size, data=data, fixed=fixed)
+        if p.plan is None:
+            return None
+        share = float(values_of(p.plan.model_dump(mode="json"), steps, data).get(pool) or 0.0)
+    except Exception:  # noqa: BLE001 - the optimiser is advice: the rule's own share stands
+        return None
+    return share if share > 0 else None
+
+
 def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, data=None,
-                      evidence: Mapping[str, tuple[str, str | None]] | None = None) -> list[Ranked]:
+                      evidence: Mapping[str, tuple[str, str | None]] | None = None,
+                      decision=None) -> list[Ranked]:
     """The rules' candidate edits of ``parent`` that make a valid plan repeating no tried plan, best
-    first, each with its hypothesis citing the evidence tool calls its rule reads."""
+    first, each with its hypothesis citing the evidence tool calls its rule reads. With ``decision``
+    the share a pool is mixed in at is TPE's (conditioned on the rest of the parent's plan)."""
     seen = tried(tree, steps, data)
     evidence = evidence or {}
     out, sigs = [], set()
-    for c in candidates(tree, parent, data, steps):
+    share_for = None
+    if decision is not None and data is not None and data.pools:
+        def share_for(pool):
+            return tpe_share(tree, decision, parent, pool, task=task, steps=steps, batch_size=batch_size, data=data)
+    for c in candidates(tree, parent, data, steps, share_for):
         v = dict(c.values)
         if v.get("continue_from_parent") and not parent.adapter:
             continue
@@ -226,7 +269,7 @@ def propose_rules(tree, decision, *, task: str, steps: int, batch_size: int = 32
     if decision.operator == "improve" and parent is not None and parent.plan:
         ev = gather_evidence(tree, parent, home=home, data=data, emit=emit)
         ranked = ranked_candidates(tree, parent, task=task, steps=steps, batch_size=batch_size, data=data,
-                                   evidence=ev)
+                                   evidence=ev, decision=decision)
         if ranked:
             return ranked[0].proposal
     return fresh_numbers(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data, emit=emit)
