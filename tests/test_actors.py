@@ -156,7 +156,7 @@ def test_llm_proposer_junk_falls_back_to_the_optimiser_recorded_not_a_crash(arit
 
 
 # ------------------------------------------------------------------------------- parallelism
-def test_two_executors_train_concurrently(arith_home, actor_pool):
+def test_two_executors_train_concurrently(ray_local, arith_home, actor_pool):
     from trex.actors.conduct import conduct
 
     sid = new_search(arith_home, "random", trials=4, steps=200, parallel=2)
@@ -175,6 +175,11 @@ def test_two_executors_train_concurrently(arith_home, actor_pool):
     overlaps = sum(1 for a, b in zip(s, s[1:]) if b[0] < a[1])
     assert overlaps >= 1, s
     assert inv["tree"].trials == 4
+    # every event after the test's own SearchStarted came through the home's log service
+    from trex.actors.log_service import find_service
+
+    stats = ray_local.get(find_service(arith_home).stats.remote())
+    assert stats["events"] == len(inv["events"]) - 1, stats
 
 
 # ----------------------------------------------------------------------------- fault tolerance
@@ -279,6 +284,25 @@ def test_conductor_killed_reattaches_to_the_running_trial(ray_local, arith_home,
     assert all(len(t) == 1 for t in inv["by_cmd"].values()), inv["by_cmd"]
     assert "TrialAbandoned" not in inv["closed"].values()
     assert inv["tree"].resumes >= 1 and inv["tree"].trials_finished == 2
+
+
+@pytest.mark.timeout(900)  # a bound: a fault test never holds the suite
+def test_log_service_killed_mid_search_loses_nothing_and_trains_nothing_twice(ray_local, arith_home, actor_pool,
+                                                                               busy_cores):
+    from trex.actors.log_service import find_service
+
+    sid = new_search(arith_home, "random", trials=2, steps=FAULT_STEPS, eval_limit=50)
+    pool = actor_pool(1, threads=1)
+    _, ref = run_conductor_actor(ray_local, arith_home, sid, pool)
+    wait_for(arith_home, sid, "TrialProgressed")  # the executor is appending as it trains
+    service = find_service(arith_home)
+    pid = ray_local.get(service.pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    ray_local.get(ref, timeout=600)
+    inv = check_invariants(arith_home, sid)
+    assert all(len(t) == 1 for t in inv["by_cmd"].values()), inv["by_cmd"]  # nothing trained twice
+    assert "TrialAbandoned" not in inv["closed"].values() and inv["tree"].trials_finished == 2
+    assert ray_local.get(service.pid.remote()) != pid  # restarted by Ray, on this node
 
 
 @pytest.mark.timeout(900)  # a bound: a fault test never holds the suite

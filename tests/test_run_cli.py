@@ -64,8 +64,14 @@ def test_trex_actors_start_is_idempotent_and_stop_removes_them(ray_local, tmp_pa
                             str(tmp_path), "--format", "json"], env=env)
         assert second.returncode == 0, second.stderr[-3000:]
         assert {r["name"]: r["actor_id"] for r in json.loads(second.stdout)["actors"]} == a  # the same actors
+        from trex.actors.log_service import ensure_service, service_name
+
+        ray_local.get(ensure_service(tmp_path).pid.remote())  # a home's log service, as a Conductor starts it
+        a[service_name(tmp_path)] = None
         st = run(cli + ["status", "--address", address, "--home", str(tmp_path), "--format", "json"], env=env)
-        assert {r["name"] for r in json.loads(st.stdout)} == set(a)
+        rows = json.loads(st.stdout)
+        assert {r["name"] for r in rows} == set(a)
+        assert [r["home"] for r in rows if r["name"].startswith("trex-log-")] == [str(tmp_path)]
     finally:
         stop = run(cli + ["stop", "--address", address, "--home", str(tmp_path), "--format", "json"], env=env)
     assert stop.returncode == 0, stop.stderr[-3000:]

@@ -1,7 +1,7 @@
 """Benchmark the event log (issue 2 targets). Not a test: prints figures to put in docs/events.md.
 
     .venv/bin/python tools/bench_log.py [--events 1000000] [--json]
-    .venv/bin/python tools/bench_log.py --vs-optuna [--rounds 5] [--appends 300] [--threads 16]
+    .venv/bin/python tools/bench_log.py --vs-optuna [--rounds 5] [--appends 300] [--threads 16] [--service]
 
 ``--vs-optuna``: durable single-event appends side by side with Optuna's ``JournalFileBackend`` in one
 run, interleaved round by round (same disk, same moment): trex's ``EventLog.append`` of one event
@@ -9,6 +9,9 @@ against Optuna's ``append_logs`` of one operation (both take a file lock, write 
 returning), and against a whole ``JournalStorage`` write (``set_trial_intermediate_value``: the
 operation plus the storage's own Python work and its read-back of the journal). Then the same with
 ``--threads`` appenders at once (threads of one process). Medians over rounds, and trex/Optuna ratios.
+``--service`` adds the arm of an actor on Ray: the same appends through the home's log service
+(a local Ray instance; the appenders are threads of this driver, each append one actor call, which
+the service writes in groups: one record and one fsync for the appends that waited together).
 """
 from __future__ import annotations
 
@@ -111,7 +114,7 @@ def _rate(fn, n: int, threads: int = 1) -> float:
     return n / (time.perf_counter() - t)
 
 
-def vs_optuna(base: Path, rounds: int, n: int, threads: int) -> dict:
+def vs_optuna(base: Path, rounds: int, n: int, threads: int, service: bool = False) -> dict:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -129,6 +132,17 @@ def vs_optuna(base: Path, rounds: int, n: int, threads: int) -> dict:
         "optuna_backend_append": lambda i: backend.append_logs([{**op, "step": i}]),
         "optuna_storage_write": lambda i: storage.set_trial_intermediate_value(trial_id, i, 0.5),
     }
+    remote_stats = None
+    if service:
+        from trex.actors.log_service import RemoteLog, ensure_service
+        from trex.actors.runtime import init_ray
+
+        ray = init_ray(base / "ray-home", num_cpus=2)
+        handle = ensure_service(base / "trex-service")
+        remote = RemoteLog(handle, base / "trex-service")
+        remote.append("warm", [NoteAdded(text="warm")])
+        arms["trex_service_append"] = lambda i: remote.append("bench", [NoteAdded(text=f"note {i}")])
+        remote_stats = lambda: ray.get(handle.stats.remote())  # noqa: E731
     single = {k: [] for k in arms}
     many = {k: [] for k in arms if k != "optuna_storage_write"}  # the storage is not meant for threads
     for _ in range(rounds):  # interleaved: every arm sees the same disk state and load
@@ -146,6 +160,13 @@ def vs_optuna(base: Path, rounds: int, n: int, threads: int) -> dict:
         "single: trex / optuna storage write": round(s1["trex_append"] / s1["optuna_storage_write"], 2),
         f"{threads} threads: trex / optuna backend": round(sm["trex_append"] / sm["optuna_backend_append"], 2),
     }
+    if remote_stats is not None:
+        st = remote_stats()
+        out["ratios"]["single: trex service / optuna backend"] = round(
+            s1["trex_service_append"] / s1["optuna_backend_append"], 2)
+        out["ratios"][f"{threads} threads: trex service / optuna backend"] = round(
+            sm["trex_service_append"] / sm["optuna_backend_append"], 2)
+        out["service_appends_per_group"] = round(st["appends"] / max(1, st["groups"]), 2)
     return out
 
 
@@ -157,12 +178,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--appends", type=int, default=300)
     ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--service", action="store_true", help="with --vs-optuna: also through the log service on Ray")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="trex-bench-"))
     if args.vs_optuna:
         try:
             res = {"machine": f"{platform.machine()} {platform.python_version()}",
-                   **vs_optuna(base, args.rounds, args.appends, args.threads)}
+                   **vs_optuna(base, args.rounds, args.appends, args.threads, args.service)}
         finally:
             shutil.rmtree(base, ignore_errors=True)
         print(json.dumps(res, indent=2))

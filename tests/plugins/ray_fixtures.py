@@ -99,3 +99,28 @@ def actor_pool(ray_local):
                 ray_local.kill(h, no_restart=True)
             except Exception:  # noqa: BLE001
                 pass
+    kill_log_services(ray_local)
+
+
+def kill_log_services(ray) -> None:
+    """The homes' log services (detached: they outlive the test that started them)."""
+    from trex.actors.runtime import NAMESPACE
+
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        if a["namespace"] == NAMESPACE and a["name"].startswith("trex-log-"):
+            try:
+                ray.kill(ray.get_actor(a["name"], namespace=NAMESPACE), no_restart=True)
+            except Exception:  # noqa: BLE001 - gone already
+                pass
+
+
+@pytest.fixture(autouse=True)
+def _log_services_stopped():
+    """After each test on the session's Ray, the log services its searches started are stopped: they
+    are detached (one per home, outliving any one search), and the next test's home is another."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        kill_log_services(ray)

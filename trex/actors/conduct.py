@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trex.actors.log_service import RemoteLog, ensure_service
 from trex.actors.shells import CONCURRENCY
 from trex.conductor import _started_at, run_lock  # noqa: F401  (run_lock: both drivers hold it)
 from trex.events.envelope import NewEvent
 from trex.events.evaluation import EvaluationFailed
-from trex.events.log import EventLog
 from trex.events.plans import HypothesisStated, PlanProposed, PlanRejected, ProposalFailed
 from trex.events.search import SearchResumed
 from trex.events.trials import TrialAbandoned, TrialDispatchFailed, WorkStalled
@@ -92,7 +92,8 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
     from trex.search import build_tree, fold
 
     home = Path(home)
-    log = EventLog(home)
+    # the Conductor runs on the node that holds the home: its log service is started there
+    log = RemoteLog(ensure_service(home), home)
     lock = run_lock(home, sid)
     try:
         tree = build_tree(log, sid)

@@ -1,7 +1,8 @@
 """The Ray actors: thin shells over plain functions, holding only caches.
 
-Every actor writes its own events straight to the search's log (the log takes appends from
-many processes) and keeps no state that is not rebuilt from the log: a restarted actor
+Every actor writes its own events to the search's log — through the home's log service
+(:mod:`trex.actors.log_service`) when one runs, so it needs no access to the home's files for
+that — and keeps no state that is not rebuilt from the log: a restarted actor
 (``max_restarts=-1``) is as good as the one that died. Homes are passed per call, so one set
 of detached actors (``trex-actors start``) serves any home on storage the cluster shares.
 
@@ -22,25 +23,31 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any
 
+from trex.actors.log_service import log_for
 
-def _append(home, sid: str, events, correlation_id: str | None = None, event_id: str | None = None) -> None:
+
+def _append(log, sid: str, events, correlation_id: str | None = None, event_id: str | None = None) -> None:
     from trex.events.envelope import NewEvent
-    from trex.events.log import EventLog
 
     if events:
         ids = {"event_id": event_id} if event_id is not None and len(events) == 1 else {}
-        EventLog(home).append(sid, [NewEvent(e, correlation_id=correlation_id, **ids) for e in events])
+        log.append(sid, [NewEvent(e, correlation_id=correlation_id, **ids) for e in events])
+
+
+def _log(home, log=None):
+    from trex.events.log import EventLog
+
+    return log if log is not None else EventLog(home)
 
 
 # ------------------------------------------------------------------------------ plain functions
 def train_node(home, sid: str, task: str, node_id: str, plan: dict, parent_adapter: str | None, *, attempt: int,
                command_id: str, threads: int | None, time_limit_s: float | None, worker: str,
-               executor_options: dict | None = None) -> dict[str, Any]:
-    from trex.events.log import EventLog
+               executor_options: dict | None = None, log=None) -> dict[str, Any]:
     from trex.events.trials import TrialStarted
     from trex.train import Executor
 
-    log = EventLog(home)
+    log = _log(home, log)
 
     def emit(ev):
         if isinstance(ev, TrialStarted):
@@ -54,17 +61,16 @@ def train_node(home, sid: str, task: str, node_id: str, plan: dict, parent_adapt
             "status": out.status, "adapter": out.adapter, "reason": out.reason}
 
 
-def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | None = None) -> dict[str, Any]:
+def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | None = None, log=None) -> dict[str, Any]:
     """Answer ``decision`` (``clients``/``indexes``: the calling actor's LLM clients and insight
     indexes, kept between calls; both are rebuilt from the log when lost)."""
-    from trex.events.log import EventLog
     from trex.events.plans import LlmCallFailed, LlmCallMade
     from trex.orchestrate.rules import proposal_context
     from trex.propose import make_client, propose
     from trex.search import build_tree
     from trex.search.insight_index import InsightIndex, refresh
 
-    log = EventLog(home)
+    log = _log(home, log)
     tree = build_tree(log, sid)
     did = decision["decision_id"]
     indexes = {} if indexes is None else indexes
@@ -72,7 +78,7 @@ def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | N
     def emit(ev, event_id: str | None = None):  # every call is tied to its decision (tokens: to its node)
         if isinstance(ev, (LlmCallMade, LlmCallFailed)):
             ev = ev.model_copy(update={"decision_id": did, "node_id": decision.get("node_id")})
-        _append(home, sid, [ev], correlation_id=did, event_id=event_id)
+        _append(log, sid, [ev], correlation_id=did, event_id=event_id)
 
     client, context = None, {}
     if tree.uses_llm:  # only the agent reads the LLM, the base score and earlier searches
@@ -93,13 +99,13 @@ def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | N
             "hypothesis": prop.hypothesis.as_dict() if prop.hypothesis is not None else None}
 
 
-def distill_search(home, sid: str) -> int:
-    from trex.events.log import EventLog
+def distill_search(home, sid: str, log=None) -> int:
     from trex.insights import distill
     from trex.search import build_tree
 
-    events = distill(build_tree(EventLog(home), sid))
-    _append(home, sid, events)
+    log = _log(home, log)
+    events = distill(build_tree(log, sid))
+    _append(log, sid, events)
     return len(events)
 
 
@@ -126,6 +132,7 @@ class ExecutorShell:
         self._done: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
         self._slot = threading.Lock()  # the actor trains one plan at a time
+        self._logs: dict = {}
 
     def train(self, home, sid, task, node_id, plan, parent_adapter, attempt, command_id, time_limit_s=None):
         with self._lock:
@@ -145,7 +152,7 @@ class ExecutorShell:
                 out = train_node(home, sid, task, node_id, plan, parent_adapter, attempt=attempt,
                                  command_id=command_id, threads=self.threads,
                                  time_limit_s=time_limit_s or self.time_limit_s, worker=self.worker,
-                                 executor_options=self.options)
+                                 executor_options=self.options, log=log_for(home, self._logs))
         except BaseException as e:
             fut.set_exception(e)
             with self._lock:
@@ -179,11 +186,12 @@ class ResearcherShell:
     def __init__(self):
         self._clients: dict = {}
         self._insights: dict = {}
+        self._logs: dict = {}
         self._lock = threading.Lock()
 
     def propose(self, home, sid, decision: dict) -> dict:
         with self._lock:  # one local LLM: one proposal at a time
-            return propose_for(home, sid, decision, self._clients, self._insights)
+            return propose_for(home, sid, decision, self._clients, self._insights, log=log_for(home, self._logs))
 
     def pid(self) -> int:
         return os.getpid()
@@ -192,6 +200,7 @@ class ResearcherShell:
 class EvaluatorShell:
     def __init__(self, eval_limit: int | None = None):
         self._evaluators: dict = {}
+        self._logs: dict = {}
         self._lock = threading.Lock()
 
     def evaluate(self, home, sid, task, node_id, adapter, limit=None) -> bool:
@@ -217,8 +226,10 @@ class EvaluatorShell:
         evaluator that cannot be built (model missing, bad task) is the event ``failed(error)``."""
         from trex.conductor import make_evaluator
 
+        log = log_for(home, self._logs)
+
         def emit(ev):
-            _append(home, sid, [ev])
+            _append(log, sid, [ev])
 
         with self._lock:
             key = (str(home), task)
@@ -237,8 +248,11 @@ class EvaluatorShell:
 
 
 class DistillerShell:
+    def __init__(self):
+        self._logs: dict = {}
+
     def distill(self, home, sid) -> int:
-        return distill_search(home, sid)
+        return distill_search(home, sid, log=log_for(home, self._logs))
 
     def pid(self) -> int:
         return os.getpid()

@@ -40,6 +40,9 @@ def _named(ray) -> list[dict]:
     while get(f"trex-executor-{i}") is not None:
         names.append(f"trex-executor-{i}")
         i += 1
+    # the homes' log services (started by the searches' Conductors, one per home)
+    names += sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["namespace"] == NAMESPACE and a["name"].startswith("trex-log-"))
     rows = []
     for name in names:
         h = get(name)
@@ -49,7 +52,13 @@ def _named(ray) -> list[dict]:
             pid = ray.get(h.pid.remote(), timeout=30)
         except Exception:  # noqa: BLE001 - restarting or dead
             pid = None
-        rows.append({"name": name, "actor_id": h._actor_id.hex(), "pid": pid})
+        row = {"name": name, "actor_id": h._actor_id.hex(), "pid": pid}
+        if name.startswith("trex-log-"):
+            try:
+                row["home"] = ray.get(h.stats.remote(), timeout=30)["home"]
+            except Exception:  # noqa: BLE001 - restarting
+                row["home"] = None
+        rows.append(row)
     return rows
 
 
@@ -96,7 +105,7 @@ def status(address, home, fmt):
     if not rows:
         info("no trex actors are running (start them with `trex-actors start`)")
     for r in rows:
-        click.echo(f"{r['name']}\t{r['actor_id']}\tpid {r['pid']}")
+        click.echo(f"{r['name']}\t{r['actor_id']}\tpid {r['pid']}" + (f"\thome {r['home']}" if "home" in r else ""))
 
 
 @main.command()

@@ -288,7 +288,11 @@ def _drive(home: Path, sid: str, *, parallel: int, threads: int | None, address:
              f"{res.get('GPU', 0):g}")
     pool = spawn_pool(parallel, threads=threads, time_limit_s=tree.started.trial.time_limit_s,
                       named=bool(address), prefix="trex", gpus=gpus)
-    conductor = remote_classes()["conductor"].remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # the Conductor (and the log service it starts) run where the home is: on this node
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    conductor = remote_classes()["conductor"].options(scheduling_strategy=here).remote()
     ref = conductor.run.remote(str(home.resolve()), sid, pool.as_dict())
     t0 = time.time()
     if console.is_terminal:

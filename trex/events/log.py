@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -150,6 +151,95 @@ class _Index:
         self.open_offset = self.open_count = self.open_bytes = 0
 
 
+def raws_of(events: Iterable[Event | NewEvent], causation_id: str | None = None,
+            correlation_id: str | None = None) -> list[RawEvent]:
+    """Typed events serialised for an append (validated: they were built as typed events); the ids
+    are fixed here, so sending the same list again (a retry) is idempotent."""
+    raws = []
+    for ev in events:
+        ne = ev if isinstance(ev, NewEvent) else NewEvent(ev)
+        type_, version, payload = encode_json(ne.payload)
+        raws.append(RawEvent(event_id=ne.event_id, type=type_, schema_version=version, payload=payload,
+                             recorded_at="", causation_id=ne.causation_id or causation_id,
+                             correlation_id=ne.correlation_id or correlation_id))
+    return raws
+
+
+def _check_request(search_id, raws: Sequence[RawEvent], validated: bool) -> None:
+    """One stream's append: a valid name, distinct ids, and (unless the caller built them from
+    typed events) every event decoded strictly, as an import must be."""
+    check_search_id(search_id)
+    if not validated:
+        for r in raws:
+            check_raw(r)
+            try:
+                payload = strict_json(r.payload)
+            except ValueError as e:
+                raise EventError(f"event {r.event_id}: payload is not strict JSON: {e}") from None
+            if not isinstance(payload, dict):
+                raise EventError(f"event {r.event_id}: payload is not a JSON object")
+            decode(r.type, r.schema_version, payload)  # raises on unknown type / too new / invalid
+    ids = [r.event_id for r in raws]
+    if len(set(ids)) != len(ids):
+        raise EventError("duplicate event ids within one append")
+
+
+class _Stage:
+    """Envelopes of appends made under one lock, before they are written. Later appends see the
+    earlier ones (stream heads, ids) through overlays; the index changes only once it is written."""
+
+    def __init__(self, idx: _Index, stamp: str):
+        self.idx, self.stamp = idx, stamp
+        self.pos = idx.position
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.ids: dict[str, str] = {}  # event_id -> search_id, staged here
+        self.envs: dict[str, Envelope] = {}
+        self.records: list[dict] = []
+
+    def _held(self, event_id: str) -> str | None:
+        sid = self.ids.get(event_id)
+        if sid is not None:
+            return sid
+        held = self.idx.ids.get(event_id)
+        return None if held is None else held[0]
+
+    def add(self, search_id: str, raws: Sequence[RawEvent], expected_version: int | None) -> list[Envelope] | None:
+        """Stage one stream's events; None when all of them are stored already (a retried call:
+        it succeeds whatever the expected version). Raises :class:`ConcurrencyConflict`, staging nothing."""
+        for r in raws:
+            held = self._held(r.event_id)
+            if held is not None and held != search_id:
+                raise ConcurrencyConflict(f"event id {r.event_id} is already stored in search {held!r}, not {search_id!r}")
+        fresh = [r for r in raws if self._held(r.event_id) is None]
+        if not fresh:
+            return None
+        last_seq, last_hash = self.heads.get(search_id) or self.idx.streams.get(search_id, (0, GENESIS))
+        if expected_version is not None and expected_version != last_seq:
+            raise ConcurrencyConflict(
+                f"search {search_id!r} is at version {last_seq}, expected {expected_version}: nothing written")
+        envs = []
+        pos, seq, prev = self.pos, last_seq, last_hash
+        for r in fresh:
+            pos += 1
+            seq += 1
+            at = r.recorded_at or self.stamp
+            h = chain_hash(prev, r.event_id, search_id, seq, r.type, r.schema_version, at,
+                           r.causation_id, r.correlation_id, r.payload)
+            if r.expect_hash is not None and r.expect_hash != h:
+                raise ConcurrencyConflict(
+                    f"event {r.event_id} would get hash {h[:12]}… at seq {seq} but its origin has "
+                    f"{r.expect_hash[:12]}…: the stream here differs from the origin (nothing written)")
+            envs.append(Envelope(pos, search_id, seq, r.event_id, r.type, r.schema_version, at,
+                                 r.causation_id, r.correlation_id, r.payload, prev, h))
+            prev = h
+        self.pos, self.heads[search_id] = pos, (seq, prev)
+        for env in envs:
+            self.ids[env.event_id] = search_id
+            self.envs[env.event_id] = env
+            self.records.append(env.as_record())
+        return envs
+
+
 class EventLog:
     """The log of one trex home. Cheap to construct; safe to use from many processes at once."""
 
@@ -194,21 +284,7 @@ class EventLog:
         a retried call is harmless; if every event is already there the call
         succeeds whatever the expected version.
         """
-        raws = []
-        for ev in events:
-            ne = ev if isinstance(ev, NewEvent) else NewEvent(ev)
-            type_, version, payload = encode_json(ne.payload)
-            raws.append(
-                RawEvent(
-                    event_id=ne.event_id,
-                    type=type_,
-                    schema_version=version,
-                    payload=payload,
-                    recorded_at="",
-                    causation_id=ne.causation_id or causation_id,
-                    correlation_id=ne.correlation_id or correlation_id,
-                )
-            )
+        raws = raws_of(events, causation_id, correlation_id)
         return self.append_raw(search_id, raws, expected_version, _validated=True)
 
     def append_raw(
@@ -233,79 +309,92 @@ class EventLog:
             raise EventError("a stream appears twice in one append")
         ids_seen: set[str] = set()
         for search_id, raws, _ in batches:
-            check_search_id(search_id)
-            if not _validated:
-                for r in raws:
-                    check_raw(r)
-                    try:
-                        payload = strict_json(r.payload)
-                    except ValueError as e:
-                        raise EventError(f"event {r.event_id}: payload is not strict JSON: {e}") from None
-                    if not isinstance(payload, dict):
-                        raise EventError(f"event {r.event_id}: payload is not a JSON object")
-                    decode(r.type, r.schema_version, payload)  # raises on unknown type / too new / invalid
-            ids_in_call = [r.event_id for r in raws]
-            if len(set(ids_in_call)) != len(ids_in_call) or ids_seen & set(ids_in_call):
+            _check_request(search_id, raws, _validated)
+            ids_in_call = {r.event_id for r in raws}
+            if ids_seen & ids_in_call:
                 raise EventError("duplicate event ids within one append")
-            ids_seen.update(ids_in_call)
+            ids_seen |= ids_in_call
         if not any(raws for _, raws, _ in batches):
             return {sid: [] for sid in sids}
         self._ensure()
         with self._lock:
             self._catch_up(repair=True)
-            idx = self._index
-            out: dict[str, list[Envelope]] = {}
-            records: list[dict] = []
-            pos = idx.position
-            stamp = now_iso()
-            for search_id, raws, expected_version in batches:
-                for r in raws:
-                    held = idx.ids.get(r.event_id)
-                    if held is not None and held[0] != search_id:
-                        raise ConcurrencyConflict(
-                            f"event id {r.event_id} is already stored in search {held[0]!r}, not {search_id!r}"
-                        )
-                fresh = [r for r in raws if r.event_id not in idx.ids]
-                if not fresh:
-                    out[search_id] = self._read_ids(search_id, {r.event_id for r in raws}) if raws else []
-                    continue
-                last_seq, last_hash = idx.streams.get(search_id, (0, GENESIS))
-                if expected_version is not None and expected_version != last_seq:
-                    raise ConcurrencyConflict(
-                        f"search {search_id!r} is at version {last_seq}, expected {expected_version}: nothing written"
-                    )
-                envs = []
-                seq, prev = last_seq, last_hash
-                for r in fresh:
-                    pos += 1
-                    seq += 1
-                    at = r.recorded_at or stamp
-                    h = chain_hash(prev, r.event_id, search_id, seq, r.type, r.schema_version, at,
-                                   r.causation_id, r.correlation_id, r.payload)
-                    if r.expect_hash is not None and r.expect_hash != h:
-                        raise ConcurrencyConflict(
-                            f"event {r.event_id} would get hash {h[:12]}… at seq {seq} but its origin has "
-                            f"{r.expect_hash[:12]}…: the stream here differs from the origin (nothing written)"
-                        )
-                    env = Envelope(pos, search_id, seq, r.event_id, r.type, r.schema_version, at,
-                                   r.causation_id, r.correlation_id, r.payload, prev, h)
-                    envs.append(env)
-                    records.append(env.as_record())
-                    prev = h
-                out[search_id] = envs
-            if not records:
-                return out
-            self._write_line(records)  # one record: all streams or none
-            for rec in records:
-                idx.add(rec)
-            if idx.open_count >= SEAL_EVENTS or idx.open_bytes >= SEAL_BYTES:
-                try:
-                    self._seal(idx.open_seg)
-                except Exception as e:  # the events are durable already: report, seal again next time
-                    import warnings
+            stage = _Stage(self._index, now_iso())
+            staged = {sid: stage.add(sid, raws, ev) for sid, raws, ev in batches}  # a conflict: nothing written
+            self._commit(stage)
+            return {sid: self._staged_or_stored(stage, sid, raws, staged[sid]) for sid, raws, _ in batches}
 
-                    warnings.warn(f"sealing segment {idx.open_seg} failed ({e}); it stays open", stacklevel=2)
-            return out
+    def append_group(
+        self,
+        requests: Sequence[tuple[str, Sequence[RawEvent], int | None]],
+        _validated: bool = False,
+    ) -> list[list[Envelope] | BaseException]:
+        """Group commit: many independent appends under one lock, written as one record with one
+        fsync. Each request (search id, events, expected version) succeeds or fails on its own —
+        its outcome is its envelopes or the exception it raised (bad input, a version conflict),
+        exactly as :meth:`append_raw` would have — and a later request in the group sees the ones
+        before it (same stream: the next seq). If the write fails, every staged request fails."""
+        results: list = [None] * len(requests)
+        todo = []
+        for i, (search_id, raws, _) in enumerate(requests):
+            try:
+                _check_request(search_id, raws, _validated)
+            except Exception as e:  # noqa: BLE001 - this request's answer, not the group's
+                results[i] = e
+                continue
+            if raws:
+                todo.append(i)
+            else:
+                results[i] = []
+        if not todo:
+            return results
+        self._ensure()
+        with self._lock:
+            self._catch_up(repair=True)
+            stage = _Stage(self._index, now_iso())
+            staged = {}
+            for i in todo:
+                try:
+                    staged[i] = stage.add(*requests[i])
+                except ConcurrencyConflict as e:
+                    results[i] = e
+            try:
+                self._commit(stage)
+            except Exception as e:  # noqa: BLE001 - nothing of the group is stored
+                for i in staged:
+                    results[i] = e
+                return results
+            for i, envs in staged.items():
+                search_id, raws, _ = requests[i]
+                results[i] = self._staged_or_stored(stage, search_id, raws, envs)
+            return results
+
+    def _staged_or_stored(self, stage: "_Stage", search_id: str, raws, envs) -> list[Envelope]:
+        if envs is not None:
+            return envs
+        if not raws:
+            return []
+        ids = {r.event_id for r in raws}  # all stored before (or earlier in this group): read them back
+        if ids <= stage.envs.keys():
+            return [stage.envs[r.event_id] for r in raws]
+        got = {e.event_id: e for e in self._read_ids(search_id, ids)}
+        return [got.get(r.event_id) or stage.envs[r.event_id] for r in raws]
+
+    def _commit(self, stage: "_Stage") -> None:
+        """Write what ``stage`` holds as one record (durable before return) and index it. Caller holds the lock."""
+        if not stage.records:
+            return
+        idx = self._index
+        self._write_line(stage.records)  # one record: all of it or none
+        for rec in stage.records:
+            idx.add(rec)
+        if idx.open_count >= SEAL_EVENTS or idx.open_bytes >= SEAL_BYTES:
+            try:
+                self._seal(idx.open_seg)
+            except Exception as e:  # the events are durable already: report, seal again next time
+                import warnings
+
+                warnings.warn(f"sealing segment {idx.open_seg} failed ({e}); it stays open", stacklevel=3)
 
     def _write_line(self, recs: list[dict]) -> None:
         idx = self._index
@@ -372,11 +461,29 @@ class EventLog:
             return self._catch_up(repair=True)
 
     # --------------------------------------------------------------- catch-up
+    def _unchanged(self) -> bool:
+        """Whether nobody has appended, sealed or repaired since this process last did: the open
+        segment is the file it wrote (same inode, same size, a plain file) and has not been sealed
+        (no parquet of its number, which a seal that crashed before removing the jsonl leaves).
+        Two stats instead of listing the folder: most of the cost of one appender's catch-up."""
+        idx = self._index
+        if idx.open_seg is None or idx.open_ino is None:
+            return False
+        try:
+            st = os.lstat(self.seg_path(idx.open_seg, "jsonl"))
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_ino != idx.open_ino or st.st_size != idx.open_offset:
+            return False
+        return not os.path.lexists(self.seg_path(idx.open_seg, "parquet"))
+
     def _catch_up(self, repair: bool) -> int:
         """Bring the in-memory index up to date with the folder. Caller holds the lock."""
         from trex.events import segments
 
         idx = self._index
+        if self._unchanged():
+            return 0
         sealed, open_ = self._listing()
         # a jsonl left beside its parquet by a crash in the middle of sealing; temp files of a crash
         for name in os.listdir(self.segdir):

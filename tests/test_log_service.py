@@ -1,0 +1,110 @@
+"""The log service on real Ray: the same answers as the log, group commit, and kill -9 of the
+service while appenders keep appending (nothing acknowledged lost, nothing stored twice)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from trex.actors.log_service import RemoteLog, ensure_service, find_service, service_name
+from trex.events.envelope import RawEvent
+from trex.events.log import ConcurrencyConflict, EventError, EventLog
+from trex.events.notes import NoteAdded
+from trex.events.verify import verify
+
+
+@pytest.fixture
+def service(ray_local, tmp_path):
+    home = tmp_path / "home"
+    h = ensure_service(home)
+    yield home, h, RemoteLog(h, home)
+
+
+def test_the_service_answers_as_the_log_does(service):
+    home, h, remote = service
+    direct = EventLog(home)
+    envs = remote.append("s", [NoteAdded(text="one"), NoteAdded(text="two")], expected_version=0)
+    assert [e.seq for e in envs] == [1, 2] and envs == direct.read("s")
+    with pytest.raises(ConcurrencyConflict, match="at version 2, expected 0"):
+        remote.append("s", [NoteAdded(text="late")], expected_version=0)
+    with pytest.raises(EventError, match="recorded_at"):
+        remote.append_raw("s", [RawEvent("r1", "NoteAdded", 1, '{"author":"","text":"x"}', "yesterday")])
+    with pytest.raises(EventError, match="invalid search id"):
+        remote.append("", [NoteAdded(text="x")])
+    direct.append("t", [NoteAdded(text="direct")])  # a direct writer beside the service (the CLI's `trex note`)
+    assert [e.event_id for e in remote.read("s", after_seq=1)] == [envs[1].event_id]
+    assert remote.version("s") == 2 and remote.exists("t") and not remote.exists("u")
+    assert remote.searches() == ["s", "t"] and len(remote.read_records()) == 3
+    assert ensure_service(home)._actor_id == h._actor_id  # one service per home
+    assert find_service(home)._actor_id == h._actor_id and service_name(home).startswith("trex-log-")
+    assert str(home) not in service_name(home)  # a name, never the path
+
+
+def test_concurrent_appends_are_written_in_groups(service, ray_local):
+    home, h, remote = service
+    threads, per = 16, 40
+
+    def work(i):
+        for j in range(per):
+            remote.append(f"w{i % 4}", [NoteAdded(text=f"{i}-{j}")])
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    stats = ray_local.get(h.stats.remote())
+    assert stats["appends"] == threads * per and stats["events"] == threads * per
+    assert stats["groups"] < stats["appends"], stats  # appends that waited shared a write and its fsync
+    log = EventLog(home)
+    for k in range(4):
+        assert [e.seq for e in log.read(f"w{k}")] == list(range(1, 4 * per + 1))
+    assert verify(log).ok
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_of_the_service_loses_no_acknowledged_event_and_stores_none_twice(service, ray_local):
+    home, h, _ = service
+    acked: list[list[str]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def work(i):
+        remote = RemoteLog(h, home)
+        try:
+            while not stop.is_set():
+                ev = NoteAdded(text=f"{i}")
+                from trex.events.envelope import NewEvent
+
+                ne = NewEvent(ev)
+                remote.append(f"a{i}", [ne])
+                acked[i].append(ne.event_id)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    pids = []
+    for _ in range(2):
+        time.sleep(1.5)
+        pid = ray_local.get(h.pid.remote(), timeout=60)
+        pids.append(pid)
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(1.5)
+    stop.set()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors
+    after = ray_local.get(h.pid.remote(), timeout=60)
+    assert after not in pids  # Ray restarted it (twice), on this node
+    log = EventLog(home)
+    assert verify(log).ok
+    for i in range(4):
+        stored = [e.event_id for e in log.read(f"a{i}")]
+        assert len(stored) == len(set(stored)), "an event stored twice"
+        assert stored == acked[i], "an acknowledged event missing, or one stored that was never acknowledged"
+        assert len(acked[i]) > 5
