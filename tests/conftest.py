@@ -18,4 +18,5 @@ pytest_plugins = [
     "tests.plugins.search_fixtures",
     "tests.plugins.llm_fixtures",
     "tests.plugins.ray_fixtures",
+    "tests.plugins.s3_fixtures",
 ]

@@ -14,10 +14,10 @@ def make_folder(root, order=("a.txt", "sub/b.bin")):
     return d
 
 
-@pytest.mark.parametrize("kind", ["local", "file-url", "memory"])
-def test_put_get_roundtrip(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["local", "file-url", "memory", "s3"])
+def test_put_get_roundtrip(tmp_path, kind, request):
     root = {"local": str(tmp_path / "store"), "file-url": f"file://{tmp_path}/store2",
-            "memory": f"memory://trex-test-{tmp_path.name}"}[kind]
+            "memory": f"memory://trex-test-{tmp_path.name}"}.get(kind) or request.getfixturevalue("s3_root")
     store = ArtifactStore(tmp_path / "home", root=root)
     folder = make_folder(tmp_path / "adapter")
     f = tmp_path / "one.json"
@@ -73,3 +73,23 @@ def test_default_root_is_home_artifacts(tmp_path, monkeypatch):
     assert (tmp_path / "home" / "artifacts" / h[:2] / h / "x.txt").is_file()
     assert (tmp_path / "home" / "artifacts" / h[:2] / f"{h}.json").is_file()
     assert ArtifactStore.for_home(tmp_path / "home").get(h).read_text() == "x"
+
+
+def test_s3_store_serves_another_node_and_refuses_a_damaged_object(tmp_path, s3_root):
+    """Two homes (two nodes, no shared folder) on one S3 root through moto's server: what one
+    stores the other gets; an object changed in the bucket is refused on download, never cached."""
+    import fsspec
+
+    a = ArtifactStore(tmp_path / "node-a", root=s3_root)
+    b = ArtifactStore(tmp_path / "node-b", root=s3_root)
+    folder = make_folder(tmp_path / "adapter")
+    h = a.put(folder)
+    assert b.exists(h) and content_hash(b.get(h)) == h
+    assert str(b.get(h)).startswith(str(tmp_path / "node-b" / "cache" / "artifacts"))
+    other = make_folder(tmp_path / "other", ("c.txt",))
+    h2 = a.put(other)
+    fs = fsspec.filesystem("s3")
+    fs.pipe(f"{s3_root}/{h2[:2]}/{h2}/c.txt", b"tampered")
+    with pytest.raises(ArtifactError, match="does not hash to"):
+        b.get(h2)
+    assert not (tmp_path / "node-b" / "cache" / "artifacts" / h2[:2] / h2).exists()

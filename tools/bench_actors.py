@@ -7,7 +7,9 @@ cached base model) and measures from the log's timestamps, per executor (``Trial
 
 * dispatch gap — from the event that freed an executor (its previous trial's close) to the
   ``TrialStarted`` of its next trial: the Conductor's reaction plus the Executor's start-up
-  of the trial (plan parse, recipe, cache lookup) before the worker process is launched;
+  of the trial (plan parse, recipe, cache lookup) before the worker process is launched; and
+  the same over the gaps whose next plan was already proposed when the executor freed (the
+  others include waiting for the policy, an evaluation or the Researcher);
 * proposal wait — from a node's ``PlanProposed`` to its ``TrialStarted`` (a plan made ahead
   waits here while the executors are busy: large is good, it means no executor waited for it);
 * idle fraction — 1 − busy / (executors × span), busy = sum of trial durations, span = first
@@ -50,10 +52,13 @@ def measure(home, sid, executors: int) -> dict:
             t0, w, nid = started[e.event.trial_id]
             per_worker.setdefault(w, []).append((t0, t, nid))
     spans = sorted(s for v in per_worker.values() for s in v)
-    gaps = []
+    gaps, ready_gaps = [], []
     for v in per_worker.values():
         v.sort()
-        gaps += [b[0] - a[1] for a, b in zip(v, v[1:])]
+        for a, b in zip(v, v[1:]):
+            gaps.append(b[0] - a[1])
+            if proposed.get(b[2], float("inf")) < a[1]:  # its plan was waiting when the executor freed
+                ready_gaps.append(b[0] - a[1])
     waits = [s[0] - proposed[s[2]] for s in spans if s[2] in proposed]
     busy = sum(b - a for a, b, _ in spans)
     span = max(b for _, b, _ in spans) - min(a for a, _, _ in spans)
@@ -62,6 +67,9 @@ def measure(home, sid, executors: int) -> dict:
         "trial_seconds_median": round(statistics.median(b - a for a, b, _ in spans), 2),
         "dispatch_gap_s": {"median": round(statistics.median(gaps), 3), "max": round(max(gaps), 3), "n": len(gaps)}
         if gaps else None,
+        # the issue-16 figure: the gap when a proposal was ready (not waiting for the policy or the LLM)
+        "dispatch_gap_when_ready_s": {"median": round(statistics.median(ready_gaps), 3),
+                                      "max": round(max(ready_gaps), 3), "n": len(ready_gaps)} if ready_gaps else None,
         "proposal_wait_s_median": round(statistics.median(waits), 2) if waits else None,
         "idle_fraction": round(1 - busy / (executors * span), 3),
         "span_s": round(span, 1),

@@ -195,6 +195,8 @@ class ArtifactStore:
 
     def _put(self, h: str, kind: str, files: list, src_files: dict) -> str:
         size = sum(p.stat().st_size for p in src_files.values())
+        if not self.local:
+            return self._put_remote(h, kind, files, src_files, size)
         tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
         final = self._obj(h)
         if self.local:  # nothing on the way, and nothing this writes or replaces, is a link
@@ -233,16 +235,22 @@ class ArtifactStore:
             except Exception:
                 pass
             raise
-        man = {"hash": h, "kind": kind, "files": files, "size": size}
-        if self.local:
-            from trex.events.fsio import write_file_replace
+        from trex.events.fsio import write_file_replace
 
-            write_file_replace(Path(self._manifest(h)), json.dumps(man, sort_keys=True).encode())
-            return h
-        mtmp = f"{self.root}/tmp/{uuid.uuid4().hex}.json"
-        with self.fs.open(mtmp, "wb") as f:
-            f.write(json.dumps(man, sort_keys=True).encode())
-        self.fs.mv(mtmp, self._manifest(h))
+        man = {"hash": h, "kind": kind, "files": files, "size": size}
+        write_file_replace(Path(self._manifest(h)), json.dumps(man, sort_keys=True).encode())
+        return h
+
+    def _put_remote(self, h: str, kind: str, files: list, src_files: dict, size: int) -> str:
+        """Object storage: each file is one object written whole (an S3 PUT is atomic), straight to
+        its content-addressed key; the manifest, written last, is what makes the artifact stored.
+        Writers of the same content write the same bytes, so no temporary name or rename is needed
+        (object stores rename by copying, and s3fs's recursive move does not carry nested folders)."""
+        final = self._obj(h)
+        for rel, p in src_files.items():
+            self.fs.put_file(str(p), f"{final}/{rel}")
+        man = {"hash": h, "kind": kind, "files": files, "size": size}
+        self.fs.pipe_file(self._manifest(h), json.dumps(man, sort_keys=True).encode())
         return h
 
     # -------------------------------------------------------------------- get
@@ -260,6 +268,11 @@ class ArtifactStore:
                     self._local_dir(dest.parent)
                     self._no_link(dest)
                     self.fs.get_file(f"{self._obj(h)}/{rel}", str(dest))
+                got = content_hash(tmp / man["files"][0] if man["kind"] == "file" else tmp)
+                if got != h:  # damaged or changed in the bucket: never cached, never used
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise ArtifactError(f"artifact {h[:12]}… downloaded from {self.root} does not hash to its "
+                                        f"name (got {got[:12]}…): the stored object is damaged")
                 try:
                     os.replace(tmp, base)
                 except OSError:
