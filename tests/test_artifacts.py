@@ -93,3 +93,17 @@ def test_s3_store_serves_another_node_and_refuses_a_damaged_object(tmp_path, s3_
     with pytest.raises(ArtifactError, match="does not hash to"):
         b.get(h2)
     assert not (tmp_path / "node-b" / "cache" / "artifacts" / h2[:2] / h2).exists()
+
+
+def test_refs_name_artifacts_and_refuse_names_that_are_paths(tmp_path, s3_root):
+    for root in (str(tmp_path / "store"), s3_root):
+        store = ArtifactStore(tmp_path / "home", root=root)
+        h = store.put(make_folder(tmp_path / "m"))
+        assert store.ref("base-arith-base-0") is None
+        store.set_ref("base-arith-base-0", h)
+        assert store.ref("base-arith-base-0") == h
+        for bad in ("../x", "a/b", "", ".hidden", "x" * 201, None):
+            with pytest.raises(ArtifactError, match="not a ref name"):
+                store.set_ref(bad, h)
+        with pytest.raises(ArtifactNotFound):
+            store.set_ref("missing", "0" * 64)

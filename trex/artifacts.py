@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import fsspec
 
 HEX = set("0123456789abcdef")
+_REF_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 PUT_LOCK_TIMEOUT_S = 600.0  # how long a put waits for another process storing the same content
@@ -280,6 +282,42 @@ class ArtifactStore:
         if man["kind"] == "file":
             return base / man["files"][0]
         return base
+
+    # ------------------------------------------------------------------- refs
+    def set_ref(self, name: str, h: str) -> None:
+        """Name an artifact (``refs/<name>.json``): how a node that did not build a thing finds it
+        (a task's base model, built once by the node that prepared the task)."""
+        ref = self._ref(name)
+        if not self.exists(h):
+            raise ArtifactNotFound(f"no artifact {h}")
+        body = json.dumps({"hash": h}).encode()
+        if self.local:
+            from trex.events.fsio import write_file_replace
+
+            self._local_dir(f"{self.root}/refs")
+            write_file_replace(Path(ref), body)
+        else:
+            self.fs.pipe_file(ref, body)
+
+    def ref(self, name: str) -> str | None:
+        """The artifact named ``name``, or None."""
+        ref = self._ref(name)
+        if self.local:
+            self._no_link(ref)
+        try:
+            with self.fs.open(ref, "rb") as f:
+                h = json.loads(f.read()).get("hash")
+        except (FileNotFoundError, ValueError, AttributeError):
+            return None
+        try:
+            return _check_hash(h)
+        except ArtifactError:
+            return None
+
+    def _ref(self, name: str) -> str:
+        if not isinstance(name, str) or not _REF_NAME.fullmatch(name):
+            raise ArtifactError(f"not a ref name: {name!r} (letters, digits, '.', '_', '-'; 1-200)")
+        return f"{self.root}/refs/{name}.json"
 
     def verify(self, h: str) -> bool:
         return content_hash(self.get(h)) == h

@@ -422,8 +422,11 @@ def _on_trained(ref, st: _InFlight, tree, sid: str, emit, dispatch_eval, stuck: 
 
 def spawn_pool(executors: int = 1, *, threads: int | None = None, executor_options: dict | None = None,
                time_limit_s: float | None = None, named: bool = False, prefix: str = "trex",
-               gpus: float = 0) -> Pool:
-    """Create (or, with ``named``, get or create detached) actors for a pool."""
+               gpus: float = 0, resources: dict[str, float] | None = None) -> Pool:
+    """Create (or, with ``named``, get or create detached) actors for a pool.
+
+    ``resources``: custom Ray resources the executors and the Researcher require (e.g.
+    ``{"worker": 0.01}`` to keep them on nodes started with ``--resources '{"worker": N}'``)."""
     from trex.actors.shells import remote_classes
 
     rc = remote_classes()
@@ -435,12 +438,13 @@ def spawn_pool(executors: int = 1, *, threads: int | None = None, executor_optio
             opts.update(name=f"{prefix}-{name}", lifetime="detached", get_if_exists=True)
         return cls.options(**opts).remote(*args) if opts else cls.remote(*args)
 
+    placed = {"resources": dict(resources)} if resources else {}
     return Pool(
-        researcher=make("researcher", "researcher"),
+        researcher=make("researcher", "researcher", **placed),
         # an executor reserves its CPUs, and its GPU(s): Ray sets CUDA_VISIBLE_DEVICES, so K executors
         # on a K-GPU node train on K different GPUs
         executors=[make("executor", f"executor-{i}", i, threads, time_limit_s, executor_options, num_cpus=threads,
-                        **({"num_gpus": gpus} if gpus else {}))
+                        **({"num_gpus": gpus} if gpus else {}), **placed)
                    for i in range(executors)],
         evaluator=make("evaluator", "evaluator"),
         distiller=make("distiller", "distiller"),

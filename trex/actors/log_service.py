@@ -141,15 +141,38 @@ def find_service(home: str | os.PathLike):
         return None
 
 
+class HomeNotHere(RuntimeError):
+    """This node cannot see the home and no log service runs for it: its events would go nowhere."""
+
+
+def node_home(home) -> Path:
+    """Where this node keeps the files it makes for ``home``: the home itself where this node sees
+    it, else a node-local stand-in under the temp folder (its task data, caches, downloaded
+    artifacts and base models). Events still go to the home through its log service, and
+    adapters through the artifact store (``TREX_ARTIFACTS``: object storage on a cluster)."""
+    from trex.events.fsio import ensure_dir
+
+    p = Path(os.path.abspath(os.fspath(home)))
+    if p.is_dir():
+        return p
+    import tempfile
+
+    return ensure_dir(Path(tempfile.gettempdir()), "trex-nodes", service_name(p)[len("trex-log-"):])
+
+
 def log_for(home, cache: dict | None = None):
     """How an actor reaches ``home``'s log: through its log service when one runs, else directly
-    (a home without a service: a Ray instance started before it, or a test of the shells alone)."""
+    (a home without a service: a Ray instance started before it, or a test of the shells alone).
+    A node that cannot see the home and finds no service raises :class:`HomeNotHere`."""
     from trex.events.log import EventLog
 
     key = os.path.abspath(os.fspath(home))
     if cache is not None and key in cache:
         return cache[key]
     h = find_service(key)
+    if h is None and not os.path.isdir(key):
+        raise HomeNotHere(f"the home {key} is not on this node and no log service runs for it "
+                          f"(searches start one; `trex-actors status` lists them)")
     log = RemoteLog(h, key) if h is not None else EventLog(key)
     if cache is not None and h is not None:  # a direct log is not cached: a service started later is found
         cache[key] = log

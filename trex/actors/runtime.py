@@ -32,6 +32,17 @@ def home_lock(home: str | os.PathLike, name: str):
     return HomeLock(ensure_dir(Path(home), "locks") / f"{name}.lock")
 
 
+# what every actor must see as the driver does: where artifacts live (object storage on a cluster)
+# and how to reach it (botocore and s3fs read these)
+FORWARDED = ("TREX_ARTIFACTS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's settings the actors on every node need (passed through Ray's runtime env)."""
+    return {k: os.environ[k] for k in FORWARDED if os.environ.get(k)}
+
+
 def quiet_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -46,7 +57,7 @@ def init_ray(home: str | os.PathLike, *, address: str | None = None, num_cpus: i
 
     if ray.is_initialized():
         return ray
-    runtime_env = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
+    runtime_env = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", **forwarded_env()}}
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver, runtime_env=runtime_env)
         return ray

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any
 
-from trex.actors.log_service import log_for
+from trex.actors.log_service import log_for, node_home
 
 
 def _append(log, sid: str, events, correlation_id: str | None = None, event_id: str | None = None) -> None:
@@ -32,6 +32,12 @@ def _append(log, sid: str, events, correlation_id: str | None = None, event_id: 
     if events:
         ids = {"event_id": event_id} if event_id is not None and len(events) == 1 else {}
         log.append(sid, [NewEvent(e, correlation_id=correlation_id, **ids) for e in events])
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _log(home, log=None):
@@ -149,7 +155,7 @@ class ExecutorShell:
             # dispatching and the actor starting the call) waits here, then is served from the
             # Executor's cache of identical work (TrialReused), never trained twice
             with self._slot, _command_lock(home, command_id):
-                out = train_node(home, sid, task, node_id, plan, parent_adapter, attempt=attempt,
+                out = train_node(node_home(home), sid, task, node_id, plan, parent_adapter, attempt=attempt,
                                  command_id=command_id, threads=self.threads,
                                  time_limit_s=time_limit_s or self.time_limit_s, worker=self.worker,
                                  executor_options=self.options, log=log_for(home, self._logs))
@@ -181,6 +187,9 @@ class ExecutorShell:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        return _node_id()
+
 
 class ResearcherShell:
     def __init__(self):
@@ -191,10 +200,14 @@ class ResearcherShell:
 
     def propose(self, home, sid, decision: dict) -> dict:
         with self._lock:  # one local LLM: one proposal at a time
-            return propose_for(home, sid, decision, self._clients, self._insights, log=log_for(home, self._logs))
+            return propose_for(node_home(home), sid, decision, self._clients, self._insights,
+                               log=log_for(home, self._logs))
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        return _node_id()
 
 
 class EvaluatorShell:
@@ -210,7 +223,7 @@ class EvaluatorShell:
         return self._with_evaluator(
             home, sid, task,
             lambda e: EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]),
-            lambda ev, emit: evaluate_node(ev, home, task, node_id, adapter, limit=limit, emit=emit))
+            lambda ev, emit: evaluate_node(ev, node_home(home), task, node_id, adapter, limit=limit, emit=emit))
 
     def evaluate_heldout(self, home, sid, task, node_id, adapter, rank, anytime=()) -> bool:
         from trex.conductor import heldout_node
@@ -219,7 +232,7 @@ class EvaluatorShell:
         return self._with_evaluator(
             home, sid, task,
             lambda e: HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]),
-            lambda ev, emit: heldout_node(ev, home, task, node_id, adapter, rank, tuple(anytime), emit=emit))
+            lambda ev, emit: heldout_node(ev, node_home(home), task, node_id, adapter, rank, tuple(anytime), emit=emit))
 
     def _with_evaluator(self, home, sid, task, failed, work) -> bool:
         """Run ``work(evaluator, emit)`` on this actor's evaluator for (home, task), built once; an
@@ -227,6 +240,7 @@ class EvaluatorShell:
         from trex.conductor import make_evaluator
 
         log = log_for(home, self._logs)
+        home = node_home(home)
 
         def emit(ev):
             _append(log, sid, [ev])
@@ -246,6 +260,9 @@ class EvaluatorShell:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        return _node_id()
+
 
 class DistillerShell:
     def __init__(self):
@@ -256,6 +273,9 @@ class DistillerShell:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        return _node_id()
 
 
 class ConductorShell:
@@ -268,6 +288,9 @@ class ConductorShell:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        return _node_id()
 
 
 # calls each actor runs at once; more wait in its queue (the Conductor's stall clock starts when a

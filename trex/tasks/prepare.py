@@ -41,7 +41,7 @@ def prepare_task(task: Task | str, home: str | os.PathLike | None = None,
         if not (base / "config.json").is_file():
             raise KeyError(f"task {t.name!r}: base model folder {str(base)!r} has no config.json")
     else:
-        base = REGISTRY.base_model(t.base_model)(h, t.base_seed)
+        base = built_base_model(t, h)
     return TaskAssets(task=t.name, base_model_dir=base, data_dir=prepare_data(t, h))
 
 
@@ -51,3 +51,22 @@ def load_split(task: Task | str, split: str, home: str | os.PathLike | None = No
     if split not in t.splits:
         raise KeyError(f"task {t.name!r} has no split {split!r} (splits: {', '.join(t.splits)})")
     return read_jsonl(split_file(prepare_data(t, home), split))
+
+
+def built_base_model(t: Task, home: Path) -> Path:
+    """A builder's base model. With the artifact store on object storage (``TREX_ARTIFACTS``) it
+    is built once, by the first node that needs it, and published there under a ref
+    (``base-<builder>-<seed>``); other nodes (a worker that cannot see the home) download it
+    instead of building it again. With a local store the home's own copy is used."""
+    from trex.artifacts import ArtifactStore
+
+    store = ArtifactStore(home)
+    if store.local:
+        return REGISTRY.base_model(t.base_model)(home, t.base_seed)
+    name = f"base-{t.base_model}-{t.base_seed}"
+    h = store.ref(name)
+    if h is not None and store.exists(h):
+        return store.get(h)
+    base = REGISTRY.base_model(t.base_model)(home, t.base_seed)
+    store.set_ref(name, store.put(base))
+    return base

@@ -1,0 +1,45 @@
+"""The multi-node test's driver (run as a process on the "head" side; argv: ADDRESS HOME SID TRIALS STEPS).
+
+Prepares the task here (the base model is published to the artifact store), starts the search,
+places the executors and the Researcher on the nodes with the ``worker`` resource, pins the
+Conductor (and so the log service) to this node, and prints one JSON line: the search's summary
+and the node each actor ran on."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main() -> None:
+    address, home, sid, trials, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from trex.actors.conduct import spawn_pool
+    from trex.actors.runtime import init_ray
+    from trex.actors.shells import remote_classes
+    from trex.conductor import SearchConfig, start_search
+    from trex.events.log import EventLog
+    from trex.events.search import Budget
+    from trex.tasks import get_task, prepare_task
+
+    ray = init_ray(home, address=address)
+    prepare_task(get_task("arith-sub", home), home)
+    log = EventLog(home)
+    if not log.exists(sid):
+        start_search(log, SearchConfig(task="arith-sub", proposer="random", budget=Budget(max_trials=trials),
+                                       trial_steps=steps, batch_size=32, eval_limit=20, parallel=2,
+                                       trial_time_limit_s=300), search_id=sid)
+    pool = spawn_pool(2, threads=1, resources={"worker": 0.01})
+    here = ray.get_runtime_context().get_node_id()
+    conductor = remote_classes()["conductor"].options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote()
+    summary = ray.get(conductor.run.remote(home, sid, pool.as_dict()), timeout=600)
+    nodes = {"driver": here, "researcher": ray.get(pool.researcher.node.remote()),
+             "executors": [ray.get(e.node.remote()) for e in pool.executors]}
+    for h in [pool.researcher, pool.evaluator, pool.distiller, *pool.executors, conductor]:
+        ray.kill(h, no_restart=True)
+    print(json.dumps({"summary": summary, "nodes": nodes}))
+
+
+if __name__ == "__main__":
+    main()
