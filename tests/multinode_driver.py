@@ -12,8 +12,6 @@ import sys
 
 def main() -> None:
     address, home, sid, trials, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     from trex.actors.conduct import spawn_pool
     from trex.actors.runtime import init_ray
     from trex.actors.shells import remote_classes
@@ -30,12 +28,14 @@ def main() -> None:
                                        trial_steps=steps, batch_size=32, eval_limit=20, parallel=2,
                                        trial_time_limit_s=300), search_id=sid)
     pool = spawn_pool(2, threads=1, resources={"worker": 0.01})
-    here = ray.get_runtime_context().get_node_id()
-    conductor = remote_classes()["conductor"].options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote()
+    # the Conductor (and so the log service it starts) on the head, where the home is. By resource,
+    # not by this driver's node: with three raylets on 127.0.0.1 a driver may attach to any of them
+    conductor = remote_classes()["conductor"].options(resources={"head": 0.01}).remote()
+    here = ray.get(conductor.node.remote())
     summary = ray.get(conductor.run.remote(home, sid, pool.as_dict()), timeout=600)
     nodes = {"driver": here, "researcher": ray.get(pool.researcher.node.remote()),
-             "executors": [ray.get(e.node.remote()) for e in pool.executors]}
+             "executors": [ray.get(e.node.remote()) for e in pool.executors],
+             "where": [ray.get(e.where.remote(home)) for e in pool.executors]}
     for h in [pool.researcher, pool.evaluator, pool.distiller, *pool.executors, conductor]:
         ray.kill(h, no_restart=True)
     print(json.dumps({"summary": summary, "nodes": nodes}))

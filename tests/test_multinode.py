@@ -152,10 +152,9 @@ def test_a_search_runs_on_worker_nodes_that_cannot_see_the_home(cluster):
     for e in inv["events"]:
         if e.type == "TrialFinished":
             assert fs.exists(f"{c['s3_root']}/{e.event.adapter[:2]}/{e.event.adapter}.json")
-    stand_in = _stand_in(c["home"])  # /tmp is the same folder on every node here; the home is not
-    assert (stand_in / "tasks" / "arith-sub" / "train.jsonl").is_file()  # task data, made on the worker
-    assert (stand_in / "cache" / "artifacts").is_dir()  # the base model, downloaded there, not rebuilt
-    assert not (stand_in / "models").exists()
+    for w in out["nodes"]["where"]:  # each executor's own view, on its node
+        assert not w["sees_home"] and w["folder"] == str(_stand_in(c["home"])), w
+        assert w["task_data"] and w["downloads"] and not w["models_built"], w  # the base model came from S3
 
     # again, with a kill -9 of the log service and of one worker's raylet (and so its node) mid-search
     proc = _drive(c, "mn-2", trials=4, steps=40)

@@ -59,7 +59,7 @@ def test_trex_actors_start_is_idempotent_and_stop_removes_them(ray_local, tmp_pa
                            str(tmp_path), "--format", "json"], env=env)
         assert first.returncode == 0, first.stderr[-3000:]
         a = {r["name"]: r["actor_id"] for r in json.loads(first.stdout)["actors"]}
-        assert set(a) == {"trex-researcher", "trex-evaluator", "trex-distiller", "trex-executor-0"}
+        assert set(a) == {"trex-researcher", "trex-evaluator", "trex-distiller", "trex-executor-0", "trex-scheduler"}
         second = run(cli + ["start", "--address", address, "--executors", "1", "--threads", "1", "--home",
                             str(tmp_path), "--format", "json"], env=env)
         assert second.returncode == 0, second.stderr[-3000:]

@@ -94,7 +94,8 @@ def actor_pool(ray_local):
 
     yield make
     for pool in made:
-        for h in [pool.researcher, pool.evaluator, pool.distiller, *pool.executors, *getattr(pool, "extra", [])]:
+        for h in [pool.researcher, pool.evaluator, pool.distiller, *pool.executors, *getattr(pool, "extra", []),
+                  *([pool.scheduler] if getattr(pool, "scheduler", None) is not None else [])]:
             try:
                 ray_local.kill(h, no_restart=True)
             except Exception:  # noqa: BLE001

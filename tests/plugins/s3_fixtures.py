@@ -21,7 +21,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def s3_server():
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -27,7 +27,8 @@ from trex.events.envelope import NewEvent
 from trex.events.evaluation import EvaluationFailed
 from trex.events.plans import HypothesisStated, PlanProposed, PlanRejected, ProposalFailed
 from trex.events.search import SearchResumed
-from trex.events.trials import TrialAbandoned, TrialDispatchFailed, WorkStalled
+from trex.events.trials import (ExecutorLeased, ExecutorReleased, ExecutorsAwaited, TrialAbandoned,
+                                TrialDispatchFailed, WorkStalled)
 from trex.orchestrate import recovery as rec
 from trex.orchestrate.rules import (
     BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, command_id, decision_event_id,
@@ -42,15 +43,17 @@ class Pool:
     executors: list
     evaluator: Any
     distiller: Any = None
+    scheduler: Any = None  # a shared (named) pool's lease scheduler: trex.actors.scheduler
 
     def as_dict(self) -> dict:
         return {"researcher": self.researcher, "executors": list(self.executors), "evaluator": self.evaluator,
-                "distiller": self.distiller}
+                "distiller": self.distiller, "scheduler": self.scheduler}
 
 
 STALL_GRACE_S = 120.0  # a trial that has not come back this long after its own time limit is stalled
 PROPOSE_STALL_S = 900.0  # a proposal (tools + a local LLM under load) that takes longer than this
 EVALUATE_STALL_S = 900.0  # an evaluation that takes longer than this
+LEASE_HEARTBEAT_S = 10.0  # a search holding or wanting nothing still tells the scheduler it is alive
 
 
 class _GaveUp(Exception):
@@ -72,6 +75,9 @@ class _InFlight:
     evaluated: int = 0
     since: dict = field(default_factory=dict)  # ref -> when it was dispatched (train, proposal, evaluation)
     stalled: dict = field(default_factory=dict)  # ref -> when its actor was restarted for a stall
+    leased: set = field(default_factory=set)  # executors of a shared pool this search holds
+    awaiting: bool = False  # ExecutorsAwaited recorded, no lease since
+    asked_at: float = 0.0  # when the scheduler last heard from this search
 
 
 def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float = 0.5,
@@ -105,7 +111,15 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             raise ValueError("a pool needs at least one executor")
         eval_limit = tree.started.trial.eval_limit
         time_limit = tree.started.trial.time_limit_s
-        st = _InFlight(idle=list(range(len(pool.executors))))
+        sched = pool.scheduler
+        if sched is None:  # a private pool: every executor is this search's
+            st = _InFlight(idle=list(range(len(pool.executors))))
+        else:  # a shared pool: only what the scheduler leased (a restarted Conductor: its log says what)
+            from trex.orchestrate.leases import leases_of
+
+            held = leases_of(log.read(sid))
+            st = _InFlight(idle=sorted(i for i in held.held if i < len(pool.executors)), awaiting=held.waiting)
+            st.leased = set(st.idle)
         started_at = _started_at(log, sid)
         limits = {"train": time_limit + STALL_GRACE_S, "propose": PROPOSE_STALL_S, "evaluate": EVALUATE_STALL_S,
                   **(stall_s or {})}
@@ -128,6 +142,27 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             ref = pool.researcher.propose.remote(str(home), sid, decision)
             st.props[ref] = decision
             st.since[ref] = time.time()
+
+        def lease(want: int) -> None:
+            """Ask the scheduler for ``want`` more executors (0: only say what this search holds)."""
+            st.asked_at = time.time()
+            out = ray.get(sched.request.remote(sid, sorted(st.leased), want, len(pool.executors)), timeout=60)
+            for i in out["granted"]:
+                st.leased.add(i)
+                st.idle.append(i)
+                emit(ExecutorLeased(executor=i, actor=f"executor-{i}"))
+                st.awaiting = False
+            if want and not out["granted"] and not st.awaiting and not st.leased:
+                emit(ExecutorsAwaited(wanted=want, holders=tuple(out["holders"])))
+                st.awaiting = True
+
+        def release_idle(reason: str) -> None:
+            for i in list(st.idle):
+                emit(ExecutorReleased(executor=i, reason=reason))
+                st.idle.remove(i)
+                st.leased.discard(i)
+            ray.get(sched.release.remote(sid, [i for i in range(len(pool.executors)) if i not in st.leased]),
+                    timeout=60)
 
         def watch_stalls() -> list:
             """Record and break stalls; returns the refs given up on (handled as failed below).
@@ -218,6 +253,15 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                                    "index": d.index})
                 committed += 1
 
+            if sched is not None:  # a shared pool: lease for the ready plans, give back what idles
+                need = len(st.ready) - len(st.idle)
+                if need > 0:
+                    lease(need)
+                elif st.idle and not st.ready:
+                    release_idle("idle")
+                elif time.time() - st.asked_at > LEASE_HEARTBEAT_S:
+                    lease(0)
+
             # train: an idle executor takes the next ready plan
             while st.idle and st.ready:
                 nid = st.ready.popleft()
@@ -236,6 +280,8 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             refs = list(st.props) + list(st.trains) + list(st.evals) + ([st.distill] if st.distill else [])
             if not refs:
                 if st.ready:
+                    if sched is not None and not st.idle:
+                        time.sleep(poll_s)  # waiting for another search to give an executor back
                     continue
                 refresh()
                 if stop_reason(tree, time.time() - started_at, trials_used(tree)) is None:
@@ -272,6 +318,9 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                         pass
 
         # ------------------------------------------------------------------ the end (every wait bounded)
+        if sched is not None:
+            release_idle("search ended")
+            ray.get(sched.end.remote(sid), timeout=60)
         if pool.distiller is not None:
             _bounded_get(pool.distiller.distill.remote(str(home), sid), "distill", "distiller", pool.distiller,
                          limits["propose"], sid, emit)
@@ -427,6 +476,7 @@ def spawn_pool(executors: int = 1, *, threads: int | None = None, executor_optio
 
     ``resources``: custom Ray resources the executors and the Researcher require (e.g.
     ``{"worker": 0.01}`` to keep them on nodes started with ``--resources '{"worker": N}'``)."""
+    from trex.actors.scheduler import scheduler_for
     from trex.actors.shells import remote_classes
 
     rc = remote_classes()
@@ -448,4 +498,5 @@ def spawn_pool(executors: int = 1, *, threads: int | None = None, executor_optio
                    for i in range(executors)],
         evaluator=make("evaluator", "evaluator"),
         distiller=make("distiller", "distiller"),
+        scheduler=scheduler_for(executors, prefix) if named else None,  # named executors are shared
     )

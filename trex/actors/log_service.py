@@ -153,7 +153,7 @@ def node_home(home) -> Path:
     from trex.events.fsio import ensure_dir
 
     p = Path(os.path.abspath(os.fspath(home)))
-    if p.is_dir():
+    if (p / "log").is_dir():  # a home has its log (a bare folder at that path on this node is not it)
         return p
     import tempfile
 
@@ -170,7 +170,7 @@ def log_for(home, cache: dict | None = None):
     if cache is not None and key in cache:
         return cache[key]
     h = find_service(key)
-    if h is None and not os.path.isdir(key):
+    if h is None and not os.path.isdir(os.path.join(key, "log")):
         raise HomeNotHere(f"the home {key} is not on this node and no log service runs for it "
                           f"(searches start one; `trex-actors status` lists them)")
     log = RemoteLog(h, key) if h is not None else EventLog(key)

@@ -154,7 +154,7 @@ class ExecutorShell:
             # one command trains in one place: a duplicate dispatch (a Conductor restarted between
             # dispatching and the actor starting the call) waits here, then is served from the
             # Executor's cache of identical work (TrialReused), never trained twice
-            with self._slot, _command_lock(home, command_id):
+            with self._slot, _command_lock(node_home(home), command_id):
                 out = train_node(node_home(home), sid, task, node_id, plan, parent_adapter, attempt=attempt,
                                  command_id=command_id, threads=self.threads,
                                  time_limit_s=time_limit_s or self.time_limit_s, worker=self.worker,
@@ -171,6 +171,17 @@ class ExecutorShell:
             while len(self._done) > 256:
                 self._done.popitem(last=False)
         return out
+
+    def where(self, home) -> dict:
+        """Where this executor works for ``home``: its node, whether it sees the home, and the
+        node-local folder it uses instead (with how many files it holds)."""
+        from pathlib import Path
+
+        here = node_home(home)
+        local = here != Path(home)
+        return {"node": _node_id(), "sees_home": (Path(home) / "log").is_dir(), "folder": str(here),
+                "task_data": local and (here / "tasks").is_dir(), "models_built": local and (here / "models").exists(),
+                "downloads": local and (here / "cache" / "artifacts").is_dir()}
 
     def inflight(self) -> list[str]:
         with self._lock:

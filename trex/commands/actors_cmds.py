@@ -12,7 +12,7 @@ import click
 
 from trex.commands.common import OneLineErrors, emit_json, fail, format_option, home_option, info
 
-KINDS = ("researcher", "evaluator", "distiller")
+KINDS = ("researcher", "evaluator", "distiller", "scheduler")
 
 
 def _connect(address: str | None, home):

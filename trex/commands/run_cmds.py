@@ -133,13 +133,17 @@ def status(search, home, fmt):
     from trex.events.log import EventLog
     from trex.search import build_tree
 
+    from trex.orchestrate.leases import leases_of
+
     log = EventLog(home)
     if search is None:
         rows = []
         for sid in log.searches():
             t = build_tree(log, sid)
-            rows.append({"search_id": sid, "task": t.task, "status": t.status, "proposer": t.proposer,
-                         "trials": t.trials, "best_node_id": t.best_node_id, "best_score": t.best_score})
+            waits = t.status == "running" and leases_of(log.read(sid)).waiting
+            rows.append({"search_id": sid, "task": t.task, "status": "waiting for an executor" if waits else t.status,
+                         "proposer": t.proposer, "trials": t.trials, "best_node_id": t.best_node_id,
+                         "best_score": t.best_score})
         if fmt == "json":
             emit_json(rows)
         else:
@@ -154,6 +158,11 @@ def status(search, home, fmt):
     s["base_score"] = t.base_score
     s["running"] = [n.node_id for n in t.nodes.values() if n.status == "running"]
     s["insights"] = list(t.insights.values())
+    from trex.orchestrate.leases import leases_of
+
+    leases = leases_of(log.read(search))  # a shared pool (trex-actors): what it holds, whether it waits
+    s["executors_leased"] = sorted(leases.held)
+    s["waiting_for_executor"] = leases.waiting and t.status == "running"
     if fmt == "json":
         emit_json(s)
         return
@@ -162,6 +171,10 @@ def status(search, home, fmt):
     feasible = " feasible" if s["constraints"] else ""
     click.echo(f"best{feasible} {s['best_node_id'] or '-'} val {_fmt(s['best_score'])} (selection; base model "
                f"{_fmt(s['base_score'])}); running: {', '.join(s['running']) or 'none'}")
+    if s["waiting_for_executor"]:
+        click.echo("waiting for an executor: every executor of the shared pool is leased to other searches")
+    elif s["executors_leased"]:
+        click.echo("executors leased: " + ", ".join(f"executor-{i}" for i in s["executors_leased"]))
     if s["constraints"]:
         click.echo("constraints: " + ", ".join(_constraint_text(c) for c in s["constraints"])
                    + f"; {len(s['infeasible'])} infeasible node(s)")

@@ -104,3 +104,27 @@ class WorkStalled(Event):
 def upcast_work_stalled_v1_v2(d: dict) -> dict:
     """v2 only widens ``kind``: every v1 stall reads as it was."""
     return dict(d)
+
+
+@event("ExecutorLeased")
+class ExecutorLeased(Event):
+    """The scheduler of a shared executor pool gave this search executor ``executor``: no other
+    search's trial runs on it until this search releases it (``ExecutorReleased``)."""
+
+    executor: int = Field(ge=0)
+    actor: str = ""  # e.g. "trex-executor-1"
+
+
+@event("ExecutorReleased")
+class ExecutorReleased(Event):
+    executor: int = Field(ge=0)
+    reason: str = ""  # "idle" (its trial came back and nothing was ready) or "search ended"
+
+
+@event("ExecutorsAwaited")
+class ExecutorsAwaited(Event):
+    """Work is ready and every executor of the shared pool is leased to other searches: this search
+    waits for one (``trex status`` shows it) until its next ``ExecutorLeased``."""
+
+    wanted: int = Field(ge=1)
+    holders: tuple[str, ...] = ()  # the searches holding the pool's executors when it began to wait

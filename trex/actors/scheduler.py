@@ -1,0 +1,115 @@
+"""Executors shared by searches: a scheduler that leases the executors of one named pool.
+
+Several Conductors on one cluster (``trex-actors start`` and ``trex run --address``) each ask
+for executors when they have a plan ready and give them back when a trial comes back; no
+executor is leased to two searches at once, so no executor ever runs two trials at once. The
+rule (:class:`LeaseBook`) is plain and fair: a free executor goes to the waiting search that
+holds the fewest, then to the one that has waited longest. The table is soft state: every
+call re-asserts what the caller holds (a restarted scheduler learns it back), a restarted
+Conductor takes its leases back from its log (:mod:`trex.orchestrate.leases`), and a search
+not heard from for :data:`LEASE_TTL_S` (its Conductor gone) loses its leases.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+LEASE_TTL_S = 120.0
+NAME = "trex-scheduler"
+
+
+class LeaseBook:
+    """Who holds which executor of a pool of ``size``, and who waits since when."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.holder: dict[int, str] = {}
+        self.waiting: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+
+    def _count(self, sid: str) -> int:
+        return sum(1 for h in self.holder.values() if h == sid)
+
+    def _expire(self, now: float) -> None:
+        gone = {s for s, t in self.seen.items() if now - t > LEASE_TTL_S}
+        for i in [i for i, h in self.holder.items() if h in gone]:
+            del self.holder[i]
+        for s in gone:
+            self.waiting.pop(s, None)
+            self.seen.pop(s, None)
+
+    def request(self, sid: str, held: list[int], want: int, now: float, size: int | None = None) -> list[int]:
+        """Executors newly leased to ``sid`` (at most ``want``, among the first ``size`` of the pool:
+        a search started with fewer executors uses only those). ``held``: what it holds already."""
+        self.size = max(self.size, size or 0)
+        size = self.size if size is None else min(size, self.size)
+        self._expire(now)
+        self.seen[sid] = now
+        for i in held:
+            if 0 <= i < self.size and self.holder.get(i, sid) == sid:
+                self.holder[i] = sid
+        if want <= 0:
+            self.waiting.pop(sid, None)
+            return []
+        self.waiting.setdefault(sid, now)
+        granted: list[int] = []
+        for i in range(size):
+            if len(granted) >= want:
+                break
+            if i in self.holder:
+                continue
+            first = min(self.waiting, key=lambda s: (self._count(s), self.waiting[s], s))
+            if first != sid:
+                break  # the next free executor is another search's turn
+            self.holder[i] = sid
+            granted.append(i)
+        if len(granted) >= want:
+            self.waiting.pop(sid, None)
+        return granted
+
+    def release(self, sid: str, executors: list[int]) -> None:
+        for i in executors:
+            if self.holder.get(i) == sid:
+                del self.holder[i]
+
+    def end(self, sid: str) -> None:
+        self.release(sid, [i for i, h in self.holder.items() if h == sid])
+        self.waiting.pop(sid, None)
+        self.seen.pop(sid, None)
+
+    def holders(self) -> list[str]:
+        return sorted(set(self.holder.values()))
+
+
+class SchedulerShell:
+    def __init__(self, size: int):
+        self.book = LeaseBook(size)
+        self._lock = threading.Lock()
+
+    def request(self, sid: str, held: list[int], want: int, size: int | None = None) -> dict:
+        with self._lock:
+            got = self.book.request(sid, list(held), want, time.time(), size)
+            return {"granted": got, "holders": [h for h in self.book.holders() if h != sid]}
+
+    def release(self, sid: str, executors: list[int]) -> None:
+        with self._lock:
+            self.book.release(sid, list(executors))
+
+    def end(self, sid: str) -> None:
+        with self._lock:
+            self.book.end(sid)
+
+    def state(self) -> dict:
+        with self._lock:
+            return {"size": self.book.size, "holder": dict(self.book.holder), "waiting": dict(self.book.waiting)}
+
+
+def scheduler_for(size: int, prefix: str = "trex"):
+    """The cluster's scheduler for the named pool (created, detached, if missing)."""
+    import ray
+
+    from trex.actors.runtime import NAMESPACE
+
+    cls = ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0, max_concurrency=8)(SchedulerShell)
+    return cls.options(name=f"{prefix}-scheduler", namespace=NAMESPACE, lifetime="detached",
+                       get_if_exists=True).remote(size)
