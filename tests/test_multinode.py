@@ -97,7 +97,7 @@ def _stand_in(home: Path) -> Path:
 
     from trex.actors.log_service import service_name
 
-    return Path(tempfile.gettempdir()) / "trex-nodes" / service_name(home)[len("trex-log-"):]
+    return Path(tempfile.gettempdir()) / f"trex-nodes-{os.getuid()}" / service_name(home)[len("trex-log-"):]
 
 
 def _drive(c, sid: str, trials: int, steps: int) -> subprocess.Popen:

@@ -98,6 +98,20 @@ def _check_hash(h: str) -> str:
     return h
 
 
+def _check_manifest(man, h: str) -> None:
+    """A manifest read from a remote store: its kind, and file names that are relative paths of
+    plain parts (no ``..``, no absolute path, no empty part), before any of them is downloaded."""
+    files = man.get("files") if isinstance(man, dict) else None
+    if man.get("kind") not in ("dir", "file") or not isinstance(files, list) or not files:
+        raise ArtifactError(f"artifact {h[:12]}…: its manifest is malformed")
+    if man["kind"] == "file" and len(files) != 1:
+        raise ArtifactError(f"artifact {h[:12]}…: a file artifact's manifest names {len(files)} files")
+    for rel in files:
+        parts = rel.split("/") if isinstance(rel, str) else [""]
+        if rel.startswith("/") or any(p in ("", ".", "..") or "\x00" in p for p in parts):
+            raise ArtifactError(f"artifact {h[:12]}…: its manifest names {rel!r}, not a relative file path")
+
+
 class ArtifactStore:
     """The artifact store of a trex home.
 
@@ -264,6 +278,7 @@ class ArtifactStore:
         else:
             base = self._no_link(self.cache_dir / h[:2] / h)
             if not base.is_dir():
+                _check_manifest(man, h)  # names from the bucket never leave the download folder
                 tmp = self._local_dir(base.with_name(f".{h}.{uuid.uuid4().hex}"))
                 for rel in man["files"]:
                     dest = tmp / rel

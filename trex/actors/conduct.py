@@ -78,6 +78,7 @@ class _InFlight:
     leased: set = field(default_factory=set)  # executors of a shared pool this search holds
     awaiting: bool = False  # ExecutorsAwaited recorded, no lease since
     asked_at: float = 0.0  # when the scheduler last heard from this search
+    shared: bool = False  # the pool is shared: an executor is this search's only while leased
 
 
 def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float = 0.5,
@@ -118,7 +119,8 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             from trex.orchestrate.leases import leases_of
 
             held = leases_of(log.read(sid))
-            st = _InFlight(idle=sorted(i for i in held.held if i < len(pool.executors)), awaiting=held.waiting)
+            st = _InFlight(idle=sorted(i for i in held.held if i < len(pool.executors)), awaiting=held.waiting,
+                           shared=True)
             st.leased = set(st.idle)
         started_at = _started_at(log, sid)
         limits = {"train": time_limit + STALL_GRACE_S, "propose": PROPOSE_STALL_S, "evaluate": EVALUATE_STALL_S,
@@ -144,12 +146,25 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             st.since[ref] = time.time()
 
         def lease(want: int) -> None:
-            """Ask the scheduler for ``want`` more executors (0: only say what this search holds)."""
+            """Ask the scheduler for ``want`` more executors (0: only say what this search holds).
+            What it no longer confirms (leased to another search after a scheduler restart or an
+            expiry) is dropped here, never dispatched to. A scheduler that does not answer is
+            asked again on the next round; nothing is dispatched meanwhile."""
             st.asked_at = time.time()
-            out = ray.get(sched.request.remote(sid, sorted(st.leased), want, len(pool.executors)), timeout=60)
+            try:
+                out = ray.get(sched.request.remote(sid, sorted(st.leased), want, len(pool.executors)), timeout=60)
+            except Exception:  # noqa: BLE001 - restarting or slow: no grant this round
+                return
+            busy = {i for _, i in st.trains.values()}
+            for i in sorted(st.leased - set(out["held"]) - busy):
+                st.leased.discard(i)
+                if i in st.idle:
+                    st.idle.remove(i)
+                emit(ExecutorReleased(executor=i, reason="lost: the scheduler gave it to another search"))
             for i in out["granted"]:
                 st.leased.add(i)
-                st.idle.append(i)
+                if i not in st.idle:
+                    st.idle.append(i)
                 emit(ExecutorLeased(executor=i, actor=f"executor-{i}"))
                 st.awaiting = False
             if want and not out["granted"] and not st.awaiting and not st.leased:
@@ -157,12 +172,16 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 st.awaiting = True
 
         def release_idle(reason: str) -> None:
-            for i in list(st.idle):
+            gone = list(st.idle)
+            for i in gone:
                 emit(ExecutorReleased(executor=i, reason=reason))
                 st.idle.remove(i)
                 st.leased.discard(i)
-            ray.get(sched.release.remote(sid, [i for i in range(len(pool.executors)) if i not in st.leased]),
-                    timeout=60)
+            if gone:
+                try:
+                    ray.get(sched.release.remote(sid, gone), timeout=60)
+                except Exception:  # noqa: BLE001 - its lease lapses with this search's next call or its TTL
+                    pass
 
         def watch_stalls() -> list:
             """Record and break stalls; returns the refs given up on (handled as failed below).
@@ -228,6 +247,9 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 d = act.decision
                 dispatch_proposal({"decision_id": d.decision_id, "node_id": d.node_id, "operator": d.operator,
                                    "index": 0})
+
+        if sched is not None and st.leased:  # a restarted Conductor: the scheduler confirms what the log says
+            lease(0)
 
         # ------------------------------------------------------------------ the loop
         while True:
@@ -320,7 +342,10 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
         # ------------------------------------------------------------------ the end (every wait bounded)
         if sched is not None:
             release_idle("search ended")
-            ray.get(sched.end.remote(sid), timeout=60)
+            try:
+                ray.get(sched.end.remote(sid), timeout=60)
+            except Exception:  # noqa: BLE001 - what it held lapses with its TTL
+                pass
         if pool.distiller is not None:
             _bounded_get(pool.distiller.distill.remote(str(home), sid), "distill", "distiller", pool.distiller,
                          limits["propose"], sid, emit)
@@ -434,7 +459,7 @@ def _on_trained(ref, st: _InFlight, tree, sid: str, emit, dispatch_eval, stuck: 
     import ray
 
     nid, i = st.trains.pop(ref)
-    if i not in st.idle and not any(j == i for _, j in st.trains.values()):
+    if i not in st.idle and not any(j == i for _, j in st.trains.values()) and (not st.shared or i in st.leased):
         st.idle.append(i)
     st.dispatched.pop(nid, None)
     try:

@@ -83,11 +83,15 @@ class LogServiceShell:
         checked = [i for i, (req, _) in enumerate(batch) if not req[3]]
         results: list = [None] * len(batch)
         for ids, validated in ((trusted, True), (checked, False)):
-            if ids:
+            if not ids:
+                continue
+            try:  # each sub-group is answered on its own: one failing never misreports the other
                 outs = self.log.append_group([batch[i][0][:3] for i in ids], _validated=validated)
-                for i, out in zip(ids, outs):
-                    results[i] = out
-                    self.events += 0 if isinstance(out, BaseException) else len(out)
+            except Exception as e:  # noqa: BLE001 - nothing of this sub-group was stored
+                outs = [e] * len(ids)
+            for i, out in zip(ids, outs):
+                results[i] = out
+                self.events += 0 if isinstance(out, BaseException) else len(out)
         return results
 
     # -------------------------------------------------------------------- reads
@@ -155,9 +159,18 @@ def node_home(home) -> Path:
     p = Path(os.path.abspath(os.fspath(home)))
     if (p / "log").is_dir():  # a home has its log (a bare folder at that path on this node is not it)
         return p
+    import stat
     import tempfile
 
-    return ensure_dir(Path(tempfile.gettempdir()), "trex-nodes", service_name(p)[len("trex-log-"):])
+    # per user, 0700, owned by this user: the temp folder is shared with every user of the node,
+    # and what is cached here (task data, downloaded base models) is trusted afterwards
+    mine = ensure_dir(Path(tempfile.gettempdir()), f"trex-nodes-{os.getuid()}")
+    st = os.lstat(mine)
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        if st.st_uid != os.getuid():
+            raise HomeNotHere(f"{mine} belongs to another user: refusing to keep this node's files for {p} there")
+        os.chmod(mine, 0o700)
+    return ensure_dir(mine, service_name(p)[len("trex-log-"):])
 
 
 def log_for(home, cache: dict | None = None):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 
-LEASE_TTL_S = 120.0
+LEASE_TTL_S = 900.0  # far above any one wait of a Conductor (a log-service restart: trex.actors.log_service.LOG_WAIT_S)
 NAME = "trex-scheduler"
 
 
@@ -24,7 +24,7 @@ class LeaseBook:
     def __init__(self, size: int):
         self.size = size
         self.holder: dict[int, str] = {}
-        self.waiting: dict[str, float] = {}
+        self.waiting: dict[str, tuple[float, int]] = {}  # search -> (waiting since, its pool size)
         self.seen: dict[str, float] = {}
 
     def _count(self, sid: str) -> int:
@@ -38,39 +38,51 @@ class LeaseBook:
             self.waiting.pop(s, None)
             self.seen.pop(s, None)
 
-    def request(self, sid: str, held: list[int], want: int, now: float, size: int | None = None) -> list[int]:
-        """Executors newly leased to ``sid`` (at most ``want``, among the first ``size`` of the pool:
-        a search started with fewer executors uses only those). ``held``: what it holds already."""
+    def request(self, sid: str, held: list[int], want: int, now: float,
+                size: int | None = None) -> tuple[list[int], list[int]]:
+        """(executors newly leased to ``sid``, at most ``want``; what it holds now, confirmed).
+
+        ``held`` is what the caller believes it holds: what is free is taken back (a restarted
+        scheduler learns it), what another search holds now is not confirmed (the caller drops
+        it), and what the book gives ``sid`` beyond ``held`` (a grant whose answer was lost) is
+        freed. Only the first ``size`` executors are leased to it (a search started with fewer
+        executors uses only those)."""
         self.size = max(self.size, size or 0)
         size = self.size if size is None else min(size, self.size)
         self._expire(now)
         self.seen[sid] = now
-        for i in held:
-            if 0 <= i < self.size and self.holder.get(i, sid) == sid:
+        claimed = {i for i in held if 0 <= i < self.size}
+        for i in [i for i, h in self.holder.items() if h == sid and i not in claimed]:
+            del self.holder[i]
+        for i in claimed:
+            if self.holder.get(i, sid) == sid:
                 self.holder[i] = sid
+        confirmed = sorted(i for i, h in self.holder.items() if h == sid)
         if want <= 0:
             self.waiting.pop(sid, None)
-            return []
-        self.waiting.setdefault(sid, now)
+            return [], confirmed
+        self.waiting[sid] = (self.waiting.get(sid, (now, size))[0], size)
         granted: list[int] = []
         for i in range(size):
             if len(granted) >= want:
                 break
             if i in self.holder:
                 continue
-            first = min(self.waiting, key=lambda s: (self._count(s), self.waiting[s], s))
+            fits = [s for s, (_, n) in self.waiting.items() if i < n]  # waiters that can use executor i
+            first = min(fits, key=lambda s: (self._count(s), self.waiting[s][0], s))
             if first != sid:
                 break  # the next free executor is another search's turn
             self.holder[i] = sid
             granted.append(i)
         if len(granted) >= want:
             self.waiting.pop(sid, None)
-        return granted
+        return granted, sorted(set(confirmed) | set(granted))
 
     def release(self, sid: str, executors: list[int]) -> None:
         for i in executors:
             if self.holder.get(i) == sid:
                 del self.holder[i]
+        self.waiting.pop(sid, None)  # it gives back: it is not waiting (it asks again when it is)
 
     def end(self, sid: str) -> None:
         self.release(sid, [i for i, h in self.holder.items() if h == sid])
@@ -88,8 +100,8 @@ class SchedulerShell:
 
     def request(self, sid: str, held: list[int], want: int, size: int | None = None) -> dict:
         with self._lock:
-            got = self.book.request(sid, list(held), want, time.time(), size)
-            return {"granted": got, "holders": [h for h in self.book.holders() if h != sid]}
+            got, held_now = self.book.request(sid, list(held), want, time.time(), size)
+            return {"granted": got, "held": held_now, "holders": [h for h in self.book.holders() if h != sid]}
 
     def release(self, sid: str, executors: list[int]) -> None:
         with self._lock:
@@ -101,7 +113,13 @@ class SchedulerShell:
 
     def state(self) -> dict:
         with self._lock:
-            return {"size": self.book.size, "holder": dict(self.book.holder), "waiting": dict(self.book.waiting)}
+            return {"size": self.book.size, "holder": dict(self.book.holder),
+                    "waiting": {k: v[0] for k, v in self.book.waiting.items()}}
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
 
 
 def scheduler_for(size: int, prefix: str = "trex"):

@@ -356,7 +356,7 @@ class EventLog:
             for i in todo:
                 try:
                     staged[i] = stage.add(*requests[i])
-                except ConcurrencyConflict as e:
+                except Exception as e:  # noqa: BLE001 - a conflict, or a malformed event: this request's answer
                     results[i] = e
             try:
                 self._commit(stage)
