@@ -10,7 +10,7 @@ import time
 import pytest
 
 from trex.actors.log_service import RemoteLog, ensure_service, find_service, service_name
-from trex.events.envelope import RawEvent
+from trex.events.envelope import NewEvent, RawEvent
 from trex.events.log import ConcurrencyConflict, EventError, EventLog
 from trex.events.notes import NoteAdded
 from trex.events.verify import verify
@@ -76,10 +76,7 @@ def test_kill_9_of_the_service_loses_no_acknowledged_event_and_stores_none_twice
         remote = RemoteLog(h, home)
         try:
             while not stop.is_set():
-                ev = NoteAdded(text=f"{i}")
-                from trex.events.envelope import NewEvent
-
-                ne = NewEvent(ev)
+                ne = NewEvent(NoteAdded(text=f"{i}"))
                 remote.append(f"a{i}", [ne])
                 acked[i].append(ne.event_id)
         except BaseException as e:  # noqa: BLE001 - reported below

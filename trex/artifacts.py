@@ -215,36 +215,26 @@ class ArtifactStore:
             return self._put_remote(h, kind, files, src_files, size)
         tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
         final = self._obj(h)
-        if self.local:  # nothing on the way, and nothing this writes or replaces, is a link
-            self._local_dir(f"{self.root}/{h[:2]}")
-            self._no_link(final)
-            self._no_link(self._manifest(h))
-            self._local_dir(tmp)
-        self.fs.makedirs(tmp, exist_ok=True)
+        # a local folder: nothing on the way, and nothing this writes or replaces, is a link
+        self._local_dir(f"{self.root}/{h[:2]}")
+        self._no_link(final)
+        self._no_link(self._manifest(h))
+        self._local_dir(tmp)
         try:
             for rel, p in src_files.items():
                 dest = f"{tmp}/{rel}"
-                parent = dest.rsplit("/", 1)[0]
-                if self.local:
-                    self._local_dir(parent)
-                    self._no_link(dest)
-                self.fs.makedirs(parent, exist_ok=True)
+                self._local_dir(dest.rsplit("/", 1)[0])
+                self._no_link(dest)
                 self.fs.put_file(str(p), dest)
-                if self.local:  # durable before a TrialFinished can name it
-                    fd = os.open(dest, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-            self.fs.makedirs(f"{self.root}/{h[:2]}", exist_ok=True)
-            if self.local:
-                self._no_link(final)
+                fd = os.open(dest, os.O_RDONLY)  # durable before a TrialFinished can name it
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._no_link(final)
             if self.fs.exists(final):  # a crashed earlier put (no manifest): replace it
                 self.fs.rm(final, recursive=True)
-            if self.local:
-                os.replace(tmp, final)
-            else:
-                self.fs.mv(tmp, final, recursive=True)
+            os.replace(tmp, final)
         except BaseException:
             try:
                 self.fs.rm(tmp, recursive=True)

@@ -149,6 +149,11 @@ class HomeNotHere(RuntimeError):
     """This node cannot see the home and no log service runs for it: its events would go nowhere."""
 
 
+def holds_home(home) -> bool:
+    """Whether this node has ``home``: its log folder is here (a bare folder at that path is not it)."""
+    return os.path.isdir(os.path.join(os.path.abspath(os.fspath(home)), "log"))
+
+
 def node_home(home) -> Path:
     """Where this node keeps the files it makes for ``home``: the home itself where this node sees
     it, else a node-local stand-in under the temp folder (its task data, caches, downloaded
@@ -157,7 +162,7 @@ def node_home(home) -> Path:
     from trex.events.fsio import ensure_dir
 
     p = Path(os.path.abspath(os.fspath(home)))
-    if (p / "log").is_dir():  # a home has its log (a bare folder at that path on this node is not it)
+    if holds_home(p):
         return p
     import stat
     import tempfile
@@ -183,7 +188,7 @@ def log_for(home, cache: dict | None = None):
     if cache is not None and key in cache:
         return cache[key]
     h = find_service(key)
-    if h is None and not os.path.isdir(os.path.join(key, "log")):
+    if h is None and not holds_home(key):
         raise HomeNotHere(f"the home {key} is not on this node and no log service runs for it "
                           f"(searches start one; `trex-actors status` lists them)")
     log = RemoteLog(h, key) if h is not None else EventLog(key)

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any
 
-from trex.actors.log_service import log_for, node_home
+from trex.actors.log_service import holds_home, log_for, node_home
 
 
 def _append(log, sid: str, events, correlation_id: str | None = None, event_id: str | None = None) -> None:
@@ -124,7 +124,17 @@ def _command_lock(home, command_id: str):
 
 
 # ---------------------------------------------------------------------------------- the shells
-class ExecutorShell:
+class _Shell:
+    """What every actor answers about itself: its process and its Ray node."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def node(self) -> str:
+        return _node_id()
+
+
+class ExecutorShell(_Shell):
     """One trial at a time (the pool has one actor per slot); other methods answer meanwhile."""
 
     def __init__(self, index: int = 0, threads: int | None = None, time_limit_s: float | None = None,
@@ -154,8 +164,9 @@ class ExecutorShell:
             # one command trains in one place: a duplicate dispatch (a Conductor restarted between
             # dispatching and the actor starting the call) waits here, then is served from the
             # Executor's cache of identical work (TrialReused), never trained twice
-            with self._slot, _command_lock(node_home(home), command_id):
-                out = train_node(node_home(home), sid, task, node_id, plan, parent_adapter, attempt=attempt,
+            here = node_home(home)
+            with self._slot, _command_lock(here, command_id):
+                out = train_node(here, sid, task, node_id, plan, parent_adapter, attempt=attempt,
                                  command_id=command_id, threads=self.threads,
                                  time_limit_s=time_limit_s or self.time_limit_s, worker=self.worker,
                                  executor_options=self.options, log=log_for(home, self._logs))
@@ -179,7 +190,7 @@ class ExecutorShell:
 
         here = node_home(home)
         local = here != Path(home)
-        return {"node": _node_id(), "sees_home": (Path(home) / "log").is_dir(), "folder": str(here),
+        return {"node": _node_id(), "sees_home": holds_home(home), "folder": str(here),
                 "task_data": local and (here / "tasks").is_dir(), "models_built": local and (here / "models").exists(),
                 "downloads": local and (here / "cache" / "artifacts").is_dir()}
 
@@ -195,14 +206,8 @@ class ExecutorShell:
             fut = self._running.get(command_id)
         return None if fut is None else fut.result()
 
-    def pid(self) -> int:
-        return os.getpid()
 
-    def node(self) -> str:
-        return _node_id()
-
-
-class ResearcherShell:
+class ResearcherShell(_Shell):
     def __init__(self):
         self._clients: dict = {}
         self._insights: dict = {}
@@ -214,14 +219,8 @@ class ResearcherShell:
             return propose_for(node_home(home), sid, decision, self._clients, self._insights,
                                log=log_for(home, self._logs))
 
-    def pid(self) -> int:
-        return os.getpid()
 
-    def node(self) -> str:
-        return _node_id()
-
-
-class EvaluatorShell:
+class EvaluatorShell(_Shell):
     def __init__(self, eval_limit: int | None = None):
         self._evaluators: dict = {}
         self._logs: dict = {}
@@ -234,7 +233,7 @@ class EvaluatorShell:
         return self._with_evaluator(
             home, sid, task,
             lambda e: EvaluationFailed(node_id=node_id, reason=type(e).__name__, message=str(e)[:2000]),
-            lambda ev, emit: evaluate_node(ev, node_home(home), task, node_id, adapter, limit=limit, emit=emit))
+            lambda ev, emit, here: evaluate_node(ev, here, task, node_id, adapter, limit=limit, emit=emit))
 
     def evaluate_heldout(self, home, sid, task, node_id, adapter, rank, anytime=()) -> bool:
         from trex.conductor import heldout_node
@@ -243,11 +242,11 @@ class EvaluatorShell:
         return self._with_evaluator(
             home, sid, task,
             lambda e: HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]),
-            lambda ev, emit: heldout_node(ev, node_home(home), task, node_id, adapter, rank, tuple(anytime), emit=emit))
+            lambda ev, emit, here: heldout_node(ev, here, task, node_id, adapter, rank, tuple(anytime), emit=emit))
 
     def _with_evaluator(self, home, sid, task, failed, work) -> bool:
-        """Run ``work(evaluator, emit)`` on this actor's evaluator for (home, task), built once; an
-        evaluator that cannot be built (model missing, bad task) is the event ``failed(error)``."""
+        """Run ``work(evaluator, emit, node_home)`` on this actor's evaluator for (home, task), built
+        once; an evaluator that cannot be built (model missing, bad task) is the event ``failed(error)``."""
         from trex.conductor import make_evaluator
 
         log = log_for(home, self._logs)
@@ -266,42 +265,24 @@ class EvaluatorShell:
                     emit(failed(e))
                     return False
             ev.emit = emit
-            return work(ev, emit)
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def node(self) -> str:
-        return _node_id()
+            return work(ev, emit, home)
 
 
-class DistillerShell:
+class DistillerShell(_Shell):
     def __init__(self):
         self._logs: dict = {}
 
     def distill(self, home, sid) -> int:
         return distill_search(home, sid, log=log_for(home, self._logs))
 
-    def pid(self) -> int:
-        return os.getpid()
 
-    def node(self) -> str:
-        return _node_id()
-
-
-class ConductorShell:
+class ConductorShell(_Shell):
     """Stateless: the pool comes with the call, so a restarted Conductor re-runs it as it was."""
 
     def run(self, home, sid, pool: dict, options: dict | None = None) -> dict:
         from trex.actors.conduct import Pool, conduct
 
         return conduct(home, sid, Pool(**pool), **(options or {}))
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def node(self) -> str:
-        return _node_id()
 
 
 # calls each actor runs at once; more wait in its queue (the Conductor's stall clock starts when a

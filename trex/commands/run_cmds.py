@@ -131,9 +131,8 @@ def resume(search, parallel, threads, address, num_cpus, gpus_per_executor, home
 def status(search, home, fmt):
     """One search's state (nodes, best, running trials), or every search's in one line each."""
     from trex.events.log import EventLog
-    from trex.search import build_tree
-
     from trex.orchestrate.leases import leases_of
+    from trex.search import build_tree
 
     log = EventLog(home)
     if search is None:
@@ -158,8 +157,6 @@ def status(search, home, fmt):
     s["base_score"] = t.base_score
     s["running"] = [n.node_id for n in t.nodes.values() if n.status == "running"]
     s["insights"] = list(t.insights.values())
-    from trex.orchestrate.leases import leases_of
-
     leases = leases_of(log.read(search))  # a shared pool (trex-actors): what it holds, whether it waits
     s["executors_leased"] = sorted(leases.held)
     s["waiting_for_executor"] = leases.waiting and t.status == "running"

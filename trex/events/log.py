@@ -206,11 +206,13 @@ class _Stage:
     def add(self, search_id: str, raws: Sequence[RawEvent], expected_version: int | None) -> list[Envelope] | None:
         """Stage one stream's events; None when all of them are stored already (a retried call:
         it succeeds whatever the expected version). Raises :class:`ConcurrencyConflict`, staging nothing."""
+        fresh = []
         for r in raws:
             held = self._held(r.event_id)
-            if held is not None and held != search_id:
+            if held is None:
+                fresh.append(r)
+            elif held != search_id:
                 raise ConcurrencyConflict(f"event id {r.event_id} is already stored in search {held!r}, not {search_id!r}")
-        fresh = [r for r in raws if self._held(r.event_id) is None]
         if not fresh:
             return None
         last_seq, last_hash = self.heads.get(search_id) or self.idx.streams.get(search_id, (0, GENESIS))

@@ -58,15 +58,18 @@ def built_base_model(t: Task, home: Path) -> Path:
     is built once, by the first node that needs it, and published there under a ref
     (``base-<builder>-<seed>``); other nodes (a worker that cannot see the home) download it
     instead of building it again. With a local store the home's own copy is used."""
-    from trex.artifacts import ArtifactStore
+    from trex.artifacts import ArtifactNotFound, ArtifactStore
 
     store = ArtifactStore(home)
     if store.local:
         return REGISTRY.base_model(t.base_model)(home, t.base_seed)
     name = f"base-{t.base_model}-{t.base_seed}"
     h = store.ref(name)
-    if h is not None and store.exists(h):
-        return store.get(h)
+    if h is not None:
+        try:
+            return store.get(h)
+        except ArtifactNotFound:  # a ref whose artifact is gone: built and published again
+            pass
     base = REGISTRY.base_model(t.base_model)(home, t.base_seed)
     store.set_ref(name, store.put(base))
     return base
