@@ -109,7 +109,7 @@ def test_refs_name_artifacts_and_refuse_names_that_are_paths(tmp_path, s3_root):
             store.set_ref("missing", "0" * 64)
 
 
-@pytest.mark.parametrize("files", [["../escape"], ["/etc/x"], ["a//b"], [], ["ok", "../../x"]])
+@pytest.mark.parametrize("files", [["../escape"], ["/etc/x"], ["a//b"], [], ["ok", "../../x"], "not an object"])
 def test_a_remote_manifest_naming_paths_outside_its_folder_is_refused(tmp_path, s3_root, files):
     import json
 
@@ -117,7 +117,8 @@ def test_a_remote_manifest_naming_paths_outside_its_folder_is_refused(tmp_path, 
 
     store = ArtifactStore(tmp_path / "home", root=s3_root)
     h = store.put(make_folder(tmp_path / "m"))
-    fsspec.filesystem("s3").pipe(f"{s3_root}/{h[:2]}/{h}.json", json.dumps({"hash": h, "kind": "dir", "files": files}).encode())
+    man = {"hash": h, "kind": "dir", "files": files} if files != "not an object" else ["a list"]
+    fsspec.filesystem("s3").pipe(f"{s3_root}/{h[:2]}/{h}.json", json.dumps(man).encode())
     with pytest.raises(ArtifactError, match="manifest"):
         store.get(h)
     assert not (tmp_path / "escape").exists() and not (tmp_path / "home" / "cache" / "escape").exists()

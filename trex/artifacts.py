@@ -102,7 +102,7 @@ def _check_manifest(man, h: str) -> None:
     """A manifest read from a remote store: its kind, and file names that are relative paths of
     plain parts (no ``..``, no absolute path, no empty part), before any of them is downloaded."""
     files = man.get("files") if isinstance(man, dict) else None
-    if man.get("kind") not in ("dir", "file") or not isinstance(files, list) or not files:
+    if not isinstance(files, list) or not files or man.get("kind") not in ("dir", "file"):
         raise ArtifactError(f"artifact {h[:12]}…: its manifest is malformed")
     if man["kind"] == "file" and len(files) != 1:
         raise ArtifactError(f"artifact {h[:12]}…: a file artifact's manifest names {len(files)} files")
