@@ -105,3 +105,23 @@ def test_kill_9_of_the_service_loses_no_acknowledged_event_and_stores_none_twice
         assert len(stored) == len(set(stored)), "an event stored twice"
         assert stored == acked[i], "an acknowledged event missing, or one stored that was never acknowledged"
         assert len(acked[i]) > 5
+
+
+def test_the_service_finds_identical_work_incrementally_whoever_wrote_it(service):
+    """The Executor's lookup of identical work goes to the service's index, not a read of the home."""
+    from trex.events.trials import TrialFinished, TrialReused
+    from trex.events.work_index import WorkIndex
+
+    home, h, remote = service
+    direct = EventLog(home)
+    a = "a" * 64
+    remote.append("s", [TrialFinished(node_id="n1", trial_id="t1", adapter=a, work_key="k1", steps=5)])
+    assert [e["node_id"] for e in remote.find_work("k1")] == ["n1"] and remote.find_work("k2") == []
+    # a writer beside the service (an import), and a reuse recorded later: both found on the next lookup
+    direct.append("imported", [TrialFinished(node_id="n7", trial_id="t7", adapter="b" * 64, work_key="k2")])
+    remote.append("s", [TrialReused(node_id="n2", plan_hash="", adapter=a, work_key="k1", source_search_id="s",
+                                    source_node_id="n1")])
+    got = remote.find_work("k1")
+    assert [(e["search_id"], e["node_id"], e["adapter"]) for e in got] == [("s", "n1", a)] * 2
+    assert remote.find_work("k2")[0]["search_id"] == "imported"
+    assert got == WorkIndex().update(direct).candidates("k1")  # what reading the whole log finds

@@ -110,6 +110,7 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             return tree.summary()
         if not pool.executors:
             raise ValueError("a pool needs at least one executor")
+        _publish_task(tree.task, home)
         eval_limit = tree.started.trial.eval_limit
         time_limit = tree.started.trial.time_limit_s
         sched = pool.scheduler
@@ -127,7 +128,11 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                   **(stall_s or {})}
 
         def emit(*events, **kw):
-            log.append(sid, [NewEvent(e, **kw) for e in events])
+            nonlocal tree
+            stored = log.append(sid, [NewEvent(e, **kw) for e in events])
+            if stored and len(stored) == len(events) and stored[0].seq == tree.last_seq + 1:
+                tree = fold(stored, start=tree)  # nothing came in between: fold what was stored, no read
+                return tree
             return refresh()
 
         def refresh():
@@ -261,6 +266,8 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             elapsed = time.time() - started_at
             busy_now = bool(st.props or st.trains or st.evals or st.ready)
             want = len(pool.executors) if lookahead else (0 if busy_now else 1)
+            if st.shared and lookahead:  # one ready plan per executor it holds, and one to ask for another:
+                want = min(want, len(st.leased) + 1)  # not one per executor of a pool other searches share
 
             # propose ahead: at most one waiting plan per executor (none while busy without lookahead)
             while len(st.ready) + len(st.props) < want and stop_reason(tree, elapsed, committed) is None:
@@ -356,6 +363,21 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
         return tree.summary()
     finally:
         lock.release()
+
+
+def _publish_task(task: str, home: Path) -> None:
+    """A user's task published for executors and evaluators on nodes without the home (a no-op for a
+    built-in task or a store on the home's disk). One that cannot be published is said, not fatal:
+    the trials of a node that cannot find the task then fail as such, recorded."""
+    import sys
+
+    from trex.tasks import get_task
+    from trex.tasks.published import publish_task
+
+    try:
+        publish_task(get_task(task, home), home)
+    except Exception as e:  # noqa: BLE001 - the search goes on; where the task is missing it is recorded
+        print(f"trex: task {task!r} was not published to the artifact store: {e}", file=sys.stderr)
 
 
 def _bounded_get(ref, kind: str, name: str, actor, limit: float, sid: str, emit, node_id: str | None = None):

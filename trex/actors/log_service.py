@@ -46,6 +46,8 @@ class LogServiceShell:
         self.home = home
         self.log = EventLog(home)
         self._queue: list[tuple[tuple, Future]] = []
+        self._work = None  # the home's work-key index (trex.events.work_index), built on first use
+        self._work_lock = threading.Lock()
         self._cv = threading.Condition()
         self.appends = self.groups = self.events = 0
         threading.Thread(target=self._commit_loop, name="log-committer", daemon=True).start()
@@ -106,6 +108,15 @@ class LogServiceShell:
 
     def searches(self) -> list[str]:
         return self.log.searches()
+
+    def find_work(self, key: str) -> list[dict]:
+        """The Executor's cache entries of trials that did work ``key`` (its lookup of identical work),
+        from an index this service folds on incrementally: every stream, whoever wrote it."""
+        from trex.events.work_index import WorkIndex
+
+        with self._work_lock:
+            self._work = (self._work or WorkIndex()).update(self.log)
+            return self._work.candidates(key)
 
     def stats(self) -> dict:
         """Append calls, groups written and events answered since this process started."""
@@ -249,6 +260,9 @@ class RemoteLog:
 
     def version(self, search_id: str) -> int:
         return self._call("version", search_id)
+
+    def find_work(self, key: str) -> list[dict]:
+        return self._call("find_work", key)
 
     def exists(self, search_id: str) -> bool:
         return self.version(search_id) > 0

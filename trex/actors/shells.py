@@ -67,17 +67,21 @@ def train_node(home, sid: str, task: str, node_id: str, plan: dict, parent_adapt
             "status": out.status, "adapter": out.adapter, "reason": out.reason}
 
 
-def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | None = None, log=None) -> dict[str, Any]:
-    """Answer ``decision`` (``clients``/``indexes``: the calling actor's LLM clients and insight
-    indexes, kept between calls; both are rebuilt from the log when lost)."""
+def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | None = None, log=None,
+                trees: dict | None = None) -> dict[str, Any]:
+    """Answer ``decision`` (``clients``/``indexes``/``trees``: the calling actor's LLM clients,
+    insight indexes and search trees, kept between calls; all are rebuilt from the log when lost).
+
+    A cached tree is brought up to date with the events after its last position, as the Conductor
+    does: a proposal costs the events since the last one, not a read and fold of the whole search
+    (which made a search's proposals quadratic in its length)."""
     from trex.events.plans import LlmCallFailed, LlmCallMade
     from trex.orchestrate.rules import proposal_context
     from trex.propose import make_client, propose
-    from trex.search import build_tree
     from trex.search.insight_index import InsightIndex, refresh
 
     log = _log(home, log)
-    tree = build_tree(log, sid)
+    tree = _tree_of(log, sid, trees)
     did = decision["decision_id"]
     indexes = {} if indexes is None else indexes
 
@@ -103,6 +107,21 @@ def propose_for(home, sid: str, decision: dict, clients: dict, indexes: dict | N
     return {"plan": prop.plan.model_dump(mode="json") if prop.plan is not None else None,
             "rationale": prop.rationale, "rejection": prop.rejection, "raw": str(prop.raw)[:4000],
             "hypothesis": prop.hypothesis.as_dict() if prop.hypothesis is not None else None}
+
+
+def _tree_of(log, sid: str, trees: dict | None):
+    """``sid``'s tree now: the cached one folded on with what came after it, or built afresh."""
+    from trex.search import build_tree, fold
+
+    if trees is None:
+        return build_tree(log, sid)
+    key = (str(log.home), sid)
+    tree = trees.get(key)
+    tree = build_tree(log, sid) if tree is None else fold(log.read(sid, after_seq=tree.last_seq), start=tree)
+    trees[key] = tree
+    while len(trees) > 64:  # the searches this actor answers now, not every search it ever saw
+        trees.pop(next(iter(trees)))
+    return tree
 
 
 def distill_search(home, sid: str, log=None) -> int:
@@ -212,12 +231,13 @@ class ResearcherShell(_Shell):
         self._clients: dict = {}
         self._insights: dict = {}
         self._logs: dict = {}
+        self._trees: dict = {}
         self._lock = threading.Lock()
 
     def propose(self, home, sid, decision: dict) -> dict:
         with self._lock:  # one local LLM: one proposal at a time
             return propose_for(node_home(home), sid, decision, self._clients, self._insights,
-                               log=log_for(home, self._logs))
+                               log=log_for(home, self._logs), trees=self._trees)
 
 
 class EvaluatorShell(_Shell):

@@ -138,21 +138,16 @@ class Executor:
         return self._lookup_log(key) if self.log is not None else None
 
     def _lookup_log(self, key: str) -> dict | None:
-        for env in self.log.read():
-            if env.type not in ("TrialFinished", "TrialReused"):
-                continue
-            d = env.data
-            if d.get("work_key") != key or not self.store.exists(d.get("adapter", "0" * 64)):
-                continue
-            if env.type == "TrialFinished":
-                src = (env.search_id, d.get("node_id", ""))
-            else:
-                src = (d.get("source_search_id", ""), d.get("source_node_id", ""))
-            entry = {"adapter": d["adapter"], "plan_hash": d.get("plan_hash", ""), "search_id": src[0],
-                     "node_id": src[1], "steps": d.get("steps", 0), "train_metrics": d.get("train_metrics", {}),
-                     "compute_seconds": d.get("compute_seconds", 0.0)}
-            self._record(key, entry)
-            return entry
+        """The first trial of identical work in the log whose adapter the store holds. Through the
+        log service, its incremental index answers (:meth:`RemoteLog.find_work`); a log read here
+        directly is indexed whole (:class:`trex.events.work_index.WorkIndex`)."""
+        from trex.events.work_index import WorkIndex
+
+        find = getattr(self.log, "find_work", None)
+        for entry in (find(key) if find is not None else WorkIndex().update(self.log).candidates(key)):
+            if self.store.exists(entry.get("adapter", "0" * 64)):
+                self._record(key, entry)
+                return entry
         return None
 
     def _record(self, key: str, entry: dict) -> None:
