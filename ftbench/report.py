@@ -158,10 +158,20 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
             continue
         if rank == 1:
             out[sid].test = float(value)
-            out[sid].test_ci = bootstrap_ci(Path(home) / "artifacts" / outputs) if outputs else None
+            out[sid].test_ci = bootstrap_ci(_outputs_path(home, outputs)) if outputs else None
         for t in json.loads(anytime) if isinstance(anytime, str) else (anytime or []):
             out[sid].test_at[int(t)] = float(value)
     return list(out.values())
+
+
+def _outputs_path(home, rel: str) -> Path:
+    """An evaluation's outputs file: the home's, else the copy its evaluator's node published."""
+    from trex.artifacts import ArtifactError, evaluation_outputs
+
+    try:
+        return evaluation_outputs(home, rel)
+    except (ArtifactError, OSError):
+        return Path(home) / "artifacts" / rel  # missing: its interval is then None
 
 
 def bootstrap_ci(outputs_path: Path, n: int = 1000, seed: int = 0) -> tuple[float, float] | None:

@@ -1,6 +1,8 @@
-"""The multi-node test's driver (run as a process on the "head" side; argv: ADDRESS HOME SID TRIALS STEPS).
+"""The multi-node test's driver (run as a process on the "head" side; argv: ADDRESS HOME SID TRIALS STEPS
+[TASK_FILE]).
 
-Prepares the task here (the base model is published to the artifact store), starts the search,
+Prepares the task here (arith-sub, or a user's task file installed in the home: the Conductor
+publishes it, its data and its base model folder to the artifact store), starts the search,
 places the executors and the Researcher on the nodes with the ``worker`` resource, pins the
 Conductor (and so the log service) to this node, and prints one JSON line: the search's summary
 and the node each actor ran on."""
@@ -21,12 +23,20 @@ def main() -> None:
     from trex.tasks import get_task, prepare_task
 
     ray = init_ray(home, address=address)
-    prepare_task(get_task("arith-sub", home), home)
+    if len(sys.argv) > 6:  # a user's task: its files are where only this node can read them
+        from trex.tasks import install_task, load_task_file
+
+        task = load_task_file(sys.argv[6])
+        install_task(task, home)
+        extra = {"task_def": task.model_dump(mode="json")}
+    else:
+        task, extra = get_task("arith-sub", home), {}
+    prepare_task(task, home)
     log = EventLog(home)
     if not log.exists(sid):
-        start_search(log, SearchConfig(task="arith-sub", proposer="random", budget=Budget(max_trials=trials),
+        start_search(log, SearchConfig(task=task.name, proposer="random", budget=Budget(max_trials=trials),
                                        trial_steps=steps, batch_size=32, eval_limit=20, parallel=2,
-                                       trial_time_limit_s=300), search_id=sid)
+                                       trial_time_limit_s=300, extra=extra), search_id=sid)
     pool = spawn_pool(2, threads=1, resources={"worker": 0.01})
     # the Conductor (and so the log service it starts) on the head, where the home is. By resource,
     # not by this driver's node: with three raylets on 127.0.0.1 a driver may attach to any of them

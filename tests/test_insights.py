@@ -121,10 +121,11 @@ def test_bad_cases_read_the_nodes_first_evaluation_outputs(tmp_path):
 
     rows = [{"input": f"{i}-1", "reference": str(i - 1), "output": str(i - 1 if i % 2 else i), "score": float(i % 2)}
             for i in range(6)]
-    (tmp_path / "artifacts").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "artifacts" / "outs1")
+    (tmp_path / "artifacts" / "evals").mkdir(parents=True)
+    outs = f"evals/{'e1' * 32}.parquet"  # an outputs artifact's name: any other is never made a path
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "artifacts" / outs)
     t = fold([SearchStarted(task="arith-sub"), *node("n1", 0.5, 5e-3, QV),
-              EvaluationFinished(node_id="n1", eval_id="e1", backend="x", n_examples=6, outputs_artifact="outs1"),
+              EvaluationFinished(node_id="n1", eval_id="e1", backend="x", n_examples=6, outputs_artifact=outs),
               EvaluationFinished(node_id="n1", eval_id="e2", backend="x", n_examples=6, outputs_artifact="other")])
     text = tool_bad_cases(tmp_path, t.nodes["n1"], n=2)
     assert text.startswith("0.500 mean score over 6 examples") and text.count("- input") == 2

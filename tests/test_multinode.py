@@ -99,11 +99,30 @@ def _stand_in(home: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"trex-nodes-{os.getuid()}" / service_name(home)[len("trex-log-"):]
 
 
-def _drive(c, sid: str, trials: int, steps: int) -> subprocess.Popen:
+def _drive(c, sid: str, trials: int, steps: int, task_file: Path | None = None) -> subprocess.Popen:
     env = _env(TREX_ARTIFACTS=c["s3_root"], PYTHONPATH=str(REPO))
     return subprocess.Popen([sys.executable, str(REPO / "tests" / "multinode_driver.py"), c["address"], str(c["home"]),
-                             sid, str(trials), str(steps)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             sid, str(trials), str(steps), *([str(task_file)] if task_file else [])], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _user_task(c) -> Path:
+    """A user's task file, its data and its base model folder where only the head can read them."""
+    from trex.tasks import get_task
+    from trex.tasks.prepare import load_split
+
+    folder = c["home"].parent / "user"
+    folder.mkdir()
+    arith = get_task("arith-sub")
+    for split, n in (("train", 2000), ("eval", 100)):
+        rows = load_split(arith, split, c["root"] / "gen")[:n]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "task.yaml").write_text(
+        "name: mn-sub\ndomain: arithmetic\ndescription: subtraction from files only the head can read\n"
+        f"base_model: {{path: {c['home'] / 'models' / 'arith-base-0'}}}\n"
+        "data: {files: {train: train.jsonl, eval: eval.jsonl}}\n"
+        "metrics: [{name: exact_match, split: eval, primary: true}]\n")
+    return folder / "task.yaml"
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 420) -> dict:
@@ -139,9 +158,10 @@ def test_a_search_runs_on_worker_nodes_that_cannot_see_the_home(cluster):
     assert os.readlink(f"/proc/{hidden[0].pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     assert (c["home"] / "models").is_dir() and not Path(f"/proc/{hidden[0].pid}/root{c['home']}").exists()
 
-    out = _finish(_drive(c, "mn-1", trials=3, steps=20))
+    # a user's task: its definition, data files and base model folder are hidden from the workers too
+    out = _finish(_drive(c, "mn-1", trials=3, steps=20, task_file=_user_task(c)))
     inv = _check(c["home"], "mn-1")
-    assert inv["tree"].trials_finished == 3
+    assert inv["tree"].task == "mn-sub" and inv["tree"].trials_finished == 3
     nodes = out["nodes"]
     assert nodes["researcher"] != nodes["driver"] and all(n != nodes["driver"] for n in nodes["executors"])
     # adapters went to object storage; the workers worked from node-local stand-ins of the home
@@ -153,7 +173,7 @@ def test_a_search_runs_on_worker_nodes_that_cannot_see_the_home(cluster):
             assert fs.exists(f"{c['s3_root']}/{e.event.adapter[:2]}/{e.event.adapter}.json")
     for w in out["nodes"]["where"]:  # each executor's own view, on its node
         assert not w["sees_home"] and w["folder"] == str(_stand_in(c["home"])), w
-        assert w["task_data"] and w["downloads"] and not w["models_built"], w  # the base model came from S3
+        assert w["task_data"] and w["downloads"] and not w["models_built"], w  # task and base model came from S3
 
     # again, with a kill -9 of the log service and of one worker's raylet (and so its node) mid-search
     proc = _drive(c, "mn-2", trials=4, steps=40)

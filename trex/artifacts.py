@@ -326,3 +326,37 @@ class ArtifactStore:
 
     def verify(self, h: str) -> bool:
         return content_hash(self.get(h)) == h
+
+
+# ------------------------------------------------------------------ evaluation outputs on other nodes
+_OUTPUTS = re.compile(r"evals/([0-9a-f]{64})\.parquet")
+
+
+def publish_outputs(home: str | os.PathLike, path: str | os.PathLike) -> None:
+    """With the store on object storage, an evaluation's outputs file (``evals/<hash>.parquet`` under
+    the home's artifacts, written on the evaluator's node) is stored there too, under the ref
+    ``evals-<hash>``, so a Researcher or a report on another node reads it (:func:`evaluation_outputs`)."""
+    store = ArtifactStore(home)
+    m = _OUTPUTS.fullmatch(f"evals/{Path(path).name}")
+    if store.local or m is None:
+        return
+    name = f"evals-{m.group(1)}"
+    if store.ref(name) is None:
+        store.set_ref(name, store.put(path))
+
+
+def evaluation_outputs(home: str | os.PathLike, rel: str) -> Path:
+    """The local file of the evaluation outputs ``rel`` (as ``EvaluationFinished.outputs_artifact``
+    names them): the home's own, else the copy published by the node that evaluated (downloaded,
+    checked against its hash). A name that is not an outputs file's is never made a path."""
+    m = _OUTPUTS.fullmatch(rel or "")
+    if m is None:
+        raise ArtifactError(f"{rel!r} is not an evaluation outputs artifact (evals/<sha256>.parquet)")
+    p = Path(home) / "artifacts" / rel
+    if p.is_file():
+        return p
+    store = ArtifactStore(home)
+    h = None if store.local else store.ref(f"evals-{m.group(1)}")
+    if h is None:
+        raise ArtifactNotFound(f"no evaluation outputs {rel} in {p.parent} nor in the artifact store")
+    return store.get(h)

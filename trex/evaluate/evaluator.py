@@ -280,14 +280,16 @@ class Evaluator:
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{h}.parquet"
         rel = f"evals/{h}.parquet"
-        if path.exists():
-            return path, rel
-        table = pa.table(cols).replace_schema_metadata({k: str(v) for k, v in meta.items()})
-        tmp = d / f".{h}.{os.getpid()}.tmp"
-        pq.write_table(table, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if not path.exists():
+            table = pa.table(cols).replace_schema_metadata({k: str(v) for k, v in meta.items()})
+            tmp = d / f".{h}.{os.getpid()}.tmp"
+            pq.write_table(table, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        from trex.artifacts import publish_outputs
+
+        publish_outputs(self.home, path)  # a Researcher on another node reads it from the store
         return path, rel
 
 

@@ -13,7 +13,6 @@ import math
 import os
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable
 
 Emit = Callable[..., Any]
@@ -136,10 +135,12 @@ def bad_cases(home: str | os.PathLike, node, n: int = 3) -> str:
     and a few examples of the largest group."""
     import pyarrow.parquet as pq
 
+    from trex.artifacts import evaluation_outputs
+
     art = node.outputs[0] if node.outputs else None
     if art is None:
         return f"node {node.node_id} has no evaluation outputs"
-    rows = pq.read_table(Path(home) / "artifacts" / art).to_pylist()
+    rows = pq.read_table(evaluation_outputs(home, art)).to_pylist()
     wrong = [r for r in rows if not r.get("score")]
     if not rows:
         return f"node {node.node_id}: no examples scored"

@@ -69,10 +69,12 @@ def tool_bad_cases(home: str | os.PathLike, node, n: int = 4) -> str:
     """The worst-scored examples of ``node``'s first primary-split evaluation (a fold field: ``node.outputs``)."""
     import pyarrow.parquet as pq
 
+    from trex.artifacts import evaluation_outputs
+
     art = node.outputs[0] if node.outputs else None
     if art is None:
         return f"node {node.node_id} has no evaluation outputs"
-    rows = pq.read_table(Path(home) / "artifacts" / art).to_pylist()
+    rows = pq.read_table(evaluation_outputs(home, art)).to_pylist()
     bad = sorted(rows, key=lambda r: r["score"])[:n]
     lines = [f"{sum(r['score'] for r in rows) / max(1, len(rows)):.3f} mean score over {len(rows)} examples; worst:"]
     for r in bad:

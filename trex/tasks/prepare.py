@@ -39,7 +39,12 @@ def prepare_task(task: Task | str, home: str | os.PathLike | None = None,
     elif t.base_model_path is not None:
         base = Path(t.base_model_path)
         if not (base / "config.json").is_file():
-            raise KeyError(f"task {t.name!r}: base model folder {str(base)!r} has no config.json")
+            from trex.tasks.published import fetch_base_model
+
+            fetched = fetch_base_model(t, h)  # a node that cannot see the folder: the copy its head published
+            if fetched is None:
+                raise KeyError(f"task {t.name!r}: base model folder {str(base)!r} has no config.json")
+            base = fetched
     else:
         base = built_base_model(t, h)
     return TaskAssets(task=t.name, base_model_dir=base, data_dir=prepare_data(t, h))
