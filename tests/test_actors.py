@@ -120,7 +120,10 @@ def test_search_with_each_proposer_beats_the_base_model(proposer, arith_home, ac
         seen += [e.event.prompt or "" for e in inv["events"] if e.type == "LlmCallMade"]
         seen += [e.event.rationale for e in inv["events"] if e.type == "PlanProposed"]
         test_rows = [r["prompt"] for s in ("test", "test_add") for r in load_split("arith-sub", s, arith_home)]
-        assert any("input '" in t for t in seen), "the bad-cases tool should have shown validation rows"
+        if any(e.type == "ToolCalled" and e.event.tool == "bad_cases" for e in inv["events"]):
+            # (only a decision whose parent was scored calls it: with proposals made ahead, under load all
+            # three decisions may come before the first score, and then the check below is on the rest)
+            assert any("input '" in t for t in seen), "the bad-cases tool should have shown validation rows"
         leaked = [p for p in test_rows if any(repr(p) in t for t in seen)]
         assert not leaked, leaked[:5]
         held = [e.event for e in inv["events"] if e.type == "HeldOutScored"]
