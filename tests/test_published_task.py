@@ -106,3 +106,19 @@ def test_evaluation_outputs_written_on_one_node_are_read_on_another(tmp_path, s3
         evaluation_outputs(other, "../../../etc/passwd")
     with pytest.raises(ArtifactError, match="no evaluation outputs"):
         evaluation_outputs(other, f"evals/{'cd' * 32}.parquet")
+
+
+def test_a_model_folder_the_store_refuses_still_leaves_the_task_published(tmp_path, s3_root, monkeypatch):
+    """A hub cache's snapshot folder is made of links, which the store refuses: the task is there anyway."""
+    from trex.artifacts import ArtifactError
+
+    monkeypatch.setenv("TREX_ARTIFACTS", s3_root)
+    t = _task(tmp_path / "user")
+    cfg = tmp_path / "user" / "model" / "config.json"
+    (tmp_path / "blob").write_text(cfg.read_text())
+    cfg.unlink()
+    cfg.symlink_to(tmp_path / "blob")
+    install_task(t, tmp_path / "head")
+    with pytest.raises(ArtifactError):
+        publish_task(t, tmp_path / "head")
+    assert get_task("my-notes", tmp_path / "worker") == t

@@ -118,7 +118,8 @@ def _tree_of(log, sid: str, trees: dict | None):
     key = (str(log.home), sid)
     tree = trees.get(key)
     tree = build_tree(log, sid) if tree is None else fold(log.read(sid, after_seq=tree.last_seq), start=tree)
-    trees[key] = tree
+    trees.pop(key, None)
+    trees[key] = tree  # the most recently used last
     while len(trees) > 64:  # the searches this actor answers now, not every search it ever saw
         trees.pop(next(iter(trees)))
     return tree

@@ -254,6 +254,7 @@ class Evaluator:
 
         path = self.home / "artifacts" / rel
         cols = pq.read_table(path).to_pydict()
+        self._publish(path)  # written before the store was remote, or its publishing failed then
         return path, list(cols["output"]), {m: list(cols[f"metric_{m}"]) for m in spec.metrics}
 
     def _write_outputs(self, spec: EvalSpec, adapter_dir, prompts: Sequence[str], outs: Sequence[str],
@@ -287,10 +288,20 @@ class Evaluator:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        self._publish(path)
+        return path, rel
+
+    def _publish(self, path: Path) -> None:
+        """The outputs to the object store, for a Researcher on another node (a no-op on a local store).
+        Best effort: a score already computed is never failed for it; the reader says what is missing."""
+        import sys
+
         from trex.artifacts import publish_outputs
 
-        publish_outputs(self.home, path)  # a Researcher on another node reads it from the store
-        return path, rel
+        try:
+            publish_outputs(self.home, path)
+        except Exception as e:  # noqa: BLE001 - the store is down or refuses: said, not fatal
+            print(f"trex: evaluation outputs {path.name} not published to the artifact store: {e}", file=sys.stderr)
 
 
 def evaluate_task(evaluator: Evaluator, task: Any, adapter_dir: str | os.PathLike | None, *, node_id: str,

@@ -624,6 +624,12 @@ class EventLog:
             return segments.concat(tables)
         raise EventError("log kept changing under the reader")
 
+    def stream_heads(self) -> dict[str, int]:
+        """Every stream's last seq as this process's appender index knows it: no read, so it lags a
+        writer beside this process until this process's next append, and is empty before its first.
+        For a long-lived appender (the log service) that wants to know which streams moved."""
+        return {sid: head[0] for sid, head in dict(self._index.streams).items()}
+
     def searches(self) -> list[str]:
         seen: dict[str, None] = {}
         for r in self.read_records():

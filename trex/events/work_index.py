@@ -37,8 +37,16 @@ class WorkIndex:
         self.entries: dict[str, list[dict]] = {}
 
     def update(self, log) -> "WorkIndex":
-        """Fold in what ``log`` holds past what this index has seen (every stream, new ones included)."""
-        for sid in log.searches():
+        """Fold in what ``log`` holds past what this index has seen (every stream, new ones included).
+
+        A log that appends in this process (the log service's) says which streams moved without a
+        read (:meth:`EventLog.stream_heads`): only those are read, past what was seen. It knows of a
+        writer beside it (an import) from its next append on; until then a lookup misses that work,
+        which costs a trial trained again, never a wrong answer. Any other log is listed whole."""
+        heads = getattr(log, "stream_heads", None)
+        heads = heads() if heads is not None else None
+        sids = [s for s, seq in heads.items() if seq > self.seen.get(s, 0)] if heads else log.searches()
+        for sid in sids:
             for env in log.read(sid, after_seq=self.seen.get(sid, 0)):
                 self.seen[sid] = env.seq
                 hit = work_entry(env)

@@ -55,12 +55,14 @@ def publish_task(task: Task, home: str | os.PathLike | None = None) -> str | Non
         for s in task.splits:
             shutil.copyfile(split_file(data, s), split_file(out, s))
         digest = store.put(out)
+    if store.ref(_ref_name(task.name)) != digest:
+        store.set_ref(_ref_name(task.name), digest)
     if task.base_model_path is not None and (Path(task.base_model_path) / "config.json").is_file():
+        # the task first: a model folder the store cannot take (one made of links, as a hub cache's
+        # snapshot is) leaves workers that see it on a shared volume able to run the task
         model = store.put(task.base_model_path)  # content-addressed: a no-op (a hash) once it is stored
         if store.ref(_model_ref(task.base_model_path)) != model:
             store.set_ref(_model_ref(task.base_model_path), model)
-    if store.ref(_ref_name(task.name)) != digest:
-        store.set_ref(_ref_name(task.name), digest)
     return digest
 
 
