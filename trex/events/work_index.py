@@ -39,20 +39,29 @@ class WorkIndex:
     def update(self, log) -> "WorkIndex":
         """Fold in what ``log`` holds past what this index has seen (every stream, new ones included).
 
-        A log that appends in this process (the log service's) says which streams moved without a
-        read (:meth:`EventLog.stream_heads`): only those are read, past what was seen. It knows of a
-        writer beside it (an import) from its next append on; until then a lookup misses that work,
-        which costs a trial trained again, never a wrong answer. Any other log is listed whole."""
+        The first update reads the whole log once, in log order. Later ones read only the streams
+        that moved, past what was seen: a log that appends in this process (the log service's) says
+        which without a read (:meth:`EventLog.stream_heads`). It knows of a writer beside it (an
+        import) from its next append on; until then a lookup misses that work, which costs a trial
+        trained again, never a wrong answer. Any other log is listed whole."""
+        if not self.seen:
+            self._fold(log.read())
+            return self
         heads = getattr(log, "stream_heads", None)
         heads = heads() if heads is not None else None
         sids = [s for s, seq in heads.items() if seq > self.seen.get(s, 0)] if heads else log.searches()
         for sid in sids:
-            for env in log.read(sid, after_seq=self.seen.get(sid, 0)):
-                self.seen[sid] = env.seq
-                hit = work_entry(env)
-                if hit is not None:
-                    self.entries.setdefault(hit[0], []).append(hit[1])
+            self._fold(log.read(sid, after_seq=self.seen.get(sid, 0)))
         return self
+
+    def _fold(self, envs) -> None:
+        for env in envs:
+            if env.seq <= self.seen.get(env.search_id, 0):
+                continue
+            self.seen[env.search_id] = env.seq
+            hit = work_entry(env)
+            if hit is not None:
+                self.entries.setdefault(hit[0], []).append(hit[1])
 
     def candidates(self, key: str) -> list[dict]:
         return [dict(e) for e in self.entries.get(key, ())]

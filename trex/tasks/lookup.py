@@ -1,5 +1,6 @@
 """Finding a task by name: a built-in one (from the registry's plugins), else one installed in the
-trex home, else one published to the artifact store (:mod:`trex.tasks.published`), else a clear refusal — naming why a known task cannot run here, or the known names."""
+trex home, else one published to the artifact store (:mod:`trex.tasks.published`), else a clear
+refusal — naming why a known task cannot run here, or the known names."""
 from __future__ import annotations
 
 import os

@@ -96,7 +96,7 @@ def fetch_task(name: str, home: str | os.PathLike | None = None) -> Task | None:
     store = ArtifactStore(h)
     if store.local:
         return None
-    folder = task_folder(name, h)  # the name is checked before it becomes a path or a ref
+    task_folder(name, h)  # the name is checked (KeyError) before it becomes a ref or a path
     digest = store.ref(_ref_name(name))
     if digest is None:
         return None
@@ -117,5 +117,5 @@ def fetch_task(name: str, home: str | os.PathLike | None = None) -> Task | None:
         except OSError:
             raise ValueError(f"the published task {name!r} ({digest[:12]}) has no data for its split {s!r}") from None
         write_file_replace(split_file(dest, s), rows)
-    write_file_replace(folder / "task.json", task.model_dump_json(indent=2).encode())
+    write_file_replace(dest / "task.json", task.model_dump_json(indent=2).encode())
     return installed_task(name, h)
