@@ -56,6 +56,9 @@ class LogServiceShell:
     def append(self, search_id: str, raws: list, expected_version: int | None = None, validated: bool = True):
         """Envelopes of the stored events (raises what :meth:`EventLog.append_raw` would). ``raws``
         built from typed events by the caller are ``validated``; others are decoded strictly here."""
+        from trex.events.log import check_append
+
+        check_append(search_id, raws, expected_version)  # junk from a caller never reaches the committer
         fut: Future = Future()
         with self._cv:
             self._queue.append(((search_id, raws, expected_version, validated), fut))
@@ -114,6 +117,8 @@ class LogServiceShell:
         from an index this service folds on incrementally: every stream, whoever wrote it."""
         from trex.events.work_index import WorkIndex
 
+        if not isinstance(key, str) or not 0 < len(key) <= 200:
+            raise ValueError(f"invalid work key {str(key)[:80]!r}: a string of 1 to 200 characters")
         with self._work_lock:
             self._work = (self._work or WorkIndex()).update(self.log)
             return self._work.candidates(key)

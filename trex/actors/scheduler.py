@@ -16,6 +16,34 @@ import time
 
 LEASE_TTL_S = 900.0  # far above any one wait of a Conductor (a log-service restart: trex.actors.log_service.LOG_WAIT_S)
 NAME = "trex-scheduler"
+MAX_POOL = 1024  # executors in one pool at most: a caller's size beyond it is refused, never looped over
+
+
+class SchedulerCallError(ValueError):
+    """A call whose arguments are not what the scheduler takes: refused before anything changes."""
+
+
+def _whole(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SchedulerCallError(f"invalid {name} {value!r}: a whole number from {low} to {high}")
+    return value
+
+
+def check_call(sid, executors=(), want: int = 0, size: int | None = None) -> None:
+    """What every scheduler call takes: a search id, executor indexes inside a pool, a count."""
+    from trex.events.log import EventError, check_search_id
+
+    try:
+        check_search_id(sid)
+    except EventError as e:
+        raise SchedulerCallError(str(e)) from None
+    if not isinstance(executors, (list, tuple)) or len(executors) > MAX_POOL:
+        raise SchedulerCallError(f"invalid executors {str(executors)[:80]}: a list of at most {MAX_POOL} indexes")
+    for i in executors:
+        _whole("executor index", i, 0, MAX_POOL - 1)
+    _whole("want", want, 0, MAX_POOL)
+    if size is not None:
+        _whole("pool size", size, 1, MAX_POOL)
 
 
 class LeaseBook:
@@ -95,19 +123,23 @@ class LeaseBook:
 
 class SchedulerShell:
     def __init__(self, size: int):
+        _whole("pool size", size, 1, MAX_POOL)
         self.book = LeaseBook(size)
         self._lock = threading.Lock()
 
     def request(self, sid: str, held: list[int], want: int, size: int | None = None) -> dict:
+        check_call(sid, held, want, size)
         with self._lock:
             got, held_now = self.book.request(sid, list(held), want, time.time(), size)
             return {"granted": got, "held": held_now, "holders": [h for h in self.book.holders() if h != sid]}
 
     def release(self, sid: str, executors: list[int]) -> None:
+        check_call(sid, executors)
         with self._lock:
             self.book.release(sid, list(executors))
 
     def end(self, sid: str) -> None:
+        check_call(sid)
         with self._lock:
             self.book.end(sid)
 

@@ -113,7 +113,8 @@ def decode(type_name: str, version: int, payload: dict) -> Event:
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise InvalidPayload(f"invalid payload for {type_name!r}: {e}") from None
+        errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors()[:5])
+        raise InvalidPayload(f"invalid payload for {type_name!r}: {errs}") from None
 
 
 def encode_json(ev: Event) -> tuple[str, int, str]:

@@ -101,13 +101,13 @@ def strict_json(text: str):
 def check_search_id(search_id) -> None:
     """What the log takes as a search id (a stream's name; never a path)."""
     if not isinstance(search_id, str) or not search_id or len(search_id) > 200 or "\x00" in search_id:
-        raise EventError(f"invalid search id {search_id!r}")
+        raise EventError(f"invalid search id {str(search_id)[:80]!r}")
 
 
 def check_raw(r: RawEvent) -> None:
     """Envelope fields of an already-serialised event (import): what the log and its SQL rely on."""
     if not isinstance(r.event_id, str) or not r.event_id or len(r.event_id) > 200:
-        raise EventError(f"invalid event id {r.event_id!r}")
+        raise EventError(f"invalid event id {str(r.event_id)[:80]!r}")
     if not isinstance(r.type, str) or not isinstance(r.schema_version, int) or isinstance(r.schema_version, bool):
         raise EventError(f"event {r.event_id}: invalid type or schema version")
     if not isinstance(r.payload, str):
@@ -165,10 +165,34 @@ def raws_of(events: Iterable[Event | NewEvent], causation_id: str | None = None,
     return raws
 
 
-def _check_request(search_id, raws: Sequence[RawEvent], validated: bool) -> None:
-    """One stream's append: a valid name, distinct ids, and (unless the caller built them from
-    typed events) every event decoded strictly, as an import must be."""
+def _check_position(name: str, value, optional: bool = False) -> None:
+    """A seq or version from a caller (a remote one: the log service): a whole number >= 0."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EventError(f"invalid {name} {value!r}: a whole number >= 0")
+
+
+def _check_read(search_id, after_seq, until_seq) -> None:
+    if search_id is not None:
+        check_search_id(search_id)
+    _check_position("after_seq", after_seq)
+    _check_position("until_seq", until_seq, optional=True)
+
+
+def check_append(search_id, raws, expected_version=None) -> None:
+    """The shape of one append (a name, a list of serialised events, a version), before any of it is
+    decoded: what a remote caller (the log service) is refused on at once."""
     check_search_id(search_id)
+    _check_position("expected version", expected_version, optional=True)
+    if not isinstance(raws, (list, tuple)) or not all(isinstance(r, RawEvent) for r in raws):
+        raise EventError("an append takes a list of serialised events (RawEvent)")
+
+
+def _check_request(search_id, raws: Sequence[RawEvent], validated: bool, expected_version=None) -> None:
+    """One stream's append: a valid name, a list of serialised events, distinct ids, and (unless the
+    caller built them from typed events) every event decoded strictly, as an import must be."""
+    check_append(search_id, raws, expected_version)
     if not validated:
         for r in raws:
             check_raw(r)
@@ -310,8 +334,8 @@ class EventLog:
         if len(set(sids)) != len(sids):
             raise EventError("a stream appears twice in one append")
         ids_seen: set[str] = set()
-        for search_id, raws, _ in batches:
-            _check_request(search_id, raws, _validated)
+        for search_id, raws, expected in batches:
+            _check_request(search_id, raws, _validated, expected)
             ids_in_call = {r.event_id for r in raws}
             if ids_seen & ids_in_call:
                 raise EventError("duplicate event ids within one append")
@@ -324,7 +348,7 @@ class EventLog:
             stage = _Stage(self._index, now_iso())
             staged = {sid: stage.add(sid, raws, ev) for sid, raws, ev in batches}  # a conflict: nothing written
             self._commit(stage)
-            return {sid: self._staged_or_stored(stage, sid, raws, staged[sid]) for sid, raws, _ in batches}
+            return {sid: self._staged_or_stored(stage, sid, raws, staged[sid], _validated) for sid, raws, _ in batches}
 
     def append_group(
         self,
@@ -338,9 +362,9 @@ class EventLog:
         before it (same stream: the next seq). If the write fails, every staged request fails."""
         results: list = [None] * len(requests)
         todo = []
-        for i, (search_id, raws, _) in enumerate(requests):
+        for i, (search_id, raws, expected) in enumerate(requests):
             try:
-                _check_request(search_id, raws, _validated)
+                _check_request(search_id, raws, _validated, expected)
             except Exception as e:  # noqa: BLE001 - this request's answer, not the group's
                 results[i] = e
                 continue
@@ -368,10 +392,14 @@ class EventLog:
                 return results
             for i, envs in staged.items():
                 search_id, raws, _ = requests[i]
-                results[i] = self._staged_or_stored(stage, search_id, raws, envs)
+                results[i] = self._staged_or_stored(stage, search_id, raws, envs, _validated)
             return results
 
-    def _staged_or_stored(self, stage: "_Stage", search_id: str, raws, envs) -> list[Envelope]:
+    def _staged_or_stored(self, stage: "_Stage", search_id: str, raws, envs, validated: bool) -> list[Envelope]:
+        """The envelopes of ``raws``: staged now, or stored before. An id stored before answers with the
+        stored event: trex's own ids are fixed per step (the first writer wins, as a retry must); an
+        event from outside (an import, a raw remote append) under an id stored with other content is
+        refused instead, so its sender never believes its content stored."""
         if envs is not None:
             return envs
         if not raws:
@@ -380,7 +408,12 @@ class EventLog:
         if ids <= stage.envs.keys():
             return [stage.envs[r.event_id] for r in raws]
         got = {e.event_id: e for e in self._read_ids(search_id, ids)}
-        return [got.get(r.event_id) or stage.envs[r.event_id] for r in raws]
+        out = [got.get(r.event_id) or stage.envs[r.event_id] for r in raws]
+        for r, env in zip(raws, out):
+            if not validated and (env.type, env.schema_version, env.payload) != (r.type, r.schema_version, r.payload):
+                raise ConcurrencyConflict(f"event id {r.event_id} is stored with other content: the stored event "
+                                          f"stands (seq {env.seq} of {search_id!r})")
+        return out
 
     def _commit(self, stage: "_Stage") -> None:
         """Write what ``stage`` holds as one record (durable before return) and index it. Caller holds the lock."""
@@ -562,6 +595,7 @@ class EventLog:
         segment is decoded incrementally, so a read after the last seen seq stays cheap."""
         from trex.events import segments
 
+        _check_read(search_id, after_seq, until_seq)
         for _attempt in range(50):
             sealed, open_ = self._listing()
             try:
@@ -580,6 +614,7 @@ class EventLog:
     def read_records(self, search_id: str | None = None, after_seq: int = 0, until_seq: int | None = None) -> list[dict]:
         from trex.events import segments
 
+        _check_read(search_id, after_seq, until_seq)
         for _attempt in range(50):
             sealed, open_ = self._listing()
             try:
@@ -637,6 +672,7 @@ class EventLog:
         return list(seen)
 
     def version(self, search_id: str) -> int:
+        check_search_id(search_id)
         recs = self.read_records(search_id)
         return recs[-1]["seq"] if recs else 0
 
