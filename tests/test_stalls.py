@@ -169,3 +169,102 @@ def test_evaluations_queued_behind_others_are_not_taken_for_stalled_ones(tmp_pat
     assert {n.node_id for n in tree.nodes.values() if n.status == "evaluated"} == trained
     assert tree.heldout  # the end of the search scored the chosen node on test, within the bound
     assert verify(EventLog(tmp_path), sid).ok
+
+
+class HangOnceResearcher:
+    """The real Researcher shell, whose first proposal for search ``victim`` wedges while holding the
+    shell's one-proposal-at-a-time lock (so every other search's proposal waits behind it)."""
+
+    def __init__(self, marker, victim):
+        from trex.actors.shells import ResearcherShell
+
+        self.inner, self.marker, self.victim = ResearcherShell(), marker, victim
+
+    def propose(self, home, sid, decision):
+        if sid == self.victim and not os.path.exists(self.marker):
+            with self.inner._lock:
+                open(self.marker, "w").close()
+                time.sleep(3600)
+        return self.inner.propose(home, sid, decision)
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_the_restart_book_names_only_another_searchs_restart_since_a_call_was_sent():
+    from trex.actors.scheduler import RestartBook
+
+    b = RestartBook()
+    b.note("researcher", "a", now=100.0)
+    assert b.by_other("researcher", "b", since=90.0) == "a"
+    assert b.by_other("researcher", "a", since=90.0) is None  # its own restart counts against it
+    assert b.by_other("researcher", "b", since=101.0) is None  # restarted before the call was sent
+    assert b.by_other("evaluator", "b", since=90.0) is None
+
+
+@pytest.mark.timeout(300)
+def test_a_shared_researcher_restarted_for_one_searchs_stall_costs_the_other_search_no_attempt(tmp_path, ray_local):
+    """Two searches share one pool (its scheduler, Researcher and Evaluator, as ``trex-actors`` makes).
+    Search a's first proposal wedges the Researcher; b's proposal waits behind it. a records the stall
+    and restarts the Researcher, which fails b's call too: b sends it again (``WorkResent``, naming a)
+    with no ``ProposalFailed`` counted against it, and both searches finish."""
+    import threading
+
+    import ray
+
+    from trex.actors.conduct import Pool, conduct
+    from trex.actors.scheduler import SchedulerShell
+    from trex.actors.shells import CONCURRENCY
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    log = EventLog(tmp_path)
+    a = start_search(log, SearchConfig(task="arith-sub", budget=Budget(max_trials=2), seed=5))
+    b = start_search(log, SearchConfig(task="arith-sub", budget=Budget(max_trials=2), seed=6))
+    marker = tmp_path / "wedged"
+    researcher = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0,
+                            max_concurrency=CONCURRENCY["researcher"])(HangOnceResearcher).remote(str(marker), a)
+    pid = ray.get(researcher.pid.remote())
+    mk = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)(QuickExecutor)
+    pool = Pool(researcher=researcher, executors=[mk.remote(), mk.remote()],
+                evaluator=ray.remote(num_cpus=0, max_restarts=-1)(ScriptedEvaluator).remote(),
+                scheduler=ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=8)(SchedulerShell).remote(2))
+    errors = []
+
+    def run(sid, stall_s):
+        try:
+            conduct(tmp_path, sid, pool, poll_s=0.05, lookahead=False, stall_s=stall_s)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ta = threading.Thread(target=run, args=(a, {"propose": 4.0}))
+    ta.start()
+    try:
+        t0 = time.time()
+        while not marker.exists() and time.time() - t0 < 60:
+            time.sleep(0.05)
+        assert marker.exists(), "search a's proposal never reached the Researcher"
+        tb = threading.Thread(target=run, args=(b, {"propose": 120.0}))
+        tb.start()
+        ta.join(200)
+        tb.join(200)
+        assert not ta.is_alive() and not tb.is_alive() and not errors, errors
+        new_pid = ray.get(researcher.pid.remote())
+    finally:
+        for h in (pool.researcher, pool.evaluator, pool.scheduler, *pool.executors):
+            try:
+                ray.kill(h, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+    assert new_pid != pid  # the wedged Researcher was restarted
+    ev_a = [e for e in log.read(a)]
+    ev_b = [e for e in log.read(b)]
+    stalls = [e.event for e in ev_a if e.type == "WorkStalled"]
+    assert len(stalls) == 1 and stalls[0].kind == "propose" and stalls[0].actor == "researcher"
+    assert sum(e.type == "ProposalFailed" for e in ev_a) == 1  # a's own stall counts against a
+    assert not any(e.type in ("ProposalFailed", "WorkStalled") for e in ev_b)
+    resent = [e.event for e in ev_b if e.type == "WorkResent"]
+    assert resent and all(r.kind == "propose" and r.restarted_by == a and r.actor == "researcher" for r in resent)
+    for sid in (a, b):
+        tree = build_tree(log, sid)
+        assert tree.status == "finished" and tree.nodes_tried == 2, (sid, tree.finish_reason)
+        assert verify(log, sid).ok

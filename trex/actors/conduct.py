@@ -28,7 +28,7 @@ from trex.events.evaluation import EvaluationFailed
 from trex.events.plans import HypothesisStated, PlanProposed, PlanRejected, ProposalFailed
 from trex.events.search import SearchResumed
 from trex.events.trials import (ExecutorLeased, ExecutorReleased, ExecutorsAwaited, TrialAbandoned,
-                                TrialDispatchFailed, WorkStalled)
+                                TrialDispatchFailed, WorkResent, WorkStalled)
 from trex.orchestrate import recovery as rec
 from trex.orchestrate.rules import (
     BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, command_id, decision_event_id,
@@ -54,6 +54,8 @@ STALL_GRACE_S = 120.0  # a trial that has not come back this long after its own 
 PROPOSE_STALL_S = 900.0  # a proposal (tools + a local LLM under load) that takes longer than this
 EVALUATE_STALL_S = 900.0  # an evaluation that takes longer than this
 LEASE_HEARTBEAT_S = 10.0  # a search holding or wanting nothing still tells the scheduler it is alive
+MAX_FREE_RESENDS = 3  # a call failed by another search's restart of a shared actor, sent again uncounted
+SHARED = ("researcher", "evaluator", "distiller")  # the actors of a shared pool that every search calls
 
 
 class _GaveUp(Exception):
@@ -74,6 +76,8 @@ class _InFlight:
     dispatched: dict = field(default_factory=dict)  # node id -> its trials count when dispatched
     evaluated: int = 0
     since: dict = field(default_factory=dict)  # ref -> when it was dispatched (train, proposal, evaluation)
+    sent: dict = field(default_factory=dict)  # ref -> when it was sent (proposal, evaluation): never reset
+    resent: dict = field(default_factory=dict)  # (kind, command) -> times sent again uncounted (WorkResent)
     stalled: dict = field(default_factory=dict)  # ref -> when its actor was restarted for a stall
     leased: set = field(default_factory=set)  # executors of a shared pool this search holds
     awaiting: bool = False  # ExecutorsAwaited recorded, no lease since
@@ -143,12 +147,12 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
         def dispatch_eval(nid, adapter, attempt=1):
             ref = pool.evaluator.evaluate.remote(str(home), sid, tree.task, nid, adapter, eval_limit)
             st.evals[ref] = (nid, adapter, attempt)
-            st.since[ref] = time.time()
+            st.since[ref] = st.sent[ref] = time.time()
 
         def dispatch_proposal(decision: dict):
             ref = pool.researcher.propose.remote(str(home), sid, decision)
             st.props[ref] = decision
-            st.since[ref] = time.time()
+            st.since[ref] = st.sent[ref] = time.time()
 
         def lease(want: int) -> None:
             """Ask the scheduler for ``want`` more executors (0: only say what this search holds).
@@ -217,11 +221,26 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 emit(WorkStalled(kind=kind, command=cmd, node_id=nid, actor=name, waited_s=round(waited, 3),
                                  limit_s=limit))
                 st.stalled[ref] = now
-                try:
-                    ray.kill(actor, no_restart=False)  # Ray restarts it; the call fails as the actor's death
-                except Exception:  # noqa: BLE001 - an actor already gone: its call fails on its own
-                    pass
+                _restart(actor, name, sched, sid)  # Ray restarts it; the call fails as the actor's death
             return gave_up
+
+        def resend_free(kind: str, cmd: str, nid, err: BaseException, since: float) -> bool:
+            """A call of this search to a shared actor that failed because another search restarted
+            that actor for its own stall: recorded (``WorkResent``) and to be sent again without
+            counting against this search's attempts, at most :data:`MAX_FREE_RESENDS` times."""
+            name = "researcher" if kind == "propose" else "evaluator"
+            if sched is None or not isinstance(err, ray.exceptions.RayActorError) \
+                    or st.resent.get((kind, cmd), 0) >= MAX_FREE_RESENDS:
+                return False
+            try:  # a restart noted a moment before the call was sent still failed it
+                by = ray.get(sched.restarted_by.remote(name, sid, since - 5.0), timeout=10)
+            except Exception:  # noqa: BLE001 - the scheduler cannot tell: the failure counts
+                return False
+            if not by:
+                return False
+            st.resent[(kind, cmd)] = st.resent.get((kind, cmd), 0) + 1
+            emit(WorkResent(kind=kind, command=cmd, node_id=nid, actor=name, restarted_by=by))
+            return True
 
         # ------------------------------------------------------------------ recovery
         inflight: dict[str, int] = {}
@@ -322,8 +341,10 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 stuck = ref in gave_up and ref not in done
                 st.since.pop(ref, None)
                 st.stalled.pop(ref, None)
+                sent = st.sent.pop(ref, time.time())
                 if ref in st.props:
-                    _on_proposal(ref, st, tree, emit, dispatch_proposal, sid, stuck)
+                    _on_proposal(ref, st, tree, emit, dispatch_proposal, sid, stuck,
+                                 lambda e, d: resend_free("propose", d["decision_id"], d.get("node_id"), e, sent))
                 elif ref in st.trains:
                     _on_trained(ref, st, tree, sid, emit, dispatch_eval, stuck)
                 elif ref in st.evals:
@@ -335,7 +356,9 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                             if pool.distiller is not None and st.distill is None and st.evaluated % distill_every == 0:
                                 st.distill = pool.distiller.distill.remote(str(home), sid)
                     except Exception as e:  # noqa: BLE001 - the Evaluator died or raised: once more, then an event
-                        if may_retry_evaluation(attempt):
+                        if not stuck and resend_free("evaluate", nid, nid, e, sent):
+                            dispatch_eval(nid, adapter, attempt)
+                        elif may_retry_evaluation(attempt):
                             dispatch_eval(nid, adapter, attempt + 1)
                         else:
                             emit(EvaluationFailed(node_id=nid, reason=type(e).__name__, message=str(e)[:2000]))
@@ -355,10 +378,10 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 pass
         if pool.distiller is not None:
             _bounded_get(pool.distiller.distill.remote(str(home), sid), "distill", "distiller", pool.distiller,
-                         limits["propose"], sid, emit)
+                         limits["propose"], sid, emit, sched=sched)
         refresh()
         if tree.status != "finished":
-            _score_heldout(pool, home, sid, tree, emit, limits["evaluate"])
+            _score_heldout(pool, home, sid, tree, emit, limits["evaluate"], resend_free)
             emit(*finish_events(refresh(), time.time() - started_at))
         return tree.summary()
     finally:
@@ -380,7 +403,25 @@ def _publish_task(task: str, home: Path) -> None:
         print(f"trex: task {task!r} was not published to the artifact store: {e}", file=sys.stderr)
 
 
-def _bounded_get(ref, kind: str, name: str, actor, limit: float, sid: str, emit, node_id: str | None = None):
+def _restart(actor, name: str, sched, sid: str) -> None:
+    """Restart ``actor`` for this search's stall. An actor every search of a shared pool calls is
+    first noted with the pool's scheduler, so that the other searches whose calls fail with it send
+    them again without counting the failure (``WorkResent``)."""
+    import ray
+
+    if sched is not None and name in SHARED:
+        try:
+            ray.get(sched.note_restart.remote(name, sid), timeout=10)
+        except Exception:  # noqa: BLE001 - not noted: the other searches count the failure, as before
+            pass
+    try:
+        ray.kill(actor, no_restart=False)
+    except Exception:  # noqa: BLE001 - an actor already gone: its calls fail on their own
+        pass
+
+
+def _bounded_get(ref, kind: str, name: str, actor, limit: float, sid: str, emit, node_id: str | None = None,
+                 sched=None):
     """``ray.get`` that waits at most ``limit`` seconds: past it the stall is recorded, the actor restarted
     and :class:`_GaveUp` raised (the end of a search never hangs on one call). Other failures raise as is."""
     import ray
@@ -392,10 +433,7 @@ def _bounded_get(ref, kind: str, name: str, actor, limit: float, sid: str, emit,
     except GetTimeoutError:
         emit(WorkStalled(kind=kind, command=f"{sid}:{kind}:{node_id or 'search'}", node_id=node_id, actor=name,
                          waited_s=round(time.time() - t0, 3), limit_s=limit))
-        try:
-            ray.kill(actor, no_restart=False)
-        except Exception:  # noqa: BLE001 - an actor already gone
-            pass
+        _restart(actor, name, sched, sid)
         raise _GaveUp(f"no answer from the {name} after {limit:g}s") from None
     except Exception:  # noqa: BLE001 - the caller decides; distilling is advisory
         if kind == "distill":
@@ -403,7 +441,8 @@ def _bounded_get(ref, kind: str, name: str, actor, limit: float, sid: str, emit,
         raise
 
 
-def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit, limit: float = EVALUATE_STALL_S) -> None:
+def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit, limit: float = EVALUATE_STALL_S,
+                   resend_free=None) -> None:
     """The chosen node and the next ``heldout_k`` on the held-out test split, once each (the rule and
     the recording are the in-process driver's: :func:`trex.orchestrate.rules.heldout_todo`). Each call
     waits at most ``limit`` seconds (then a recorded stall, the Evaluator restarted, one more try)."""
@@ -418,12 +457,15 @@ def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit, limit: float = 
     for node_id, rank, anytime in heldout_todo(tree, tree.started.heldout_k):
         adapter, attempt = tree.nodes[node_id].adapter, 1
         while True:
+            sent = time.time()
             try:
                 _bounded_get(pool.evaluator.evaluate_heldout.remote(str(home), sid, tree.task, node_id, adapter, rank,
                                                                     anytime), "evaluate", "evaluator", pool.evaluator,
-                             limit, sid, emit, node_id)
+                             limit, sid, emit, node_id, sched=pool.scheduler)
                 break
             except Exception as e:  # noqa: BLE001 - the Evaluator died or raised: once more, then an event
+                if resend_free is not None and resend_free("evaluate", f"heldout:{node_id}", node_id, e, sent):
+                    continue
                 if not may_retry_evaluation(attempt):
                     emit(HeldOutFailed(node_id=node_id, rank=rank, reason=type(e).__name__, message=str(e)[:2000]))
                     break
@@ -439,7 +481,8 @@ def _result(ref, stuck: bool):
     return ray.get(ref)
 
 
-def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str, stuck: bool = False) -> None:
+def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str, stuck: bool = False,
+                 resend_free=None) -> None:
     import ray
 
     from trex.plan import parse_plan, plan_hash
@@ -449,6 +492,9 @@ def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str, st
     try:
         prop = _result(ref, stuck)
     except (ray.exceptions.RayActorError, _GaveUp) as e:  # the Researcher died: ask its successor, a few times
+        if not stuck and resend_free is not None and resend_free(e, decision):  # another search's restart
+            dispatch_proposal(decision)
+            return
         tree = emit(ProposalFailed(decision_id=did, reason=f"the researcher died: {e}"[:2000]), correlation_id=did)
         if may_retry_proposal(tree, did):
             dispatch_proposal(decision)

@@ -121,10 +121,30 @@ class LeaseBook:
         return sorted(set(self.holder.values()))
 
 
+class RestartBook:
+    """Which search restarted which shared actor (the pool's Researcher, Evaluator or Distiller) for
+    its own stall, and when: a call of another search that failed then is sent again without
+    counting against that search's attempts. Soft state, like the leases: a restarted scheduler
+    forgets, and such a failure then counts as any death of the actor does."""
+
+    KEEP_S = 3600.0
+
+    def __init__(self):
+        self.restarts: list[tuple[float, str, str]] = []  # (when, actor, search)
+
+    def note(self, actor: str, sid: str, now: float) -> None:
+        self.restarts = [r for r in self.restarts if now - r[0] <= self.KEEP_S][-255:] + [(now, actor, sid)]
+
+    def by_other(self, actor: str, sid: str, since: float) -> str | None:
+        """The search (not ``sid``) that restarted ``actor`` at ``since`` or later, if any."""
+        return next((s for t, a, s in reversed(self.restarts) if a == actor and s != sid and t >= since), None)
+
+
 class SchedulerShell:
     def __init__(self, size: int):
         _whole("pool size", size, 1, MAX_POOL)
         self.book = LeaseBook(size)
+        self.restarts = RestartBook()
         self._lock = threading.Lock()
 
     def request(self, sid: str, held: list[int], want: int, size: int | None = None) -> dict:
@@ -142,6 +162,22 @@ class SchedulerShell:
         check_call(sid)
         with self._lock:
             self.book.end(sid)
+
+    def note_restart(self, actor: str, sid: str) -> None:
+        """``sid`` is about to restart the shared ``actor`` for its stall (:class:`RestartBook`)."""
+        check_call(sid)
+        if not isinstance(actor, str) or not 0 < len(actor) <= 100:
+            raise SchedulerCallError(f"invalid actor name {str(actor)[:80]!r}")
+        with self._lock:
+            self.restarts.note(actor, sid, time.time())
+
+    def restarted_by(self, actor: str, sid: str, since: float) -> str | None:
+        """The other search that restarted ``actor`` since ``since`` (a call of ``sid`` sent then failed)."""
+        check_call(sid)
+        if isinstance(since, bool) or not isinstance(since, (int, float)) or since != since:
+            raise SchedulerCallError(f"invalid time {since!r}")
+        with self._lock:
+            return self.restarts.by_other(actor, sid, float(since))
 
     def state(self) -> dict:
         with self._lock:

@@ -106,6 +106,20 @@ def upcast_work_stalled_v1_v2(d: dict) -> dict:
     return dict(d)
 
 
+@event("WorkResent")
+class WorkResent(Event):
+    """A call to an actor that searches share (the Researcher or Evaluator of a ``trex-actors`` pool)
+    failed because another search restarted that actor for its own stall (``restarted_by``): it is
+    sent again, and the failure is not counted against this search's attempts (a few times per call
+    at most, then it counts as any death of the actor does)."""
+
+    kind: Literal["propose", "evaluate"]
+    command: str  # the decision id, or the evaluated node id
+    node_id: str | None = None
+    actor: str = ""
+    restarted_by: str = ""  # the search whose stall restarted the actor
+
+
 @event("ExecutorLeased")
 class ExecutorLeased(Event):
     """The scheduler of a shared executor pool gave this search executor ``executor``: no other
