@@ -236,7 +236,7 @@ class Runner:
 
     def _answer(self, tree, decision) -> None:
         """Propose for ``decision`` (the Researcher's entry point), record the plan, train it."""
-        from trex.orchestrate.rules import hypothesis_event_id, next_node_id, proposal_event_id
+        from trex.orchestrate.rules import hypothesis_event_id, next_node_id, proposal_event_id, repeated_plan
         from trex.plan import plan_hash
         from trex.propose import propose
 
@@ -246,6 +246,12 @@ class Runner:
         if prop.plan is None:
             self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer, reason=prop.rejection or "",
                                    raw=str(prop.raw)[:4000], decision_id=decision.decision_id))
+            return
+        same = repeated_plan(tree, plan_hash(prop.plan))
+        if same is not None:
+            self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer,
+                                   reason=f"repeats the plan of {same}", raw=str(prop.raw)[:4000],
+                                   decision_id=decision.decision_id))
             return
         node_id = next_node_id(tree)
         self.emit(PlanProposed(node_id=node_id, parent_id=decision.node_id, operator=decision.operator,

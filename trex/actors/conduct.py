@@ -33,7 +33,7 @@ from trex.orchestrate import recovery as rec
 from trex.orchestrate.rules import (
     BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, command_id, decision_event_id,
     finish_events, hypothesis_event_id, may_retry_dispatch, may_retry_evaluation, may_retry_proposal, may_retry_trial, next_node_id,
-    proposal_event_id, stop_reason, trials_used,
+    proposal_event_id, repeated_plan, stop_reason, trials_used,
 )
 
 
@@ -292,9 +292,9 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             while len(st.ready) + len(st.props) < want and stop_reason(tree, elapsed, committed) is None:
                 from trex.search import select
 
-                busy = [tree.nodes[n].parent_id for n in st.ready] + [tree.nodes[n].parent_id
-                                                                       for n, _ in st.trains.values()
-                                                                       if n in tree.nodes]
+                busy = ([tree.nodes[n].parent_id for n in st.ready]
+                        + [tree.nodes[n].parent_id for n, _ in st.trains.values() if n in tree.nodes]
+                        + [d.get("node_id") for d in st.props.values()])  # a parent being proposed for too
                 d = select(tree, busy=busy)
                 emit(d.to_event(), event_id=decision_event_id(sid, d.decision_id))
                 dispatch_proposal({"decision_id": d.decision_id, "node_id": d.node_id, "operator": d.operator,
@@ -510,6 +510,12 @@ def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str, st
     plan = parse_plan(prop["plan"])
     if isinstance(plan, str):  # a proposer's plan that does not parse: its rejection, never a crash
         emit(PlanRejected(parent_id=decision.get("node_id"), proposer=tree.proposer, reason=plan[:2000],
+                          raw=str(prop["plan"])[:4000], decision_id=did), correlation_id=did)
+        return
+    same = repeated_plan(tree, plan_hash(plan))
+    if same is not None:  # proposed at the same time as its twin: refused, and the next decision is made afresh
+        emit(PlanRejected(parent_id=decision.get("node_id"), proposer=tree.proposer,
+                          reason=f"repeats the plan of {same} (proposed while this one was in flight)",
                           raw=str(prop["plan"])[:4000], decision_id=did), correlation_id=did)
         return
     nid = next_node_id(tree)

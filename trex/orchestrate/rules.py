@@ -95,6 +95,20 @@ def finish_events(tree: SearchTree, elapsed_s: float | None) -> list:
         test_score=test, reported="test" if test is not None else "selection")]
 
 
+# ------------------------------------------------------------------------------------ repeats
+NO_REPEAT_PROPOSERS = frozenset({"rules", "llm", "llm-notools"})  # the agent's proposers: never a plan twice
+
+
+def repeated_plan(tree: SearchTree, plan_hash: str) -> str | None:
+    """The node whose plan a new proposal repeats exactly, for a proposer that promises never to
+    repeat one (the baselines may: Optuna's TPE does, and a repeat is served from the work cache).
+    The proposers check the tree; this is the check of the search itself, for proposals made at the
+    same time (two in flight for one parent, neither knowing the other's answer)."""
+    if tree.proposer not in NO_REPEAT_PROPOSERS:
+        return None
+    return next((n.node_id for n in tree.nodes.values() if n.plan_hash == plan_hash), None)
+
+
 # ------------------------------------------------------------------------------------ retries
 def may_retry_trial(node: Node) -> bool:
     return node.trials < MAX_TRIAL_ATTEMPTS

@@ -53,6 +53,9 @@ EDIT_TOOLS = {"replay": ("constraint_slack",), "higher-lr": ("training_curve",),
               "bad_cases"), "try-pool": ("data_profile",), "continue": ("training_curve",)}
 
 
+FIT_RATIO = 0.15  # final / first training loss below which a node has fitted its rows
+
+
 @dataclass
 class Evidence:
     node_id: str
@@ -65,6 +68,14 @@ class Evidence:
     @property
     def underfit(self) -> bool:
         return self.first_loss is not None and self.final_loss is not None and self.final_loss > 0.5 * self.first_loss
+
+    @property
+    def fits(self) -> bool:
+        """The training rows are fitted (the loss fell below :data:`FIT_RATIO` of its start): a low score
+        then says the rows teach the wrong thing, which cleaning can help; short of it, the node is
+        still learning, and cleaning it only removes rows it had not learnt yet."""
+        return self.first_loss is not None and self.final_loss is not None and \
+            self.final_loss < FIT_RATIO * self.first_loss
 
     def line(self) -> str:
         parts = [f"{self.node_id}: score {_f(self.score)} (base {_f(self.base)})",
@@ -125,17 +136,19 @@ def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate
         if lr != v0["learning_rate"]:
             add("higher-lr", {"learning_rate": lr}, f"{parent.node_id} underfits (loss {_f(ev.first_loss)} -> "
                                                     f"{_f(ev.final_loss)}): lr x3 raises the score above {_f(ev.score)}")
+    if ev.final_loss is not None and not ev.fits:  # underfitting, or still learning: more steps
         if parent.adapter:
             add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
                 f"{parent.node_id} was still learning: {v0['max_steps']} more steps raise the score above "
                 f"{_f(ev.score)}")
-    if data is not None and parent.adapter and ev.final_loss is not None and not ev.underfit:
+    if data is not None and parent.adapter and ev.fits:
         frac = float(v0.get("clean_fraction") or 0.0)
         nxt = next((c for c in data.dim("clean_fraction").choices if c > max(frac, 0.1)), None)
         if nxt is not None:
             add("clean", {"clean_fraction": nxt, "clean_node": parent.node_id},
-                f"rows {parent.node_id} finds hardest are noise: dropping {nxt:g} of them raises the score above "
-                f"{_f(ev.score)}")
+                f"{parent.node_id} fits its rows (loss {_f(ev.first_loss)} -> {_f(ev.final_loss)}) yet scores "
+                f"{_f(ev.score)}: the rows it finds hardest are noise, and dropping {nxt:g} of them raises the "
+                f"score above {_f(ev.score)}")
     for p in pools:
         if not float(v0.get(p) or 0.0):
             new = first_share(p)
