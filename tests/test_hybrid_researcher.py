@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.test_rules_proposer import CONS, DS, TASK, node, plan
-from trex.events.plans import LlmCallFailed, LlmCallMade, ToolCalled
+from trex.events.plans import LlmCallFailed, ToolCalled
 from trex.events.search import LlmSettings, SearchStarted
 from trex.llm import LLMClient
 from trex.llm.types import Completion, Usage
@@ -113,21 +113,8 @@ def test_junk_from_the_model_falls_back_to_the_top_ranked_candidate_with_the_fai
     assert prop.hypothesis is not None and prop.hypothesis.metric == "add_exact_match"
 
 
-def test_the_embedded_models_draft_takes_the_optimisers_numbers_without_asking_the_model(tmp_path):
-    """A small embedded model chooses among edits; a draft's numbers are TPE's (its own would be its prior:
-    SmolLM2 answered learning rate 0.01 to every draft), stating a hypothesis citing the tried-plans table."""
-    tree = forgetting_tree()
-    prop, rec = ask(tree, Decision(None, "draft", "mcts", 0, 2, "d2"), Scripted("never asked"), tmp_path)
-    assert prop.plan is not None and "the optimiser's plan" in prop.rationale
-    assert not any(isinstance(ev, (LlmCallFailed, LlmCallMade)) for _, ev in rec.events)
-    table = [eid for eid, ev in rec.events if isinstance(ev, ToolCalled) and ev.tool == "tried_plans"]
-    assert prop.hypothesis is not None and prop.hypothesis.cites and set(prop.hypothesis.cites) <= set(table)
-
-
 def test_a_draft_the_model_cannot_answer_takes_the_optimisers_plan_and_never_a_repeat(tmp_path):
-    """An outside model (``--llm-url``) drafts its own plans; when it cannot, the optimiser answers."""
-    outside = LlmSettings(url="http://127.0.0.1:9/v1")  # never called: the test's client is scripted
-    tree = forgetting_tree(llm=outside)
+    tree = forgetting_tree()
     prop, rec = ask(tree, Decision(None, "draft", "mcts", 0, 2, "d2"), Scripted("no idea"), tmp_path)
     assert prop.plan is not None and prop.rationale.startswith("LLM failed") and "optimiser" in prop.rationale
     table = [eid for eid, ev in rec.events if isinstance(ev, ToolCalled) and ev.tool == "tried_plans"]
@@ -137,7 +124,7 @@ def test_a_draft_the_model_cannot_answer_takes_the_optimisers_plan_and_never_a_r
     from trex.propose.rules import signature, tried
     from trex.propose.space import values_of
 
-    tree = forgetting_tree(trial=TrialSettings(steps=40, batch_size=16), llm=outside)  # n1's plan: 40 steps
+    tree = forgetting_tree(trial=TrialSettings(steps=40, batch_size=16))  # n1's plan: 40 steps, batch 16
     prop, rec = ask(tree, Decision(None, "draft", "mcts", 0, 3, "d3"), Scripted(choice_of(tree, "n1", "n1 again")),
                     tmp_path)
     assert not any(isinstance(ev, LlmCallFailed) for _, ev in rec.events)  # the model's answer was valid

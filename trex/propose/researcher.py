@@ -181,12 +181,6 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
                                     {k: v[0] for k, v in ev.items()}, base, data,
                                     own_edit=bool(tree.started.llm.url), task=task, steps=steps,
                                     batch_size=batch_size)
-    if not tree.started.llm.url:  # the embedded model: a small model's numbers are its prior, not evidence
-        from trex.propose.rules import fresh_numbers
-
-        alt = fresh_numbers(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data, emit=emit)
-        return replace(alt, rationale=f"{decision.operator}: the optimiser's plan (the embedded model chooses "
-                                      f"among edits; numbers come from TPE). {alt.rationale}")
     bad = None
     if parent is not None and parent.score is not None:
         bad = _tool(emit, "bad_cases", {"node_id": parent.node_id},
