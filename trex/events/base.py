@@ -8,6 +8,7 @@ newer than the code knows is a hard error, never a silent guess.
 """
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -80,7 +81,9 @@ def lookup(type_name: str) -> tuple[type[Event], int]:
     _load_families()
     entry = _REGISTRY.get(type_name)
     if entry is None:
-        raise UnknownEventType(f"unknown event type {type_name!r} (known: {', '.join(sorted(_REGISTRY))})")
+        close = difflib.get_close_matches(str(type_name), list(_REGISTRY), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else f" ({len(_REGISTRY)} types are known)"
+        raise UnknownEventType(f"unknown event type {str(type_name)[:80]!r}{hint}")
     return entry.cls, entry.version
 
 
