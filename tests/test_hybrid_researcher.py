@@ -119,19 +119,70 @@ def test_a_draft_the_model_cannot_answer_takes_the_optimisers_plan_and_never_a_r
     assert prop.plan is not None and prop.rationale.startswith("LLM failed") and "optimiser" in prop.rationale
     table = [eid for eid, ev in rec.events if isinstance(ev, ToolCalled) and ev.tool == "tried_plans"]
     assert prop.hypothesis is not None and set(prop.hypothesis.cites) <= set(table) and prop.hypothesis.cites
-    # a model that answers exactly n1's plan: the repeat is replaced by the optimiser's numbers
+    # a model that answers exactly n1's plan where it writes the values (a debug): the repeat is
+    # replaced by the optimiser's numbers (a draft's choices are the optimiser's new plans already)
     from trex.events.search import TrialSettings
     from trex.propose.rules import signature, tried
     from trex.propose.space import values_of
 
     tree = forgetting_tree(trial=TrialSettings(steps=40, batch_size=16))  # n1's plan: 40 steps, batch 16
-    prop, rec = ask(tree, Decision(None, "draft", "mcts", 0, 3, "d3"), Scripted(choice_of(tree, "n1", "n1 again")),
+    prop, rec = ask(tree, Decision("n1", "debug", "mcts", 0, 3, "d3"), Scripted(choice_of(tree, "n1", "n1 again")),
                     tmp_path)
     assert not any(isinstance(ev, LlmCallFailed) for _, ev in rec.events)  # the model's answer was valid
     assert prop.plan is not None and prop.rationale.startswith("the LLM's plan repeated a tried plan")
     got = values_of(prop.plan.model_dump(mode="json"), tree.started.trial.steps, DS) | {
         "continue_from_parent": prop.plan.continue_from_parent}
     assert signature(got) not in tried(tree, tree.started.trial.steps, DS)
+
+
+def test_a_draft_is_the_models_choice_among_the_optimisers_new_plans(tmp_path):
+    """A draft: the optimiser's points (none a repeat, none alike), the LLM picks one by number; the
+    menu shows each draft's values, and the hypothesis cites the recorded tried-plans table."""
+    from trex.propose.rules import draft_candidates, signature, tried
+
+    tree = forgetting_tree()
+    d = Decision(None, "draft", "mcts", 0, 2, "d2")
+    drafts, _ = draft_candidates(tree, d, task=TASK, steps=tree.started.trial.steps,
+                                 batch_size=tree.started.trial.batch_size, data=DS)
+    sigs = [signature(r.candidate.values) for r in drafts]
+    assert len(drafts) == 3 and len(set(sigs)) == 3 and not set(sigs) & tried(tree, tree.started.trial.steps, DS)
+    model = Scripted('{"rationale": "3 explores a higher learning rate than n1", "choice": 3}')
+    prop, rec = ask(tree, d, model, tmp_path)
+    assert prop.plan == drafts[2].proposal.plan and prop.rationale.startswith("chose 3 of 3")
+    (messages,) = model.seen
+    prompt = "\n".join(m["content"] for m in messages)
+    assert "New plans (drafts)" in prompt and "3. learning_rate " in prompt and len(prompt) < 6000
+    tables = {eid for eid, ev in rec.events if isinstance(ev, ToolCalled) and ev.tool == "tried_plans"}
+    assert prop.hypothesis is not None and prop.hypothesis.cites and set(prop.hypothesis.cites) <= tables
+
+
+def test_the_first_drafts_of_a_search_fill_the_space_whichever_the_model_picks():
+    """Before TPE has five results its draws are random and clump; the drafts offered come from the
+    search's Sobol sequence instead: the first menu spans the learning-rate range (each in its own
+    quarter of the log range), and a later draft decision starts further along the sequence, so the
+    drafts tried cover the space whichever ones the model picks."""
+    import math
+
+    from trex.events.search import NodeSelected
+    from trex.propose.rules import draft_candidates
+    from trex.propose.space import DIMS
+
+    lr = DIMS["learning_rate"]
+    tree = fold([SearchStarted(task=TASK, proposer="llm")])
+    d0 = Decision(None, "draft", "mcts", 0, 0, "d0")
+    first, _ = draft_candidates(tree, d0, task=TASK, steps=40, batch_size=16, data=DS)
+    quarter = [int(4 * math.log(r.candidate.values["learning_rate"] / lr.low) / math.log(lr.high / lr.low))
+               for r in first]
+    assert len(first) == 3 and len(set(quarter)) == 3, quarter
+    assert all("space-filling draft" in r.proposal.rationale for r in first)
+    # the second draft decision of the search (the first one recorded before it) starts one point on
+    tree = fold([SearchStarted(task=TASK, proposer="llm"), NodeSelected(decision_id="d0", node_id=None,
+                 operator="draft", policy="mcts", seed=0), NodeSelected(decision_id="d1", node_id=None,
+                                                                          operator="draft", policy="mcts", seed=0)])
+    second, _ = draft_candidates(tree, Decision(None, "draft", "mcts", 0, 1, "d1"), task=TASK, steps=40,
+                                 batch_size=16, data=DS)
+    lrs = lambda rs: [round(r.candidate.values["learning_rate"], 12) for r in rs]  # noqa: E731
+    assert lrs(second)[:2] == lrs(first)[1:]
 
 
 # ------------------------------------------------------------------------------ an outside model

@@ -141,3 +141,21 @@ def test_held_out_todo_names_the_chosen_node_the_next_k_and_the_anytime_bests_on
     assert fin.best_node_id == "n7" and fin.best_score == 0.9 and fin.test_score == 0.51 and fin.reported == "test"
     # a task without a test split: the reported score is the selection score, and the event says so
     assert finish_events(t, 0.0)[-1].reported == "selection" and finish_events(t, 0.0)[-1].test_score is None
+
+
+def test_a_blind_draft_past_num_drafts_is_known_so_a_driver_ahead_of_its_executors_can_wait(started):
+    """Three drafts in flight, none scored: the policy's next decision is a fourth draft (nothing can be
+    expanded); ``blind_draft`` says so. Once a draft is scored the next decision improves it."""
+    from trex.orchestrate.rules import blind_draft
+    from trex.search import select
+
+    running = [e for nid in ("n1", "n2", "n3") for e in evaluated(nid, None, 0.5)[:2]]
+    t = _tree(started, *running, policy="mcts", policy_params={"num_drafts": 3})
+    d = select(t)
+    assert d.operator == "draft" and blind_draft(t, d)
+    t2 = _tree(started, *evaluated("n1", None, 0.5), *running[2:], policy="mcts", policy_params={"num_drafts": 3})
+    d2 = select(t2)
+    assert (d2.node_id, d2.operator) == ("n1", "improve") and not blind_draft(t2, d2)
+    # the drafts a policy wants are never blind
+    t3 = _tree(started, *running[:2], policy="mcts", policy_params={"num_drafts": 3})
+    assert not blind_draft(t3, select(t3))

@@ -46,6 +46,62 @@ def test_an_underfitting_parent_gets_a_higher_learning_rate_first():
     assert cands[0].edit == "higher-lr" and abs(cands[0].values["learning_rate"] - 1.5e-2) < 1e-9
 
 
+def curve(nid, losses):
+    from trex.events.trials import TrialProgressed
+
+    return [TrialProgressed(node_id=nid, trial_id=f"t{nid}", step=10 * (i + 1), loss=x) for i, x in enumerate(losses)]
+
+
+def with_curve(nid, plan_, score, losses):
+    evs = node(nid, plan_, score, 0.95, first_loss=losses[0], final_loss=losses[-1])
+    return evs[:2] + curve(nid, losses) + evs[2:]
+
+
+def test_a_parent_whose_loss_still_falls_is_continued_and_one_that_stalled_gets_a_lower_lr():
+    """The sampled curve is the evidence: still falling at the end -> more steps on its adapter (the
+    training_curve tool says so); stalled far above a fit -> a third of the lr, a fresh adapter."""
+    from trex.propose.evidence import training_curve
+
+    falling = [6.0, 4.0, 2.3, 1.6, 1.5, 1.2, 0.9, 0.6, 0.5, 0.3, 0.25, 0.2]
+    tree = fold([SearchStarted(task=TASK), *with_curve("n1", plan(), 0.7, falling)])
+    n1 = tree.nodes["n1"]
+    assert n1.still_learning
+    cands = candidates(tree, n1, DS, 40)
+    assert cands[0].edit == "continue" and cands[0].values["continue_from_parent"] is True
+    assert cands[0].values["max_steps"] == 40 and cands[0].values["learning_rate"] == 5e-3
+    assert "still learning" in cands[0].hypothesis and "lower-lr" not in [c.edit for c in cands]
+    assert "still falling at the end" in training_curve(tree, n1)
+
+    stalled = [6.7, 6.4, 3.2, 1.9, 1.8, 1.9, 1.7, 1.7, 1.6, 1.7, 1.6, 1.65]
+    tree = fold([SearchStarted(task=TASK), *with_curve("n1", plan(learning_rate=9e-3), 0.02, stalled)])
+    n1 = tree.nodes["n1"]
+    assert not n1.still_learning and "stalled at the end" in training_curve(tree, n1)
+    cands = candidates(tree, n1, DS, 40)
+    edits = [c.edit for c in cands]
+    assert edits[0] == "lower-lr" and abs(cands[0].values["learning_rate"] - 3e-3) < 1e-12
+    assert not cands[0].values.get("continue_from_parent")
+    assert "continue" not in edits[:-1]  # only the second stage (a refinement) is left for it
+
+    # a loss that never fell (lr far too low) also stalls, but it says the opposite: a higher lr
+    flat = [7.3, 7.4, 7.2, 7.3, 7.1, 7.2, 7.0, 7.1, 7.0, 7.05, 7.0, 7.01]
+    tree = fold([SearchStarted(task=TASK), *with_curve("n1", plan(learning_rate=1.3e-4), 0.02, flat)])
+    edits = [c.edit for c in candidates(tree, tree.nodes["n1"], DS, 40)]
+    assert edits[0] == "higher-lr" and "lower-lr" not in edits
+
+
+def test_a_continuation_is_judged_against_the_first_loss_of_its_line():
+    """A continuation starts from its parent's last loss (0.5 here, n1 started at 6.0): its own first ->
+    final (0.5 -> 0.25) is no underfitting; measured from the line's start it is still learning, so
+    it is continued again rather than restarted at a higher learning rate."""
+    falling = [6.0, 4.0, 2.3, 1.6, 1.5, 1.2, 0.9, 0.6, 0.5, 0.5, 0.5, 0.5]
+    more = [0.5, 0.5, 0.48, 0.46, 0.44, 0.42, 0.40, 0.38, 0.30, 0.28, 0.26, 0.25]
+    child = with_curve("n2", plan(continue_from_parent=True), 0.8, more)
+    child[0] = PlanProposed(node_id="n2", parent_id="n1", operator="improve", plan=plan(continue_from_parent=True))
+    tree = fold([SearchStarted(task=TASK), *with_curve("n1", plan(), 0.5, falling), *child])
+    edits = [c.edit for c in candidates(tree, tree.nodes["n2"], DS, 40)]
+    assert "higher-lr" not in edits and edits[0] == "continue", edits
+
+
 def test_a_plan_already_tried_is_never_proposed_again():
     evs = [SearchStarted(task=TASK, constraints=CONS, proposer="rules")]
     tree = fold(evs)

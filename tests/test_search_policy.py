@@ -6,15 +6,17 @@ import math
 import pytest
 
 from tests.plugins.search_fixtures import evaluated, failed
+from trex.events.evaluation import MetricRecorded
 from trex.events.plans import PlanProposed
 from trex.events.search import Budget
-from trex.events.trials import TrialStarted
+from trex.events.trials import TrialFinished, TrialStarted
 from trex.search import apply, budget_check, fold, mcts_stats, select, select_many
 from trex.search.policy import UNVISITED, PolicyError
 
 
 def mcts_tree(started, *extra, **params):
-    cfg = {"num_drafts": 3, **params}
+    """Three scored drafts a (0.9), b (0.5), c (0.1); classic UCT (``unvisited_first``) unless ``params`` say."""
+    cfg = {"num_drafts": 3, "unvisited_first": True, **params}
     return fold([started(policy="mcts", seed=5, policy_params=cfg), *evaluated("a", None, 0.9), *evaluated("b", None, 0.5),
                  *evaluated("c", None, 0.1), *extra])
 
@@ -35,6 +37,62 @@ def test_mcts_picks_unvisited_child_before_revisiting(started):
     assert select(t).node_id == "b"
     t = mcts_tree(started, *evaluated("a1", "a", 1.0), *evaluated("b1", "b", 0.2))
     assert select(t).node_id == "c"
+
+
+def learned(node_id, parent_id, score, first_loss=2.0, final_loss=0.1):
+    """An evaluated node with its training curve (final / first < 0.15: it fitted its rows)."""
+    evs = evaluated(node_id, parent_id, score)
+    evs[2] = TrialFinished(node_id=node_id, trial_id=f"t-{node_id}", adapter=f"a-{node_id}",
+                           train_metrics={"first_loss": first_loss, "final_loss": final_loss})
+    return evs
+
+
+def test_mcts_improves_the_strongest_draft_first_its_own_score_being_its_first_visit(started):
+    """By default a trained node's result is its first visit: the best draft is improved first, not the
+    first created (classic UCT's +inf for unexpanded children spent a small budget on weak drafts)."""
+    t = fold([started(policy="mcts", seed=5, policy_params={"num_drafts": 3}), *learned("a", None, 0.1),
+              *learned("b", None, 0.9), *learned("c", None, 0.5)])
+    d = select(t)
+    assert (d.node_id, d.operator) == ("b", "improve")
+    s = dict(d.scores)
+    assert s["b"] == pytest.approx(1.0 + math.sqrt(math.log(3))) and s["a"] == pytest.approx(math.sqrt(math.log(3)))
+
+
+def test_mcts_gives_a_node_still_learning_the_gain_bonus(started):
+    """a scores a little below b, but its loss was still falling (0.9 of its start): evidence that it can
+    still gain, worth ``gain_bonus`` on its UCT; without the bonus b is taken."""
+    evs = [*learned("a", None, 0.8, final_loss=1.8), *learned("b", None, 0.9), *learned("c", None, 0.1)]
+    t = fold([started(policy="mcts", seed=5, policy_params={"num_drafts": 3}), *evs])
+    assert t.nodes["a"].still_learning and not t.nodes["b"].still_learning
+    d = select(t)
+    s = dict(d.scores)
+    assert d.node_id == "a" and s["a"] == pytest.approx(0.875 + math.sqrt(math.log(3)) + 0.25)
+    t0 = fold([started(policy="mcts", seed=5, policy_params={"num_drafts": 3, "gain_bonus": 0.0}), *evs])
+    assert select(t0).node_id == "b"
+
+
+def test_mcts_deepens_a_line_that_gains_instead_of_widening_its_parent(started):
+    """b's child b1 beat b: the search goes down into b1 (depth 2) where widening would have made b a
+    second child; with ``deepen_on_gain`` off it widens b."""
+    evs = [*learned("a", None, 0.1), *learned("b", None, 0.6), *learned("c", None, 0.2),
+           *learned("b1", "b", 0.9)]
+    t = fold([started(policy="mcts", seed=5, policy_params={"num_drafts": 3}), *evs])
+    d = select(t)
+    assert (d.node_id, d.operator) == ("b1", "improve") and "gained" in d.reason
+    t0 = fold([started(policy="mcts", seed=5, policy_params={"num_drafts": 3, "deepen_on_gain": False}), *evs])
+    assert (select(t0).node_id, select(t0).operator) == ("b", "improve")
+
+
+def test_mcts_drafts_again_while_no_scored_draft_beats_the_base_model(started):
+    """Three drafts scored no better than the base model (0.5): no line is known to gain, so the search
+    explores another draft instead of improving one; once a draft beats the base it is improved."""
+    base = MetricRecorded(node_id="base", name="acc", value=0.5, primary=True)
+    evs = [base, *learned("a", None, 0.5), *learned("b", None, 0.3), *learned("c", None, 0.4)]
+    t = fold([started(policy="mcts", seed=5, policy_params={"num_drafts": 3}), *evs])
+    d = select(t)
+    assert (d.node_id, d.operator) == (None, "draft") and "beats the base model" in d.reason
+    t = fold([started(policy="mcts", seed=5, policy_params={"num_drafts": 3}), *evs, *learned("d", None, 0.6)])
+    assert (select(t).node_id, select(t).operator) == ("d", "improve")
 
 
 def test_mcts_backs_values_up(started):

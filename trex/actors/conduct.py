@@ -31,7 +31,7 @@ from trex.events.trials import (ExecutorLeased, ExecutorReleased, ExecutorsAwait
                                 TrialDispatchFailed, WorkResent, WorkStalled)
 from trex.orchestrate import recovery as rec
 from trex.orchestrate.rules import (
-    BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, command_id, decision_event_id,
+    BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, blind_draft, command_id, decision_event_id,
     finish_events, hypothesis_event_id, may_retry_dispatch, may_retry_evaluation, may_retry_proposal, may_retry_trial, next_node_id,
     proposal_event_id, repeated_plan, stop_reason, trials_used,
 )
@@ -295,7 +295,12 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 busy = ([tree.nodes[n].parent_id for n in st.ready]
                         + [tree.nodes[n].parent_id for n, _ in st.trains.values() if n in tree.nodes]
                         + [d.get("node_id") for d in st.props.values()])  # a parent being proposed for too
+                ahead = len(st.idle) <= len(st.ready)  # every executor has a plan: this one is made ahead
+                if ahead and st.evals:
+                    break  # a decision made ahead waits for the scores being computed (seconds): fresher evidence
                 d = select(tree, busy=busy)
+                if ahead and st.trains and blind_draft(tree, d):
+                    break  # nothing to improve yet: wait for the trials in flight rather than draft blind
                 emit(d.to_event(), event_id=decision_event_id(sid, d.decision_id))
                 dispatch_proposal({"decision_id": d.decision_id, "node_id": d.node_id, "operator": d.operator,
                                    "index": d.index})

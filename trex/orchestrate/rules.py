@@ -95,6 +95,23 @@ def finish_events(tree: SearchTree, elapsed_s: float | None) -> list:
         test_score=test, reported="test" if test is not None else "selection")]
 
 
+# ------------------------------------------------------------------------------ proposing ahead
+def blind_draft(tree: SearchTree, decision) -> bool:
+    """Whether ``decision`` is a draft past the policy's ``num_drafts``: one a policy makes only because
+    no node can be expanded yet (every draft still training or being scored). A driver proposing ahead
+    of its executors (every executor busy) waits for the results in flight instead: the next score may
+    make a node worth improving, and a small budget is not spent on drafts no evidence asked for. An
+    idle executor is never kept waiting for this (the search must go on)."""
+    from trex.search.policy import DEFAULTS, policy_params
+
+    if decision.operator != "draft" or decision.policy not in DEFAULTS:
+        return False
+    wanted = int(policy_params(tree, decision.policy).get("num_drafts", 0))
+    drafts = sum(1 for c in tree.children.get(None, ()) if tree.nodes[c].status != "rejected")
+    drafts += sum(1 for target in tree.open_decisions.values() if target is None)
+    return drafts >= wanted
+
+
 # ------------------------------------------------------------------------------------ repeats
 NO_REPEAT_PROPOSERS = frozenset({"rules", "llm", "llm-notools"})  # the agent's proposers: never a plan twice
 

@@ -46,8 +46,10 @@ def training_curve(tree, node) -> str:
     """The node's training loss (first -> final), its validation score against its parent's and the
     base model's, and what that says: underfitting (loss still above half its start), overfitting
     (loss near zero while validation falls behind the parent), or neither."""
+    from trex.search.tree import line_first_loss
+
     tm = dict(node.train_metrics)
-    first, final = tm.get("first_loss"), tm.get("final_loss")
+    first, final = line_first_loss(tree, node), tm.get("final_loss")  # a continuation: from its line's start
     parent = tree.nodes.get(node.parent_id) if node.parent_id else None
     pscore = parent.score if parent is not None else None
     verdict = "no training curve recorded"
@@ -59,6 +61,12 @@ def training_curve(tree, node) -> str:
             verdict = "overfitting: training loss near zero while validation fell behind the parent"
         else:
             verdict = "fits: the loss fell below half its start"
+    trend = node.loss_trend
+    if trend is not None:
+        middle, last = trend
+        verdict += (f"; still falling at the end (last third {_f(last)} vs middle third {_f(middle)}): more steps "
+                    "can gain" if node.still_learning else
+                    f"; stalled at the end (last third {_f(last)} vs middle third {_f(middle)})")
     steps = node.plan.get("max_steps", "-") if node.plan else "-"
     return (f"{node.node_id}: train loss {_f(first)} -> {_f(final)} over {steps} steps; "
             f"val {tree.primary_metric or 'score'} {_f(node.score)} (parent {_f(pscore)}, base {_f(tree.base_score)}); "

@@ -181,13 +181,22 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
                                     {k: v[0] for k, v in ev.items()}, base, data,
                                     own_edit=bool(tree.started.llm.url), task=task, steps=steps,
                                     batch_size=batch_size)
+    if decision.operator == "draft" and search_url is not None or not tree.nodes:
+        _tool(emit, "literature_search", {"query": f"LoRA hyperparameters {task}"},
+              lambda: tool_literature(f"LoRA hyperparameters {task}", search_url))
+    if decision.operator == "draft" or parent is None:
+        from trex.propose.rules import draft_candidates
+
+        drafts, table = draft_candidates(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data,
+                                         emit=emit)
+        if drafts:
+            return choose_candidate(tree, decision, drafts, client, task_text, insights_text,
+                                    {"tried_plans": table}, base, data, own_edit=bool(tree.started.llm.url),
+                                    task=task, steps=steps, batch_size=batch_size)
     bad = None
     if parent is not None and parent.score is not None:
         bad = _tool(emit, "bad_cases", {"node_id": parent.node_id},
                     lambda: tool_bad_cases(home, parent))
-    if decision.operator == "draft" and search_url is not None or not tree.nodes:
-        _tool(emit, "literature_search", {"query": f"LoRA hyperparameters {task}"},
-              lambda: tool_literature(f"LoRA hyperparameters {task}", search_url))
     return _propose_values(tree, decision, task=task, steps=steps, batch_size=batch_size, client=client, emit=emit,
                            base=base, data=data, task_text=task_text, insights_text=insights_text, bad=bad,
                            evidence=True)
@@ -286,19 +295,31 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
     ``LlmCallFailed`` events): the search never stalls on the model."""
     from trex.llm.types import LLMError
 
-    parent = tree.nodes[decision.node_id]
-    menu = "\n".join(f"{i}. {r.candidate.edit}: {r.candidate.hypothesis}" for i, r in enumerate(ranked, 1))
+    parent = tree.nodes.get(decision.node_id) if decision.node_id else None
     facts = "\n".join(f"{k}: {v[:500]}" for k, v in evidence.items())
-    own = ("\n0. an edit of your own: give it as `plan` (the full plan schema)" if own_edit else "")
-    user = (f"{task_text}\n\nBase model score: {base if base is not None else 'unknown'} "
-            f"({'higher' if tree.higher_is_better else 'lower'} is better).\n"
-            f"Evidence on {parent.node_id}:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
-            f"Candidate edits of {parent.node_id}, ranked by the rules:\n{menu}{own}\n\n"
-            "Choose the edit the evidence supports best; give the reason in one short sentence citing the "
-            "evidence. Answer with the JSON object only.")
-    messages = [{"role": "system", "content": "You are a careful ML researcher improving a LoRA fine-tuning run. "
-                 "You choose which edit of a trained node to try next, from evidence."},
-                {"role": "user", "content": user}]
+    base_line = (f"Base model score: {base if base is not None else 'unknown'} "
+                 f"({'higher' if tree.higher_is_better else 'lower'} is better).\n")
+    if parent is None:  # a draft: the optimiser's points, described by their values
+        menu = "\n".join(f"{i}. {_values_line(r.candidate.values, data)}" for i, r in enumerate(ranked, 1))
+        own = "\n0. a plan of your own: give it as `plan` (the full plan schema)" if own_edit else ""
+        user = (f"{task_text}\n\n{base_line}Evidence:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
+                f"New plans (drafts) the optimiser suggests, none tried yet:\n{menu}{own}\n\n"
+                "Choose the draft the evidence and insights say is most promising, or the one that explores where "
+                "the trials so far say least; give the reason in one short sentence. Answer with the JSON object "
+                "only.")
+        system = ("You are a careful ML researcher tuning LoRA fine-tuning runs. You choose which new plan to "
+                  "try next, from evidence.")
+    else:
+        menu = "\n".join(f"{i}. {r.candidate.edit}: {r.candidate.hypothesis}" for i, r in enumerate(ranked, 1))
+        own = "\n0. an edit of your own: give it as `plan` (the full plan schema)" if own_edit else ""
+        user = (f"{task_text}\n\n{base_line}"
+                f"Evidence on {parent.node_id}:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
+                f"Candidate edits of {parent.node_id}, ranked by the rules:\n{menu}{own}\n\n"
+                "Choose the edit the evidence supports best; give the reason in one short sentence citing the "
+                "evidence. Answer with the JSON object only.")
+        system = ("You are a careful ML researcher improving a LoRA fine-tuning run. You choose which edit of a "
+                  "trained node to try next, from evidence.")
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
     top = ranked[0].proposal
     try:
@@ -306,8 +327,8 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
                           max_tokens=96 if not own_edit else 2048, temperature=tree.started.llm.temperature,
                           seed=seed)
     except LLMError as e:
-        return replace(top, rationale=f"LLM failed ({str(e)[:200]}): took the top-ranked candidate. "
-                                      f"{top.rationale}")
+        what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
+        return replace(top, rationale=f"LLM failed ({str(e)[:200]}): took {what}. {top.rationale}")
     answer = res.parsed
     if answer.choice == 0:
         if answer.plan is None:
@@ -319,6 +340,13 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
     chosen = ranked[answer.choice - 1].proposal
     return replace(chosen, rationale=f"chose {answer.choice} of {len(ranked)}: {answer.rationale} | "
                                      f"{chosen.rationale}")
+
+
+def _values_line(values: Mapping[str, Any], data=None) -> str:
+    """A plan's values in one line, for a menu: ``lr 0.0042, rank 8, targets qv, ...``."""
+    dims = list(space.SPACE) + (list(data.dims) if data is not None else [])
+    out = [f"{d.name} {_value(values[d.name])}" for d in dims if d.name in values]
+    return ", ".join(out)
 
 
 def propose(tree, decision, *, home, search_id: str, emit: Emit | None = None, client=None,

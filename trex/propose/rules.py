@@ -7,8 +7,10 @@ against the base model's, and what its plan already does with the data. Each rul
 proposes one edit of the parent's values with a hypothesis stating what it should change:
 
 * a secondary metric below its bound and a pool to replay → mix the pool in (or double its share);
-* the final training loss still high (above half the first: underfitting) → a higher learning rate,
-  or a continuation of the parent's adapter for more steps;
+* the final training loss still high (above half the first: underfitting) → a higher learning rate;
+* the training loss still falling when the trial ended (:attr:`~trex.search.tree.Node.still_learning`)
+  → a continuation of the parent's adapter for as many steps again;
+* the loss stalled far above fitting the rows → a third of the learning rate (it was too high);
 * the training loss low but the score low (the rows teach the wrong thing: label noise) → clean by
   loss with the parent's adapter (or clean more);
 * a pool the parent never used → try it (a pool written in the evaluation's format helps a shift);
@@ -29,7 +31,7 @@ from typing import Any, Mapping
 
 from trex.propose.baselines import Hypothesis, Proposal, _clamp, finish, propose_optuna, propose_random
 from trex.propose.space import DIMS, values_of
-from trex.search.tree import is_number
+from trex.search.tree import FIT_RATIO, is_number, line_first_loss
 
 _LR = DIMS["learning_rate"]
 LR_STEP = 1.10  # learning rates within 10% are the same point of the grid
@@ -38,7 +40,7 @@ SHARE_STEP = 1.20
 
 @dataclass(frozen=True)
 class Candidate:
-    edit: str  # short name: "replay", "higher-lr", "clean", "try-pool", "continue"
+    edit: str  # short name: "replay", "higher-lr", "continue", "lower-lr", "clean", "try-pool"
     values: Mapping[str, Any]
     hypothesis: str
     evidence: str
@@ -49,11 +51,11 @@ class Candidate:
 
 
 # which evidence tool each edit reads
-EDIT_TOOLS = {"replay": ("constraint_slack",), "higher-lr": ("training_curve",), "clean": ("training_curve",
-              "bad_cases"), "try-pool": ("data_profile",), "continue": ("training_curve",)}
+EDIT_TOOLS = {"replay": ("constraint_slack",), "higher-lr": ("training_curve",), "lower-lr": ("training_curve",),
+              "clean": ("training_curve", "bad_cases"), "try-pool": ("data_profile",),
+              "continue": ("training_curve",)}
 
 
-FIT_RATIO = 0.15  # final / first training loss below which a node has fitted its rows
 
 
 @dataclass
@@ -84,6 +86,11 @@ class Evidence:
         return "; ".join(parts)
 
 
+def _trend(node) -> str:
+    t = node.loss_trend
+    return "no sampled curve" if t is None else f"loss {_f(t[0])} in the middle third, {_f(t[1])} in the last"
+
+
 def _f(x) -> str:
     return "-" if x is None or not isinstance(x, (int, float)) or not math.isfinite(x) else f"{x:.3g}"
 
@@ -97,8 +104,8 @@ def evidence(tree, node) -> Evidence:
         if c.at_least is not None and (v is None or v < c.at_least):
             viol.append((c.metric, v, c.at_least))
     num = lambda x: float(x) if isinstance(x, (int, float)) and math.isfinite(float(x)) else None  # noqa: E731
-    return Evidence(node.node_id, node.score, tree.base_score, num(tm.get("first_loss")), num(tm.get("final_loss")),
-                    viol)
+    return Evidence(node.node_id, node.score, tree.base_score, num(line_first_loss(tree, node)),
+                    num(tm.get("final_loss")), viol)
 
 
 def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate]:
@@ -136,11 +143,18 @@ def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate
         if lr != v0["learning_rate"]:
             add("higher-lr", {"learning_rate": lr}, f"{parent.node_id} underfits (loss {_f(ev.first_loss)} -> "
                                                     f"{_f(ev.final_loss)}): lr x3 raises the score above {_f(ev.score)}")
-    if ev.final_loss is not None and not ev.fits:  # underfitting, or still learning: more steps
-        if parent.adapter:
-            add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
-                f"{parent.node_id} was still learning: {v0['max_steps']} more steps raise the score above "
-                f"{_f(ev.score)}")
+    learning = parent.still_learning
+    if learning and parent.adapter:  # the loss was still falling: more steps on the same adapter
+        add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
+            f"{parent.node_id} was still learning ({_trend(parent)}): {v0['max_steps']} more steps raise the "
+            f"score above {_f(ev.score)}")
+    if not learning and not ev.underfit and ev.final_loss is not None and not ev.fits:
+        # the loss fell, then stalled well above a fit: the lr is too high (one that never fell is too low)
+        lr = _clamp(_LR, v0["learning_rate"] / 3)
+        if lr != v0["learning_rate"]:
+            add("lower-lr", {"learning_rate": lr},
+                f"{parent.node_id}'s loss stalled at {_f(ev.final_loss)} ({_trend(parent)}), far from fitting its "
+                f"rows: at a third of the lr it keeps falling and the score rises above {_f(ev.score)}")
     if data is not None and parent.adapter and ev.fits:
         frac = float(v0.get("clean_fraction") or 0.0)
         nxt = next((c for c in data.dim("clean_fraction").choices if c > max(frac, 0.1)), None)
@@ -321,6 +335,66 @@ def fresh_numbers(tree, decision, *, task: str, steps: int, batch_size: int, dat
     return replace(p, hypothesis=beats_best(tree, table, eid))
 
 
+DRAFT_CHOICES = 3  # the optimiser's drafts the LLM chooses among
+
+
+def draft_candidates(tree, decision, *, task: str, steps: int, batch_size: int, data=None, emit=None,
+                     k: int = DRAFT_CHOICES) -> tuple[list[Ranked], str]:
+    """Up to ``k`` new plans, none repeating a tried plan nor each other, each with the hypothesis that
+    it beats the best so far, citing the tried-plans table (one recorded call). Returns them with the
+    table: what the LLM chooses a draft among, and from.
+
+    Once :data:`TPE_MIN_SCORED` nodes are scored they are TPE's (on the tree's evaluated nodes).
+    Before that TPE's draws are independent random ones, which clump (three of them missed a whole
+    decade of learning rates in the demo): the training values then come from the search's scrambled
+    Sobol sequence (seeded by the search), from this draft's place among the search's drafts on,
+    skipping points tried already — whichever one the LLM picks, the drafts of a search cover the
+    space — and the data values from the optimiser's draw."""
+    from trex.propose import evidence as tools
+
+    table, eid = tools.call_tool(emit, "tried_plans", {}, lambda: tools.tried_plans(tree, steps, data))
+    h = beats_best(tree, table, eid)
+    seen = tried(tree, steps, data)
+    informed = sum(1 for n in tree.nodes.values() if is_number(n.score)) >= TPE_MIN_SCORED
+    out: list[Ranked] = []
+
+    def take(q: Proposal) -> bool:
+        got = _values(q, steps, data)
+        if got is None or signature(got) in seen:
+            return False
+        seen.add(signature(got))
+        out.append(Ranked(Candidate("draft", got, h.text, h.evidence, h.metric, h.op, h.threshold, ("tried_plans",)),
+                          replace(q, hypothesis=h)))
+        return len(out) == k
+
+    if not informed:  # TPE's draws would be random ones: the search's space-filling sequence instead
+        from trex.propose.space import DIMS as TRAINING, space_filling
+
+        # this draft's place among the search's drafts: concurrent drafts start at different points
+        offset = 0
+        for dr in tree.decisions:
+            if dr.decision_id == decision.decision_id:
+                break
+            offset += dr.node_id is None
+        for i, point in enumerate(space_filling(offset + 4 * k, tree.seed)[offset:]):
+            q = propose_optuna(tree, _reseeded(decision, 100 + i), task=task, steps=steps, batch_size=batch_size,
+                               data=data)  # the data values: the optimiser's draw
+            v = _values(q, steps, data)
+            if v is None:
+                continue
+            v = {key: x for key, x in v.items() if key not in TRAINING and key != "continue_from_parent"} | point
+            if take(finish(task, steps, batch_size, v, f"space-filling draft {offset + i + 1} of the search "
+                                                       f"(Sobol, seed {tree.seed})", data, tree)):
+                break
+    for attempt in range(3 * k):
+        if len(out) == k:
+            break
+        if take(propose_optuna(tree, decision if attempt == 0 else _reseeded(decision, attempt), task=task,
+                               steps=steps, batch_size=batch_size, data=data)):
+            break
+    return out, table
+
+
 def beats_best(tree, table: str, eid: str | None) -> Hypothesis:
     """The hypothesis of a fresh draw: it scores above the best feasible node so far (or the base)."""
     best = tree.best
@@ -349,5 +423,6 @@ def primary_metric(tree) -> str:
         return "exact_match"
 
 
-__all__ = ["Candidate", "Evidence", "Ranked", "candidates", "evidence", "fresh_numbers", "gather_evidence",
+__all__ = ["Candidate", "Evidence", "Ranked", "candidates", "draft_candidates", "evidence", "fresh_numbers",
+           "gather_evidence",
            "propose_rules", "ranked_candidates", "signature"]

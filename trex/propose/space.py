@@ -167,6 +167,25 @@ def sample(rng: random.Random) -> dict[str, Any]:
     return out
 
 
+def space_filling(n: int, seed: int) -> list[dict[str, Any]]:
+    """The first ``n`` points of a scrambled Sobol sequence over the training values (seeded): a
+    space-filling design, whose first 2^k points fall each in its own 1/2^k of every dimension's
+    range (log scale for a log dimension) — what the first drafts of a search are drawn from, where
+    an optimiser has nothing to model yet and independent random draws clump."""
+    from scipy.stats import qmc
+
+    m = max(1, math.ceil(math.log2(max(n, 2))))
+    pts = qmc.Sobol(d=len(SPACE), scramble=True, seed=seed).random_base2(m)[:n]
+    return [{d.name: _from_unit(d, float(u)) for d, u in zip(SPACE, p)} for p in pts]
+
+
+def _from_unit(d: Dimension, u: float) -> Any:
+    if d.kind == "float":
+        x = d.low * (d.high / d.low) ** u if d.log else d.low + u * (d.high - d.low)
+        return float(min(d.high, max(d.low, x)))
+    return d.choices[min(len(d.choices) - 1, int(u * len(d.choices)))]
+
+
 def optuna_distributions() -> dict[str, Any]:
     """The space as optuna distributions (for ``study.ask`` and ``create_trial``)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution

@@ -17,12 +17,22 @@ Policies:
 * ``mcts`` — UCT descent from the root. At each node: if progressive widening
   allows another child (``children < ceil(pw_k * visits ** pw_alpha)``, and the
   root until ``num_drafts`` drafts exist), expand it; else go to the child with
-  the highest UCT ``Q + c * sqrt(ln N(parent) / N(child))``, where a child never
-  expanded yet scores +inf (reported as 1e9) so that every child is expanded
-  once before any is revisited. N and Q come from :func:`mcts_stats`: visits and
-  value sums backed up over each node's subtree (evaluated nodes count their
-  score min-max normalised to [0, 1] in the metric's direction, failures,
-  infeasible nodes (outside the task's constraints) and pending work count 0).
+  the highest UCT ``Q + c * sqrt(ln N(parent) / N(child)) + gain``. N and Q come
+  from :func:`mcts_stats`: visits and value sums backed up over each node's
+  subtree (evaluated nodes count their score min-max normalised to [0, 1] in the
+  metric's direction, failures, infeasible nodes (outside the task's
+  constraints) and pending work count 0). A trained node's own result is its
+  first visit (its rollout), so a weak draft is not improved before a strong one
+  merely because it was created first; with ``unvisited_first`` a child never
+  expanded scores +inf (reported as 1e9) instead — classic UCT, every child
+  expanded once before any is revisited (the default before the Researcher's
+  evidence reached the policy). Evidence that a line can still gain steers the
+  budget into depth: ``gain`` (``gain_bonus``) is added for a node whose training
+  loss had not fitted its rows (:attr:`Node.still_learning`), and a node whose
+  child improved on it is deepened (the search descends into that child) rather
+  than widened (``deepen_on_gain``); at the root, while no scored draft beats the
+  base model and no other draft is pending, it drafts again rather than improve a
+  line no evidence says gains.
 * ``greedy`` — AIDE's: draft until ``num_drafts`` drafts exist; then with
   probability ``debug_prob`` debug a failed leaf whose debug chain is shorter
   than ``max_debug_depth``; else improve the best node (the next best if it is
@@ -45,7 +55,8 @@ from trex.search.tree import IN_FLIGHT, ROOT, Node, SearchTree, is_number
 UNVISITED = 1e9  # the reported UCT of a child never expanded (JSON has no infinity)
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "mcts": {"c_uct": 1.0, "num_drafts": 3, "pw_k": 1.0, "pw_alpha": 0.5, "max_debug_depth": 3},
+    "mcts": {"c_uct": 1.0, "num_drafts": 3, "pw_k": 1.0, "pw_alpha": 0.5, "max_debug_depth": 3,
+             "unvisited_first": False, "gain_bonus": 0.25, "deepen_on_gain": True},
     "greedy": {"num_drafts": 5, "debug_prob": 0.5, "max_debug_depth": 3},
     "best_first": {"num_drafts": 1},
 }
@@ -194,7 +205,14 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         allowed = math.ceil(float(p["pw_k"]) * max(st.visits, 1) ** float(p["pw_alpha"]))
         kids = [c for c in tree.children.get(v, ()) if selectable(c)]
         where = " > ".join(path) or ROOT
-        if own_op is not None and (st.expansions < allowed or not kids):
+        gained = bool(p["deepen_on_gain"]) and any(_gained(tree, tree.nodes[c]) for c in kids)
+        if v is None:
+            if (gained or not is_number(tree.base_score) or pend[None]
+                    or not any(tree.nodes[c].feasible for c in kids) or not p["deepen_on_gain"]):
+                gained = False  # the root widens as progressive widening allows
+            else:  # drafts are scored and none beats the base model: no line gains yet, so explore
+                return None, "draft", last, f"{where}: no draft beats the base model ({tree.base_score:g}) yet"
+        if own_op is not None and ((st.expansions < allowed and not gained) or not kids):
             why = "no selectable child" if not kids else f"widening ({st.expansions} expansions < {allowed})"
             return v, own_op, last, f"{reason}{where}: {why}"
         if not kids:  # unreachable: a node is only descended into when selectable
@@ -203,10 +221,13 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         scored = []
         for c in kids:
             cs = stats[c]
-            if cs.expansions == 0 and _expandable(tree.nodes[c], mdd):
+            n = tree.nodes[c]
+            if cs.expansions == 0 and _expandable(n, mdd) and p["unvisited_first"]:
                 u = UNVISITED
             else:
                 u = value(cs) + float(p["c_uct"]) * math.sqrt(log_n / max(cs.visits, 1))
+                if n.feasible and n.still_learning:
+                    u += float(p["gain_bonus"])
             scored.append((c, u))
         best_c, best_u = scored[0]
         for c, u in scored[1:]:
@@ -215,9 +236,26 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         last = last + tuple((c, round(u, 12)) for c, u in scored)  # every level of the descent
         if best_u >= UNVISITED:
             return best_c, _expandable(tree.nodes[best_c], mdd), last, f"{reason}{where}: unexpanded child {best_c}"
-        reason = f"{where}: uct {best_u:.4f} -> "
+        reason = f"{where}: {'gained, ' if gained else ''}uct {best_u:.4f} -> "
         path.append(best_c)
         v = best_c
+
+
+def _gained(tree: SearchTree, child: Node) -> bool:
+    """Whether ``child`` improved on its parent (both feasible), or a draft on the base model (when its
+    score is known; else any scored feasible draft counts): the line it continues still gains."""
+    if not child.feasible:
+        return False
+    if child.parent_id is None:
+        ref = tree.base_score
+        if not is_number(ref):
+            return True
+    else:
+        parent = tree.nodes.get(child.parent_id)
+        if parent is None or not parent.feasible:
+            return False
+        ref = parent.score
+    return child.score > ref if tree.higher_is_better else child.score < ref
 
 
 def _ranked(tree: SearchTree) -> list[Node]:

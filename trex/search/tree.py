@@ -29,6 +29,12 @@ def is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+FIT_RATIO = 0.15
+"""A node whose final training loss is below this share of its first has fitted its training rows."""
+FALLING = 0.8
+"""A loss curve whose last third averages below this share of its middle third is still falling."""
+
+
 @dataclass(frozen=True)
 class Node:
     node_id: str
@@ -71,6 +77,42 @@ class Node:
     def feasible(self) -> bool:
         """Scored and within every constraint: a node that may be reported as the best."""
         return is_number(self.score) and self.infeasible is None
+
+    @property
+    def loss_trend(self) -> tuple[float, float] | None:
+        """The mean training loss over the middle and the last third of the sampled curve
+        (``TrialProgressed``), or None with fewer than six points."""
+        losses = [x for _, x in self.progress if is_number(x)]
+        if len(losses) < 6:
+            return None
+        k = len(losses) // 3
+        return sum(losses[k:2 * k]) / k, sum(losses[-k:]) / k
+
+    @property
+    def still_learning(self) -> bool:
+        """Evidence that more steps can still gain on it: its training loss was still falling when the
+        trial ended (the last third of the curve below :data:`FALLING` of the middle third's mean);
+        without a sampled curve, the loss had not fitted the rows (final at or above
+        :data:`FIT_RATIO` of the first). A loss that stalled high is not learning: it says the
+        learning rate (or the capacity) is wrong, which more steps do not fix."""
+        trend = self.loss_trend
+        if trend is not None:
+            middle, last = trend
+            return last < FALLING * middle
+        tm = dict(self.train_metrics)
+        first, final = tm.get("first_loss"), tm.get("final_loss")
+        return is_number(first) and is_number(final) and first > 0 and final >= FIT_RATIO * first
+
+
+def line_first_loss(tree: "SearchTree", node: Node) -> Any:
+    """The first training loss of the adapter ``node`` trained: its own, or — for a continuation,
+    which starts from its parent's last loss — that of the first node of its line (the one that
+    started the adapter). What underfitting and fitting are judged against."""
+    n, seen = node, set()
+    while n.plan.get("continue_from_parent") and n.parent_id in tree.nodes and n.node_id not in seen:
+        seen.add(n.node_id)
+        n = tree.nodes[n.parent_id]
+    return dict(n.train_metrics).get("first_loss")
 
 
 class HeldOut(NamedTuple):
