@@ -21,7 +21,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -33,6 +32,7 @@ N_ADD_EVAL = 500  # fixed addition eval pairs (retention / forgetting metric)
 N_SUB_EVAL = 500
 N_SUB_TRAIN = 4000
 BUILD_VERSION = 1  # bump when the build recipe changes (part of the cache folder name)
+BUILD_LOCK_TIMEOUT_S = float(os.environ.get("TREX_BUILD_LOCK_TIMEOUT", "1800"))  # waiting on another build
 
 MODEL_CONFIG = dict(
     hidden_size=128,
@@ -283,8 +283,12 @@ def model_dir(home: str | os.PathLike | None = None, seed: int = 0) -> Path:
 
 def build_base_model(out_dir: str | os.PathLike, seed: int = 0, steps: int | None = None, max_steps: int = 1500,
                      batch_size: int = 128, lr: float = 3e-3, eval_every: int = 100, threads: int = 1,
-                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     log: Callable[[str], None] | None = None,
+                     home: str | os.PathLike | None = None) -> dict[str, Any]:
     """Pretrain the arith base model on addition and save it as a model folder at ``out_dir``.
+
+    Never written through a link: with ``home`` (``out_dir`` under it) no folder from the home down
+    may be a link, else ``out_dir``'s own folder must not be one; a link at ``out_dir`` is refused.
 
     ``steps=None``: train until held-out addition exact match is 1.0 (checked every
     ``eval_every`` steps) or ``max_steps``; ``steps=N``: exactly N steps (tests).
@@ -294,6 +298,8 @@ def build_base_model(out_dir: str | os.PathLike, seed: int = 0, steps: int | Non
     """
     import torch
     from transformers import LlamaForCausalLM
+
+    from trex.events.fsio import ensure_dir_for, fresh_dir_in, move_dir_into_place, write_file_replace
 
     out_dir = Path(out_dir)
     prev_threads = torch.get_num_threads()
@@ -347,14 +353,18 @@ def build_base_model(out_dir: str | os.PathLike, seed: int = 0, steps: int | Non
         em = exact_match(model, held)
         info = {"seed": seed, "steps": step, "final_loss": loss_v, "add_exact_match": em,
                 "build_version": BUILD_VERSION, "threads": threads, "torch": torch.__version__}
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        model.save_pretrained(tmp, safe_serialization=True)
-        build_tokenizer().save_pretrained(tmp)
-        (tmp / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        # never through a link: the folders on the way (from ``home`` when given), a fresh temp folder
+        # (mkdtemp), then a rename that refuses a link at ``out_dir``
+        ensure_dir_for(out_dir.parent, home)
+        tmp = fresh_dir_in(out_dir.parent, f".{out_dir.name}.")
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            build_tokenizer().save_pretrained(tmp)
+            write_file_replace(tmp / "build.json", json.dumps(info, indent=2, sort_keys=True).encode())
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        move_dir_into_place(tmp, out_dir)
         info["seconds"] = time.time() - t0
         return info
     finally:
@@ -366,17 +376,24 @@ def prepare_base_model(home: str | os.PathLike | None = None, seed: int = 0, cac
                        log: Callable[[str], None] | None = None) -> Path:
     """The cached, fully pretrained base model folder; built (deterministically) if missing.
 
-    Cached at ``cache_dir`` if given, else ``$TREX_HOME/models/arith-base-<seed>/``.
+    Cached at ``cache_dir`` if given, else ``$TREX_HOME/models/arith-base-<seed>/``. Never through a
+    link under the home: a link at the folder, its lock or on the way is refused (``LinkRefused``);
+    a build by another process is waited for at most ``TREX_BUILD_LOCK_TIMEOUT`` seconds (1800), said.
     """
-    d = Path(cache_dir) if cache_dir is not None else model_dir(home, seed)
+    from trex.events.fsio import HomeLock, check_not_link, ensure_dir_for, waited_lock
+
+    base = None if cache_dir is not None else Path(home if home is not None else default_home())
+    d = Path(cache_dir) if cache_dir is not None else model_dir(base, seed)
+    if base is not None:  # HOME/models/arith-base-<seed>: a link there or on the way is refused (LinkRefused)
+        ensure_dir_for(d.parent, base)
+        check_not_link(d)
     if (d / "build.json").is_file() and (d / "model.safetensors").is_file():
         return d
-    from filelock import FileLock
-
-    d.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(d.parent / f".{d.name}.lock")):
+    ensure_dir_for(d.parent, base)
+    with waited_lock(HomeLock(d.parent / f".{d.name}.lock"), BUILD_LOCK_TIMEOUT_S,
+                     f"another process building {d.name}"):
         if not (d / "build.json").is_file():
-            build_base_model(d, seed=seed, log=log)
+            build_base_model(d, seed=seed, log=log, home=base)
     return d
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from trex.commands.common import format_option, home_option
+from trex.commands.common import OneLineErrors, format_option, home_option
 from trex.propose.space import DEFAULT_TRIAL_STEPS
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """FT-Bench: fine-tuning tasks for trex."""
 
@@ -216,6 +216,7 @@ def report(tag, out_dir, home, fmt):
     """Write the Markdown report and PNG plots of a benchmark run, read from the log with DuckDB."""
     from ftbench.report import write_report
     from trex.commands.common import emit_json, fail, info
+    from trex.events.sql import SqlFailed, SqlRefused
 
     if not home.is_dir():
         fail(f"no trex home at {home}")
@@ -224,6 +225,8 @@ def report(tag, out_dir, home, fmt):
         summary = write_report(home, tag, out_dir)
     except LookupError as e:
         fail(str(e.args[0]))
+    except (SqlFailed, SqlRefused) as e:  # a damaged log, a link in it: one line naming the segment
+        fail(str(e))
     if fmt == "json":
         emit_json(summary)
         return

@@ -15,6 +15,7 @@ latter imports matplotlib (headless).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import statistics
@@ -301,6 +302,8 @@ def plot_task(task: str, runs: list[CellRun], summary: dict, out_dir: Path) -> l
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from trex.events.fsio import write_file_replace
+
     d = summary["direction"]
     paths = []
     total = max((sum(r.compute) for r in runs), default=0.0)
@@ -333,8 +336,10 @@ def plot_task(task: str, runs: list[CellRun], summary: dict, out_dir: Path) -> l
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out_dir / f"{task}-{axis}.png"
-        fig.savefig(path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
         plt.close(fig)
+        write_file_replace(path, buf.getvalue())  # whole, never through a link at the file
         paths.append(path)
     return paths
 
@@ -408,8 +413,11 @@ def write_report(home: str | Path, tag: str, out_dir: str | Path) -> dict:
         raise LookupError(f"no searches of benchmark run {tag!r} in {home} (`ftbench run --tag {tag}` makes them)")
     directions = {r.task: r.started.metric_direction for r in runs}
     summary = summarise(runs, directions)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from trex.events.fsio import ensure_dir_for, write_file_replace
+
+    # under the home (its default, HOME/reports/TAG): no folder on the way from the home, nor any file
+    # written, may be a link (LinkRefused names it); elsewhere the folder itself must not be one
+    out = ensure_dir_for(Path(out_dir), home)
     plots = {task: plot_task(task, [r for r in runs if r.task == task], s, out)
              for task, s in summary["tasks"].items()}
     summary["tag"] = tag
@@ -419,6 +427,6 @@ def write_report(home: str | Path, tag: str, out_dir: str | Path) -> dict:
                             **({"test": r.test, "test_ci": list(r.test_ci) if r.test_ci else None,
                                 "test_at": {str(t): v for t, v in sorted(r.test_at.items())}}
                                if r.test is not None else {})} for r in runs]
-    (out / "report.md").write_text(markdown(tag, str(home), summary, plots, out))
-    (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    write_file_replace(out / "report.md", markdown(tag, str(home), summary, plots, out).encode("utf-8"))
+    write_file_replace(out / "results.json", json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
     return summary

@@ -167,6 +167,131 @@ CASES = [
 ]
 
 
+# ==== sealed Parquet segments, limits, ftbench (issue 17, "Silent prefixes" / "Tracebacks") =========
+# DuckDB does not verify Parquet page checksums: a byte flipped in a sealed segment was read as other
+# data with exit 0. Each case seals the home's segment, flips one byte where the setup says (in the
+# footer, a data page, a dictionary page), with or without the segment's digest (a segment sealed by
+# an older trex has none), and the command must refuse in one line naming the segment.
+def _sealed(home: Path) -> Path:
+    EventLog(home).seal()
+    return next((home / "log" / "segments").glob("*.parquet"))
+
+
+def _offsets(seg: Path) -> dict[str, int]:
+    import pyarrow.parquet as pq
+
+    md = pq.read_metadata(seg)
+    cols = {md.row_group(0).column(j).path_in_schema: md.row_group(0).column(j) for j in range(md.num_columns)}
+    size = seg.stat().st_size
+    footer_len = int.from_bytes(seg.read_bytes()[-8:-4], "little")
+    sid, seq = cols["search_id"], cols["seq"]
+    return {
+        "footer": size - 8 - footer_len // 2,  # inside the thrift footer (schema, offsets, statistics)
+        # near the end of seq's data page (1..5, the same bytes in every run)
+        "data": (seq.dictionary_page_offset or seq.data_page_offset) + seq.total_compressed_size - 2,
+        "dict": sid.data_page_offset - 1,  # the last byte of search_id's dictionary page (holds "s")
+    }
+
+
+def _flip_sealed(where: str, digest: bool = True):
+    def setup(home: Path, tmp: Path | None = None) -> None:
+        seg = _sealed(home)
+        if not digest:
+            seg.with_suffix(".sha256").unlink()  # as sealed by a trex from before digests
+        data = bytearray(seg.read_bytes())
+        data[_offsets(seg)[where]] ^= 0x10
+        seg.write_bytes(bytes(data))
+    return setup
+
+
+def _garble_footer_head(home: Path, tmp: Path | None = None) -> None:
+    """32 bytes of 0xff at the start of the thrift footer of an old (digest-less) segment: pyarrow's message
+    about it runs to several lines; the command's stays one."""
+    seg = _sealed(home)
+    seg.with_suffix(".sha256").unlink()
+    data = bytearray(seg.read_bytes())
+    start = len(data) - 8 - int.from_bytes(data[-8:-4], "little") + 4
+    data[start:start + 32] = b"\xff" * 32
+    seg.write_bytes(bytes(data))
+
+
+SEALED_CASES = [
+    *[(f"log-sealed-{where}-{cmd[0]}", cmd, _flip_sealed(where), "00000001.parquet")
+      for where in ("footer", "data", "dict")
+      for cmd in (["sql", "SELECT search_id, count(*) FROM events GROUP BY 1"], ["ls"])],
+    *[(f"log-sealed-nodigest-{where}-sql", ["sql", "SELECT * FROM events WHERE search_id = 's'"],
+       _flip_sealed(where, digest=False), "00000001.parquet") for where in ("footer", "data", "dict")],
+    ("log-sealed-nodigest-dict-ls", ["ls"], _flip_sealed("dict", digest=False), "00000001.parquet"),
+    ("log-sealed-data-replay", ["replay", "s"], _flip_sealed("data"), "00000001.parquet"),
+    ("log-sealed-nodigest-footer-replay", ["replay", "s"], _garble_footer_head, "00000001.parquet"),
+    ("log-sealed-nodigest-footer-sql", ["sql", "SELECT 1"], _garble_footer_head, "00000001.parquet"),
+    ("sql-memory-overflow", ["sql", "SELECT 1", "--memory-limit", "99999999TB"], None, "memory limit"),
+]
+CASES += SEALED_CASES
+# ==== end of the sealed-segment block (its ftbench cases are at the end of the file) ===================
+
+
+# ==== the open segment's records (issue 17 audit: a damaged header, forged records, the quarantine) =====
+# A: a flipped byte in a v2 segment's header is damage named by segment and byte, never a v1 segment.
+# B: after a repair moved an acknowledged record to the quarantine, verify fails and says how many.
+# C: a record that passes its checksum but holds a field of the wrong type or form is damage named by
+#    segment and byte, in every command (no TypeError, no DuckDB conversion error).
+# D: an import of something that is not a regular file says so.
+def _flip_header(home: Path, tmp: Path | None = None) -> None:
+    seg = _segment(home)
+    data = bytearray(seg.read_bytes())
+    data[3] ^= 0x01
+    seg.write_bytes(bytes(data))
+
+
+def _quarantined_last(home: Path, tmp: Path | None = None) -> None:
+    from trex.events.quarantine import quarantine_damage
+
+    EventLog(home).append("s", [NoteAdded(text="the last one")])
+    _flip_last_record(home)
+    assert len(quarantine_damage(EventLog(home))) == 1  # what `verify --repair` does first
+
+
+def _forged(field: str, value):
+    def setup(home: Path, tmp: Path | None = None) -> None:
+        from trex.events.records import encode_record
+
+        r = dict(EventLog(home).read_records("s")[-1])
+        r.update(position=r["position"] + 1, seq=r["seq"] + 1, event_id="forged")
+        r[field] = value
+        with open(_segment(home), "ab") as f:
+            f.write(encode_record([r]))
+    return setup
+
+
+_DEEP = '{"text":"x","author":"","extra":' + "[" * 5000 + "]" * 5000 + "}"
+RECORD_CASES = [
+    *[(f"log-header-flipped-{cmd[0]}", cmd, _flip_header, "damaged segment header: byte 3")
+      for cmd in (["ls"], ["sql", "SELECT count(*) FROM events"], ["note", "s", "more"], ["replay", "s"])],
+    ("log-header-flipped-verify", ["verify"], _flip_header, "problem(s)"),
+    ("log-header-newer-repair", ["verify", "--repair"], lambda h, t: _write(_segment(h), _segment(h).read_bytes().replace(
+        b"trex-log-segment v2", b"trex-log-segment v9", 1)), "newer"),
+    ("log-quarantined-verify", ["verify"], _quarantined_last, "1 quarantined record(s) not in the log"),
+    *[(f"log-forged-{name}-{cmd[0]}", cmd, _forged(field, value), "damaged record at byte")
+      for name, field, value, cmds in [
+          ("payload-int", "payload", 5, (["replay", "s"], ["tree", "s"], ["status", "s"], ["note", "s", "x"])),
+          ("time", "recorded_at", "2026-13-45T25:61:00Z", (["ls"], ["sql", "SELECT * FROM events"])),
+          ("hash-int", "hash", 7, (["tree", "s"],)),
+          ("sid-int", "search_id", 12, (["ls"], ["status", "s"])),
+          ("payload-list", "payload", "[1,2]", (["replay", "s"],)),
+          ("bigint", "seq", 2 ** 70, (["ls"], ["sql", "SELECT max(seq) FROM events"])),
+          ("dupkey", "payload", '{"text":"a","text":"b","author":""}', (["sql", "SELECT * FROM notes"],
+                                                                        ["replay", "s"])),
+          ("deep", "payload", _DEEP, (["note", "s", "x"],)),
+      ] for cmd in cmds],
+    ("log-forged-hash-int-verify", ["verify"], _forged("hash", 7), "problem(s)"),
+    ("import-device", ["import", "/dev/zero"], None, "not a regular file"),
+    ("import-fifo", ["import", "{tmp}/pipe"], lambda h, t: os.mkfifo(t / "pipe"), "not a regular file"),
+]
+CASES += RECORD_CASES
+# ==== end of the open-segment record block =============================================================
+
+
 def _snapshot(home: Path) -> list[tuple]:
     return [(e.search_id, e.seq, e.event_id, e.hash) for e in EventLog(home).read()]
 
@@ -214,3 +339,37 @@ def test_hostile_input_is_one_clear_refusal_and_loses_nothing(case, hostile_home
         assert _files(hostile_home) == damaged, f"{name}: the damaged log was changed"
     else:
         assert _snapshot(hostile_home) == before, f"{name}: acknowledged events changed"
+
+
+# ==== ftbench on damaged homes (issue 17, "Tracebacks"): every command answers in one line ============
+def _ftbench_link(home: Path, tmp: Path | None = None) -> None:
+    _segment_is_a_link(home, tmp)
+
+
+FTBENCH_CASES = [
+    ("ftbench-report-flipped-record", ["report", "--tag", "x"], _flip_last_record, "segment"),
+    ("ftbench-report-garbage", ["report"], _garbage_in_middle, "segment"),
+    ("ftbench-report-link", ["report", "--tag", "x"], _ftbench_link, "link"),
+    ("ftbench-report-sealed-flip", ["report"], _flip_sealed("dict"), "00000001.parquet"),
+    ("ftbench-report-no-home", ["report", "--home", "{tmp}/nowhere"], None, "no trex home"),
+    ("ftbench-prepare-unknown", ["prepare", "nope"], None, "unknown task"),
+]
+
+
+@pytest.mark.parametrize("case", FTBENCH_CASES, ids=[c[0] for c in FTBENCH_CASES])
+def test_ftbench_on_a_damaged_home_is_one_line_and_changes_nothing(case, hostile_home, tmp_path):
+    name, args, setup, needle = case
+    if setup is not None:
+        setup(hostile_home, tmp_path)
+    damaged = _files(hostile_home)
+    argv = [a.format(home=hostile_home, tmp=tmp_path) for a in args]
+    if "--home" not in argv:
+        argv += ["--home", str(hostile_home)]
+    r = subprocess.run([sys.executable, "-m", "ftbench.cli", *argv], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "TREX_LOCK_TIMEOUT": "2"}, timeout=120)
+    assert r.returncode != 0, f"{name}: exit 0\n{r.stdout[-500:]}"
+    assert "Traceback" not in r.stderr, f"{name}: a traceback\n{r.stderr[-2000:]}"
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle.lower() in lines[0].lower(), f"{name}: {lines}"
+    assert _files(hostile_home) == damaged, f"{name}: the damaged home was changed"
+# ==== end of the ftbench block ========================================================================

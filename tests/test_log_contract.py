@@ -112,7 +112,7 @@ def test_sealing_keeps_everything_readable(tmp_path):
     elog.append("a", notes("after"))
     assert [e.event.text for e in elog.read("a")] == ["0", "1", "2", "3", "4", "after"]
     files = sorted(p.name for p in elog.segdir.iterdir())
-    assert files == ["00000001.parquet", "00000002.jsonl"]
+    assert files == ["00000001.parquet", "00000001.sha256", "00000002.jsonl"]  # a sealed segment and its digest
     assert verify(elog).ok
     assert elog.read_table().num_rows == 6
 

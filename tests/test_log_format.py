@@ -238,7 +238,7 @@ def test_a_v1_segment_still_reads_and_the_next_append_seals_it_unchanged(log):
     assert r.returncode == 0 and json.loads(r.stdout) == [{"count_star()": 6}]
     assert path.read_bytes() == v1_bytes  # readers never rewrite it
     fresh.append("s", _notes(1, "new"))
-    names = sorted(p.name for p in log.segdir.iterdir())
+    names = sorted(p.name for p in log.segdir.iterdir() if p.suffix in (".parquet", ".jsonl"))  # not digests
     assert names == [path.with_suffix(".parquet").name, f"{int(path.stem) + 1:08d}.jsonl"]
     assert _open_segment(log).read_bytes().startswith(HEADER_V2)
     after = EventLog(log.home).read("s")
@@ -446,3 +446,274 @@ def test_a_v1_segment_written_by_the_previous_trex_reads_unchanged(tmp_path):
     assert (seg / fixture.name).read_bytes() == fixture.read_bytes()
     log.append("s", _notes(1, "v2-"), expected_version=3)
     assert [e.seq for e in EventLog(log.home).read("s")] == [1, 2, 3, 4] and verify(EventLog(log.home)).ok
+
+
+# ------------------------------------------- a damaged v2 header (issue 17 audit, gap A)
+def _three_calls(log):
+    log.append("s", _notes(2))
+    log.append("t", _notes(1, "t"))
+    log.append("s", _notes(2, "m"))
+    return _open_segment(log)
+
+
+def run(home, *args):
+    """A command in this process (faster than a subprocess): exit_code, stdout, stderr."""
+    from click.testing import CliRunner
+
+    from trex.cli import main
+
+    return CliRunner().invoke(main, [*args, "--home", str(home)], catch_exceptions=False)
+
+
+def _repaired_bytes(data: bytes) -> bytes:
+    """What `verify --repair` keeps of a segment (the same rule as trex.events.quarantine)."""
+    sc = records.scan(data, "x", salvage=True)
+    head = HEADER_V2 if sc.version == 2 else b""
+    return head + b"".join(data[a:b] for a, b in sc.good) + (data[len(data) - sc.torn:] if sc.torn else b"")
+
+
+def test_every_flipped_header_byte_keeps_every_record_and_repair_restores_the_segment(log):
+    data = _three_calls(log).read_bytes()
+    full = records.scan(data, "x").records
+    hl = len(HEADER_V2)
+    for i in range(hl):
+        for bit in (0x01, 0x02, 0x20, 0x80):
+            bad = bytearray(data)
+            bad[i] ^= bit
+            bad = bytes(bad)
+            try:
+                records.scan(bad, "x")
+            except records.NewerFormat:  # "v2" became "v3".."v9": refused by readers and by repair alike
+                with pytest.raises(records.NewerFormat):
+                    records.scan(bad, "x", salvage=True)
+                continue
+            except CorruptLog as e:
+                assert f"x: damaged segment header: byte {i} differs" in str(e), (i, bit, e)
+            else:
+                raise AssertionError(f"flip {bit:#x} of header byte {i} was not caught")
+            sc = records.scan(bad, "x", salvage=True)
+            assert sc.version == 2 and sc.records == full, (i, bit)  # never read as a v1 segment
+            assert [(d.offset, d.end) for d in sc.damage] == [(0, hl)], (i, bit)
+            assert _repaired_bytes(bad) == data, (i, bit)  # repair gives back the segment as written
+
+
+def test_repair_of_a_flipped_header_byte_quarantines_only_the_header(log):
+    """The audit's repro: byte 3 of the header flipped; verify fails naming the segment and byte;
+    repair moves the 20 header bytes aside, restores the header and keeps every event."""
+    path = _three_calls(log)
+    data = path.read_bytes()
+    before = [(e.event_id, e.hash) for e in EventLog(log.home).read()]
+    bad = bytearray(data)
+    bad[3] ^= 0x01
+    path.write_bytes(bytes(bad))
+    r = run(log.home, "verify")
+    assert r.exit_code == 1
+    assert f"corrupt_record: {path.name} byte 0: damaged segment header: byte 3 differs" in r.stdout
+    with pytest.raises(CorruptLog, match=rf"segment {path.name}: damaged segment header: byte 3 differs"):
+        EventLog(log.home).read()
+    with pytest.raises(CorruptLog, match="damaged segment header: byte 3"):
+        EventLog(log.home).append("s", _notes(1, "x"))
+    assert path.read_bytes() == bytes(bad)  # no command but repair changes it (ls, sql, note: the matrix)
+    r = run(log.home, "verify", "--repair")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert f"quarantined 20 damaged bytes of {path.name} at byte 0" in r.stderr
+    qfile = log.dir / "quarantine" / f"{path.name}.at-0.header.damaged"
+    assert qfile.read_bytes() == bytes(bad[:20])
+    assert path.read_bytes() == data
+    assert [(e.event_id, e.hash) for e in EventLog(log.home).read()] == before
+    assert "a damaged segment header (20 bytes)" in r.stderr and "it held no event" in r.stderr
+    assert "OK: 5 events" in r.stderr
+
+
+def test_a_damaged_header_and_first_record_quarantine_those_and_keep_the_rest(log):
+    path = _three_calls(log)
+    data = path.read_bytes()
+    offs = _record_offsets(data)
+    bad = bytearray(data)
+    bad[5] ^= 0x01
+    bad[offs[0] + 40] ^= 0x01
+    path.write_bytes(bytes(bad))
+    sc = records.scan(bytes(bad), "x", salvage=True)
+    assert [(d.offset, d.end) for d in sc.damage] == [(0, offs[1])]
+    moved = quarantine_damage(EventLog(log.home))
+    assert [(q.offset, q.file.name) for q in moved] == [(0, f"{path.name}.at-0.header.damaged")]
+    assert path.read_bytes() == HEADER_V2 + data[offs[1]:]
+    assert [e.event.text for e in EventLog(log.home).read()] == ["t0", "m0", "m1"]
+    rep = verify(EventLog(log.home))  # the first record's events are gone: a finding, not a note
+    assert "quarantined" in [p.kind for p in rep.problems]
+    (q,) = [p for p in rep.problems if p.kind == "quarantined"]
+    assert "1 damaged record(s)" in q.detail and f"from {path.name} byte 0" in q.detail
+
+
+def test_a_flipped_record_newline_takes_no_intact_record_with_it(log):
+    path = _three_calls(log)
+    data = path.read_bytes()
+    offs = _record_offsets(data) + [len(data)]
+    for k in range(len(offs) - 1):
+        bad = bytearray(data)
+        bad[offs[k + 1] - 1] ^= 0x01  # the record's final newline
+        sc = records.scan(bytes(bad), "x", salvage=True)
+        assert [(d.offset, d.end) for d in sc.damage] == [(offs[k], offs[k + 1])], k
+        assert [a for a, _ in sc.good] == [o for j, o in enumerate(offs[:-1]) if j != k], k
+        assert sc.torn == 0
+
+
+def test_a_v1_segment_is_never_taken_for_a_v2_one_with_a_damaged_header(log):
+    path = _write_v1_home(log, 2)
+    good = path.read_bytes()
+    first_nl = good.index(b"\n")
+    for i in range(0, first_nl + 1, 7):
+        bad = bytearray(good)
+        bad[i] ^= 0x01
+        sc = records.scan(bytes(bad), "x", salvage=True)
+        assert sc.version == 1 and [(d.offset, d.end) for d in sc.damage] == [(0, first_nl + 1)], i
+        assert len(sc.records) == 2  # the second line's two events
+
+
+def test_repair_refuses_a_segment_of_a_newer_format_and_moves_nothing(log):
+    log.append("s", _notes(1))
+    path = _open_segment(log)
+    path.write_bytes(path.read_bytes().replace(b"segment v2", b"segment v9", 1))
+    before = path.read_bytes()
+    with pytest.raises(CorruptLog, match="v9 is newer"):
+        quarantine_damage(EventLog(log.home))
+    assert path.read_bytes() == before and not (log.dir / "quarantine").exists()
+    rep = verify(EventLog(log.home))
+    assert [(p.kind, p.where) for p in rep.problems] == [("corrupt_segment", path.name)]
+    assert "v9 is newer" in rep.problems[0].detail and path.name not in rep.problems[0].detail
+    r = run(log.home, "verify", "--repair")
+    assert r.exit_code == 1 and "cannot repair" in r.stderr and "v9 is newer" in r.stderr
+    assert path.read_bytes() == before
+
+
+# ------------------------------- records that pass their checksum but are not events (gap C)
+_BAD_FIELDS = [
+    ("payload", 5, "payload is not JSON text"),
+    ("payload", "[1,2]", "payload is not a JSON object"),
+    ("payload", "{\"text\":\"a\"", "payload is not JSON"),
+    ("payload", '{"text":"a","text":"b","author":""}', "payload has the key 'text' twice"),
+    ("payload", '{"text":"a","author":"","x":NaN}', "payload holds NaN"),
+    ("payload", '{"text":"a","author":"","x":' + "[" * 150 + "]" * 150 + "}", "payload is nested deeper"),
+    ("payload", '{"text":"a","author":"","x":' + "[" * 5000 + "]" * 5000 + "}", "payload is nested deeper"),
+    ("recorded_at", "2026-13-45T25:61:00Z", "recorded_at '2026-13-45T25:61:00Z' is not a real time"),
+    ("recorded_at", "2026-02-30T10:00:00Z", "is not a real time"),
+    ("recorded_at", "2026-12-31T23:59:60Z", "is not a real time"),
+    ("recorded_at", "2026-01-01T00:00:00+00:00", "recorded_at is not a UTC time"),
+    ("recorded_at", "2026-01-01T00:00:00Z\n", "recorded_at is not a UTC time"),
+    ("recorded_at", 1767225600, "recorded_at is not a UTC time"),
+    ("hash", 7, "hash is not 64 lower-case hex"),
+    ("hash", "A" * 64, "hash is not 64 lower-case hex"),
+    ("prev_hash", "0" * 63, "prev_hash is not 64 lower-case hex"),
+    ("search_id", 12, "search_id is not a search id"),
+    ("search_id", "", "search_id is not a search id"),
+    ("search_id", "s" * 201, "search_id is not a search id"),
+    ("search_id", "s\x00", "search_id is not a search id"),
+    ("event_id", None, "event_id is not an event id"),
+    ("event_id", "", "event_id is not an event id"),
+    ("type", 3, "type is not an event type name"),
+    ("seq", 2 ** 70, "seq is not an integer"),
+    ("seq", 0, "seq is not an integer"),
+    ("seq", True, "seq is not an integer"),
+    ("position", -1, "position is not an integer"),
+    ("position", 1.0, "position is not an integer"),
+    ("schema_version", 2 ** 40, "schema_version is not an integer"),
+    ("causation_id", 5, "causation_id is neither a string nor null"),
+    ("correlation_id", [], "correlation_id is neither a string nor null"),
+]
+
+
+def _forge(log, field, value, n_events=1):
+    """Append a record that passes its checksum but whose last event has ``field`` = ``value``."""
+    path = _open_segment(log)
+    recs = [dict(r) for r in EventLog(log.home).read_records("s")[-n_events:]]
+    for i, r in enumerate(recs):
+        r["position"] += n_events
+        r["seq"] += n_events
+        r["event_id"] = f"forged-{i}"
+    recs[-1][field] = value
+    at = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(encode_record(recs))
+    return path, at
+
+
+@pytest.mark.parametrize("field,value,why", _BAD_FIELDS, ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(_BAD_FIELDS)])
+def test_a_record_with_a_field_of_the_wrong_form_is_damage_named_and_quarantined(log, field, value, why):
+    log.append("s", _notes(2))
+    before = [(e.event_id, e.hash) for e in EventLog(log.home).read()]
+    path, at = _forge(log, field, value)
+    data = path.read_bytes()
+    with pytest.raises(CorruptLog) as e:
+        EventLog(log.home).read()
+    assert f"segment {path.name}: damaged record at byte {at}: record passes its checksum but its" in str(e.value)
+    assert why in str(e.value)
+    with pytest.raises(CorruptLog, match=f"byte {at}"):
+        EventLog(log.home).append("s", _notes(1, "x"))
+    rep = verify(EventLog(log.home))
+    assert [(p.kind, p.where) for p in rep.problems] == [("corrupt_record", f"{path.name} byte {at}")]
+    assert path.read_bytes() == data
+    moved = quarantine_damage(EventLog(log.home))
+    assert [(q.offset, q.length) for q in moved] == [(at, len(data) - at)]
+    assert moved[0].file.read_bytes() == data[at:]
+    assert [(e.event_id, e.hash) for e in EventLog(log.home).read()] == before
+
+
+def test_a_bad_event_in_a_record_of_several_is_named_by_its_index(log):
+    log.append("s", _notes(3))
+    path, at = _forge(log, "payload", 5, n_events=3)
+    with pytest.raises(CorruptLog, match=rf"byte {at}: .*payload is not JSON text \(event 3 of 3\)"):
+        EventLog(log.home).read()
+
+
+def test_every_event_trex_writes_passes_the_record_check(log):
+    """The check holds records to what the log's append writes (the golden logs hold every family)."""
+    log.append("s", _notes(3))
+    for r in EventLog(log.home).read_records():
+        assert records.check_event_record(r) is None
+
+
+# ------------------------------------------------ the quarantine in verify (gap B)
+def test_verify_fails_while_the_quarantine_holds_records_and_says_where(log):
+    log.append("s", _notes(2))
+    log.append("s", _notes(1, "m"))
+    path = _open_segment(log)
+    data = bytearray(path.read_bytes())
+    last = _record_offsets(bytes(data))[-1]
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    (q,) = quarantine_damage(EventLog(log.home))
+    rep = verify(EventLog(log.home))  # the log itself is consistent: the lost event was the last one
+    assert [p.kind for p in rep.problems] == ["quarantined"] and not rep.ok
+    assert rep.problems[0].where == f"quarantine/{q.file.name}"
+    assert f"1 damaged record(s) ({len(data) - last} bytes) from {path.name} byte {last}" in rep.problems[0].detail
+    r = run(log.home, "verify")
+    assert r.exit_code == 1
+    assert [ln for ln in r.stdout.splitlines() if ln.startswith("quarantined:")] == [str(rep.problems[0])]
+    assert "1 quarantined record(s) not in the log" in r.stderr.splitlines()[-1]
+    r = run(log.home, "verify", "--format", "json")
+    out = json.loads(r.stdout)
+    assert r.exit_code == 1 and out["ok"] is False and out["quarantined"] == [q.file.name]
+    assert out["quarantine"] == [{"file": str(q.file), "records": 1, "bytes": len(data) - last,
+                                  "segment": path.name, "offset": last, "header": False, "regular_file": True}]
+    # the operator has dealt with it and moved it out: verify is clean again
+    q.file.rename(log.home / "kept.damaged")
+    assert verify(EventLog(log.home)).ok and run(log.home, "verify").exit_code == 0
+
+
+def test_a_link_in_the_quarantine_is_a_finding_never_followed(log, tmp_path):
+    log.append("s", _notes(1))
+    qdir = log.dir / "quarantine"
+    qdir.mkdir()
+    (qdir / "00000001.jsonl.at-9.damaged").symlink_to("/dev/zero")
+    rep = verify(EventLog(log.home))
+    assert [(p.kind, p.where) for p in rep.problems] == [("quarantined", "quarantine/00000001.jsonl.at-9.damaged")]
+    assert "not a regular file" in rep.problems[0].detail
+
+
+def test_corrupt_segment_names_the_segment_once(log):
+    log.append("s", _notes(3))
+    log.seal()
+    (seg,) = log.segdir.glob("*.parquet")
+    seg.write_bytes(seg.read_bytes()[:-10])
+    rep = verify(EventLog(log.home))
+    assert rep.problems and all(str(p).count(seg.name) == 1 for p in rep.problems), [str(p) for p in rep.problems]

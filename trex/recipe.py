@@ -251,7 +251,9 @@ def source_path(src: Source, home: Path, allowed_roots: Sequence[Path]) -> Path 
 def _load_source(src: Source, home: Path, allowed_roots: Sequence[Path]):
     from datasets import Dataset, load_dataset
 
-    cache = str(home / "cache" / "hf-datasets")  # keep datasets' arrow copies inside the trex home
+    from trex.events.fsio import ensure_dir
+
+    cache = str(ensure_dir(home, "cache", "hf-datasets"))  # datasets' arrow copies inside the home, never via a link
     path = source_path(src, home, allowed_roots)
     if path is None:
         hm = _HF_RE.match(src.uri)

@@ -61,8 +61,10 @@ def init_ray(home: str | os.PathLike, *, address: str | None = None, num_cpus: i
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver, runtime_env=runtime_env)
         return ray
+    from trex.events.fsio import ensure_dir
+
     tmp = ray_temp_dir(home)
-    tmp.mkdir(parents=True, exist_ok=True)
+    ensure_dir(tmp.parent, tmp.name)  # <home>/ray (or the short /tmp folder) is never a link (LinkRefused)
     reap_orphans(tmp)
     ray.init(num_cpus=num_cpus if num_cpus is not None else (os.cpu_count() or 1), namespace=NAMESPACE,
              include_dashboard=False, _temp_dir=str(tmp), _node_ip_address="127.0.0.1",

@@ -135,12 +135,30 @@ def distill_search(home, sid: str, log=None) -> int:
     return len(events)
 
 
-def _command_lock(home, command_id: str):
+COMMAND_LOCK_WAIT_S = float(os.environ.get("TREX_COMMAND_LOCK_TIMEOUT", "600"))
+
+
+def command_lock_wait_s(time_limit_s: float | None) -> float:
+    """How long a duplicate dispatch waits for the one training the command: the trial's time limit
+    and a margin (its data work, storing the adapter), at least ``TREX_COMMAND_LOCK_TIMEOUT`` (600 s)."""
+    if time_limit_s is None or not time_limit_s > 0:
+        return COMMAND_LOCK_WAIT_S
+    return max(COMMAND_LOCK_WAIT_S, float(time_limit_s) + 300.0)
+
+
+def _command_lock(home, command_id: str, time_limit_s: float | None = None):
+    """The command's lock under ``<home>/locks``, held for a ``with`` block: the wait is bounded
+    (:func:`command_lock_wait_s`), said in one line on stderr while it lasts, and a wait that runs out
+    raises ``LockTimeout`` (a ``filelock.Timeout`` too) naming the lock and the command."""
     import hashlib
 
     from trex.actors.runtime import home_lock
+    from trex.events.fsio import waited_lock
 
-    return home_lock(home, f"cmd-{hashlib.sha256(command_id.encode()).hexdigest()[:16]}")
+    lock = home_lock(home, f"cmd-{hashlib.sha256(command_id.encode()).hexdigest()[:16]}")
+    return waited_lock(lock, command_lock_wait_s(time_limit_s),
+                       f"command {command_id}, being trained by another executor; "
+                       "TREX_COMMAND_LOCK_TIMEOUT sets the least wait")
 
 
 # ---------------------------------------------------------------------------------- the shells
@@ -185,10 +203,11 @@ class ExecutorShell(_Shell):
             # dispatching and the actor starting the call) waits here, then is served from the
             # Executor's cache of identical work (TrialReused), never trained twice
             here = node_home(home)
-            with self._slot, _command_lock(here, command_id):
+            limit = time_limit_s or self.time_limit_s
+            with self._slot, _command_lock(here, command_id, limit):
                 out = train_node(here, sid, task, node_id, plan, parent_adapter, attempt=attempt,
                                  command_id=command_id, threads=self.threads,
-                                 time_limit_s=time_limit_s or self.time_limit_s, worker=self.worker,
+                                 time_limit_s=limit, worker=self.worker,
                                  executor_options=self.options, log=log_for(home, self._logs))
         except BaseException as e:
             fut.set_exception(e)

@@ -42,6 +42,8 @@ def sql(query, home, fmt, timeout, memory_limit):
         fail(f"refused: {e}", 2)
     except SqlFailed as e:
         fail(str(e), 1)
+    for n in res.notes:
+        info(n)
     if fmt == "json":
         click.echo(json.dumps([dict(zip(res.columns, map(_jsonable, r))) for r in res.rows], default=str))
     elif fmt == "csv":
@@ -95,6 +97,7 @@ def note(search, text, author, home, fmt):
 @format_option
 def verify(search, repair, home, fmt):
     """Check the log (or one SEARCH): hash chains, gapless sequences, unique ids, segment footers."""
+    from trex.events import segments
     from trex.events.base import EventError
     from trex.events.log import EventLog
     from trex.events.quarantine import quarantine_damage
@@ -110,19 +113,28 @@ def verify(search, repair, home, fmt):
             fail(f"cannot repair: {e}")
         if dropped:
             info(f"repaired: dropped a torn tail of {dropped} bytes")
+        # segments sealed by a trex from before digests: checked whole, then their digest recorded beside
+        # them (the segments themselves are never rewritten); a damaged one gets none and is reported below
+        digested, damaged = segments.record_digests(log.segdir, log._listing()[0], skip_damaged=True)
+        if digested:
+            info(f"recorded the digests of {len(digested)} sealed segment(s) written by an older trex, "
+                 "after checking them whole")
     rep = run_verify(log, search)
     if search is not None and rep.events == 0:
         fail(f"no search {search!r} in {home}")
     if fmt == "json":
         emit_json({"ok": rep.ok, "events": rep.events, "searches": rep.searches, "segments": rep.segments,
-                   "problems": [p.__dict__ for p in rep.problems], "quarantined": rep.quarantined})
+                   "problems": [p.__dict__ for p in rep.problems], "quarantined": rep.quarantined,
+                   "quarantine": [q.as_dict() for q in rep.quarantine], "notes": rep.notes})
     else:
-        for p in rep.problems:
+        for p in rep.problems:  # a quarantine file holding records is one of them, one line each
             click.echo(str(p))
-        if rep.quarantined:
-            info(f"{len(rep.quarantined)} file(s) in {log.dir / 'quarantine'} hold damaged records moved "
-                 "out of the log; inspect them")
+        for note in rep.notes:
+            info(f"note: {note}")
         status = "OK" if rep.ok else f"{len(rep.problems)} problem(s)"
+        lost = sum(q.records for q in rep.quarantine)
+        if lost:
+            status += f", {lost} quarantined record(s) not in the log"
         info(f"{status}: {rep.events} events, {rep.searches} searches, {rep.segments} segments")
     sys.exit(0 if rep.ok else 1)
 
@@ -176,6 +188,8 @@ def ls(home, fmt):
         res = _ls_query(home)
     except SqlFailed as e:
         fail(str(e))
+    for n in res.notes:
+        info(n)
     rows = [dict(zip(res.columns, map(_jsonable, r))) for r in res.rows]
     if fmt == "json":
         emit_json(rows)

@@ -61,19 +61,19 @@ def lookup(home: Path, key: str) -> dict[str, Any] | None:
 
 
 def store(home: Path, key: str, entry: dict[str, Any]) -> bool:
-    """Record an entry; False (nothing written) when it cannot be: a full disk, a link in the way."""
-    p = _path(home, key)
+    """Record an entry; False (nothing written) when it cannot be: a full disk, or a link in the way
+    (checked before any folder is made, and said in one line on stderr: a cache entry is never
+    written through a link, nor is the link replaced)."""
+    import sys
+
+    from trex.events.errors import EventError
+    from trex.events.fsio import write_file_under
+
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if any(q.is_symlink() for q in (p.parent, p.parent.parent)):
-            return False  # never write through a link
-        tmp = p.with_name(f".{key}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(entry, sort_keys=True).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        write_file_under(home, _path(home, key), json.dumps(entry, sort_keys=True).encode())
         return True
+    except EventError as e:  # a link in the way (LinkRefused), a file where a folder should be
+        print(f"trex: evaluation cache entry not written: {e}", file=sys.stderr, flush=True)
+        return False
     except OSError:
         return False

@@ -277,17 +277,16 @@ class Evaluator:
                 "base_model": str(getattr(self.backend, "base_model", ""))}
         h = hashlib.sha256(canonical_json({"cols": cols, "meta": {k: meta[k] for k in ("task", "primary", "spec")}})
                            .encode()).hexdigest()
-        d = self.home / "artifacts" / "evals"
-        d.mkdir(parents=True, exist_ok=True)
+        from trex.events.fsio import check_not_link, ensure_dir_under, write_file_replace
+
+        d = ensure_dir_under(self.home, self.home / "artifacts" / "evals")  # no folder on the way is a link
         path = d / f"{h}.parquet"
         rel = f"evals/{h}.parquet"
-        if not path.exists():
+        if not check_not_link(path).exists():  # content-addressed: one already there is this one
             table = pa.table(cols).replace_schema_metadata({k: str(v) for k, v in meta.items()})
-            tmp = d / f".{h}.{os.getpid()}.tmp"
-            pq.write_table(table, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            buf = pa.BufferOutputStream()
+            pq.write_table(table, buf)
+            write_file_replace(path, buf.getvalue().to_pybytes())  # temp file (O_EXCL|O_NOFOLLOW), fsync, rename
         self._publish(path)
         return path, rel
 

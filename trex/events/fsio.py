@@ -278,3 +278,194 @@ class HomeLock:
             self.release(force=True)
         except Exception:
             pass
+
+
+# ------------------------------------------------------------------ helpers for writers outside the log
+def ensure_dir_under(home: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """``mkdir -p folder`` that never follows a link under ``home``: ``home`` and every folder from it
+    down to ``folder`` must be a real folder (:class:`LinkRefused` names the first link). ``folder``
+    must lie under ``home`` (compared without resolving links, so a link is seen, not followed)."""
+    base, target = Path(os.path.abspath(home)), Path(os.path.abspath(folder))
+    try:
+        rel = target.relative_to(base)
+    except ValueError:
+        raise EventError(f"{folder} is not under the trex home {home}") from None
+    ensure_dir(Path(home), *rel.parts)
+    return Path(folder)
+
+
+def ensure_dir_for(folder: str | os.PathLike, home: str | os.PathLike | None = None) -> Path:
+    """:func:`ensure_dir_under` when ``folder`` lies under ``home``; otherwise (no home, or a place the
+    caller chose outside it) ``folder`` is created where missing and must itself not be a link."""
+    if home is not None:
+        try:
+            Path(os.path.abspath(folder)).relative_to(Path(os.path.abspath(home)))
+        except ValueError:
+            pass
+        else:
+            return ensure_dir_under(home, folder)
+    return ensure_dir(Path(folder))
+
+
+def write_file_under(home: str | os.PathLike, path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8) to ``path`` under ``home`` whole and atomically, never through a
+    link: the folders on the way are made with :func:`ensure_dir_under`, the file with
+    :func:`write_file_replace` (a link at ``path`` is refused, not replaced)."""
+    path = Path(path)
+    ensure_dir_under(home, path.parent)
+    write_file_replace(path, data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def write_file_once_under(home: str | os.PathLike, path: str | os.PathLike, data: bytes | str) -> Path:
+    """:func:`write_file_under` for content-addressed files: a regular file already at ``path`` is kept
+    (it holds the same bytes); a link there is refused."""
+    path = Path(path)
+    ensure_dir_under(home, path.parent)
+    if check_not_link(path).is_file():
+        return path
+    write_file_replace(path, data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def fresh_dir_in(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new, empty folder inside ``parent`` (which must not be a link): ``mkdtemp``, whose ``mkdir``
+    never follows a link. Fill it, then :func:`move_dir_into_place`."""
+    import tempfile
+
+    check_dir(Path(parent))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def move_dir_into_place(tmp: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Rename the folder ``tmp`` to ``dest`` (same parent), replacing a real folder there; a link at
+    ``dest`` is refused (and ``tmp`` removed), never followed nor replaced."""
+    import shutil
+
+    dest = Path(dest)
+    try:
+        check_not_link(dest)
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _say(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+class waited_lock:
+    """Hold ``lock`` (a :class:`HomeLock`) for a ``with`` block, waiting at most ``timeout_s`` for it.
+    When another process holds it, one line says what is waited for (``say``, default stderr); a wait
+    that runs out raises a :class:`LockTimeout` (also ``filelock.Timeout``) naming the lock and ``what``."""
+
+    def __init__(self, lock: HomeLock, timeout_s: float, what: str, say=None):
+        self.lock, self.timeout_s, self.what, self.say = lock, float(timeout_s), what, say or _say
+
+    def __enter__(self) -> HomeLock:
+        try:
+            self.lock.acquire(timeout=0)
+            return self.lock
+        except LockTimeout:
+            pass
+        self.say(f"trex: waiting up to {self.timeout_s:g} s for the lock {self.lock.path} ({self.what}), "
+                 "held by another process")
+        try:
+            self.lock.acquire(timeout=self.timeout_s)
+        except LockTimeout:
+            raise _lock_timeout_class()(
+                f"waited {self.timeout_s:g} s for the lock {self.lock.path} ({self.what}), still held by another "
+                "process", str(self.lock.path)) from None
+        return self.lock
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+# ------------------------------------------------------------------ digests of sealed segments
+# A sealed segment's SHA-256, recorded when it is sealed, in a file beside it (``00000001.sha256``
+# for ``00000001.parquet``): one line ``sha256 <64 hex digits> <size in bytes>``. Parquet cannot hold
+# a digest of itself (its footer is part of what must be checked), and DuckDB does not verify Parquet
+# page checksums, so ``trex sql`` checks a segment's bytes against this before DuckDB reads it.
+DIGEST_EXT = "sha256"
+
+
+def digest_path(segment: Path) -> Path:
+    return Path(segment).with_suffix("." + DIGEST_EXT)
+
+
+def sha256_of(data: bytes | memoryview) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> tuple[str, int]:
+    """(hex SHA-256, size) of a file, read without following a link (hashlib releases the GIL: threads
+    hashing several files run in parallel)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = 0
+    fd = open_nofollow(path, os.O_RDONLY)
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return h.hexdigest(), size
+
+
+def read_file_nofollow(path: str | os.PathLike) -> bytes:
+    """The whole file, read without following a link."""
+    fd = open_nofollow(path, os.O_RDONLY)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def write_digest(segment: Path, hexdigest: str, size: int) -> None:
+    """Record ``segment``'s digest beside it, whole (temp file, fsync, rename; never through a link)."""
+    write_file_replace(digest_path(segment), f"sha256 {hexdigest} {size}\n".encode())
+
+
+class DigestUnreadable(EventError):
+    """A digest file exists but does not hold a digest."""
+
+
+def read_digest(segment: Path) -> tuple[str, int] | None:
+    """(hex SHA-256, size) recorded for ``segment``, or None if it has no digest file (sealed by a trex
+    from before digests). A digest file that is a link raises :class:`LinkRefused`; one that does not
+    hold a digest raises :class:`DigestUnreadable`."""
+    p = digest_path(segment)
+    try:
+        fd = open_nofollow(p, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        raw = os.read(fd, 200)
+    finally:
+        os.close(fd)
+    parts = raw.split()
+    if (len(parts) != 3 or parts[0] != b"sha256" or len(parts[1]) != 64 or not raw.endswith(b"\n")
+            or not parts[2].isdigit()):
+        raise DigestUnreadable(f"segment {Path(segment).name}: its digest file {p.name} is damaged "
+                               "(not `sha256 HEX SIZE`)")
+    try:
+        int(parts[1], 16)
+    except ValueError:
+        raise DigestUnreadable(f"segment {Path(segment).name}: its digest file {p.name} is damaged "
+                               "(not `sha256 HEX SIZE`)") from None
+    return parts[1].decode(), int(parts[2])

@@ -1,19 +1,24 @@
 """``verify --repair`` for damage: damaged records of the open segment are moved to
 ``HOME/log/quarantine/`` — never deleted — and the segment keeps every good record, byte for byte.
 
-A quarantine file is named ``<segment>.at-<byte offset>.damaged`` and holds the damaged bytes
-exactly as they were (readable for forensics). The segment is rewritten under a temp name with
-its header, its good records and any torn tail, fsynced and renamed over the original; the
-quarantine files are durable before that rename.
+A quarantine file is named ``<segment>.at-<byte offset>.damaged`` (``<segment>.at-0.header.damaged``
+for a damaged segment header) and holds the damaged bytes exactly as they were (readable for
+forensics). The segment is rewritten under a temp name with its header (a damaged v2 header is
+written anew), its good records and any torn tail, fsynced and renamed over the original; the
+quarantine files are durable before that rename. :func:`quarantine_files` describes what the
+folder holds, for ``trex verify``.
 """
 from __future__ import annotations
 
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from trex.events import records
-from trex.events.fsio import check_dir, fsync_dir, write_new_file
+from trex.events.errors import LinkRefused
+from trex.events.fsio import check_dir, fsync_dir, open_nofollow, write_new_file
 
 
 @dataclass(frozen=True)
@@ -56,18 +61,19 @@ def _segment(log, path: Path) -> list[Quarantined]:
         fsync_dir(log.dir)
     moved = []
     for d in sc.damage:
-        q = qdir / f"{path.name}.at-{d.offset}.damaged"
+        kind = ".header" if d.offset == 0 and d.reason.startswith(records.HEADER_DAMAGE) else ""
+        q = qdir / f"{path.name}.at-{d.offset}{kind}.damaged"
         chunk = data[d.offset:d.end]
         if os.path.lexists(q):  # an earlier repair that crashed before its rename: same bytes, keep it
             if q.is_symlink() or q.read_bytes() != chunk:
-                q = qdir / f"{path.name}.at-{d.offset}.{os.getpid()}.damaged"
+                q = qdir / f"{path.name}.at-{d.offset}{kind}.{os.getpid()}.damaged"
                 if os.path.lexists(q):
                     os.unlink(q)
                 write_new_file(q, chunk)
         else:
             write_new_file(q, chunk)
         moved.append(Quarantined(path.name, d.offset, d.end - d.offset, d.reason, q))
-    if sc.version is None:  # the header itself was damaged: nothing in the segment could be read
+    if sc.version is None:  # a damaged header and not one record after it: nothing to keep
         keep = b""
     else:
         head = records.HEADER_V2 if sc.version == 2 else b""
@@ -79,3 +85,51 @@ def _segment(log, path: Path) -> list[Quarantined]:
     os.replace(tmp, path)
     fsync_dir(path.parent)
     return moved
+
+
+_NAME = re.compile(r"(?P<segment>\d{8}\.jsonl)\.at-(?P<offset>\d+)(?P<header>\.header)?(?:\.\d+)?\.damaged")
+
+
+@dataclass(frozen=True)
+class QuarantineFile:
+    """A file of ``HOME/log/quarantine``, as ``trex verify`` reports it."""
+
+    name: str
+    path: Path
+    size: int
+    records: int  # damaged records it holds (newline-ended runs; a damaged segment header not counted)
+    segment: str | None  # the segment and byte it was moved out of (None: a name repair does not write)
+    offset: int | None
+    header: bool  # holds a damaged segment header
+    regular: bool = True  # False: a link (never followed), a folder, ... (not written by repair)
+
+    def as_dict(self) -> dict:
+        return {"file": str(self.path), "records": self.records, "bytes": self.size, "segment": self.segment,
+                "offset": self.offset, "header": self.header, "regular_file": self.regular}
+
+
+def quarantine_files(log_dir: Path) -> list[QuarantineFile]:
+    """What the quarantine folder holds, never following a link (a link is listed as one)."""
+    qdir = log_dir / "quarantine"
+    if not os.path.isdir(qdir) or os.path.islink(qdir):
+        return []
+    out = []
+    for name in sorted(os.listdir(qdir)):
+        p = qdir / name
+        m = _NAME.fullmatch(name)
+        seg, off, header = (m["segment"], int(m["offset"]), bool(m["header"])) if m else (None, None, False)
+        st = os.lstat(p)
+        if not stat.S_ISREG(st.st_mode):
+            out.append(QuarantineFile(name, p, 0, 0, seg, off, header, regular=False))
+            continue
+        try:
+            with os.fdopen(open_nofollow(p, os.O_RDONLY), "rb") as f:
+                data = f.read()
+        except LinkRefused:  # replaced by a link since the lstat
+            out.append(QuarantineFile(name, p, 0, 0, seg, off, header, regular=False))
+            continue
+        runs = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+        if header:
+            runs = max(0, runs - 1)  # the header's own line (one run, if its newline was lost)
+        out.append(QuarantineFile(name, p, len(data), runs, seg, off, header))
+    return out

@@ -12,8 +12,13 @@ Only an *incomplete final record* is a torn tail (an append that crashed before 
 acknowledged): the bytes after the last good record are a strict prefix of a record (a header
 prefix, or a complete header whose length runs past the end of the file) and hold no newline.
 Anything else that is not a valid record — a checksum that does not match, a record not ended
-where its length says, garbage, a record whose JSON is not events — is **damage**: readers raise
+where its length says, garbage, a record whose JSON is not events (every field of every event is
+checked: :func:`check_event_record`), a damaged segment header — is **damage**: readers raise
 :class:`CorruptLog` naming the segment and byte offset; ``verify --repair`` quarantines it.
+
+A damaged v2 header does not make a segment v1 (:func:`_detect`): the records after it are found
+by their frames and read, and only the header's bytes are damage. After damage the scanner
+resynchronises on the next valid v2 frame, wherever it starts.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import os
 import re
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -82,27 +88,199 @@ def read_segment(path: Path, offset: int = 0) -> bytes:
         return f.read()
 
 
+_HEADER_LEN = len(HEADER_V2)
+HEADER_DAMAGE = "damaged segment header"  # how a damaged header's reason starts
+
+
+class NewerFormat(CorruptLog):
+    """A segment header naming a format newer than this trex: not damage, so never quarantined."""
+
+
 def detect(data: bytes) -> tuple[int | None, int, int]:
-    """(version, where records start, torn bytes) of a segment from its first bytes."""
+    """(version, where records start, torn bytes) of a segment from its first bytes.
+
+    Raises :class:`CorruptLog` for a damaged segment header (see :func:`_detect`, which also
+    says where the records after a damaged v2 header start)."""
+    version, start, torn, damage = _detect(data)
+    if damage is not None:
+        raise CorruptLog(damage.reason)
+    return version, start, torn
+
+
+def _header_reason(data: bytes) -> str:
+    head = data[:_HEADER_LEN]
+    diff = next((i for i, (a, b) in enumerate(zip(head, HEADER_V2)) if a != b), min(len(head), _HEADER_LEN))
+    return f"{HEADER_DAMAGE}: byte {diff} differs from {HEADER_V2.decode()!r}"
+
+
+def _first_v2_record(data: bytes, start: int) -> int | None:
+    """Where the first valid v2 record (or a torn final one) at or after ``start`` begins."""
+    if start < len(data) and _v2_good_or_torn(data, start):
+        return start
+    i = start
+    while True:
+        j = data.find(b"~", i)
+        if j < 0:
+            return None
+        if _v2_good_or_torn(data, j):
+            return j
+        i = j + 1
+
+
+def _v2_good_or_torn(data: bytes, pos: int) -> bool:
+    r = _v2_at(data, pos)
+    return r[0] == "torn" or (r[0] == "ok" and not isinstance(_records(r[2]), str))
+
+
+def _detect(data: bytes) -> tuple[int | None, int, int, Damage | None]:
+    """(version, where records start, torn bytes, damaged header) of a segment.
+
+    A header that is not ``trex-log-segment v2\\n`` (a flipped byte) does not make the
+    segment v1: if v2 records follow it (the first one right after the header's 20 bytes, or,
+    failing that, the first valid v2 record found anywhere), the segment is v2 with a damaged
+    header — ``Damage`` over the bytes before its first record — and its records are read. A
+    segment is v1 only if it starts with a valid v1 line, or holds no v2 record at all and does
+    not start like a segment header. A header naming a newer format raises :class:`NewerFormat`.
+    """
     if not data:
-        return None, 0, 0
+        return None, 0, 0, None
+    if data.startswith(HEADER_V2):
+        return 2, _HEADER_LEN, 0, None
+    if HEADER_V2.startswith(data):
+        return None, 0, len(data), None  # a crash while the header (and the first record) was written
     if data.startswith(MAGIC):
         nl = data.find(b"\n")
-        if nl < 0:
-            if HEADER_V2.startswith(data):
-                return None, 0, len(data)  # a crash while the header was written
-            raise CorruptLog("damaged segment header at byte 0")
-        ver = data[len(MAGIC):nl]
-        if not ver.isdigit():
-            raise CorruptLog("damaged segment header at byte 0")
-        if int(ver) > CURRENT:
-            raise CorruptLog(f"segment format v{int(ver)} is newer than this trex knows (v{CURRENT}): upgrade trex")
-        if int(ver) != 2:
-            raise CorruptLog(f"unknown segment format v{int(ver)} at byte 0")
-        return 2, nl + 1, 0
-    if HEADER_V2.startswith(data):
-        return None, 0, len(data)
-    return 1, 0, 0
+        ver = data[len(MAGIC):nl] if nl >= 0 else b""
+        if ver.isdigit() and int(ver) > CURRENT:
+            raise NewerFormat(f"segment format v{int(ver)} is newer than this trex knows (v{CURRENT}): upgrade trex")
+    if data.find(b"\n") >= 0 and _v1_at(data, 0)[0] == "ok":
+        return 1, 0, 0, None  # a v1 segment's first line, intact
+    first = _first_v2_record(data, min(_HEADER_LEN, len(data)))
+    if first is not None:
+        return 2, first, 0, Damage(0, first, _header_reason(data))
+    if data.startswith(MAGIC) or _looks_like_header(data):
+        return None, 0, 0, Damage(0, len(data), _header_reason(data) + ", and no record after it")
+    return 1, 0, 0, None
+
+
+def _looks_like_header(data: bytes) -> bool:
+    """The first 20 bytes are the v2 header with at most 2 bytes changed."""
+    head = data[:_HEADER_LEN]
+    return len(head) == _HEADER_LEN and sum(a != b for a, b in zip(head, HEADER_V2)) <= 2
+
+
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z")  # recorded_at, as the log writes it
+_HEX_CHARS = "0123456789abcdef"
+_I64 = (1 << 63) - 1
+_I32 = (1 << 31) - 1
+_MAX_ID = 200  # search ids: what the log has always taken
+_MAX_DEPTH = 100  # payload nesting: as the log's strict JSON (trex.events.log.MAX_JSON_DEPTH)
+
+
+class _NotStrict(ValueError):
+    pass
+
+
+def _unique(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        keys = [k for k, _ in pairs]
+        raise _NotStrict(f"has the key {next(k for k in keys if keys.count(k) > 1)[:40]!r} twice")
+    return d
+
+
+def _no_constant(name: str):
+    raise _NotStrict(f"holds {name}, which is not JSON")
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_no_constant)  # built once: json.loads
+# with hooks would build a decoder per call
+
+
+def _depth(obj) -> int:
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (dict, list)):
+            deepest = max(deepest, d)
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return deepest
+
+
+def _bad_payload(text: str) -> str | None:
+    """What the log's strict JSON refuses in a payload (duplicate keys, NaN, deep nesting), or None."""
+    try:
+        obj = _STRICT.decode(text)
+    except _NotStrict as e:
+        return str(e)
+    except RecursionError:
+        return f"is nested deeper than {_MAX_DEPTH} levels"
+    except ValueError:
+        return "is not JSON"
+    if type(obj) is not dict:
+        return "is not a JSON object"
+    if text.count("{") + text.count("[") > _MAX_DEPTH and _depth(obj) > _MAX_DEPTH:
+        return f"is nested deeper than {_MAX_DEPTH} levels"
+    return None
+
+
+def _bad_hash(h) -> bool:
+    return type(h) is not str or len(h) != 64 or bool(h.strip(_HEX_CHARS))
+
+
+def check_event_record(r, _seen_times: set | None = None) -> str | None:
+    """What is wrong with one event record of a segment (every field's type and form), or None.
+
+    The rules the log's append enforces, so a record that breaks one was not written by trex:
+    it is damage, found here, and never handed to SQL, the fold or a command. ``_seen_times``
+    holds recorded_at values already found good (one append call shares one)."""
+    if type(r) is not dict or r.keys() != KEYS:
+        return "does not hold events"
+    v = r["position"]
+    if type(v) is not int or not 0 < v <= _I64:
+        return "its position is not an integer from 1 to 2^63-1"
+    v = r["seq"]
+    if type(v) is not int or not 0 < v <= _I64:
+        return "its seq is not an integer from 1 to 2^63-1"
+    v = r["schema_version"]
+    if type(v) is not int or not 0 < v <= _I32:
+        return "its schema_version is not an integer from 1 to 2^31-1"
+    v = r["search_id"]
+    if type(v) is not str or not v or len(v) > _MAX_ID or "\x00" in v:
+        return "its search_id is not a search id (a string of 1 to 200 characters)"
+    v = r["event_id"]
+    if type(v) is not str or not v:  # no length bound: imports before it was checked took any
+        return "its event_id is not an event id (a non-empty string)"
+    v = r["type"]
+    if type(v) is not str or not v:
+        return "its type is not an event type name"
+    at = r["recorded_at"]
+    if _seen_times is None or at not in _seen_times:
+        if type(at) is not str or not _TIME.fullmatch(at):
+            return "its recorded_at is not a UTC time like 2026-01-01T00:00:00.000000Z"
+        try:
+            datetime.fromisoformat(at[:-1] + "+00:00")
+        except ValueError:
+            return f"its recorded_at {at!r} is not a real time"
+        if _seen_times is not None:
+            _seen_times.add(at)
+    v = r["causation_id"]
+    if v is not None and type(v) is not str:
+        return "its causation_id is neither a string nor null"
+    v = r["correlation_id"]
+    if v is not None and type(v) is not str:
+        return "its correlation_id is neither a string nor null"
+    if _bad_hash(r["prev_hash"]):
+        return "its prev_hash is not 64 lower-case hex digits"
+    if _bad_hash(r["hash"]):
+        return "its hash is not 64 lower-case hex digits"
+    p = r["payload"]
+    if type(p) is not str:
+        return "its payload is not JSON text"
+    why = _bad_payload(p)
+    if why is not None:
+        return f"its payload {why}"
+    return None
 
 
 def _records(body: bytes) -> list[dict] | str:
@@ -112,12 +290,12 @@ def _records(body: bytes) -> list[dict] | str:
         return "record passes its checksum but is not JSON"
     if not isinstance(recs, list) or not recs:
         return "record passes its checksum but does not hold a list of events"
-    for r in recs:
-        if not isinstance(r, dict) or r.keys() != KEYS:
-            return "record passes its checksum but does not hold events"
-        for k in ("position", "seq", "schema_version"):
-            if type(r[k]) is not int:
-                return f"record passes its checksum but its {k} is not an integer"
+    times: set = set()
+    for i, r in enumerate(recs):
+        why = check_event_record(r, times)
+        if why is not None:
+            at = f" (event {i + 1} of {len(recs)})" if len(recs) > 1 else ""
+            return f"record passes its checksum but {why}{at}"
     return recs
 
 
@@ -160,11 +338,18 @@ def _v1_at(data: bytes, pos: int):
 
 
 def _resync(data: bytes, pos: int, at) -> int:
-    """The next offset after ``pos`` where a valid record (or a torn final one) starts, or len(data)."""
-    marker = b"\n~" if at is _v2_at else b"\n"
+    """The next offset after ``pos`` where a valid record (or a torn final one) starts, or len(data).
+
+    v2 records are found by their frame (``~`` length, checksum, events), wherever they start: a
+    damaged record whose final newline was flipped does not take the intact record after it along.
+    A ``~`` inside a record's JSON cannot start a valid frame (its body would need unescaped quotes).
+    v1 lines are found after the next newline, as before."""
+    if at is _v2_at:
+        nxt = _first_v2_record(data, pos + 1)
+        return len(data) if nxt is None else nxt
     i = pos
     while True:
-        j = data.find(marker, i)
+        j = data.find(b"\n", i)
         if j < 0:
             return len(data)
         c = j + 1
@@ -186,19 +371,22 @@ def scan(data: bytes, name: str, base: int = 0, version: int | None = None, salv
                          "(`trex verify --repair` moves it to the quarantine)")
 
     start = 0
+    header: Damage | None = None
     if base == 0:
         try:
-            version, start, torn = detect(data)
-        except CorruptLog as e:
-            if not salvage:
-                raise CorruptLog(f"segment {name}: {e}") from None
-            return Scan(None, damage=[Damage(0, len(data), str(e))])
+            version, start, torn, header = _detect(data)
+        except NewerFormat as e:  # not damage: refused by readers and by repair alike
+            raise NewerFormat(f"segment {name}: {e}") from None
+        if header is not None and not salvage:
+            raise CorruptLog(f"segment {name}: {header.reason}"
+                             + (f" (v2 records follow from byte {start})" if version else "")
+                             + "; `trex verify --repair` moves it to the quarantine")
         if version is None:
-            return Scan(None, end=0, torn=torn)
+            return Scan(None, end=0, torn=torn, damage=[header] if header else [])
     elif version is None:
         raise ValueError("a scan from a later offset needs the segment's version")
     at = _v2_at if version == 2 else _v1_at
-    out = Scan(version, end=base + start)
+    out = Scan(version, end=base + start, damage=[header] if header else [])
     pos, n = start, len(data)
     while pos < n:
         r = at(data, pos)

@@ -1,4 +1,9 @@
-"""Sealed segments: Parquet files with page checksums, written under a temp name and renamed."""
+"""Sealed segments: Parquet files with page checksums, written under a temp name and renamed, each
+with its SHA-256 recorded beside it (:func:`trex.events.fsio.write_digest`) before it is renamed into place.
+
+Readers check a sealed segment's bytes against its digest before they trust them (once per process
+per file: :func:`check_digest`); a segment sealed before digests existed is checked whole instead
+(:func:`verify_whole`: page checksums, every event's hash, positions, the footer's statistics)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trex.events.base import EventError
-from trex.events.fsio import open_nofollow
+from trex.events.fsio import (DigestUnreadable, digest_path, fsync_dir, open_nofollow, read_digest, read_file_nofollow, sha256_file,
+                              sha256_of, write_digest)
 
 SEQ_RANGES = "trex.seq_ranges"  # footer key: {search_id: [min seq, max seq]} of the segment
 
@@ -35,6 +41,15 @@ class CorruptSegment(EventError):
     pass
 
 
+def _one_line(e: BaseException) -> str:
+    """pyarrow's messages run to several lines (thrift's, page headers'): one line of them."""
+    return " ".join(str(e).split())[:300] or type(e).__name__
+
+
+def _damaged(path: Path, why: str) -> CorruptSegment:
+    return CorruptSegment(f"segment {Path(path).name}: damaged: {why}")
+
+
 def records_to_table(records: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=SCHEMA)
 
@@ -56,8 +71,12 @@ def ranges_of(records: list[dict]) -> dict[str, list[int]]:
     return out
 
 
-def write_parquet(path: Path, records: list[dict], metadata: dict[str, str] | None = None) -> None:
-    """Write under a temp name (created without following a link), fsync, rename over ``path``."""
+def write_parquet(path: Path, records: list[dict], metadata: dict[str, str] | None = None,
+                  digest: bool = False) -> None:
+    """Write under a temp name (created without following a link), fsync, rename over ``path``.
+
+    ``digest``: first record the file's SHA-256 beside it (what a sealed segment gets), so that no
+    reader ever sees the segment without its digest."""
     table = records_to_table(records)
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
@@ -69,12 +88,16 @@ def write_parquet(path: Path, records: list[dict], metadata: dict[str, str] | No
         pq.write_table(table, f, compression="zstd", write_page_checksum=True, row_group_size=64 * 1024)
         f.flush()
         os.fsync(f.fileno())
+    if digest:
+        write_digest(path, *sha256_file(tmp))  # the bytes as written; a crash before the rename leaves
+        # a digest without its segment, which the next seal of the same segment replaces
     os.replace(tmp, path)  # replaces a link at ``path`` itself, never its target
 
 
 def write_sealed(path: Path, records: list[dict]) -> None:
     """A sealed segment, with each search's seq range in the footer (for reads after a position)."""
-    write_parquet(path, records, metadata={SEQ_RANGES: json.dumps(ranges_of(records), separators=(",", ":"))})
+    write_parquet(path, records, metadata={SEQ_RANGES: json.dumps(ranges_of(records), separators=(",", ":"))},
+                  digest=True)
 
 
 def seq_ranges(path: Path) -> dict[str, tuple[int, int]]:
@@ -84,7 +107,7 @@ def seq_ranges(path: Path) -> dict[str, tuple[int, int]]:
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as e:
-        raise CorruptSegment(f"{path.name}: cannot be read ({e})") from None
+        raise _damaged(path, f"cannot be read ({_one_line(e)})") from None
     raw = meta.get(SEQ_RANGES.encode())
     if raw is not None:
         try:
@@ -103,16 +126,160 @@ def check_footer(path: Path) -> None:
         f.seek(max(0, size - 4))
         tail = f.read(4)
     if size < 12 or head != b"PAR1" or tail != b"PAR1":
-        raise CorruptSegment(f"{path.name}: not a complete Parquet file (missing header/footer magic)")
+        raise _damaged(path, "not a complete Parquet file (missing header/footer magic)")
 
 
 def read_table(path: Path, columns: list[str] | None = None, filters=None) -> pa.Table:
+    check_digest(path)
     try:
         return pq.read_table(path, columns=columns, filters=filters, page_checksum_verification=True)
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as e:
-        raise CorruptSegment(f"{path.name}: cannot be read ({e})") from None
+        raise _damaged(path, f"cannot be read ({_one_line(e)})") from None
+
+
+# ------------------------------------------------------------------ integrity of sealed segments
+_CHECKED: dict[tuple, bool] = {}  # (path, dev, ino, size, mtime_ns, ctime_ns) -> has a digest (checked in this process)
+
+
+def _stat_key(path: Path) -> tuple:
+    st = os.stat(path)
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def check_digest(path: Path) -> bool:
+    """Check a sealed segment's bytes against the digest recorded when it was sealed (once per process
+    for the same file: same inode, size, mtime and ctime). Returns whether it has a digest; a segment
+    without one (sealed by a trex from before digests, or whose digest file is damaged) is not checked
+    here (see :func:`verify_whole`). A mismatch raises :class:`CorruptSegment` naming the segment."""
+    path = Path(path)
+    key = _stat_key(path)
+    known = _CHECKED.get(key)
+    if known is not None:
+        return known
+    try:
+        want = read_digest(path)
+    except DigestUnreadable:
+        want = None
+    if want is not None:
+        got = sha256_file(path)
+        if got != want:
+            raise _damaged(path, f"its bytes do not match the digest recorded when it was sealed "
+                                 f"({digest_path(path).name}; the segment or that file changed)")
+    _CHECKED[key] = want is not None
+    return want is not None
+
+
+def verify_whole(path: Path, data: bytes | None = None) -> int:
+    """Check a sealed segment that has no digest, whole: that it reads with every page checksum right,
+    has the log's columns, positions consecutive, every event's hash right (recomputed: the hash covers
+    every field but the position), each search's seq range as its footer says, and row-group statistics
+    that agree with the data (DuckDB prunes by them). ``data``: the file's bytes if already read.
+    Returns the number of events; damage raises :class:`CorruptSegment` naming the segment."""
+    from trex.events.envelope import chain_hash
+
+    path = Path(path)
+    if data is None:
+        data = read_file_nofollow(path)
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
+        md = pf.metadata
+        if pf.schema_arrow.remove_metadata() != SCHEMA:
+            raise _damaged(path, "its columns are not the log's")
+        meta = pf.schema_arrow.metadata or {}
+        ranges: dict[str, list[int]] = {}
+        position = None
+        n = 0
+        for g in range(md.num_row_groups):
+            t = pf.read_row_group(g)
+            if t.num_rows != md.row_group(g).num_rows:
+                raise _damaged(path, f"row group {g} holds {t.num_rows} rows, its footer says {md.row_group(g).num_rows}")
+            cols = [c.to_pylist() for c in t.columns]
+            _check_stats(path, md.row_group(g), t)
+            for row in zip(*cols):
+                (pos, sid, seq, eid, typ, ver, at, cause, corr, payload, prev, h) = row
+                if position is not None and pos != position + 1:
+                    raise _damaged(path, f"position {pos} follows {position}")
+                position = pos
+                if h != chain_hash(prev, eid, sid, seq, typ, ver, at, cause, corr, payload):
+                    raise _damaged(path, f"the event at position {pos} does not match its hash")
+                lo_hi = ranges.get(sid)
+                if lo_hi is None:
+                    ranges[sid] = [seq, seq]
+                else:
+                    lo_hi[0], lo_hi[1] = min(lo_hi[0], seq), max(lo_hi[1], seq)
+                n += 1
+    except CorruptSegment:
+        raise
+    except (OSError, pa.ArrowException, ValueError, TypeError) as e:
+        raise _damaged(path, f"cannot be read ({_one_line(e)})") from None
+    if n != md.num_rows:
+        raise _damaged(path, f"{n} rows read, its footer says {md.num_rows}")
+    raw = meta.get(SEQ_RANGES.encode())
+    if raw is not None:
+        try:
+            footer = {k: [int(v[0]), int(v[1])] for k, v in json.loads(raw).items()}
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise _damaged(path, f"its footer's {SEQ_RANGES} cannot be read") from None
+        if footer != ranges:
+            raise _damaged(path, f"its events do not match the seq ranges in its footer")
+    return n
+
+
+def _check_stats(path: Path, rg, t: pa.Table) -> None:
+    """Row-group statistics must agree with the data: readers (DuckDB, pyarrow filters) skip row groups by
+    them, so a damaged statistic would hide rows without an error. No bloom filter or page index is written."""
+    import pyarrow.compute as pc
+
+    for j in range(rg.num_columns):
+        c = rg.column(j)
+        name = c.path_in_schema
+        if c.bloom_filter_offset is not None or c.has_column_index or c.has_offset_index:
+            raise _damaged(path, f"column {name} has an index trex never writes")
+        s = c.statistics
+        if s is None:
+            continue
+        col = t.column(name)
+        if s.null_count is not None and s.null_count != col.null_count:
+            raise _damaged(path, f"the statistics of column {name} do not match its data")
+        if s.has_min_max:
+            mm = pc.min_max(col)
+            if (mm["min"].as_py(), mm["max"].as_py()) != (s.min, s.max):
+                raise _damaged(path, f"the statistics of column {name} do not match its data")
+
+
+def record_digests(segdir: Path, sealed: list[int], skip_damaged: bool = False) -> tuple[list[str], list[str]]:
+    """Give each sealed segment without a digest (sealed by a trex from before digests) its digest, after
+    :func:`verify_whole` has checked the very bytes it hashes. Returns (names digested, damage found); a
+    damaged segment gets no digest and raises :class:`CorruptSegment`, or with ``skip_damaged`` is listed.
+    Never touches a segment itself."""
+    from trex.events import layout
+
+    done, damaged = [], []
+    for n in sealed:
+        path = layout.seg_path(segdir, n, "parquet")
+        try:
+            if read_digest(path) is not None:
+                continue
+        except DigestUnreadable:
+            pass
+        try:
+            data = read_file_nofollow(path)
+        except FileNotFoundError:
+            continue
+        try:
+            verify_whole(path, data)
+        except CorruptSegment as e:
+            if not skip_damaged:
+                raise
+            damaged.append(str(e))
+            continue
+        write_digest(path, sha256_of(data), len(data))
+        done.append(path.name)
+    if done:
+        fsync_dir(segdir)
+    return done, damaged
 
 
 def _filters(search_id: str | None, after_seq: int = 0, until_seq: int | None = None):

@@ -1,14 +1,18 @@
 """Read-only, sandboxed SQL over the event log with DuckDB.
 
 The connection is in-memory. Sealed segments are read by DuckDB straight from
-their Parquet files; the open segment's complete lines are parsed here and
-registered as an Arrow table. Then the sandbox closes: file access is limited
+their Parquet files, once their bytes are checked (DuckDB does not verify Parquet
+page checksums): against the SHA-256 recorded when each was sealed, or, for a
+segment sealed before digests existed, whole (every event's hash, positions, the
+footer's statistics). The open segment's good records are decoded by the log's
+scanner and loaded into a temporary table. Then the sandbox closes: file access is limited
 to the trex home, configuration is locked, and only SELECT / EXPLAIN statements
 run — so ``COPY … TO``, ``ATTACH``, ``INSTALL``/``LOAD``, ``SET`` and reading
 files outside the home are refused with a clear message.
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterable
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 
-from trex.events import layout
+from trex.events import fsio, layout
 from trex.events.errors import EventError
 from trex.events.views import VIEWS as LOG_VIEWS
 
@@ -44,6 +48,7 @@ class SqlFailed(Exception):
 class Result:
     columns: list[str]
     rows: list[tuple]
+    notes: tuple[str, ...] = ()  # what the reader wants said (on stderr, by the CLI), e.g. a slow check
 
 
 def _sql_str(s: str) -> str:
@@ -125,19 +130,167 @@ def _snapshot(home: Path) -> tuple[list[Path], list[str]]:
     raise SqlFailed("the log kept being sealed under the query; try again")
 
 
+# ------------------------------------------------------------------ integrity of sealed segments
+# DuckDB reads Parquet without verifying page checksums, and a damaged footer statistic makes it skip
+# rows without an error. So before DuckDB sees a sealed segment its bytes are checked: against the
+# SHA-256 recorded beside it when it was sealed (fast: hashing runs at ~1.4 GB/s, in threads), or, for
+# a segment sealed by a trex from before digests, whole by DuckDB itself (every event's hash recomputed,
+# positions, the footer's statistics against the data) — slower, which the CLI says, naming the fix
+# (`trex verify --repair` records their digests after checking them). A damaged segment fails the
+# query with one line naming it: nothing is read as a clean prefix or a clean subset. Checks are
+# remembered per process for a file that has not changed (same inode, size, mtime and ctime).
+_CHECKED: dict[tuple, bool] = {}
+
+
+def _stat_key(path: Path) -> tuple:
+    st = os.stat(path)
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _damaged(path: Path, why: str) -> SqlFailed:
+    return SqlFailed(f"segment {path.name}: damaged: {why} (nothing was read; `trex verify` lists the damage)")
+
+
+def _digest_check(path: Path) -> bool:
+    """True if ``path`` matches its recorded digest, False if it has none (or an unreadable one)."""
+    try:
+        want = fsio.read_digest(path)
+    except fsio.DigestUnreadable:
+        return False
+    if want is None:
+        return False
+    if fsio.sha256_file(path) != want:
+        raise _damaged(path, f"its bytes do not match the digest recorded when it was sealed "
+                             f"({fsio.digest_path(path).name}; the segment or that file changed)")
+    return True
+
+
+def _f(col: str) -> str:
+    return f"CASE WHEN {col} IS NULL THEN '-' ELSE CAST(length({col}) AS VARCHAR) || ':' || {col} END"
+
+
+# trex.events.envelope.chain_hash, in SQL: sha256 over the length-prefixed envelope fields, a newline,
+# the payload text (tests/test_sql_integrity.py checks that the two agree, non-ASCII text included)
+_HASH_SQL = ("sha256(concat_ws('|', " + ", ".join(_f(c) for c in (
+    "prev_hash", "event_id", "search_id", "CAST(seq AS VARCHAR)", "type", "CAST(schema_version AS VARCHAR)",
+    "recorded_at", "causation_id", "correlation_id")) + ") || chr(10) || payload)")
+_COL_NAMES = [c.strip() for c in _COLS.split(",")]
+
+
+def _whole_check(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Check a sealed segment that has no digest, whole, as DuckDB reads it: every event's hash
+    recomputed, positions consecutive, the row count and the row-group statistics (DuckDB skips row
+    groups by them) as the data says, no index trex never writes."""
+    f = _sql_str(str(path.resolve()))
+    try:
+        meta = con.execute(
+            "SELECT row_group_id, row_group_num_rows, path_in_schema, stats_min_value, stats_max_value, "
+            "stats_null_count, min_is_exact, max_is_exact, bloom_filter_offset, column_index_offset, "
+            f"offset_index_offset FROM parquet_metadata({f})").fetchall()
+        aggs = ", ".join(f"CAST(min({c}) AS VARCHAR), CAST(max({c}) AS VARCHAR), count(*) - count({c})"
+                         for c in _COL_NAMES)
+        r = con.execute(
+            f"SELECT count(*), min(position), max(position), count(DISTINCT position), "
+            f"count(*) FILTER (WHERE {_HASH_SQL} IS DISTINCT FROM hash), {aggs} FROM read_parquet({f})").fetchone()
+    except duckdb.Error as e:
+        raise _damaged(path, f"cannot be read ({_line(e)})") from None
+    groups = {(rg, nrows) for (rg, nrows, *_rest) in meta}
+    stats = {}
+    for (_rg, _n, col, lo, hi, nulls, lo_exact, hi_exact, bloom, cidx, oidx) in meta:
+        if bloom is not None or cidx is not None or oidx is not None:
+            raise _damaged(path, f"column {col} has an index trex never writes")
+        stats[col] = (lo, hi, nulls, lo_exact, hi_exact)
+    n, pmin, pmax, pdistinct, bad = r[:5]
+    rows = sum(nrows for _rg, nrows in groups)
+    if n != rows:
+        raise _damaged(path, f"{n} rows read, its footer says {rows}")
+    if not n:
+        return
+    if bad:
+        raise _damaged(path, f"{bad} event(s) do not match their hash")
+    if pmin is None or pmax is None or not (pmax - pmin + 1 == n == pdistinct):
+        raise _damaged(path, "its positions are not consecutive")
+    if len(groups) != 1:
+        return  # trex seals at most 20,000 events: one row group; statistics per group are not derived here
+    for i, col in enumerate(_COL_NAMES):
+        lo, hi, nulls = r[5 + 3 * i: 8 + 3 * i]
+        st = stats.get(col)
+        if st is None:
+            raise _damaged(path, f"it has no column {col}")
+        slo, shi, snulls, lo_exact, hi_exact = st
+        if snulls is not None and snulls != nulls:
+            raise _damaged(path, f"the statistics of column {col} do not match its data")
+        if slo is None or shi is None or lo is None or hi is None:
+            if (slo is None) != (lo is None) and slo is not None:
+                raise _damaged(path, f"the statistics of column {col} do not match its data")
+            continue
+        try:
+            if col in ("position", "seq", "schema_version"):
+                ok = (int(slo), int(shi)) == (int(lo), int(hi))
+            else:
+                ok = (slo == lo if lo_exact else slo <= lo) and (shi == hi if hi_exact else shi >= hi)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise _damaged(path, f"the statistics of column {col} do not match its data")
+
+
+def _check_sealed(con: duckdb.DuckDBPyConnection, sealed: list[Path]) -> list[str]:
+    """Check every sealed segment before DuckDB reads it; returns notes for the user (slow checks)."""
+    keys = {}
+    todo = []
+    for p in sealed:
+        keys[p] = _stat_key(p)
+        if keys[p] not in _CHECKED:
+            todo.append(p)
+    if len(todo) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as ex:  # hashlib releases the GIL
+            found = list(ex.map(_digest_check, todo))
+    else:
+        found = [_digest_check(p) for p in todo]
+    legacy = [p for p, has in zip(todo, found) if not has]
+    for p, has in zip(todo, found):
+        if has:
+            _CHECKED[keys[p]] = True
+    for p in legacy:
+        _whole_check(con, p)
+        _CHECKED[keys[p]] = False
+    if legacy:
+        return [f"note: {len(legacy)} of {len(sealed)} sealed segment(s) have no digest (sealed by an older trex) "
+                "and were checked whole, which is slower; `trex verify --repair` records their digests"]
+    return []
+
+
 def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
             views: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the log's views, sandboxed to the log's segments.
 
     ``views``: more ``CREATE VIEW`` statements over ``events``, created after the log's own, from a
-    package above the log (:func:`trex.search.views.connect` adds ``nodes`` and ``decisions``)."""
+    package above the log (:func:`trex.search.views.connect` adds ``nodes`` and ``decisions``).
+    A damaged segment raises :class:`SqlFailed` naming it."""
+    return _connect(home, memory_limit, threads, views)[0]
 
+
+def _connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
+             views: Iterable[str] = ()) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     home = Path(home)
     readable = str(layout.segments_dir(home).resolve())
     # no temp directory: DuckDB would spill there, and files it writes there are readable by queries
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads,
                                              "temp_directory": ""})
-    sealed, texts = _snapshot(home)
+    try:
+        sealed, texts = _snapshot(home)
+        try:
+            notes = _check_sealed(con, sealed)  # before the sandbox closes: the whole check reads footers
+        except FileNotFoundError as e:
+            raise SqlFailed(f"segment {Path(e.filename or '?').name} vanished under the query; try again") from None
+        except EventError as e:
+            raise SqlFailed(str(e)) from None
+    except BaseException:
+        con.close()
+        raise
     parts = []
     if sealed:
         files = ", ".join(_sql_str(str(p.resolve())) for p in sealed)
@@ -154,7 +307,7 @@ def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
     con.execute("SET autoinstall_known_extensions=false")
     con.execute("SET autoload_known_extensions=false")
     con.execute("SET lock_configuration=true")
-    return con
+    return con, notes
 
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
@@ -165,6 +318,9 @@ _UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mi
 def _line(e: BaseException) -> str:
     """DuckDB's messages run to several lines of advice: the first says what went wrong."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+MAX_MEMORY = 64 * 2**40  # the query process's address-space cap must stay a sane number (RLIMIT_AS)
 
 
 def check_limits(timeout_s: float, memory_limit: str) -> int:
@@ -179,6 +335,9 @@ def check_limits(timeout_s: float, memory_limit: str) -> int:
     size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if size < 16 * 2**20:
         raise SqlRefused(f"memory limit {memory_limit!r} is below 16 MiB")
+    if size > MAX_MEMORY:
+        raise SqlRefused(f"memory limit {memory_limit!r} is above {MAX_MEMORY // 2**40} TiB: give a size this "
+                         "machine could hold, such as 512MB or 64GB")
     return size
 
 
@@ -215,16 +374,30 @@ def query_isolated(home: str | Path, sql: str, timeout_s: float = 30.0, memory_l
     raise (SqlRefused if kind == "refused" else SqlFailed)(payload)
 
 
-def _child(conn, home, sql, timeout_s, memory_limit, views, size) -> None:  # pragma: no cover - in a child
+def _cap_memory(size: int) -> None:
+    """Cap this process's address space: what is mapped now + DuckDB's buffers + room for what they miss.
+    A hard limit already lower than that stays (it bounds the query too)."""
     import resource
 
     try:
         with open("/proc/self/status") as f:
             vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-        cap = vm + 2 * size + 256 * 2**20  # what is mapped now + DuckDB's buffers + room for what they miss
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     except (OSError, ValueError, StopIteration):
-        pass
+        vm = 0
+    cap = vm + 2 * size + 256 * 2**20
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY and cap > hard:
+        cap = hard
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard if hard != resource.RLIM_INFINITY else cap))
+
+
+def _child(conn, home, sql, timeout_s, memory_limit, views, size) -> None:  # pragma: no cover - in a child
+    try:
+        _cap_memory(size)
+    except (OSError, ValueError, OverflowError) as e:  # the limit would not hold: refuse to run unbounded
+        conn.send(("failed", f"cannot cap the query's memory at the {memory_limit} limit: {e}"))
+        conn.close()
+        return
     try:
         conn.send(("ok", query(home, sql, timeout_s=timeout_s, memory_limit=memory_limit, views=views)))
     except SqlRefused as e:
@@ -247,7 +420,7 @@ def query(home: str | Path, sql: str, timeout_s: float = 30.0, memory_limit: str
     :func:`query_isolated` for limits that hold)."""
     check_limits(timeout_s, memory_limit)
     check_statements(sql)
-    con = connect(home, memory_limit=memory_limit, views=views)
+    con, notes = _connect(home, memory_limit=memory_limit, views=views)
     timer = threading.Timer(timeout_s, con.interrupt)
     timer.start()
     try:
@@ -265,4 +438,4 @@ def query(home: str | Path, sql: str, timeout_s: float = 30.0, memory_limit: str
     finally:
         timer.cancel()
         con.close()
-    return Result(columns, rows)
+    return Result(columns, rows, tuple(notes))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections import defaultdict
 from pathlib import Path
 
@@ -64,12 +66,23 @@ def _read_import(path: Path) -> list[dict]:
 
     from trex.events import segments
 
-    try:
-        table = pq.read_table(path)
+    try:  # opened once, then checked: a path swapped for a pipe after a check cannot hang the read
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # may be a link: an import is only read
     except FileNotFoundError:
         raise BadImportFile(f"{path}: no such file") from None
-    except (OSError, pa.ArrowException) as e:
-        raise BadImportFile(f"{path}: not a readable Parquet file ({e})") from None
+    except OSError as e:
+        raise BadImportFile(f"{path}: cannot be read ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise BadImportFile(f"{path}: is a folder, not a file made by `trex export`")
+        if not stat.S_ISREG(mode):
+            raise BadImportFile(f"{path}: not a regular file (a device, pipe or socket), not a file made by "
+                                "`trex export`")
+        try:
+            table = pq.read_table(f)
+        except (OSError, pa.ArrowException) as e:
+            raise BadImportFile(f"{path}: not a readable Parquet file ({e})") from None
     meta = table.schema.metadata or {}
     if EXPORT_MAGIC.encode() not in meta:
         raise BadImportFile(f"{path}: not a trex export (no {EXPORT_MAGIC} marker)")

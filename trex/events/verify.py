@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from trex.events.base import EventError, decode
 from trex.events.envelope import GENESIS, Envelope
 from trex.events import records
+from trex.events.errors import CorruptLog
 from trex.events.log import EventLog
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # torn_tail | corrupt_segment | corrupt_record | hash_mismatch | broken_chain | gap | duplicate_id | bad_payload
+    # torn_tail | corrupt_segment | corrupt_record | quarantined | hash_mismatch | broken_chain | gap
+    # | duplicate_id | bad_payload
+    kind: str
     where: str
     detail: str
 
@@ -26,7 +29,9 @@ class Report:
     searches: int = 0
     segments: int = 0
     problems: list[Problem] = field(default_factory=list)
-    quarantined: list[str] = field(default_factory=list)  # files under HOME/log/quarantine (kept for forensics)
+    quarantined: list[str] = field(default_factory=list)  # names of the files under HOME/log/quarantine
+    quarantine: list = field(default_factory=list)  # the same, described (trex.events.quarantine.QuarantineFile)
+    notes: list[str] = field(default_factory=list)  # findings that do not fail verify (a quarantined header)
 
     @property
     def ok(self) -> bool:
@@ -56,13 +61,17 @@ def _verify(log: EventLog, search_id: str | None, check_payloads: bool) -> Repor
             segments.check_footer(path)
             recs = segments.read_table(path).to_pylist()
         except EventError as e:
-            rep.problems.append(Problem("corrupt_segment", path.name, str(e)))
+            rep.problems.append(Problem("corrupt_segment", path.name, _unprefixed(str(e), path.name)))
             continue
         tagged.extend((path.name, r) for r in recs)
     for n in open_:
         path = log.seg_path(n, "jsonl")
         rep.segments += 1
-        scan = records.scan(records.read_segment(path), path.name, salvage=True)
+        try:
+            scan = records.scan(records.read_segment(path), path.name, salvage=True)
+        except CorruptLog as e:  # a newer format: not damage, nothing of it can be read here
+            rep.problems.append(Problem("corrupt_segment", path.name, _unprefixed(str(e), path.name)))
+            continue
         for d in scan.damage:
             rep.problems.append(
                 Problem("corrupt_record", f"{path.name} byte {d.offset}",
@@ -77,9 +86,7 @@ def _verify(log: EventLog, search_id: str | None, check_payloads: bool) -> Repor
                 )
             )
         tagged.extend((path.name, r) for r in scan.records)
-    qdir = log.dir / "quarantine"
-    if qdir.is_dir() and not qdir.is_symlink():
-        rep.quarantined = sorted(p.name for p in qdir.iterdir())
+    _quarantine(log, rep)
 
     seen_ids: dict[str, str] = {}
     expected_pos = 1
@@ -114,3 +121,41 @@ def _verify(log: EventLog, search_id: str | None, check_payloads: bool) -> Repor
                 rep.problems.append(Problem("bad_payload", loc, str(e)))
     rep.searches = len(streams)
     return rep
+
+
+def _unprefixed(detail: str, name: str) -> str:
+    """A message without the segment name the problem line already starts with."""
+    for prefix in (f"segment {name}: ", f"{name}: "):
+        if detail.startswith(prefix):
+            return detail[len(prefix):]
+    return detail
+
+
+def _quarantine(log: EventLog, rep: Report) -> None:
+    """Each quarantine file is a finding of its own: records in it are acknowledged events that
+    repair moved out of the log, so verify fails (exit 1) until an operator has dealt with them
+    and moved the file out of the folder. A file holding only a damaged segment header (no event)
+    is a note: reported, not failing."""
+    from trex.events.quarantine import quarantine_files
+
+    qdir = log.dir / "quarantine"
+    if qdir.is_symlink():
+        rep.problems.append(Problem("quarantined", "quarantine", f"{qdir} is a symbolic link (not followed)"))
+        return
+    rep.quarantine = quarantine_files(log.dir)
+    rep.quarantined = [q.name for q in rep.quarantine]
+    for q in rep.quarantine:
+        where = f"quarantine/{q.name}"
+        origin = f" from {q.segment} byte {q.offset}" if q.segment else ""
+        if not q.regular:
+            rep.problems.append(Problem("quarantined", where, "is not a regular file (a link is never followed): "
+                                        "repair does not write it; remove it"))
+        elif q.header and not q.records:
+            rep.notes.append(f"{qdir / q.name}: a damaged segment header ({q.size} bytes){origin}, "
+                             "moved out by repair; it held no event")
+        else:
+            rep.problems.append(Problem(
+                "quarantined", where,
+                f"{q.records} damaged record(s) ({q.size} bytes){origin} moved out of the log by repair: "
+                f"their events are not in the log; inspect {qdir / q.name}, then move it out of the "
+                "quarantine folder to clear this"))

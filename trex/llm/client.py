@@ -122,14 +122,12 @@ class LLMClient:
             return text, None
         from trex.events.log import default_home
 
+        from trex.events.fsio import write_file_once_under
+
         home = self.home if self.home is not None else default_home()
-        d = home / "artifacts" / "prompts"
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{h}.json"
-        if not path.exists():
-            tmp = d / f".{h}.{os.getpid()}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+        # content-addressed, never through a link: a link at the file or on the way from the home
+        # is refused (LinkRefused names it)
+        write_file_once_under(home, home / "artifacts" / "prompts" / f"{h}.json", text)
         return None, f"prompts/{h}.json"
 
     def _estimate_prompt_tokens(self, messages: Sequence[Message]) -> int:

@@ -5,8 +5,9 @@ is located without importing it).
 :func:`ensure_smollm2` converts it once into a normal transformers folder under the trex home
 (``$HOME/models/smollm2-135m-instruct/``): load with ``gguf_file=`` (dequantised), drop
 ``config.quantization_config``, rebuild with ``from_config``, ``load_state_dict``,
-``save_pretrained`` (+ the tokenizer). The folder is written under a temp name and renamed, under
-a file lock, so concurrent callers convert it once.
+``save_pretrained`` (+ the tokenizer). The folder is written under a fresh temp name and renamed,
+under a lock file (:class:`trex.events.fsio.HomeLock`, never through a link; a bounded, announced
+wait), so concurrent callers convert it once.
 """
 from __future__ import annotations
 
@@ -41,22 +42,34 @@ def smollm2_dir(home: str | os.PathLike | None = None) -> Path:
     return Path(home if home is not None else default_home()) / "models" / MODEL_DIRNAME
 
 
+BUILD_LOCK_TIMEOUT_S = float(os.environ.get("TREX_BUILD_LOCK_TIMEOUT", "1800"))
+
+
 def ensure_smollm2(home: str | os.PathLike | None = None, *, target: str | os.PathLike | None = None) -> Path:
-    """The converted model folder (converting it first if needed). ``target`` overrides the place."""
-    out = Path(target) if target is not None else smollm2_dir(home)
+    """The converted model folder (converting it first if needed). ``target`` overrides the place.
+
+    Never written through a link: a link at the folder, its lock or a folder on the way from the home
+    is refused (``LinkRefused``); the folder is filled under a fresh temporary name and renamed."""
+    from trex.events.fsio import HomeLock, ensure_dir_for, fresh_dir_in, move_dir_into_place, waited_lock
+    from trex.events.log import default_home
+
+    base = None if target is not None else Path(home if home is not None else default_home())
+    out = Path(target) if target is not None else smollm2_dir(base)
     if (out / "config.json").exists():
         return out
-    from filelock import FileLock
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
+    ensure_dir_for(out.parent, base)
+    lock = HomeLock(out.parent / f"{out.name}.lock")
+    with waited_lock(lock, BUILD_LOCK_TIMEOUT_S, f"another process converting {MODEL_DIRNAME}"):
         if (out / "config.json").exists():
             return out
         gguf = smollm2_gguf()
-        tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        _convert(gguf, tmp)
-        os.replace(tmp, out)
+        tmp = fresh_dir_in(out.parent, f".{out.name}.")
+        try:
+            _convert(gguf, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        move_dir_into_place(tmp, out)
     return out
 
 

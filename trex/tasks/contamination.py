@@ -346,9 +346,17 @@ def _read_cached(folder: Path, key: str) -> OverlapReport | None:
 
 
 def _write_cached(folder: Path, key: str, report: OverlapReport) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    if folder.is_symlink():
-        return  # no write follows a link
+    from trex.events.fsio import LinkRefused, ensure_dir
+
+    try:  # the cache folder and every folder on the way (from the last that exists) made without a link
+        parts: list[str] = []
+        base = Path(folder)
+        while not base.exists() and not base.is_symlink() and base.parent != base:
+            parts.insert(0, base.name)
+            base = base.parent
+        ensure_dir(base, *parts)
+    except (LinkRefused, OSError):
+        return  # no write follows a link: the report is recomputed next time
     tmp = folder / f".{key}.{os.getpid()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)

@@ -12,25 +12,26 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from trex.events.errors import LinkRefused
 
-def write_jsonl(rows: Sequence[dict], path: Path) -> Path:
-    """Atomically (temp file, fsync, rename), never through a link: a link at ``path`` is refused,
-    and the temp file is created fresh (``O_EXCL | O_NOFOLLOW``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.parent.is_symlink():
-        raise ValueError(f"{path}: is a symbolic link (or inside one): trex never writes through a link")
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+
+class DataLinkRefused(LinkRefused, ValueError):
+    """A link where task data would be written: a ``LinkRefused`` that is also the ``ValueError``
+    :func:`write_jsonl` raised for it before."""
+
+
+def write_jsonl(rows: Sequence[dict], path: Path, home: str | os.PathLike | None = None) -> Path:
+    """Atomically (temp file, fsync, rename), never through a link: a link at ``path`` is refused
+    (:class:`~trex.events.errors.LinkRefused`), and so is one on the way from ``home`` (when given and
+    ``path`` lies under it; otherwise the file's own folder) — the folders are made without following one."""
+    from trex.events.fsio import ensure_dir_for, write_file_replace
+
+    path = Path(path)
     try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        ensure_dir_for(path.parent, home)
+        write_file_replace(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode("utf-8"))
+    except LinkRefused as e:
+        raise DataLinkRefused(str(e)) from None
     return path
 
 

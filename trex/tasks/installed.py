@@ -39,19 +39,20 @@ def installed_task(name: str, home: str | os.PathLike | None = None) -> Task | N
 
 def install_task(task: Task, home: str | os.PathLike | None = None) -> Path | None:
     """Record a user's task in the home; the path of its ``task.json`` (None for a built-in task's
-    own definition, which needs no installing). ValueError for a taken name."""
+    own definition, which needs no installing). ValueError for a taken name; ``LinkRefused`` for a
+    link at ``HOME/tasks``, the task's folder or its ``task.json`` (never written through)."""
     if REGISTRY.is_builtin(task.name):  # the runnable ones and the known-only (hub) ones alike
         if REGISTRY.task(task.name) == task:
             return None
         raise ValueError(f"task {task.name!r}: a built-in task has that name; rename the task file's `name`")
+    from trex.events.fsio import check_not_link, ensure_dir_under, write_file_replace
+
     p = task_folder(task.name, home) / "task.json"
-    if p.is_file():
+    ensure_dir_under(trex_home(home), p.parent)  # no folder on the way is a link (LinkRefused names it)
+    if check_not_link(p).is_file():
         if Task.model_validate_json(p.read_text()) != task:
             raise ValueError(f"task {task.name!r} is already installed in {p.parent.parent.parent} with a different "
                              f"definition ({p}); rename the task file's `name`")
         return p
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f"task.json.tmp{os.getpid()}")
-    tmp.write_text(task.model_dump_json(indent=2))
-    os.replace(tmp, p)
+    write_file_replace(p, task.model_dump_json(indent=2).encode("utf-8"))
     return p

@@ -17,15 +17,20 @@ def task_data_dir(task: Task | str, home: str | os.PathLike | None = None) -> Pa
 
 
 def prepare_data(task: Task | str, home: str | os.PathLike | None = None) -> Path:
-    """Write the task's splits as ``<split>.jsonl`` under the task data folder (idempotent)."""
+    """Write the task's splits as ``<split>.jsonl`` under the task data folder (idempotent). Never
+    through a link: one at ``HOME/tasks``, the task's folder or a split file is refused
+    (:class:`~trex.events.errors.LinkRefused`, naming it)."""
+    from trex.events.fsio import check_not_link, ensure_dir_under
+
     t = as_task(task, home)
     d = task_data_dir(t, home)
-    if all(split_file(d, s).is_file() for s in t.splits):
+    ensure_dir_under(trex_home(home), d)  # HOME/tasks/<name>: no folder on the way is a link
+    if all(check_not_link(split_file(d, s)).is_file() for s in t.splits):
         return d
     rows = REGISTRY.data_generator(t.data)(t.data_seed) if t.data is not None else {
         split: read_rows(Path(f), t.prompt_field, t.completion_field) for split, f in t.data_files.items()}
     for split in t.splits:
-        write_jsonl(rows[split], split_file(d, split))
+        write_jsonl(rows[split], split_file(d, split), trex_home(home))
     return d
 
 

@@ -34,7 +34,8 @@ from typing import Any, Callable, Literal, Sequence
 from trex.artifacts import ArtifactStore, base_model_hash, content_hash  # noqa: F401  (base_model_hash re-exported)
 from trex.events.base import Event
 from trex.events.envelope import new_id
-from trex.events.errors import LinkRefused
+from trex.events.errors import EventError, LinkRefused
+from trex.events.fsio import check_not_link, ensure_dir, open_nofollow, write_file_replace, write_file_under
 from trex.events.plans import PlanRejected
 from trex.events.trials import TrialFailed, TrialFinished, TrialProgressed, TrialReused, TrialStarted
 from trex.plan import Plan, parse_plan, plan_hash
@@ -90,6 +91,14 @@ def _tail(path: Path, n: int = LOG_TAIL_CHARS) -> str:
         return ""
 
 
+class _SetupRefused(Exception):
+    """A trial's files could not be laid out under the home (a link in the way): before any worker."""
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _detect_device(device: str) -> str:
     if device != "auto":
         return device
@@ -130,8 +139,13 @@ class Executor:
         """Earlier identical work: the index under the home, else (if given) the event log."""
         p = self._index_path(key)
         try:
-            entry = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            fd = open_nofollow(p, os.O_RDONLY)  # an entry that is a link is not read through (said, a miss)
+            with os.fdopen(fd, "rb") as f:
+                entry = json.loads(f.read())
+        except LinkRefused as e:
+            _say(f"trex: work index entry ignored: {e}")
+            entry = None
+        except (OSError, ValueError):
             entry = None
         if entry is not None and self.store.exists(entry.get("adapter", "0" * 64)):
             return entry
@@ -151,11 +165,12 @@ class Executor:
         return None
 
     def _record(self, key: str, entry: dict) -> None:
-        p = self._index_path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(entry, sort_keys=True))
-        os.replace(tmp, p)
+        """The index entry, written whole and never through a link. It is a cache of what the log
+        records: when a link is in the way it is said (one line on stderr), not written, not fatal."""
+        try:
+            write_file_under(self.home, self._index_path(key), json.dumps(entry, sort_keys=True).encode())
+        except EventError as e:
+            _say(f"trex: work index entry not written: {e}")
 
     # ------------------------------------------------------------------- run
     def run(self, plan: Plan | dict, *, task: str, node_id: str, parent_adapter: str | None = None,
@@ -197,6 +212,8 @@ class Executor:
             assets = prepare_task(get_task(task, self.home), self.home, base_model_dir)
         except KeyError as e:
             return bad(str(e.args[0]) if e.args else str(e), phash)
+        except EventError as e:  # a link under the home (LinkRefused), a held lock: a failed trial, said
+            return bad(f"task {task}: {e}", phash)
         parent_dir = None
         if resume_from:
             try:
@@ -239,9 +256,12 @@ class Executor:
                                 reused_from={"search_id": hit.get("search_id", ""), "node_id": hit.get("node_id", ""),
                                              "compute_seconds": str(hit.get("compute_seconds", 0.0))},
                                 events=events)
-        return self._train(plan, phash, key, node_id, trial_id, assets.base_model_dir, data_path, parent_dir,
-                           resume_from, device, limit, cancel, on_worker_start, emit, events, command_id, attempt,
-                           data_seconds=time.time() - t_data)
+        try:
+            return self._train(plan, phash, key, node_id, trial_id, assets.base_model_dir, data_path, parent_dir,
+                               resume_from, device, limit, cancel, on_worker_start, emit, events, command_id,
+                               attempt, data_seconds=time.time() - t_data)
+        except _SetupRefused as e:  # the trial's files could not be laid out (a link in the way): no worker
+            return bad(f"trial files: {e}", phash)
 
     def _row_losses(self, plan: Plan, base_dir: Path, base_hash: str):
         """How a recipe's ``clean`` step scores its rows: the named adapter from this home's store,
@@ -270,6 +290,7 @@ class Executor:
         from trex.tasks.prepare import load_split
 
         t = get_task(task, self.home)
+        ensure_dir(self.home, "cache", "overlap")  # its cache folder: no link on the way (LinkRefused)
         report = check_overlap(read_jsonl(data_path), heldout_splits(t, self.home),
                                reference=load_split(t, "train", self.home), train_hash=data_hash,
                                cache_dir=self.home / "cache" / "overlap")
@@ -296,23 +317,26 @@ class Executor:
                data_seconds: float = 0.0) -> TrialOutcome:
         from trex.train.loop import WorkerSpec
 
-        run_dir = self.home / "train" / "runs" / trial_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        progress = run_dir / "progress.jsonl"
-        log_path = run_dir / "worker.log"
-        out_dir = run_dir / "out"
-        spec = WorkerSpec(plan=plan.model_dump(mode="json"), base_model_dir=str(base_dir), data_path=str(data_path),
-                          out_dir=str(out_dir), progress_path=str(progress),
-                          parent_adapter_dir=str(parent_dir) if parent_dir else None, threads=self.threads,
-                          device=device, progress_every=self.progress_every, **self.options)
-        (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
+        try:  # HOME/train/runs/<trial>: no folder on the way, nor any file the worker writes, is a link
+            run_dir = ensure_dir(self.home, "train", "runs", trial_id)
+            progress = check_not_link(run_dir / "progress.jsonl")
+            log_path = check_not_link(run_dir / "worker.log")
+            out_dir = check_not_link(run_dir / "out")
+            spec = WorkerSpec(plan=plan.model_dump(mode="json"), base_model_dir=str(base_dir),
+                              data_path=str(data_path), out_dir=str(out_dir), progress_path=str(progress),
+                              parent_adapter_dir=str(parent_dir) if parent_dir else None, threads=self.threads,
+                              device=device, progress_every=self.progress_every, **self.options)
+            write_file_replace(run_dir / "spec.json", spec.model_dump_json(indent=2).encode())
+            log_fd = open_nofollow(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        except EventError as e:
+            raise _SetupRefused(str(e)) from None
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.update(self.worker_env)
         t0 = time.time() - data_seconds  # the trial's compute includes its data work
-        with open(log_path, "wb") as logf:
+        with os.fdopen(log_fd, "wb") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "trex.train.worker", str(run_dir / "spec.json")],
                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)

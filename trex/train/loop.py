@@ -47,8 +47,12 @@ class Reporter:
         self.path = path
 
     def __call__(self, kind: str, **data) -> None:
+        from trex.events.fsio import open_nofollow
+
         line = json.dumps({"kind": kind, **data}, allow_nan=True) + "\n"
-        with open(self.path, "a") as f:
+        # appended, never through a link (the Executor laid out the run folder without following one)
+        fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "w") as f:
             f.write(line)
             f.flush()
 
@@ -237,11 +241,22 @@ def run(spec: WorkerSpec, report: Reporter) -> dict[str, Any]:
         if (step + 1) % spec.progress_every == 0 or step + 1 == total:
             report("progress", step=step + 1, loss=step_loss, lr=plan.learning_rate * f)
     train_s = time.time() - t_train
+    from trex.events.fsio import ensure_dir, fresh_dir_in, move_dir_into_place
+
+    # saved into a fresh folder (mkdtemp: never a link) beside ``out_dir``, then renamed onto it; a link
+    # at ``out_dir`` or at its folder is refused (LinkRefused), never written through
     out_dir = Path(spec.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir), safe_serialization=True)
-    if plan.method == "full":
-        tok.save_pretrained(str(out_dir))
+    tmp = fresh_dir_in(ensure_dir(out_dir.parent), f".{out_dir.name}.")
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if plan.method == "full":
+            tok.save_pretrained(str(tmp))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    move_dir_into_place(tmp, out_dir)
     tail = losses[-max(1, min(10, len(losses))):]
     metrics = {
         "first_loss": float(first_loss if first_loss is not None else float("nan")),

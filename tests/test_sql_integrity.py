@@ -1,0 +1,177 @@
+"""Sealed segments through the SQL path (issue 17, "Silent prefixes"): DuckDB does not verify Parquet
+page checksums, so a damaged sealed segment was read as other data with exit 0. Now a damaged
+segment fails the query with one line naming it, or — if the damage changes nothing DuckDB reads —
+the answer is exactly the undamaged one; never silently different data."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trex.events import fsio, segments, sql
+from trex.events.envelope import chain_hash
+from trex.events.log import EventLog
+from trex.events.notes import NoteAdded
+from trex.events.sql import SqlFailed, SqlRefused, check_limits, query
+from trex.events.verify import verify
+
+QUERIES = [
+    "SELECT * FROM events ORDER BY position",
+    "SELECT search_id, seq, event_id FROM events WHERE search_id = 's' ORDER BY seq",  # pruned by statistics
+    "SELECT count(*), max(seq) FROM events WHERE seq > 2",
+]
+
+
+def _home(path, n=12):
+    log = EventLog(path)
+    log.append("s", [NoteAdded(text=f"note {i} é ☃") for i in range(n)])
+    log.append("t", [NoteAdded(text="other")])
+    log.seal()
+    log.append("s", [NoteAdded(text="open")])  # and an open segment after it
+    return path, next((path / "log" / "segments").glob("*.parquet"))
+
+
+def _answers(home):
+    return [query(home, q).rows for q in QUERIES]
+
+
+def test_the_sql_hash_is_the_logs_hash():
+    import duckdb
+
+    con = duckdb.connect()
+    for args in [("p" * 64, "e\u0301x", "s", 3, "T", 2, "2020-01-01T00:00:00Z", None, "c😀", '{"a":"é\\n"}'),
+                 ("0" * 64, "id", "search-1", 12345678901, "NoteAdded", 1, "t", "x", None, "{}")]:
+        got = con.execute(f"SELECT {sql._HASH_SQL} FROM (SELECT ?::VARCHAR AS prev_hash, ?::VARCHAR AS event_id, "
+                          "?::VARCHAR AS search_id, ?::BIGINT AS seq, ?::VARCHAR AS type, ?::INTEGER AS schema_version, "
+                          "?::VARCHAR AS recorded_at, ?::VARCHAR AS causation_id, ?::VARCHAR AS correlation_id, "
+                          "?::VARCHAR AS payload)", list(args)).fetchone()[0]
+        assert got == chain_hash(*args)
+
+
+def test_sealing_records_a_digest_that_sql_checks(tmp_path):
+    home, seg = _home(tmp_path / "h")
+    assert fsio.read_digest(seg) == fsio.sha256_file(seg)
+    good = query(home, QUERIES[0])
+    assert len(good.rows) == 14 and good.notes == ()
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    seg.write_bytes(bytes(data))
+    with pytest.raises(SqlFailed, match=r"^segment 00000001\.parquet: damaged: its bytes do not match the digest"):
+        query(home, QUERIES[0])
+    # the log's own readers and verify see it too (no silent read through a statistic either)
+    with pytest.raises(segments.CorruptSegment, match="00000001.parquet"):
+        EventLog(home).read("s")
+    assert verify(EventLog(home)).problems[0].kind == "corrupt_segment"
+
+
+def test_an_old_home_without_digests_still_reads_says_so_and_repair_records_them(tmp_path):
+    from click.testing import CliRunner
+
+    from trex.commands.log_cmds import ls, verify as verify_cmd
+
+    home, seg = _home(tmp_path / "h")
+    want = _answers(home)
+    fsio.digest_path(seg).unlink()  # as sealed by a trex from before digests
+    sql._CHECKED.clear()
+    res = query(home, QUERIES[0])
+    assert res.rows == want[0] and "checked whole" in res.notes[0] and "trex verify --repair" in res.notes[0]
+    r = CliRunner().invoke(ls, ["--home", str(home)])
+    assert r.exit_code == 0 and "s\t13" in r.output
+    r = CliRunner().invoke(verify_cmd, ["--repair", "--home", str(home)])
+    assert r.exit_code == 0, r.output
+    assert fsio.read_digest(seg) == fsio.sha256_file(seg)
+    sql._CHECKED.clear()
+    res = query(home, QUERIES[0])
+    assert res.rows == want[0] and res.notes == ()
+
+
+def test_repair_gives_no_digest_to_a_damaged_old_segment(tmp_path):
+    home, seg = _home(tmp_path / "h")
+    fsio.digest_path(seg).unlink()
+    import pyarrow.parquet as pq
+
+    rg = pq.read_metadata(seg).row_group(0)
+    c = next(rg.column(j) for j in range(rg.num_columns) if rg.column(j).path_in_schema == "payload")
+    data = bytearray(seg.read_bytes())
+    data[(c.dictionary_page_offset or c.data_page_offset) + 40] ^= 0x10  # in the payloads' compressed text
+    seg.write_bytes(bytes(data))
+    done, damaged = segments.record_digests(seg.parent, [1], skip_damaged=True)
+    assert done == [] and not fsio.digest_path(seg).exists() and "00000001.parquet" in damaged[0]
+    with pytest.raises(segments.CorruptSegment):
+        segments.record_digests(seg.parent, [1])
+
+
+def test_a_damaged_digest_file_falls_back_to_the_whole_check(tmp_path):
+    home, seg = _home(tmp_path / "h")
+    want = _answers(home)
+    fsio.digest_path(seg).write_bytes(b"sha256 nonsense\n")
+    sql._CHECKED.clear()
+    res = query(home, QUERIES[0])
+    assert res.rows == want[0] and "checked whole" in res.notes[0]
+
+
+def test_a_digest_file_that_is_a_link_is_refused(tmp_path):
+    home, seg = _home(tmp_path / "h")
+    d = fsio.digest_path(seg)
+    (tmp_path / "elsewhere").write_bytes(d.read_bytes())
+    d.unlink()
+    d.symlink_to(tmp_path / "elsewhere")
+    sql._CHECKED.clear()
+    with pytest.raises(SqlFailed, match="symbolic link"):
+        query(home, QUERIES[0])
+
+
+@pytest.mark.parametrize("limit", ["99999999TB", "100000TiB", "65TiB"])
+def test_absurd_memory_limits_are_refused(limit):
+    with pytest.raises(SqlRefused, match="memory limit .* is above"):
+        check_limits(5.0, limit)
+
+
+def test_a_memory_limit_that_cannot_be_set_is_one_line(tmp_path, monkeypatch):
+    import resource
+
+    def boom(*_a):
+        raise OverflowError("Python int too large to convert to C long")
+
+    monkeypatch.setattr(resource, "setrlimit", boom)  # the forked child inherits the patch
+    with pytest.raises(SqlFailed, match="cannot cap the query's memory"):
+        sql.query_isolated(tmp_path, "SELECT 1", timeout_s=20)
+
+
+# ------------------------------------------------------------------ the property
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    home, seg = _home(tmp_path_factory.mktemp("pristine") / "h", n=30)
+    return home, seg, seg.read_bytes(), _answers(home)
+
+
+def _damage_strategy(size):
+    return st.lists(st.tuples(st.integers(0, size - 1), st.integers(1, 255)), min_size=1, max_size=3)
+
+
+@pytest.mark.parametrize("with_digest", [True, False], ids=["digest", "no-digest"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_damage_to_a_sealed_segment_fails_naming_it_or_changes_nothing(pristine, tmp_path, with_digest, data):
+    home0, seg0, orig, want = pristine
+    home = tmp_path / f"h{with_digest}"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(home0, home)
+    seg = home / "log" / "segments" / seg0.name
+    if not with_digest:
+        fsio.digest_path(seg).unlink()
+    damage = data.draw(_damage_strategy(len(orig)))
+    bad = bytearray(orig)
+    for off, x in damage:
+        bad[off] ^= x
+    seg.write_bytes(bytes(bad))
+    for q, good in zip(QUERIES, want):
+        try:
+            rows = query(home, q).rows
+        except SqlFailed as e:
+            msg = str(e)
+            assert msg.startswith(f"segment {seg.name}: damaged") and "\n" not in msg, msg
+            continue
+        assert rows == good, (damage, q)  # never silently different
