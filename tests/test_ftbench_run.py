@@ -284,3 +284,22 @@ def test_the_report_ranks_proposers_by_held_out_test_with_bootstrap_intervals(tm
     table = "\n".join(_test_table(s))
     assert table.index("| 1 | random |") < table.index("| 2 | optuna |")
     assert "0.750 [0.650–0.850]" in table or "0.75 [0.65–0.85]" in table
+
+
+def test_the_report_states_each_goal_of_the_agent_as_met_or_not_and_credits_the_llm_only_its_margin():
+    """The goals section, from held-out test scores: the agent's median against optuna's, its val-best after
+    5 trials against optuna's 10-trial median, and its paired margin over "rules + optimiser"."""
+    from ftbench.report import goals
+
+    cells = []
+    for p, tests, at5 in (("llm", (0.5, 0.6, 0.4), 0.45), ("optuna", (0.5, 0.3, 0.45), 0.3),
+                          ("rules", (0.55, 0.62, 0.45), 0.5)):
+        for seed, t in enumerate(tests):
+            c = _cell(p, seed, [t, t])
+            c.test, c.test_ci, c.test_at = t, None, {5: at5, 10: t}
+            cells.append(c)
+    text = "\n".join(goals(summarise(cells)))
+    assert "| t | met (0.500 vs 0.450) | yes (0.450 vs 0.450) | no constraints |" in text
+    assert "-0.050 median over 3 paired seeds: the LLM adds nothing over rules + optimiser here" in text
+    assert "1 of 1 task(s) — met" in text
+    assert goals(summarise([c for c in cells if c.proposer != "optuna"])) == []  # no optuna arm: no goals
