@@ -11,6 +11,7 @@ from trex.events.plans import PlanProposed
 from trex.events.search import Budget
 from trex.events.trials import TrialFinished, TrialStarted
 from trex.search import apply, budget_check, fold, mcts_stats, select, select_many
+from trex.search.tree import still_learning
 from trex.search.policy import UNVISITED, PolicyError
 
 
@@ -63,7 +64,7 @@ def test_mcts_gives_a_node_still_learning_the_gain_bonus(started):
     still gain, worth ``gain_bonus`` on its UCT; without the bonus b is taken."""
     evs = [*learned("a", None, 0.8, final_loss=1.8), *learned("b", None, 0.9), *learned("c", None, 0.1)]
     t = fold([started(policy="mcts", seed=5, policy_params={"num_drafts": 3}), *evs])
-    assert t.nodes["a"].still_learning and not t.nodes["b"].still_learning
+    assert still_learning(t, t.nodes["a"]) and not still_learning(t, t.nodes["b"])
     d = select(t)
     s = dict(d.scores)
     assert d.node_id == "a" and s["a"] == pytest.approx(0.875 + math.sqrt(math.log(3)) + 0.25)
@@ -93,6 +94,43 @@ def test_mcts_drafts_again_while_no_scored_draft_beats_the_base_model(started):
     assert (d.node_id, d.operator) == (None, "draft") and "beats the base model" in d.reason
     t = fold([started(policy="mcts", seed=5, policy_params={"num_drafts": 3}), *evs, *learned("d", None, 0.6)])
     assert (select(t).node_id, select(t).operator) == ("d", "improve")
+
+
+def test_mcts_redrafts_only_while_no_node_anywhere_beats_the_base_and_no_draft_still_learns(started):
+    """A debugged child that beats the base model (0.9 > 0.5) is improved, though every draft is below
+    it; a draft below the base whose loss still falls is continued rather than drafted around; and
+    re-drafting stops at twice ``num_drafts`` drafts."""
+    from trex.events.trials import TrialProgressed
+
+    base = MetricRecorded(node_id="base", name="acc", value=0.5, primary=True)
+    cfg = {"num_drafts": 3}
+    evs = [base, *learned("a", None, 0.2), *learned("b", None, 0.3), *learned("c", None, 0.4),
+           *learned("a1", "a", 0.9)]
+    d = select(fold([started(policy="mcts", seed=5, policy_params=cfg), *evs]))
+    assert d.operator == "improve"
+    falling = [TrialProgressed(node_id="c", trial_id="t-c", step=10 * (i + 1), loss=x)
+               for i, x in enumerate([6.0, 4.0, 2.3, 1.6, 1.5, 1.2, 0.9, 0.6, 0.5, 0.3, 0.25, 0.2])]
+    evs = [base, *learned("a", None, 0.2), *learned("b", None, 0.3), *learned("c", None, 0.4)[:2], *falling,
+           *learned("c", None, 0.4)[2:]]
+    t = fold([started(policy="mcts", seed=5, policy_params=cfg), *evs])
+    assert still_learning(t, t.nodes["c"]) and select(t).operator == "improve"
+    six = [base] + [e for i, x in enumerate((0.1, 0.2, 0.3, 0.4, 0.2, 0.1)) for e in learned(f"d{i}", None, x)]
+    assert select(fold([started(policy="mcts", seed=5, policy_params=cfg), *six])).operator == "improve"
+
+
+def test_a_retried_trial_is_judged_by_its_last_curve_only(started):
+    """The fold keeps every attempt's progress; the trend reads only the last run of steps: a stalled
+    retry after a falling first attempt is not still learning."""
+    from trex.events.trials import TrialProgressed
+
+    first = [6.0, 5.0, 4.5, 4.0, 3.5, 3.0]
+    retry = [1.6, 1.6, 1.62, 1.59, 1.6, 1.61, 1.6, 1.6, 1.61]
+    prog = [TrialProgressed(node_id="a", trial_id="t-a", step=10 * (i + 1), loss=x) for i, x in enumerate(first)]
+    prog += [TrialProgressed(node_id="a", trial_id="t-a2", step=10 * (i + 1), loss=x) for i, x in enumerate(retry)]
+    evs = learned("a", None, 0.4)
+    t = fold([started(policy="mcts"), *evs[:2], *prog, *evs[2:]])
+    middle, last = t.nodes["a"].loss_trend
+    assert abs(middle - 1.6) < 0.02 and abs(last - 1.6) < 0.02 and not still_learning(t, t.nodes["a"])
 
 
 def test_mcts_backs_values_up(started):

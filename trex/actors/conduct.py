@@ -295,7 +295,10 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 busy = ([tree.nodes[n].parent_id for n in st.ready]
                         + [tree.nodes[n].parent_id for n, _ in st.trains.values() if n in tree.nodes]
                         + [d.get("node_id") for d in st.props.values()])  # a parent being proposed for too
-                ahead = len(st.idle) <= len(st.ready)  # every executor has a plan: this one is made ahead
+                # made ahead: every executor this search holds has a plan (ready or being proposed), and a
+                # shared pool has no executor left to ask for
+                ahead = len(st.idle) <= len(st.ready) + len(st.props) and not (
+                    st.shared and len(st.leased) < len(pool.executors))
                 if ahead and st.evals:
                     break  # a decision made ahead waits for the scores being computed (seconds): fresher evidence
                 d = select(tree, busy=busy)

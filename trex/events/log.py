@@ -100,7 +100,8 @@ def strict_json(text: str):
 
 def check_search_id(search_id) -> None:
     """What the log takes as a search id (a stream's name; never a path)."""
-    if not isinstance(search_id, str) or not search_id or len(search_id) > 200 or "\x00" in search_id:
+    if (not isinstance(search_id, str) or not search_id or len(search_id) > 200
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in search_id)):  # no NUL, newline or other control
         raise EventError(f"invalid search id {str(search_id)[:80]!r}")
 
 

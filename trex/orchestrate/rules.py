@@ -97,11 +97,12 @@ def finish_events(tree: SearchTree, elapsed_s: float | None) -> list:
 
 # ------------------------------------------------------------------------------ proposing ahead
 def blind_draft(tree: SearchTree, decision) -> bool:
-    """Whether ``decision`` is a draft past the policy's ``num_drafts``: one a policy makes only because
-    no node can be expanded yet (every draft still training or being scored). A driver proposing ahead
-    of its executors (every executor busy) waits for the results in flight instead: the next score may
-    make a node worth improving, and a small budget is not spent on drafts no evidence asked for. An
-    idle executor is never kept waiting for this (the search must go on)."""
+    """Whether ``decision`` is a draft past the policy's ``num_drafts`` — one made because no node can be
+    expanded yet (every draft still training or being scored), or by the root's widening or re-drafting
+    rules. A driver proposing ahead of its executors (every executor busy) waits for the results in
+    flight instead: the next score may make a node worth improving, and a small budget is not spent on
+    drafts no evidence asked for. An idle executor is never kept waiting for this (the search must go
+    on)."""
     from trex.search.policy import DEFAULTS, policy_params
 
     if decision.operator != "draft" or decision.policy not in DEFAULTS:

@@ -46,7 +46,7 @@ def training_curve(tree, node) -> str:
     """The node's training loss (first -> final), its validation score against its parent's and the
     base model's, and what that says: underfitting (loss still above half its start), overfitting
     (loss near zero while validation falls behind the parent), or neither."""
-    from trex.search.tree import line_first_loss
+    from trex.search.tree import line_first_loss, still_learning
 
     tm = dict(node.train_metrics)
     first, final = line_first_loss(tree, node), tm.get("final_loss")  # a continuation: from its line's start
@@ -65,7 +65,7 @@ def training_curve(tree, node) -> str:
     if trend is not None:
         middle, last = trend
         verdict += (f"; still falling at the end (last third {_f(last)} vs middle third {_f(middle)}): more steps "
-                    "can gain" if node.still_learning else
+                    "can gain" if still_learning(tree, node) else
                     f"; stalled at the end (last third {_f(last)} vs middle third {_f(middle)})")
     steps = node.plan.get("max_steps", "-") if node.plan else "-"
     return (f"{node.node_id}: train loss {_f(first)} -> {_f(final)} over {steps} steps; "

@@ -8,7 +8,7 @@ proposes one edit of the parent's values with a hypothesis stating what it shoul
 
 * a secondary metric below its bound and a pool to replay → mix the pool in (or double its share);
 * the final training loss still high (above half the first: underfitting) → a higher learning rate;
-* the training loss still falling when the trial ended (:attr:`~trex.search.tree.Node.still_learning`)
+* the training loss still falling when the trial ended (:func:`~trex.search.tree.still_learning`)
   → a continuation of the parent's adapter for as many steps again;
 * the loss stalled far above fitting the rows → a third of the learning rate (it was too high);
 * the training loss low but the score low (the rows teach the wrong thing: label noise) → clean by
@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from trex.propose.baselines import Hypothesis, Proposal, _clamp, finish, propose_optuna, propose_random
 from trex.propose.space import DIMS, values_of
-from trex.search.tree import FIT_RATIO, is_number, line_first_loss
+from trex.search.tree import FIT_RATIO, is_number, line_first_loss, still_learning
 
 _LR = DIMS["learning_rate"]
 LR_STEP = 1.10  # learning rates within 10% are the same point of the grid
@@ -143,7 +143,7 @@ def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate
         if lr != v0["learning_rate"]:
             add("higher-lr", {"learning_rate": lr}, f"{parent.node_id} underfits (loss {_f(ev.first_loss)} -> "
                                                     f"{_f(ev.final_loss)}): lr x3 raises the score above {_f(ev.score)}")
-    learning = parent.still_learning
+    learning = still_learning(tree, parent)
     if learning and parent.adapter:  # the loss was still falling: more steps on the same adapter
         add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
             f"{parent.node_id} was still learning ({_trend(parent)}): {v0['max_steps']} more steps raise the "
@@ -317,6 +317,10 @@ def fresh_numbers(tree, decision, *, task: str, steps: int, batch_size: int, dat
         got = _values(q, steps, data)
         if got is None or signature(got) not in seen:
             p = q
+    if p is None and (decision.operator == "draft" or parent is None):  # the same drafts the LLM chooses among
+        drafts, _ = draft_candidates(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data)
+        if drafts:
+            return replace(drafts[0].proposal, hypothesis=beats_best(tree, table, eid))
     if p is None:
         first = None
         for attempt in range(4):
@@ -347,9 +351,10 @@ def draft_candidates(tree, decision, *, task: str, steps: int, batch_size: int, 
     Once :data:`TPE_MIN_SCORED` nodes are scored they are TPE's (on the tree's evaluated nodes).
     Before that TPE's draws are independent random ones, which clump (three of them missed a whole
     decade of learning rates in the demo): the training values then come from the search's scrambled
-    Sobol sequence (seeded by the search), from this draft's place among the search's drafts on,
-    skipping points tried already — whichever one the LLM picks, the drafts of a search cover the
-    space — and the data values from the optimiser's draw."""
+    Sobol sequence (seeded by the search), a window of ``k`` points per draft by its place among the
+    search's drafts (so drafts decided at once are offered different points), skipping points tried
+    already, and the data values from the optimiser's draw. The ``rules`` arm drafts the first of them:
+    the two arms differ only in who chooses."""
     from trex.propose import evidence as tools
 
     table, eid = tools.call_tool(emit, "tried_plans", {}, lambda: tools.tried_plans(tree, steps, data))
@@ -371,11 +376,12 @@ def draft_candidates(tree, decision, *, task: str, steps: int, batch_size: int, 
         from trex.propose.space import DIMS as TRAINING, space_filling
 
         # this draft's place among the search's drafts: concurrent drafts start at different points
-        offset = 0
+        position = 0
         for dr in tree.decisions:
             if dr.decision_id == decision.decision_id:
                 break
-            offset += dr.node_id is None
+            position += dr.node_id is None
+        offset = k * position  # disjoint windows: drafts decided at once are offered different points
         for i, point in enumerate(space_filling(offset + 4 * k, tree.seed)[offset:]):
             q = propose_optuna(tree, _reseeded(decision, 100 + i), task=task, steps=steps, batch_size=batch_size,
                                data=data)  # the data values: the optimiser's draw

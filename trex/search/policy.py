@@ -28,11 +28,12 @@ Policies:
   expanded once before any is revisited (the default before the Researcher's
   evidence reached the policy). Evidence that a line can still gain steers the
   budget into depth: ``gain`` (``gain_bonus``) is added for a node whose training
-  loss had not fitted its rows (:attr:`Node.still_learning`), and a node whose
-  child improved on it is deepened (the search descends into that child) rather
-  than widened (``deepen_on_gain``); at the root, while no scored draft beats the
-  base model and no other draft is pending, it drafts again rather than improve a
-  line no evidence says gains.
+  loss was still falling (:func:`~trex.search.tree.still_learning`), and a node one
+  of whose children improved on it is deepened (the descent goes on into its
+  children, by UCT) rather than widened (``deepen_on_gain``); at the root, while
+  drafts are scored, no node beats the base model, no draft is still learning and
+  no other draft is pending, it drafts again (up to twice ``num_drafts`` drafts)
+  rather than improve a line no evidence says gains.
 * ``greedy`` — AIDE's: draft until ``num_drafts`` drafts exist; then with
   probability ``debug_prob`` debug a failed leaf whose debug chain is shorter
   than ``max_debug_depth``; else improve the best node (the next best if it is
@@ -50,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from trex.events.search import NodeSelected
-from trex.search.tree import IN_FLIGHT, ROOT, Node, SearchTree, is_number
+from trex.search.tree import IN_FLIGHT, ROOT, Node, SearchTree, is_number, still_learning
 
 UNVISITED = 1e9  # the reported UCT of a child never expanded (JSON has no infinity)
 
@@ -207,11 +208,9 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         where = " > ".join(path) or ROOT
         gained = bool(p["deepen_on_gain"]) and any(_gained(tree, tree.nodes[c]) for c in kids)
         if v is None:
-            if (gained or not is_number(tree.base_score) or pend[None]
-                    or not any(tree.nodes[c].feasible for c in kids) or not p["deepen_on_gain"]):
-                gained = False  # the root widens as progressive widening allows
-            else:  # drafts are scored and none beats the base model: no line gains yet, so explore
-                return None, "draft", last, f"{where}: no draft beats the base model ({tree.base_score:g}) yet"
+            if _redraft(tree, kids, pend, p):  # no node beats the base model yet: explore another draft
+                return None, "draft", last, f"{where}: no node beats the base model ({tree.base_score:g}) yet"
+            gained = False  # the root widens as progressive widening allows
         if own_op is not None and ((st.expansions < allowed and not gained) or not kids):
             why = "no selectable child" if not kids else f"widening ({st.expansions} expansions < {allowed})"
             return v, own_op, last, f"{reason}{where}: {why}"
@@ -226,7 +225,7 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
                 u = UNVISITED
             else:
                 u = value(cs) + float(p["c_uct"]) * math.sqrt(log_n / max(cs.visits, 1))
-                if n.feasible and n.still_learning:
+                if n.feasible and still_learning(tree, n):
                     u += float(p["gain_bonus"])
             scored.append((c, u))
         best_c, best_u = scored[0]
@@ -239,6 +238,22 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         reason = f"{where}: {'gained, ' if gained else ''}uct {best_u:.4f} -> "
         path.append(best_c)
         v = best_c
+
+
+def _redraft(tree: SearchTree, kids: list[str], pend: Counter, p: Mapping[str, Any]) -> bool:
+    """Draft again rather than improve: drafts are scored, no feasible node anywhere beats the base
+    model, no draft's loss is still falling (that one is continued instead), no other draft is pending,
+    and fewer than twice ``num_drafts`` drafts exist (the search then improves what it has)."""
+    if not p["deepen_on_gain"] or not is_number(tree.base_score) or pend[None]:
+        return False
+    if _draft_count(tree, pend) >= 2 * int(p["num_drafts"]):
+        return False
+    if not any(tree.nodes[c].feasible for c in kids):
+        return False
+    better = (lambda x: x > tree.base_score) if tree.higher_is_better else (lambda x: x < tree.base_score)
+    if any(n.feasible and better(n.score) for n in tree.nodes.values()):
+        return False
+    return not any(tree.nodes[c].feasible and still_learning(tree, tree.nodes[c]) for c in kids)
 
 
 def _gained(tree: SearchTree, child: Node) -> bool:

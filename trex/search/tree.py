@@ -80,28 +80,21 @@ class Node:
 
     @property
     def loss_trend(self) -> tuple[float, float] | None:
-        """The mean training loss over the middle and the last third of the sampled curve
-        (``TrialProgressed``), or None with fewer than six points."""
-        losses = [x for _, x in self.progress if is_number(x)]
+        """The mean training loss over the middle and the last third of the sampled curve of its last
+        trial (``TrialProgressed``; a retried trial starts its steps again, and only the last run
+        counts), or None with fewer than six points."""
+        losses: list[float] = []
+        last_step = None
+        for step, x in self.progress:
+            if last_step is not None and step <= last_step:
+                losses = []  # the steps started again: a new attempt of the trial
+            last_step = step
+            if is_number(x):
+                losses.append(x)
         if len(losses) < 6:
             return None
         k = len(losses) // 3
         return sum(losses[k:2 * k]) / k, sum(losses[-k:]) / k
-
-    @property
-    def still_learning(self) -> bool:
-        """Evidence that more steps can still gain on it: its training loss was still falling when the
-        trial ended (the last third of the curve below :data:`FALLING` of the middle third's mean);
-        without a sampled curve, the loss had not fitted the rows (final at or above
-        :data:`FIT_RATIO` of the first). A loss that stalled high is not learning: it says the
-        learning rate (or the capacity) is wrong, which more steps do not fix."""
-        trend = self.loss_trend
-        if trend is not None:
-            middle, last = trend
-            return last < FALLING * middle
-        tm = dict(self.train_metrics)
-        first, final = tm.get("first_loss"), tm.get("final_loss")
-        return is_number(first) and is_number(final) and first > 0 and final >= FIT_RATIO * first
 
 
 def line_first_loss(tree: "SearchTree", node: Node) -> Any:
@@ -113,6 +106,21 @@ def line_first_loss(tree: "SearchTree", node: Node) -> Any:
         seen.add(n.node_id)
         n = tree.nodes[n.parent_id]
     return dict(n.train_metrics).get("first_loss")
+
+
+def still_learning(tree: "SearchTree", node: Node) -> bool:
+    """Evidence that more steps can still gain on ``node``: its training loss was still falling when its
+    trial ended (the last third of the sampled curve below :data:`FALLING` of the middle third's
+    mean); without a curve of six points, the loss had not fitted the rows (final at or above
+    :data:`FIT_RATIO` of its line's first loss: a continuation is measured from where its adapter
+    started). A loss that stalled high is not learning: it says the learning rate (or the capacity) is
+    wrong, which more steps do not fix."""
+    trend = node.loss_trend
+    if trend is not None:
+        middle, last = trend
+        return last < FALLING * middle
+    first, final = line_first_loss(tree, node), dict(node.train_metrics).get("final_loss")
+    return is_number(first) and is_number(final) and first > 0 and final >= FIT_RATIO * first
 
 
 class HeldOut(NamedTuple):

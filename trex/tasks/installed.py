@@ -24,14 +24,14 @@ def trex_home(home: str | os.PathLike | None = None) -> Path:
 
 def task_folder(name: str, home: str | os.PathLike | None = None) -> Path:
     """``HOME/tasks/<name>``: the installed definition and the prepared data of a task."""
-    if not _NAME.match(name):  # a name from outside never becomes a path
+    if not isinstance(name, str) or not _NAME.fullmatch(name):  # a name from outside never becomes a path
         raise KeyError(f"{name!r} is not a task name (lowercase letters, digits, '.', '_', '-')")
     return trex_home(home) / "tasks" / name
 
 
 def installed_task(name: str, home: str | os.PathLike | None = None) -> Task | None:
     """The task installed under ``name`` in the home, or None."""
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         return None
     p = task_folder(name, home) / "task.json"
     return REGISTRY.check_task(Task.model_validate_json(p.read_text())) if p.is_file() else None

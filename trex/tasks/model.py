@@ -133,6 +133,6 @@ def split_file(folder: Path, split: str) -> Path:
     """``folder/<split>.jsonl``, the split name checked first (a name from outside never becomes a path)."""
     import re
 
-    if not isinstance(split, str) or not re.match(SPLIT_PATTERN, split):
+    if not isinstance(split, str) or not re.fullmatch(SPLIT_PATTERN, split):
         raise ValueError(f"invalid split name {split!r} (lowercase letters, digits, '_' and '-', at most 64)")
     return Path(folder) / f"{split}.jsonl"

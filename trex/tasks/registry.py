@@ -61,7 +61,7 @@ def plugin_refs() -> list[str]:
 
 def load_plugin(ref: str) -> Plugin:
     """``module:function`` → the function (ValueError naming what is wrong)."""
-    if not _PLUGIN_REF.match(ref):
+    if not isinstance(ref, str) or not _PLUGIN_REF.fullmatch(ref):
         raise ValueError(f"{ref!r} is not module:function")
     mod, _, attr = ref.partition(":")
     try:
@@ -123,7 +123,7 @@ class TaskRegistry:
         return spec
 
     def _put(self, table: dict, what: str, name: str, fn: Callable) -> None:
-        if not isinstance(name, str) or not _BUILDER_NAME.match(name):
+        if not isinstance(name, str) or not _BUILDER_NAME.fullmatch(name):
             raise ValueError(f"{what} name {name!r}: use lowercase letters, digits, '.', '_' or '-'")
         if not callable(fn):
             raise ValueError(f"{what} {name!r}: {fn!r} is not callable")
