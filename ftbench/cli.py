@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import click
@@ -120,7 +121,6 @@ def _csv(value: str) -> list[str]:
 def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps, batch_size, eval_limit,
         trial_time_limit, tag, home, fmt):
     """Run every (task, proposer, seed) as a trex search; run it again to continue where it stopped."""
-    import re
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -220,6 +220,8 @@ def report(tag, out_dir, home, fmt):
 
     if not home.is_dir():
         fail(f"no trex home at {home}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,31}", tag):  # it becomes a folder name: never a path
+        fail(f"--tag {tag!r}: use lowercase letters, digits, '.', '_' or '-'")
     out_dir = out_dir or home / "reports" / tag
     try:
         summary = write_report(home, tag, out_dir)

@@ -175,3 +175,43 @@ def test_fuzz_damage_to_a_sealed_segment_fails_naming_it_or_changes_nothing(pris
             assert msg.startswith(f"segment {seg.name}: damaged") and "\n" not in msg, msg
             continue
         assert rows == good, (damage, q)  # never silently different
+
+
+def test_a_fifo_or_folder_where_a_segment_or_its_digest_should_be_is_refused_never_opened(tmp_path):
+    """A FIFO under a segment's name, or under its digest's, would hang every reader that opened it: the
+    listing refuses what is not a regular file, and a digest that is not one is unreadable, by name."""
+    import os
+
+    import pytest
+
+    from trex.events.errors import EventError
+    from trex.events.fsio import DigestUnreadable, digest_path, read_digest
+    from trex.events.layout import listing
+
+    segs = tmp_path / "segments"
+    segs.mkdir()
+    os.mkfifo(segs / "00000002.parquet")
+    with pytest.raises(EventError, match="00000002.parquet is not a regular file"):
+        listing(segs)
+    os.unlink(segs / "00000002.parquet")
+    (segs / "00000003.parquet").mkdir()
+    with pytest.raises(EventError, match="not a regular file"):
+        listing(segs)
+    seg = segs / "00000004.parquet"
+    seg.write_bytes(b"x")
+    os.mkfifo(digest_path(seg))
+    with pytest.raises(DigestUnreadable, match="not a regular file"):
+        read_digest(seg)
+
+
+def test_absurd_limits_and_path_like_tags_are_refused_in_one_line(tmp_path):
+    import pytest
+    from click.testing import CliRunner
+
+    from ftbench.cli import main as ftbench
+    from trex.events.sql import SqlRefused, check_limits
+
+    with pytest.raises(SqlRefused, match="give a size"):
+        check_limits(5.0, "9" * 400 + "TB")  # a float infinity before: OverflowError, a traceback
+    r = CliRunner().invoke(ftbench, ["report", "--home", str(tmp_path), "--tag", "../../escape"])
+    assert r.exit_code == 1 and "--tag" in r.output and not (tmp_path.parent / "escape").exists()

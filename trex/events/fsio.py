@@ -450,11 +450,16 @@ def read_digest(segment: Path) -> tuple[str, int] | None:
     from before digests). A digest file that is a link raises :class:`LinkRefused`; one that does not
     hold a digest raises :class:`DigestUnreadable`."""
     p = digest_path(segment)
-    try:
-        fd = open_nofollow(p, os.O_RDONLY)
+    try:  # non-blocking: a FIFO planted at the name must not hang every reader
+        fd = open_nofollow(p, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise DigestUnreadable(f"segment {Path(segment).name}: its digest file {p.name} cannot be read "
+                               f"({e.strerror or e})") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DigestUnreadable(f"segment {Path(segment).name}: its digest file {p.name} is not a regular file")
         raw = os.read(fd, 200)
     finally:
         os.close(fd)

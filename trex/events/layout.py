@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from trex.events import records
-from trex.events.errors import LinkRefused
+from trex.events.errors import EventError, LinkRefused
 
 
 def segments_dir(home: str | os.PathLike) -> Path:
@@ -28,6 +28,8 @@ def listing(segdir: Path) -> tuple[list[int], list[int]]:
         if e.is_symlink():
             raise LinkRefused(f"segment {e.path} is a symbolic link: refused (trex never reads or writes "
                               "segments through links; replace it with the file itself)")
+        if not e.is_file(follow_symlinks=False):  # a FIFO or a folder under a segment's name: never opened
+            raise EventError(f"segment {e.path} is not a regular file: refused (move it out of the log)")
         (sealed if ext == "parquet" else open_).append(int(stem))
     sealed.sort()
     done = set(sealed)

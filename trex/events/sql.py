@@ -330,7 +330,7 @@ def check_limits(timeout_s: float, memory_limit: str) -> int:
     if not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) or not 0 < timeout_s <= 86400:
         raise SqlRefused(f"timeout {timeout_s!r} s: give a number of seconds above 0 and at most 86400")
     m = _MEMORY.match(str(memory_limit))
-    if not m or float(m.group(1)) <= 0:
+    if not m or not math.isfinite(float(m.group(1))) or float(m.group(1)) <= 0:
         raise SqlRefused(f"memory limit {memory_limit!r}: give a size such as 512MB or 2GB")
     size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if size < 16 * 2**20:
