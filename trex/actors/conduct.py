@@ -299,8 +299,6 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 # shared pool has no executor left to ask for
                 ahead = len(st.idle) <= len(st.ready) + len(st.props) and not (
                     st.shared and len(st.leased) < len(pool.executors))
-                if ahead and st.evals:
-                    break  # a decision made ahead waits for the scores being computed (seconds): fresher evidence
                 d = select(tree, busy=busy)
                 if ahead and st.trains and blind_draft(tree, d):
                     break  # nothing to improve yet: wait for the trials in flight rather than draft blind
