@@ -73,17 +73,7 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON (trex stores NaN and infinities as strings)")
 
 
-MAX_JSON_DEPTH = 100  # deeper than any event trex writes; what SQL, the fold and pydantic can all take
-
-
-def _depth(obj) -> int:
-    deepest, stack = 0, [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if isinstance(o, (dict, list)):
-            deepest = max(deepest, d)
-            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
-    return deepest
+MAX_JSON_DEPTH = records.MAX_JSON_DEPTH  # one bound for the log's strict JSON and the record check
 
 
 def strict_json(text: str):
@@ -93,7 +83,7 @@ def strict_json(text: str):
         obj = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    if _depth(obj) > MAX_JSON_DEPTH:
+    if records.json_depth(obj) > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     return obj
 

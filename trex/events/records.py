@@ -174,7 +174,7 @@ _HEX_CHARS = "0123456789abcdef"
 _I64 = (1 << 63) - 1
 _I32 = (1 << 31) - 1
 _MAX_ID = 200  # search ids: what the log has always taken
-_MAX_DEPTH = 100  # payload nesting: as the log's strict JSON (trex.events.log.MAX_JSON_DEPTH)
+MAX_JSON_DEPTH = 100  # deeper than any event trex writes; what SQL, the fold and pydantic can all take
 
 
 class _NotStrict(ValueError):
@@ -197,7 +197,8 @@ _STRICT = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_no_constan
 # with hooks would build a decoder per call
 
 
-def _depth(obj) -> int:
+def json_depth(obj) -> int:
+    """How deeply ``obj`` (parsed JSON) nests objects and arrays, without recursion."""
     deepest, stack = 0, [(obj, 1)]
     while stack:
         o, d = stack.pop()
@@ -214,13 +215,13 @@ def _bad_payload(text: str) -> str | None:
     except _NotStrict as e:
         return str(e)
     except RecursionError:
-        return f"is nested deeper than {_MAX_DEPTH} levels"
+        return f"is nested deeper than {MAX_JSON_DEPTH} levels"
     except ValueError:
         return "is not JSON"
     if type(obj) is not dict:
         return "is not a JSON object"
-    if text.count("{") + text.count("[") > _MAX_DEPTH and _depth(obj) > _MAX_DEPTH:
-        return f"is nested deeper than {_MAX_DEPTH} levels"
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and json_depth(obj) > MAX_JSON_DEPTH:
+        return f"is nested deeper than {MAX_JSON_DEPTH} levels"
     return None
 
 
