@@ -202,14 +202,21 @@ def test_repair_quarantines_damage_and_keeps_every_other_record(log):
     assert _texts(log)[-1] == "after0"
 
 
-def test_repair_of_a_damaged_final_record_quarantines_it_and_the_next_append_works(log):
-    log.append("s", _notes(1))
-    log.append("s", _notes(1, "m"))
+def _flip_in_last_record(log):
+    """Flip one bit near the end of the open segment's last complete record: damage, not a torn tail.
+    Returns (segment path, the record's offset, the damaged bytes)."""
     path = _open_segment(log)
     data = bytearray(path.read_bytes())
     last = _record_offsets(bytes(data))[-1]
     data[-3] ^= 0x01
     path.write_bytes(bytes(data))
+    return path, last, data
+
+
+def test_repair_of_a_damaged_final_record_quarantines_it_and_the_next_append_works(log):
+    log.append("s", _notes(1))
+    log.append("s", _notes(1, "m"))
+    path, last, data = _flip_in_last_record(log)
     moved = quarantine_damage(EventLog(log.home))
     assert [(q.segment, q.offset) for q in moved] == [(path.name, last)]
     assert moved[0].file.read_bytes() == bytes(data[last:])
@@ -676,11 +683,7 @@ def test_every_event_trex_writes_passes_the_record_check(log):
 def test_verify_fails_while_the_quarantine_holds_records_and_says_where(log):
     log.append("s", _notes(2))
     log.append("s", _notes(1, "m"))
-    path = _open_segment(log)
-    data = bytearray(path.read_bytes())
-    last = _record_offsets(bytes(data))[-1]
-    data[-3] ^= 0x01
-    path.write_bytes(bytes(data))
+    path, last, data = _flip_in_last_record(log)
     (q,) = quarantine_damage(EventLog(log.home))
     rep = verify(EventLog(log.home))  # the log itself is consistent: the lost event was the last one
     assert [p.kind for p in rep.problems] == ["quarantined"] and not rep.ok
