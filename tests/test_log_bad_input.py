@@ -117,6 +117,24 @@ def test_unknown_event_type_in_the_log_is_a_hard_error_on_decode(log):
     assert [p.kind for p in rep.problems] == ["bad_payload"]
 
 
+@pytest.mark.parametrize("type_, version, error, match", [
+    ("WidgetFrobbed", 1, UnknownEventType, "seq 2: unknown event type 'WidgetFrobbed'"),
+    ("NoteAdded", 7, SchemaTooNew, "version 7.*upgrade trex"),
+    ("ExecutorLeased", 9, SchemaTooNew, "seq 2: ExecutorLeased version 9 is newer"),  # one the tree skips
+])
+def test_the_fold_refuses_an_event_it_cannot_read_rather_than_skip_it(log, type_, version, error, match):
+    """A record with a right checksum and hash the fold does not know would otherwise be skipped
+    unread: a tree short of an event, exit 0."""
+    from trex.search.projection import fold
+
+    log.append("s", _notes(1))
+    _forge(log, type_, version, {"x": 1})
+    with pytest.raises(error, match=match):
+        fold(EventLog(log.home).read("s"))
+    with pytest.raises(error, match=match):
+        fold(EventLog(log.home).read_records("s"))
+
+
 def test_too_new_schema_version_in_the_log_is_a_hard_error(log):
     log.append("s", _notes(1))
     _forge(log, "NoteAdded", 7, {"text": "from the future", "author": ""})

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from trex.events import records
+from trex.events.base import EventError
 from trex.events.errors import CorruptLog, LinkRefused, LockTimeout
 from trex.events.log import EventLog
 from trex.events.notes import NoteAdded
@@ -327,6 +328,35 @@ def test_a_symlinked_quarantine_folder_is_refused(log, tmp_path):
     with pytest.raises(LinkRefused):
         quarantine_damage(EventLog(log.home))
     assert list(elsewhere.iterdir()) == [] and path.read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize("planted", ["fifo", "folder", "other bytes"])
+def test_something_under_the_quarantine_files_name_is_never_opened_or_replaced(log, planted):
+    """A FIFO at the name repair writes hung it (it compared the bytes there); a folder was a bare OS
+    error. What is there is left alone and the damage goes to the next free name."""
+    log.append("s", _notes(1))
+    log.append("s", _notes(1, "m"))
+    path, last, data = _flip_in_last_record(log)
+    qdir = log.dir / "quarantine"
+    qdir.mkdir()
+    target = qdir / f"{path.name}.at-{last}.damaged"
+    {"fifo": lambda: os.mkfifo(target), "folder": target.mkdir,
+     "other bytes": lambda: target.write_bytes(b"an operator's notes\n")}[planted]()
+    (qdir / f"{path.name}.at-{last}.1.damaged").mkdir()  # the first spare name is taken too
+    moved = quarantine_damage(EventLog(log.home))
+    assert moved[0].file.name == f"{path.name}.at-{last}.2.damaged"
+    assert moved[0].file.read_bytes() == bytes(data[last:]) and _texts(log) == ["n0"]
+    assert os.path.lexists(target)
+
+
+def test_a_quarantine_path_that_is_a_file_is_one_clear_refusal(log):
+    log.append("s", _notes(1))
+    log.append("s", _notes(1, "m"))
+    path, _last, data = _flip_in_last_record(log)
+    (log.dir / "quarantine").write_bytes(b"not a folder")
+    with pytest.raises(EventError, match="quarantine is not a folder"):
+        quarantine_damage(EventLog(log.home))
+    assert path.read_bytes() == bytes(data)  # nothing changed
 
 
 def test_a_held_lock_is_waited_for_a_bounded_time_with_a_message(log):

@@ -117,8 +117,10 @@ def verify(search, repair, home, fmt):
         # them (the segments themselves are never rewritten); a damaged one gets none and is reported below
         digested, damaged = segments.record_digests(log.segdir, log._listing()[0], skip_damaged=True)
         if digested:
-            info(f"recorded the digests of {len(digested)} sealed segment(s) written by an older trex, "
+            info(f"recorded the digests of {len(digested)} sealed segment(s) without a readable one, "
                  "after checking them whole")
+        for d in damaged:
+            info(f"not repaired: {d}")
     rep = run_verify(log, search)
     if search is not None and rep.events == 0:
         fail(f"no search {search!r} in {home}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trex.events import records
+from trex.events.base import EventError
 from trex.events.errors import LinkRefused
 from trex.events.fsio import check_dir, fsync_dir, open_nofollow, write_new_file
 
@@ -56,21 +57,22 @@ def _segment(log, path: Path) -> list[Quarantined]:
         return []
     qdir = log.dir / "quarantine"
     check_dir(qdir)
-    if not qdir.is_dir():
+    if not os.path.lexists(qdir):
         qdir.mkdir()
         fsync_dir(log.dir)
+    elif not stat.S_ISDIR(os.lstat(qdir).st_mode):
+        raise EventError(f"cannot quarantine the damage of {path.name}: {qdir} is not a folder "
+                         "(move it away; nothing was changed)")
     moved = []
     for d in sc.damage:
         kind = ".header" if d.offset == 0 and d.reason.startswith(records.HEADER_DAMAGE) else ""
-        q = qdir / f"{path.name}.at-{d.offset}{kind}.damaged"
         chunk = data[d.offset:d.end]
-        if os.path.lexists(q):  # an earlier repair that crashed before its rename: same bytes, keep it
-            if q.is_symlink() or q.read_bytes() != chunk:
-                q = qdir / f"{path.name}.at-{d.offset}{kind}.{os.getpid()}.damaged"
-                if os.path.lexists(q):
-                    os.unlink(q)
-                write_new_file(q, chunk)
-        else:
+        q = qdir / f"{path.name}.at-{d.offset}{kind}.damaged"
+        if not _holds(q, chunk):  # else: an earlier repair that crashed before its rename; keep it
+            i = 1
+            while os.path.lexists(q):  # something else under the name (a link, a FIFO, other bytes)
+                q = qdir / f"{path.name}.at-{d.offset}{kind}.{i}.damaged"
+                i += 1
             write_new_file(q, chunk)
         moved.append(Quarantined(path.name, d.offset, d.end - d.offset, d.reason, q))
     if sc.version is None:  # a damaged header and not one record after it: nothing to keep
@@ -85,6 +87,21 @@ def _segment(log, path: Path) -> list[Quarantined]:
     os.replace(tmp, path)
     fsync_dir(path.parent)
     return moved
+
+
+def _holds(q: Path, chunk: bytes) -> bool:
+    """Whether ``q`` is a regular file holding exactly ``chunk`` (never opening a link, FIFO or device)."""
+    try:
+        st = os.lstat(q)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size != len(chunk):
+        return False
+    try:
+        with os.fdopen(open_nofollow(q, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            return f.read(len(chunk) + 1) == chunk
+    except (OSError, LinkRefused):
+        return False
 
 
 _NAME = re.compile(r"(?P<segment>\d{8}\.jsonl)\.at-(?P<offset>\d+)(?P<header>\.header)?(?:\.\d+)?\.damaged")

@@ -101,7 +101,10 @@ def write_sealed(path: Path, records: list[dict]) -> None:
 
 
 def seq_ranges(path: Path) -> dict[str, tuple[int, int]]:
-    """{search_id: (min seq, max seq)} of a sealed segment: from its footer, else from its columns."""
+    """{search_id: (min seq, max seq)} of a sealed segment: from its footer, else from its columns.
+    The segment is checked first (:func:`check_digest`): readers skip segments by these ranges, so a
+    damaged footer must fail here, not hide events."""
+    check_digest(path)
     try:
         meta = pq.read_metadata(path).metadata or {}
     except FileNotFoundError:
@@ -149,10 +152,11 @@ def _stat_key(path: Path) -> tuple:
 
 
 def check_digest(path: Path) -> bool:
-    """Check a sealed segment's bytes against the digest recorded when it was sealed (once per process
-    for the same file: same inode, size, mtime and ctime). Returns whether it has a digest; a segment
-    without one (sealed by a trex from before digests, or whose digest file is damaged) is not checked
-    here (see :func:`verify_whole`). A mismatch raises :class:`CorruptSegment` naming the segment."""
+    """Check a sealed segment before its bytes are trusted (once per process for the same file: same
+    inode, size, mtime and ctime): against the digest recorded when it was sealed, or, for a segment
+    without one (sealed by a trex from before digests) or whose digest file is damaged, whole
+    (:func:`verify_whole`: slower, but nothing in its footer is trusted unchecked). Returns whether it
+    has a usable digest; damage raises :class:`CorruptSegment` naming the segment."""
     path = Path(path)
     key = _stat_key(path)
     known = _CHECKED.get(key)
@@ -161,12 +165,14 @@ def check_digest(path: Path) -> bool:
     try:
         want = read_digest(path)
     except DigestUnreadable:
-        want = None
+        want = None  # `trex verify` reports the digest file; the segment itself is checked whole
     if want is not None:
         got = sha256_file(path)
         if got != want:
             raise _damaged(path, f"its bytes do not match the digest recorded when it was sealed "
                                  f"({digest_path(path).name}; the segment or that file changed)")
+    else:
+        verify_whole(path)
     _CHECKED[key] = want is not None
     return want is not None
 
@@ -185,9 +191,10 @@ def verify_whole(path: Path, data: bytes | None = None) -> int:
     try:
         pf = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
         md = pf.metadata
-        if pf.schema_arrow.remove_metadata() != SCHEMA:
+        if (pf.schema_arrow.remove_metadata() != SCHEMA
+                or [md.schema.column(i).path for i in range(md.num_columns)] != SCHEMA.names):
             raise _damaged(path, "its columns are not the log's")
-        meta = pf.schema_arrow.metadata or {}
+        meta = md.metadata or {}  # the key-value metadata readers use (not the copy inside ARROW:schema)
         ranges: dict[str, list[int]] = {}
         position = None
         n = 0
@@ -212,7 +219,7 @@ def verify_whole(path: Path, data: bytes | None = None) -> int:
                 n += 1
     except CorruptSegment:
         raise
-    except (OSError, pa.ArrowException, ValueError, TypeError) as e:
+    except (OSError, pa.ArrowException, ValueError, TypeError, KeyError, IndexError) as e:
         raise _damaged(path, f"cannot be read ({_one_line(e)})") from None
     if n != md.num_rows:
         raise _damaged(path, f"{n} rows read, its footer says {md.num_rows}")
@@ -275,7 +282,15 @@ def record_digests(segdir: Path, sealed: list[int], skip_damaged: bool = False) 
                 raise
             damaged.append(str(e))
             continue
-        write_digest(path, sha256_of(data), len(data))
+        try:
+            write_digest(path, sha256_of(data), len(data))
+        except (OSError, EventError) as e:  # e.g. a folder planted under the digest's name
+            why = getattr(e, "strerror", None) or str(e)
+            msg = f"segment {path.name}: its digest cannot be recorded at {digest_path(path).name} ({why})"
+            if not skip_damaged:
+                raise CorruptSegment(msg) from None
+            damaged.append(msg)
+            continue
         done.append(path.name)
     if done:
         fsync_dir(segdir)

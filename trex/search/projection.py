@@ -20,7 +20,7 @@ from dataclasses import MISSING
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-from trex.events.base import Event, registered_types, upcast
+from trex.events.base import Event, SchemaTooNew, UnknownEventType, registered_types, upcast
 from trex.events.envelope import Envelope
 from trex.events.search import SearchStarted, violations
 from trex.search.tree import DecisionRecord, HeldOut, HistoryPoint, Node, SearchTree, is_number
@@ -572,6 +572,27 @@ def _versions() -> dict[str, int]:
 
 _CHUNK = 4096
 _FIRST = frozenset({"SearchStarted", "SearchForked"})
+_ALL_VERSIONS: dict[str, int] = {}
+
+
+def _all_versions() -> dict[str, int]:
+    """Current schema version of every registered type (the fold skips most of them unread)."""
+    if not _ALL_VERSIONS:
+        _ALL_VERSIONS.update({k: ver for k, (_, ver) in registered_types().items()})
+    return _ALL_VERSIONS
+
+
+def _not_foldable(t: str, version: int, seq: int, sid: str) -> None:
+    """An event this trex cannot read is a hard error, never skipped: skipping one the tree should
+    have folded would show a wrong tree with exit 0 (a log written by a newer trex, or damage that kept
+    its checksum right)."""
+    known = _all_versions().get(t)
+    if known is None:
+        raise UnknownEventType(f"search {sid!r} seq {seq}: unknown event type {str(t)[:80]!r} "
+                               "(written by a newer trex, or damaged; `trex verify` checks the log)")
+    if version > known:
+        raise SchemaTooNew(f"search {sid!r} seq {seq}: {t} version {version} is newer than this trex "
+                           f"reads (up to {known}); upgrade trex to read this log")
 
 
 def _fold_chunk(b: _Builder, items: list) -> None:
@@ -583,6 +604,7 @@ def _fold_chunk(b: _Builder, items: list) -> None:
     """
     f = b.f
     wanted = _WANTED
+    known = _all_versions()
     last = f["last_seq"]
     rows: list[tuple] = []  # (type, seq, search id, correlation, causation, version, text index or dict)
     texts: list[str] = []
@@ -595,6 +617,8 @@ def _fold_chunk(b: _Builder, items: list) -> None:
                 rows.append((t, last, item.search_id, item.correlation_id, item.causation_id, item.schema_version,
                              len(texts)))
                 texts.append(item.payload)
+            elif item.schema_version > known.get(t, -1):
+                _not_foldable(t, item.schema_version, last, item.search_id)
         elif cls is dict:  # a record of EventLog.read_records()
             last = item["seq"]
             t = item["type"]
@@ -602,6 +626,8 @@ def _fold_chunk(b: _Builder, items: list) -> None:
                 rows.append((t, last, item["search_id"], item.get("correlation_id"), item.get("causation_id"),
                              item["schema_version"], len(texts)))
                 texts.append(item["payload"])
+            elif item["schema_version"] > known.get(t, -1):
+                _not_foldable(t, item["schema_version"], last, item["search_id"])
         elif isinstance(item, Event):  # a bare event follows the previous one, in the same stream
             last += 1
             if item.TYPE in wanted:
