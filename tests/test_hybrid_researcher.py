@@ -277,3 +277,32 @@ def test_the_no_tools_ablation_asks_the_model_without_evidence_and_records_no_to
     assert "Trials so far" not in prompt and "Candidate edits" not in prompt and "Improve node n1" in prompt
     assert not any(isinstance(ev, LlmCallFailed) for _, ev in rec.events)
     assert prop.plan is not None and prop.rationale == "more replay" and len(prop.plan.data.sources) == 2
+
+
+def test_an_outside_models_own_edit_carries_its_own_hypothesis_citing_the_evidence(tmp_path):
+    """With ``--llm-url`` the model's own edit states its own prediction (a named validation metric, a
+    number) and the evidence it rests on, by tool name; the proposer turns those names into the ids of
+    the recorded tool calls. Without one, or citing nothing recorded, the plan gets the template's and
+    the rationale says so."""
+    import copy
+
+    tree = forgetting_tree(llm=LlmSettings(url="http://outside.invalid"))
+    own = copy.deepcopy(dict(plan(pool_addition=0.35, learning_rate=0.004)))
+    stated = {"text": "n1 forgets addition (0.02, constraint_slack): replay at 0.35 keeps it at 0.9 or more",
+              "metric": "add_exact_match", "op": ">=", "threshold": 0.9, "cites": ["constraint_slack"]}
+    mine, rec = ask(tree, IMPROVE, Scripted(json.dumps(
+        {"rationale": "replay per constraint_slack", "choice": 0, "plan": own, "hypothesis": stated})), tmp_path)
+    tools = rec.tool_ids()
+    h = mine.hypothesis
+    assert mine.rationale == "own edit: replay per constraint_slack"
+    assert (h.text, h.metric, h.op, h.threshold) == (stated["text"], "add_exact_match", ">=", 0.9)
+    assert len(h.cites) == 1 and tools[h.cites[0]].tool == "constraint_slack" and "constraint_slack:" in h.evidence
+    # the schema offers only this task's validation metrics and the tools actually called
+    model = Scripted(json.dumps({"rationale": "x", "choice": 0, "plan": own,
+                                 "hypothesis": {**stated, "metric": "test_exact_match"}}),
+                     json.dumps({"rationale": "no hypothesis", "choice": 0, "plan": own}))
+    bare, rec = ask(tree, IMPROVE, model, tmp_path)
+    assert sum(isinstance(e, LlmCallFailed) for _, e in rec.events) == 1  # the unknown metric was refused
+    assert bare.rationale.endswith("(it stated no hypothesis citing the evidence: the template's)")
+    assert bare.hypothesis is not None and bare.hypothesis.cites  # the template's, citing the tried plans
+    assert rec.tool_ids()[bare.hypothesis.cites[0]].tool == "tried_plans"

@@ -180,7 +180,7 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
             return choose_candidate(tree, decision, ranked, client, task_text, insights_text,
                                     {k: v[0] for k, v in ev.items()}, base, data,
                                     own_edit=bool(tree.started.llm.url), task=task, steps=steps,
-                                    batch_size=batch_size)
+                                    batch_size=batch_size, evidence_ids={k: v[1] for k, v in ev.items()}, emit=emit)
     if decision.operator == "draft" and search_url is not None or not tree.nodes:
         _tool(emit, "literature_search", {"query": f"LoRA hyperparameters {task}"},
               lambda: tool_literature(f"LoRA hyperparameters {task}", search_url))
@@ -190,9 +190,11 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
         drafts, table = draft_candidates(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data,
                                          emit=emit)
         if drafts:
+            cites = drafts[0].proposal.hypothesis.cites if drafts[0].proposal.hypothesis else ()
             return choose_candidate(tree, decision, drafts, client, task_text, insights_text,
                                     {"tried_plans": table}, base, data, own_edit=bool(tree.started.llm.url),
-                                    task=task, steps=steps, batch_size=batch_size)
+                                    task=task, steps=steps, batch_size=batch_size,
+                                    evidence_ids={"tried_plans": cites[0] if cites else None}, emit=emit)
     bad = None
     if parent is not None and parent.score is not None:
         bad = _tool(emit, "bad_cases", {"node_id": parent.node_id},
@@ -256,7 +258,8 @@ def _propose_values(tree, decision, *, task, steps, batch_size, client, emit, ba
 def _never_a_repeat(tree, decision, prop: Proposal, *, task, steps, batch_size, data, emit) -> Proposal:
     """The LLM's own plan, unless it repeats one already tried (same structure, numbers within a grid
     step): then the optimiser's numbers instead, and the rationale says so. Either way the plan states
-    its hypothesis (it beats the best so far), citing the tried-plans table."""
+    a hypothesis: the model's own (an outside model's edit), or that it beats the best so far, citing
+    the tried-plans table."""
     from trex.propose import evidence as tools
     from trex.propose.rules import _values, beats_best, fresh_numbers, signature, tried
 
@@ -267,13 +270,17 @@ def _never_a_repeat(tree, decision, prop: Proposal, *, task, steps, batch_size, 
         alt = fresh_numbers(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data, emit=emit)
         return replace(alt, rationale=f"the LLM's plan repeated a tried plan ({prop.rationale[:200]!r}); "
                                       f"{alt.rationale}")
+    if prop.hypothesis is not None:  # the outside model's own, checked against the evidence it cites
+        return prop
     table, eid = tools.call_tool(emit, "tried_plans", {}, lambda: tools.tried_plans(tree, steps, data))
     return replace(prop, hypothesis=beats_best(tree, table, eid))
 
 
-def candidate_choice_model(k: int, own_edit: bool):
+def candidate_choice_model(k: int, own_edit: bool, metrics: tuple[str, ...] = (), tools: tuple[str, ...] = ()):
     """What the LLM answers when it chooses among ``k`` candidate edits: a one-line reason and a number
-    (1..k); with ``own_edit`` (a capable outside model) also 0 with a plan of its own (the full schema)."""
+    (1..k); with ``own_edit`` (a capable outside model) also 0 with a plan of its own (the full schema)
+    and, given ``metrics`` and ``tools``, the hypothesis of that plan: a prediction on one of the named
+    validation ``metrics`` and the evidence ``tools`` (by name) it rests on."""
     from typing import Literal, Optional
 
     from pydantic import ConfigDict, Field, create_model
@@ -284,11 +291,46 @@ def candidate_choice_model(k: int, own_edit: bool):
     fields = {"rationale": (str, Field(max_length=300)), "choice": (Literal[options], ...)}  # type: ignore[valid-type]
     if own_edit:
         fields["plan"] = (Optional[Plan], None)
+        if metrics and tools:
+            own = create_model(
+                "OwnHypothesis", __config__=ConfigDict(extra="forbid"),
+                text=(str, Field(min_length=1, max_length=300)),
+                metric=(Literal[tuple(metrics)], ...),  # type: ignore[valid-type]
+                op=(Literal[">=", ">", "<=", "<"], ...),
+                threshold=(float, Field(allow_inf_nan=False)),
+                cites=(tuple[Literal[tuple(tools)], ...], Field(min_length=1, max_length=len(tools))))  # type: ignore[valid-type]
+            fields["hypothesis"] = (Optional[own], None)
     return create_model("CandidateChoice", __config__=ConfigDict(extra="forbid"), **fields)
 
 
+def val_metrics(tree) -> tuple[str, ...]:
+    """The validation metrics a hypothesis may name: the primary one, the constraints', those scored."""
+    from trex.propose.rules import primary_metric
+
+    names = [primary_metric(tree)] + [c.metric for c in tree.started.constraints]
+    for n in tree.nodes.values():
+        names.extend(dict(n.metrics))
+    return tuple(dict.fromkeys(x for x in names if x))
+
+
+def _own_hypothesis(answer, evidence: Mapping[str, str], evidence_ids: Mapping[str, str | None]):
+    """The outside model's hypothesis of its own plan, citing the recorded tool calls it names; None when
+    it gave none (then its plan gets the template's, and the rationale says so)."""
+    from trex.propose.baselines import Hypothesis
+
+    h = getattr(answer, "hypothesis", None)
+    if h is None:
+        return None
+    cites = tuple(dict.fromkeys(evidence_ids[t] for t in h.cites if evidence_ids.get(t)))
+    if not cites:
+        return None
+    words = "; ".join(f"{t}: {evidence[t].splitlines()[0][:150]}" for t in dict.fromkeys(h.cites) if t in evidence)
+    return Hypothesis(h.text, h.metric, h.op, float(h.threshold), words[:2000], cites)
+
+
 def choose_candidate(tree, decision, ranked, client, task_text: str, insights_text: str, evidence: Mapping[str, str],
-                     base, data, *, own_edit: bool, task: str, steps: int, batch_size: int) -> Proposal:
+                     base, data, *, own_edit: bool, task: str, steps: int, batch_size: int,
+                     evidence_ids: Mapping[str, str | None] | None = None, emit: Emit | None = None) -> Proposal:
     """The hybrid step: the LLM picks one of the rules' candidate edits (the numbers are the rules' /
     the optimiser's), or with ``own_edit`` proposes a plan of its own. When the model fails or answers
     junk, the top-ranked candidate is taken and the rationale records it (the failed calls are
@@ -301,7 +343,7 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
                  f"({'higher' if tree.higher_is_better else 'lower'} is better).\n")
     if parent is None:  # a draft: the optimiser's points, described by their values
         menu = "\n".join(f"{i}. {_values_line(r.candidate.values, data)}" for i, r in enumerate(ranked, 1))
-        own = "\n0. a plan of your own: give it as `plan` (the full plan schema)" if own_edit else ""
+        own = ("\n0. a plan of your own: give it as `plan` (the full plan schema)" + OWN_HYPOTHESIS) if own_edit else ""
         user = (f"{task_text}\n\n{base_line}Evidence:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
                 f"New plans (drafts) the optimiser suggests, none tried yet:\n{menu}{own}\n\n"
                 "Choose the draft the evidence and insights say is most promising, or the one that explores where "
@@ -311,7 +353,7 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
                   "try next, from evidence.")
     else:
         menu = "\n".join(f"{i}. {r.candidate.edit}: {r.candidate.hypothesis}" for i, r in enumerate(ranked, 1))
-        own = "\n0. an edit of your own: give it as `plan` (the full plan schema)" if own_edit else ""
+        own = ("\n0. an edit of your own: give it as `plan` (the full plan schema)" + OWN_HYPOTHESIS) if own_edit else ""
         user = (f"{task_text}\n\n{base_line}"
                 f"Evidence on {parent.node_id}:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
                 f"Candidate edits of {parent.node_id}, ranked by the rules:\n{menu}{own}\n\n"
@@ -323,7 +365,9 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
     seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
     top = ranked[0].proposal
     try:
-        res = client.chat(messages, schema=candidate_choice_model(len(ranked), own_edit), purpose="choose",
+        ids = {k: v for k, v in (evidence_ids or {}).items() if v}
+        schema = candidate_choice_model(len(ranked), own_edit, val_metrics(tree), tuple(ids))
+        res = client.chat(messages, schema=schema, purpose="choose",
                           max_tokens=96 if not own_edit else 2048, temperature=tree.started.llm.temperature,
                           seed=seed)
     except LLMError as e:
@@ -334,12 +378,19 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
         if answer.plan is None:
             return replace(top, rationale=f"the LLM chose its own edit but gave no plan: took the top-ranked "
                                           f"candidate. {top.rationale}")
-        own_prop = Proposal(answer.plan, answer.model_dump_json()[:4000], f"own edit: {answer.rationale}")
+        mine = _own_hypothesis(answer, evidence, ids)
+        note = "" if mine is not None else " (it stated no hypothesis citing the evidence: the template's)"
+        own_prop = Proposal(answer.plan, answer.model_dump_json()[:4000], f"own edit: {answer.rationale}{note}",
+                            hypothesis=mine)
         return _never_a_repeat(tree, decision, own_prop, task=task, steps=steps, batch_size=batch_size,
-                               data=data, emit=None)
+                               data=data, emit=emit)
     chosen = ranked[answer.choice - 1].proposal
     return replace(chosen, rationale=f"chose {answer.choice} of {len(ranked)}: {answer.rationale} | "
                                      f"{chosen.rationale}")
+
+
+OWN_HYPOTHESIS = (" and its `hypothesis`: `text`, a prediction on one validation `metric` (`op`, `threshold`) "
+                  "and `cites`, the evidence above it rests on (by name)")
 
 
 def _values_line(values: Mapping[str, Any], data=None) -> str:
