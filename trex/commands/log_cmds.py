@@ -47,7 +47,7 @@ def sql(query, home, fmt, timeout, memory_limit):
     if fmt == "json":
         click.echo(json.dumps([dict(zip(res.columns, map(_jsonable, r))) for r in res.rows], default=str))
     elif fmt == "csv":
-        w = csv.writer(sys.stdout)
+        w = csv.writer(sys.stdout, lineterminator="\n")  # csv defaults to \r\n: not what a shell pipeline expects
         w.writerow(res.columns)
         w.writerows(res.rows)
     else:
