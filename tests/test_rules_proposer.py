@@ -200,3 +200,15 @@ def test_with_enough_scored_nodes_the_replay_share_is_tpes_with_the_rest_of_the_
     assert {k: v for k, v in replay.candidate.values.items() if k != "pool_addition"} == {
         k: v for k, v in parent.items() if k != "pool_addition"}  # the structure: the parent's, one edit
     assert f"at {share:g}" in replay.candidate.hypothesis
+
+
+def test_a_loss_that_barely_moved_gets_ten_times_the_lr_and_no_second_stage():
+    """The demo's n1 (lr 1.2e-4): loss 7.29 -> 7.05 over 300 steps. x3 was still an order of magnitude
+    short, and "a second stage at a third of the lr" refined an adapter that had learnt nothing."""
+    flat = [7.29, 7.5, 7.4, 7.45, 7.41, 7.38, 7.2, 7.12, 7.05]
+    tree = fold([SearchStarted(task=TASK), *with_curve("n1", plan(learning_rate=1.2e-4), 0.02, flat)])
+    cands = candidates(tree, tree.nodes["n1"], DS, 40)
+    assert cands[0].edit == "higher-lr" and abs(cands[0].values["learning_rate"] - 1.2e-3) < 1e-12
+    assert "lr x10" in cands[0].hypothesis
+    assert not any(c.values.get("continue_from_parent") for c in cands)
+

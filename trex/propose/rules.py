@@ -7,14 +7,16 @@ against the base model's, and what its plan already does with the data. Each rul
 proposes one edit of the parent's values with a hypothesis stating what it should change:
 
 * a secondary metric below its bound and a pool to replay → mix the pool in (or double its share);
-* the final training loss still high (above half the first: underfitting) → a higher learning rate;
+* the final training loss still high (above half the first: underfitting) → a higher learning rate
+  (x3; x10 when the loss barely moved, under 10% down: the lr is then orders of magnitude low);
 * the training loss still falling when the trial ended (:func:`~trex.search.tree.still_learning`)
   → a continuation of the parent's adapter for as many steps again;
 * the loss stalled far above fitting the rows → a third of the learning rate (it was too high);
 * the training loss low but the score low (the rows teach the wrong thing: label noise) → clean by
   loss with the parent's adapter (or clean more);
 * a pool the parent never used → try it (a pool written in the evaluation's format helps a shift);
-* otherwise → continue the parent's adapter at a lower learning rate (a second stage).
+* otherwise, for a parent that is not underfitting → continue its adapter at a lower learning rate
+  (a second stage).
 
 Candidates are ranked in that order; the first that is not a repeat of a plan already tried is
 proposed. A repeat is the same structure (operator, continuation, data sources, cleaning, rank,
@@ -34,6 +36,7 @@ from trex.propose.space import DIMS, values_of
 from trex.search.tree import FIT_RATIO, is_number, line_first_loss, still_learning
 
 _LR = DIMS["learning_rate"]
+BARELY = 0.1  # a loss that fell by less than this fraction of its start "barely moved"
 LR_STEP = 1.10  # learning rates within 10% are the same point of the grid
 SHARE_STEP = 1.20
 
@@ -70,6 +73,13 @@ class Evidence:
     @property
     def underfit(self) -> bool:
         return self.first_loss is not None and self.final_loss is not None and self.final_loss > 0.5 * self.first_loss
+
+    @property
+    def barely_moved(self) -> bool:
+        """The loss hardly fell (less than :data:`BARELY` of its start): the learning rate is not a bit
+        low but an order of magnitude or more."""
+        return self.first_loss is not None and self.final_loss is not None and \
+            self.final_loss > (1 - BARELY) * self.first_loss
 
     @property
     def fits(self) -> bool:
@@ -139,10 +149,12 @@ def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate
                 add("replay", {p: new}, f"{parent.node_id} has {metric} {_f(value)} < {bound:g}: mixing "
                                         f"{p[5:]} at {new:g} raises {metric} to >= {bound:g}", metric, ">=", bound)
     if ev.underfit:
-        lr = _clamp(_LR, v0["learning_rate"] * 3)
+        factor = 10 if ev.barely_moved else 3
+        lr = _clamp(_LR, v0["learning_rate"] * factor)
         if lr != v0["learning_rate"]:
             add("higher-lr", {"learning_rate": lr}, f"{parent.node_id} underfits (loss {_f(ev.first_loss)} -> "
-                                                    f"{_f(ev.final_loss)}): lr x3 raises the score above {_f(ev.score)}")
+                                                    f"{_f(ev.final_loss)}): lr x{factor} raises the score above "
+                                                    f"{_f(ev.score)}")
     learning = still_learning(tree, parent)
     if learning and parent.adapter:  # the loss was still falling: more steps on the same adapter
         add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
@@ -168,7 +180,7 @@ def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate
             new = first_share(p)
             add("try-pool", {p: new}, f"pool {p[5:]} adds what the train split lacks: at {new:.3g} the score rises "
                                       f"above {_f(ev.score)}")
-    if parent.adapter:
+    if parent.adapter and not ev.underfit:  # refining an adapter that learnt little at a lower lr gains nothing
         add("continue", {"continue_from_parent": True, "learning_rate": _clamp(_LR, v0["learning_rate"] / 3),
                          "max_steps": max(1, int(v0["max_steps"]) // 2)},
             f"a second stage at a third of the lr refines {parent.node_id} above {_f(ev.score)}")
