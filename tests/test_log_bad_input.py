@@ -315,3 +315,50 @@ def test_append_streams_writes_every_stream_or_none(log):
     got = log.append_streams([("a", raws("a", 2), 0), ("b", raws("b", 2), 1)])
     assert [e.seq for e in got["a"]] == [1, 2] and [e.seq for e in got["b"]] == [2, 3]
     assert verify(log).ok
+
+
+def test_a_segment_missing_from_the_middle_fails_every_reader_and_verify_names_it(log):
+    """Deleting sealed segment 2 of 3 left readers returning the events around it with exit 0."""
+    from trex.events.layout import SegmentMissing
+
+    for i in range(3):
+        log.append("s", _notes(2, f"p{i}"))
+        log.seal()
+    (log.segdir / "00000002.parquet").unlink()
+    (log.segdir / "00000002.sha256").unlink()
+    with pytest.raises(SegmentMissing, match="segment 00000002 is missing"):
+        EventLog(log.home).read("s")
+    rep = verify(EventLog(log.home))
+    assert rep.problems[0].kind == "missing_segment" and rep.problems[0].where == "00000002"
+
+
+@pytest.mark.parametrize("type_, payload", [("NodeSelected", {}), ("TrialFinished", {"node_id": [1]})])
+def test_a_payload_the_fold_cannot_read_is_one_line_naming_it(log, type_, payload):
+    """A record altered with its checksum and hash recomputed: the handler's KeyError/TypeError was the
+    whole message."""
+    from trex.events.base import InvalidPayload
+    from trex.search.projection import fold
+
+    log.append("s", _notes(1))
+    _forge(log, type_, 1, payload)
+    with pytest.raises(InvalidPayload, match=rf"search 's' seq 2: the {type_} payload cannot be folded"):
+        fold(EventLog(log.home).read("s"))
+
+
+@pytest.mark.parametrize("linked", ["log", "log/segments"])
+def test_a_linked_log_or_segments_folder_is_refused_by_readers_too(log, tmp_path, linked):
+    """Writers refused the link; readers followed it and answered another home's log with exit 0."""
+    import shutil
+
+    from trex.events.errors import LinkRefused
+    from trex.events.sql import SqlFailed, query
+
+    log.append("s", _notes(2))
+    other = tmp_path / "other"
+    src = log.home / linked
+    shutil.move(str(src), str(other))
+    src.symlink_to(other)
+    with pytest.raises(LinkRefused, match="is a symbolic link"):
+        EventLog(log.home).read("s")
+    with pytest.raises(SqlFailed, match="is a symbolic link"):
+        query(log.home, "SELECT count(*) FROM events")

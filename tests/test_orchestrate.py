@@ -159,3 +159,18 @@ def test_a_blind_draft_past_num_drafts_is_known_so_a_driver_ahead_of_its_executo
     # the drafts a policy wants are never blind
     t3 = _tree(started, *running[:2], policy="mcts", policy_params={"num_drafts": 3})
     assert not blind_draft(t3, select(t3))
+
+
+def test_an_improve_of_a_parent_with_a_child_in_flight_is_blind_so_a_driver_ahead_can_wait(started):
+    """The demo: n1 (0.015) scored, its child n4 training, the other drafts training; the next decision
+    made ahead of the executors improved n1 again, and again, before n4 said whether the edit worked."""
+    from trex.orchestrate.rules import blind_improve
+    from trex.search import select
+
+    running = [e for nid in ("n2", "n3") for e in evaluated(nid, None, 0.5)[:2]]
+    child = evaluated("n4", "n1", 0.5)[:2]
+    t = _tree(started, *evaluated("n1", None, 0.015), *running, *child, policy="mcts",
+              policy_params={"num_drafts": 3})
+    d = select(t, busy=["n1", None, None])
+    assert (d.node_id, d.operator) == ("n1", "improve")
+    assert blind_improve(d, ["n1", None, None]) and not blind_improve(d, [None, None])

@@ -288,3 +288,62 @@ def test_a_damaged_digest_file_is_a_finding_and_repair_records_it_again(tmp_path
     r = CliRunner().invoke(verify_cmd, ["--repair", "--home", str(home)])
     assert r.exit_code == 0, r.output
     assert fsio.read_digest(seg) == fsio.sha256_file(seg)
+
+
+def _flip_in_footer(seg, pattern: bytes, at: int):
+    """Flip the low bit of the byte ``at`` bytes into the footer's only match of ``pattern``."""
+    data = bytearray(seg.read_bytes())
+    start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    i = bytes(data).find(pattern, start)
+    assert i >= 0 and bytes(data).find(pattern, i + 1) < 0, "the writer's footer layout changed"
+    data[i + at] ^= 0x01
+    seg.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("column", ["hash", "payload", "search_id"])
+def test_a_footer_flip_that_makes_duckdb_read_text_as_blob_gets_no_digest(tmp_path, column):
+    """One bit of a string column's converted type in the footer (the re-audit): pyarrow reads the Arrow
+    schema stored beside it and saw nothing; DuckDB read the column as BLOB. `verify --repair` recorded a
+    digest over it, and from then on `trex ls` and `trex sql` answered b'…' values with exit 0."""
+    from click.testing import CliRunner
+
+    from trex.commands.log_cmds import verify as verify_cmd
+
+    home, seg = _home(tmp_path / "h")
+    fsio.digest_path(seg).unlink()
+    _flip_in_footer(seg, bytes([0x18, len(column)]) + column.encode() + b"%\x00L", 2 + len(column))
+    segments._CHECKED.clear()
+    sql._CHECKED.clear()
+    with pytest.raises(SqlFailed, match=rf"00000001\.parquet: damaged: its columns are not the log's \(DuckDB reads {column} BLOB\)"):
+        query(home, QUERIES[0])
+    assert [p.kind for p in verify(EventLog(home)).problems][:1] == ["corrupt_segment"]
+    r = CliRunner().invoke(verify_cmd, ["--repair", "--home", str(home)])
+    assert r.exit_code == 1 and "DuckDB reads" in r.output and not fsio.digest_path(seg).exists()
+
+
+def test_a_footer_flip_of_a_chunks_physical_type_is_one_line_not_an_abort(tmp_path):
+    """pyarrow calls std::terminate when it reads the statistics of a column chunk whose type disagrees
+    with the schema: every reader of the segment died with SIGABRT. Checked by a child process, so
+    that the test process survives the defect it tests."""
+    import subprocess
+    import sys
+
+    home, seg = _home(tmp_path / "h")
+    fsio.digest_path(seg).unlink()
+    _flip_in_footer(seg, b"\x15\x0c\x19\x35\x00\x06\x10\x19\x18\x09search_id", 1)  # BYTE_ARRAY -> UNKNOWN
+    code = ("import sys; from trex.events.log import EventLog; from trex.events.base import EventError\n"
+            "try:\n    EventLog(sys.argv[1]).read('s')\nexcept EventError as e:\n    print(e); sys.exit(3)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(home)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, (r.returncode, r.stderr[-500:])
+    assert "00000001.parquet: damaged: column search_id's chunk is of type UNKNOWN" in r.stdout
+
+
+def test_a_home_whose_path_is_a_file_pattern_is_refused_by_sql_and_still_checked_whole(tmp_path):
+    """DuckDB expands *, ?, [ ] in read_parquet paths: a home named 'h*' read another home's segments."""
+    _home(tmp_path / "hX")
+    home, seg = _home(tmp_path / "h*")
+    fsio.digest_path(seg).unlink()
+    with pytest.raises(SqlFailed, match="holds a character DuckDB reads as a file pattern"):
+        query(home, QUERIES[0])
+    segments._CHECKED.clear()
+    assert len(EventLog(home).read("s")) == 13 and verify(EventLog(home)).ok  # its own bytes, checked whole

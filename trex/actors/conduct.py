@@ -31,7 +31,7 @@ from trex.events.trials import (ExecutorLeased, ExecutorReleased, ExecutorsAwait
                                 TrialDispatchFailed, WorkResent, WorkStalled)
 from trex.orchestrate import recovery as rec
 from trex.orchestrate.rules import (
-    BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, blind_draft, command_id, decision_event_id,
+    BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, blind_draft, blind_improve, command_id, decision_event_id,
     finish_events, hypothesis_event_id, may_retry_dispatch, may_retry_evaluation, may_retry_proposal, may_retry_trial, next_node_id,
     proposal_event_id, repeated_plan, stop_reason, trials_used,
 )
@@ -300,8 +300,9 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 ahead = len(st.idle) <= len(st.ready) + len(st.props) and not (
                     st.shared and len(st.leased) < len(pool.executors))
                 d = select(tree, busy=busy)
-                if ahead and st.trains and blind_draft(tree, d):
-                    break  # nothing to improve yet: wait for the trials in flight rather than draft blind
+                scoring = [tree.nodes[n].parent_id for n, *_ in st.evals.values() if n in tree.nodes]
+                if ahead and st.trains and (blind_draft(tree, d) or blind_improve(d, busy + scoring)):
+                    break  # wait for the trials in flight rather than draft, or edit a parent again, blind
                 emit(d.to_event(), event_id=decision_event_id(sid, d.decision_id))
                 dispatch_proposal({"decision_id": d.decision_id, "node_id": d.node_id, "operator": d.operator,
                                    "index": d.index})

@@ -12,11 +12,28 @@ def segments_dir(home: str | os.PathLike) -> Path:
     return Path(home) / "log" / "segments"
 
 
-def listing(segdir: Path) -> tuple[list[int], list[int]]:
+class SegmentMissing(EventError):
+    """A segment number between the first and the last is not there: its events are gone."""
+
+
+def missing(sealed: list[int], open_: list[int]) -> list[int]:
+    """Segment numbers absent from 1 .. the last: segments are numbered from 1 and each seal opens the
+    next, so a gap is a segment deleted or moved, never a state trex leaves."""
+    have = set(sealed) | set(open_)
+    return [n for n in range(1, max(have, default=0) + 1) if n not in have]
+
+
+def listing(segdir: Path, allow_missing: bool = False) -> tuple[list[int], list[int]]:
     """(sealed segment numbers, open segment numbers); a jsonl beside its parquet counts as sealed.
 
-    A segment that is a symbolic link raises :class:`LinkRefused`: it is never read or written."""
+    A segment that is a symbolic link raises :class:`LinkRefused`: it is never read or written. A
+    segment missing between the first and the last raises :class:`SegmentMissing` (readers would
+    otherwise return the events around it, exit 0) unless ``allow_missing`` (``trex verify`` lists it)."""
     sealed, open_ = [], []
+    for d in (segdir.parent, segdir):  # HOME/log and HOME/log/segments: a link would read another home's log
+        if d.is_symlink():
+            raise LinkRefused(f"{d} is a symbolic link: refused (trex never reads or writes the log through "
+                              "links; replace it with the folder itself)")
     try:
         entries = list(os.scandir(segdir))
     except FileNotFoundError:
@@ -33,7 +50,12 @@ def listing(segdir: Path) -> tuple[list[int], list[int]]:
         (sealed if ext == "parquet" else open_).append(int(stem))
     sealed.sort()
     done = set(sealed)
-    return sealed, sorted(n for n in open_ if n not in done)
+    open_ = sorted(n for n in open_ if n not in done)
+    if not allow_missing and (gone := missing(sealed, open_)):
+        raise SegmentMissing(f"segment {gone[0]:08d} is missing from {segdir}"
+                             + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")
+                             + ": the events it held are not in the log; restore it (`trex verify` lists the damage)")
+    return sealed, open_
 
 
 def seg_path(segdir: Path, n: int, ext: str) -> Path:

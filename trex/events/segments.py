@@ -172,9 +172,23 @@ def check_digest(path: Path) -> bool:
             raise _damaged(path, f"its bytes do not match the digest recorded when it was sealed "
                                  f"({digest_path(path).name}; the segment or that file changed)")
     else:
-        verify_whole(path)
+        check_whole(path)
     _CHECKED[key] = want is not None
     return want is not None
+
+
+def check_whole(path: Path, data: bytes | None = None) -> int:
+    """A segment without a digest, checked whole as both of its readers read it: pyarrow
+    (:func:`verify_whole`) and DuckDB (:func:`trex.events.sql.whole_check`: the column types it reads
+    and the statistics it prunes by). A digest recorded after this vouches for the bytes to both."""
+    n = verify_whole(path, data)
+    from trex.events.sql import SqlFailed, whole_check
+
+    try:
+        whole_check(path)
+    except SqlFailed as e:
+        raise CorruptSegment(str(e).removesuffix(" (nothing was read; `trex verify` lists the damage)")) from None
+    return n
 
 
 def verify_whole(path: Path, data: bytes | None = None) -> int:
@@ -203,7 +217,7 @@ def verify_whole(path: Path, data: bytes | None = None) -> int:
             if t.num_rows != md.row_group(g).num_rows:
                 raise _damaged(path, f"row group {g} holds {t.num_rows} rows, its footer says {md.row_group(g).num_rows}")
             cols = [c.to_pylist() for c in t.columns]
-            _check_stats(path, md.row_group(g), t)
+            _check_stats(path, md.row_group(g), t, md.schema)
             for row in zip(*cols):
                 (pos, sid, seq, eid, typ, ver, at, cause, corr, payload, prev, h) = row
                 if position is not None and pos != position + 1:
@@ -234,7 +248,7 @@ def verify_whole(path: Path, data: bytes | None = None) -> int:
     return n
 
 
-def _check_stats(path: Path, rg, t: pa.Table) -> None:
+def _check_stats(path: Path, rg, t: pa.Table, schema) -> None:
     """Row-group statistics must agree with the data: readers (DuckDB, pyarrow filters) skip row groups by
     them, so a damaged statistic would hide rows without an error. No bloom filter or page index is written."""
     import pyarrow.compute as pc
@@ -242,6 +256,9 @@ def _check_stats(path: Path, rg, t: pa.Table) -> None:
     for j in range(rg.num_columns):
         c = rg.column(j)
         name = c.path_in_schema
+        if c.physical_type != schema.column(j).physical_type:  # pyarrow aborts the process on its statistics
+            raise _damaged(path, f"column {name}'s chunk is of type {c.physical_type}, its schema says "
+                                 f"{schema.column(j).physical_type}")
         if c.bloom_filter_offset is not None or c.has_column_index or c.has_offset_index:
             raise _damaged(path, f"column {name} has an index trex never writes")
         s = c.statistics
@@ -276,7 +293,7 @@ def record_digests(segdir: Path, sealed: list[int], skip_damaged: bool = False) 
         except FileNotFoundError:
             continue
         try:
-            verify_whole(path, data)
+            check_whole(path, data)
         except CorruptSegment as e:
             if not skip_damaged:
                 raise

@@ -174,15 +174,48 @@ def _f(col: str) -> str:
 _HASH_SQL = ("sha256(concat_ws('|', " + ", ".join(_f(c) for c in (
     "prev_hash", "event_id", "search_id", "CAST(seq AS VARCHAR)", "type", "CAST(schema_version AS VARCHAR)",
     "recorded_at", "causation_id", "correlation_id")) + ") || chr(10) || payload)")
+_GLOB = re.compile(r"[*?\[\]{}]")
 _COL_NAMES = [c.strip() for c in _COLS.split(",")]
+_DUCK_TYPES = [(c, "INTEGER" if c == "schema_version" else "BIGINT" if c in ("position", "seq") else "VARCHAR")
+               for c in _COL_NAMES]
+
+
+def whole_check(path: Path) -> None:
+    """:func:`_whole_check` on a connection of its own: what ``trex verify --repair`` asks before it
+    records a digest (a digest blesses the bytes for DuckDB too)."""
+    path = Path(path)
+    con = duckdb.connect()
+    try:
+        if _GLOB.search(str(path.resolve())):  # DuckDB would read it as a pattern: check a copy of its bytes
+            import shutil
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="trex-check-") as d:
+                copy = Path(d) / path.name
+                with open(fsio.open_nofollow(path, os.O_RDONLY), "rb") as src, open(copy, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                _whole_check(con, copy)
+        else:
+            _whole_check(con, path)
+    finally:
+        con.close()
 
 
 def _whole_check(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Check a sealed segment that has no digest, whole, as DuckDB reads it: every event's hash
     recomputed, positions consecutive, the row count and the row-group statistics (DuckDB skips row
     groups by them) as the data says, no index trex never writes."""
+    if _GLOB.search(str(path.resolve())):
+        raise _damaged(path, "its path holds a character DuckDB reads as a file pattern (*, ?, [, {); "
+                             "use a home path without them")
     f = _sql_str(str(path.resolve()))
     try:
+        # the types DuckDB reads: one flipped bit in a footer's converted type made a text column BLOB,
+        # which pyarrow (reading the Arrow schema stored beside it) never saw
+        types = [(c, t) for c, t, *_ in con.execute(f"DESCRIBE SELECT * FROM read_parquet({f})").fetchall()]
+        if types != _DUCK_TYPES:
+            bad = next((f"{c} {t}" for (c, t), want in zip(types, _DUCK_TYPES) if (c, t) != want), "")
+            raise _damaged(path, "its columns are not the log's" + (f" (DuckDB reads {bad})" if bad else ""))
         meta = con.execute(
             "SELECT row_group_id, row_group_num_rows, path_in_schema, stats_min_value, stats_max_value, "
             "stats_null_count, min_is_exact, max_is_exact, bloom_filter_offset, column_index_offset, "
@@ -192,7 +225,7 @@ def _whole_check(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         r = con.execute(
             f"SELECT count(*), min(position), max(position), count(DISTINCT position), "
             f"count(*) FILTER (WHERE {_HASH_SQL} IS DISTINCT FROM hash), {aggs} FROM read_parquet({f})").fetchone()
-    except duckdb.Error as e:
+    except (duckdb.Error, ValueError, UnicodeError) as e:  # a damaged name in the footer: not UTF-8
         raise _damaged(path, f"cannot be read ({_line(e)})") from None
     groups = {(rg, nrows) for (rg, nrows, *_rest) in meta}
     stats = {}
@@ -277,6 +310,9 @@ def _connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
              views: Iterable[str] = ()) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     home = Path(home)
     readable = str(layout.segments_dir(home).resolve())
+    if _GLOB.search(readable):  # read_parquet would expand it: another home's segments read as this one's
+        raise SqlFailed(f"the log's path {readable} holds a character DuckDB reads as a file pattern "
+                        "(*, ?, [, {): `trex sql` cannot read it safely; use a home path without them")
     # no temp directory: DuckDB would spill there, and files it writes there are readable by queries
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads,
                                              "temp_directory": ""})

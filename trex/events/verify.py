@@ -14,7 +14,7 @@ from trex.events.log import EventLog
 
 @dataclass(frozen=True)
 class Problem:
-    # torn_tail | corrupt_segment | corrupt_digest | corrupt_record | quarantined | hash_mismatch | broken_chain | gap
+    # torn_tail | missing_segment | corrupt_segment | corrupt_digest | corrupt_record | quarantined | hash_mismatch | broken_chain | gap
     # | duplicate_id | bad_payload
     kind: str
     where: str
@@ -53,7 +53,12 @@ def _verify(log: EventLog, search_id: str | None, check_payloads: bool) -> Repor
     from trex.events import segments
 
     rep = Report()
-    sealed, open_ = log._listing()
+    from trex.events import layout
+
+    sealed, open_ = layout.listing(log.segdir, allow_missing=True)
+    for n in layout.missing(sealed, open_):
+        rep.problems.append(Problem("missing_segment", f"{n:08d}", "no segment of this number: the events it held "
+                                    "are not in the log (deleted or moved); restore it from a backup"))
     tagged: list[tuple[str, dict]] = []
     for n in sealed:
         path = log.seg_path(n, "parquet")

@@ -113,6 +113,16 @@ def blind_draft(tree: SearchTree, decision) -> bool:
     return drafts >= wanted
 
 
+def blind_improve(decision, busy) -> bool:
+    """Whether ``decision`` edits a node that already has a child in flight (``busy``: the parents of
+    the plans being proposed, waiting or training). Made ahead of the executors it would choose the
+    parent's next edit before the result of the one in flight says whether that direction works (the
+    demo improved its weakest draft three times while its best draft's first result was a minute away):
+    the driver waits for the results in flight instead, as for a blind draft. An idle executor is never
+    kept waiting for this."""
+    return decision.operator in ("improve", "debug") and decision.node_id is not None and decision.node_id in set(busy)
+
+
 # ------------------------------------------------------------------------------------ repeats
 NO_REPEAT_PROPOSERS = frozenset({"rules", "llm", "llm-notools"})  # the agent's proposers: never a plan twice
 

@@ -20,7 +20,7 @@ from dataclasses import MISSING
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-from trex.events.base import Event, SchemaTooNew, UnknownEventType, registered_types, upcast
+from trex.events.base import Event, InvalidPayload, SchemaTooNew, UnknownEventType, registered_types, upcast
 from trex.events.envelope import Envelope
 from trex.events.search import SearchStarted, violations
 from trex.search.tree import DecisionRecord, HeldOut, HistoryPoint, Node, SearchTree, is_number
@@ -582,6 +582,13 @@ def _all_versions() -> dict[str, int]:
     return _ALL_VERSIONS
 
 
+def _unfoldable_payload(t: str, seq: int, sid: str, e: Exception) -> None:
+    """A stored payload the handler cannot read (the log validated it on append: only a record altered
+    with its checksum and hash recomputed gets here): one line naming it, never a bare KeyError."""
+    raise InvalidPayload(f"search {sid!r} seq {seq}: the {t} payload cannot be folded ({type(e).__name__}: "
+                         f"{str(e)[:120]}); `trex verify` checks the log") from None
+
+
 def _not_foldable(t: str, version: int, seq: int, sid: str) -> None:
     """An event this trex cannot read is a hard error, never skipped: skipping one the tree should
     have folded would show a wrong tree with exit 0 (a log written by a newer trex, or damage that kept
@@ -652,10 +659,13 @@ def _fold_chunk(b: _Builder, items: list) -> None:
         if sid == f["search_id"] and t not in _FIRST:
             f["activity"] += 1
         h = handlers.get(t)
-        if h is not None:
-            h(b, d)
-        else:
-            meta[t](b, d, corr, cause)
+        try:
+            if h is not None:
+                h(b, d)
+            else:
+                meta[t](b, d, corr, cause)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            _unfoldable_payload(t, seq, sid, e)
     f["n_events"] += len(items)
     f["last_seq"] = last
 
