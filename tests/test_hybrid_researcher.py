@@ -85,9 +85,11 @@ def test_the_llm_chooses_among_the_rules_candidates_and_the_hypothesis_cites_the
     ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=tree.started.trial.steps,
                                batch_size=tree.started.trial.batch_size, data=DS)
     assert len(ranked) >= 2 and ranked[0].candidate.edit == "replay"
-    model = Scripted('{"rationale": "n1 underfits per training_curve", "choice": 2}')
+    k = len(ranked)  # asked twice, the menu reversed the second time: the same candidate both times
+    model = Scripted('{"rationale": "n1 underfits per training_curve", "choice": 2}',
+                     f'{{"rationale": "n1 underfits per training_curve", "choice": {k - 1}}}')
     prop, rec = ask(tree, IMPROVE, model, tmp_path)
-    assert prop.plan == ranked[1].proposal.plan and prop.rationale.startswith("chose 2 of")
+    assert prop.plan == ranked[1].proposal.plan and prop.rationale.startswith(f"chose 2 of {k} (and again")
     tools = rec.tool_ids()
     assert {"task_data", "read_insights", "training_curve", "constraint_slack"} <= {t.tool for t in tools.values()}
     h = prop.hypothesis
@@ -96,9 +98,10 @@ def test_the_llm_chooses_among_the_rules_candidates_and_the_hypothesis_cites_the
     slack = next(t for t in tools.values() if t.tool == "constraint_slack")
     assert "add_exact_match 0.02 vs >= 0.9: slack -0.88 (violated)" in slack.result
     # the prompt is the evidence and the menu, bounded, with no hyperparameter advice
-    (messages,) = model.seen
+    messages, reversed_ = model.seen
     prompt = "\n".join(m["content"] for m in messages)
     assert "1. replay:" in prompt and "2. " in prompt and "slack -0.88" in prompt
+    assert f"{k}. replay:" in "\n".join(m["content"] for m in reversed_)
     assert "usually" not in prompt and "1e-3" not in prompt and len(prompt) < 6000, len(prompt)
 
 
@@ -146,10 +149,11 @@ def test_a_draft_is_the_models_choice_among_the_optimisers_new_plans(tmp_path):
                                  batch_size=tree.started.trial.batch_size, data=DS)
     sigs = [signature(r.candidate.values) for r in drafts]
     assert len(drafts) == 3 and len(set(sigs)) == 3 and not set(sigs) & tried(tree, tree.started.trial.steps, DS)
-    model = Scripted('{"rationale": "3 explores a higher learning rate than n1", "choice": 3}')
+    model = Scripted('{"rationale": "3 explores a higher learning rate than n1", "choice": 3}',
+                     '{"rationale": "1 explores a higher learning rate than n1", "choice": 1}')
     prop, rec = ask(tree, d, model, tmp_path)
     assert prop.plan == drafts[2].proposal.plan and prop.rationale.startswith("chose 3 of 3")
-    (messages,) = model.seen
+    messages, _ = model.seen
     prompt = "\n".join(m["content"] for m in messages)
     assert "New plans (drafts)" in prompt and "3. learning_rate " in prompt and len(prompt) < 6000
     tables = {eid for eid, ev in rec.events if isinstance(ev, ToolCalled) and ev.tool == "tried_plans"}
@@ -234,7 +238,10 @@ def test_an_outside_model_may_propose_its_own_edit_and_the_guard_still_refuses_t
 
     own = copy.deepcopy(dict(plan(pool_addition=0.2)))
     own["data"]["sources"][0]["uri"] = f"task:{TASK}/test"  # the held-out split, dressed as training data
-    answers = ['{"rationale": "replay per constraint_slack", "choice": 1}',
+    k = len(ranked_candidates(forgetting_tree(), forgetting_tree().nodes["n1"], task=TASK, steps=100, batch_size=32,
+                              data=DS))
+    answers = ['{"rationale": "replay per constraint_slack", "choice": 1}',  # and 1 again, the menu reversed:
+               f'{{"rationale": "replay per constraint_slack", "choice": {k}}}',
                "lol", "lol", "lol",
                json.dumps({"rationale": "my own: train on the test rows", "choice": 0, "plan": own})]
     server = Server(answers)
@@ -306,3 +313,18 @@ def test_an_outside_models_own_edit_carries_its_own_hypothesis_citing_the_eviden
     assert bare.rationale.endswith("(it stated no hypothesis citing the evidence: the template's)")
     assert bare.hypothesis is not None and bare.hypothesis.cites  # the template's, citing the tried plans
     assert rec.tool_ids()[bare.hypothesis.cites[0]].tool == "tried_plans"
+
+
+def test_a_choice_that_follows_the_position_not_the_evidence_is_not_taken(tmp_path):
+    """SmolLM2 answered "3 of 3" to most menus: the rules' last-ranked edit, every time. Asked again with
+    the menu reversed, a model that picks by position names another candidate: the top-ranked is taken
+    and the rationale says why; both calls are made."""
+    tree = forgetting_tree()
+    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=tree.started.trial.steps,
+                               batch_size=tree.started.trial.batch_size, data=DS)
+    k = len(ranked)
+    model = Scripted(f'{{"rationale": "the last one", "choice": {k}}}')  # the same position, both times
+    prop, rec = ask(tree, IMPROVE, model, tmp_path)
+    assert prop.plan == ranked[0].proposal.plan and len(model.seen) == 2
+    assert prop.rationale.startswith(f"the LLM chose {k} of {k}, but asked again with the menu reversed it chose "
+                                     f"{k} (= 1 above): its choice followed the position")

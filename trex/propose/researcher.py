@@ -334,46 +334,31 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
     """The hybrid step: the LLM picks one of the rules' candidate edits (the numbers are the rules' /
     the optimiser's), or with ``own_edit`` proposes a plan of its own. When the model fails or answers
     junk, the top-ranked candidate is taken and the rationale records it (the failed calls are
-    ``LlmCallFailed`` events): the search never stalls on the model."""
+    ``LlmCallFailed`` events): the search never stalls on the model.
+
+    A choice counts only if it survives reordering: the model is asked again with the menu reversed,
+    and where the two answers name different candidates its choice followed the position, not the
+    evidence (small models pick by position: SmolLM2 answered "3 of 3" to most menus, always the
+    rules' last-ranked edit), so the top-ranked candidate is taken and the rationale says so (the
+    positional bias of multiple-choice answers, Zheng et al. 2023, arXiv 2309.03882)."""
     from trex.llm.types import LLMError
 
     parent = tree.nodes.get(decision.node_id) if decision.node_id else None
-    facts = "\n".join(f"{k}: {v[:500]}" for k, v in evidence.items())
-    base_line = (f"Base model score: {base if base is not None else 'unknown'} "
-                 f"({'higher' if tree.higher_is_better else 'lower'} is better).\n")
-    if parent is None:  # a draft: the optimiser's points, described by their values
-        menu = "\n".join(f"{i}. {_values_line(r.candidate.values, data)}" for i, r in enumerate(ranked, 1))
-        own = ("\n0. a plan of your own: give it as `plan` (the full plan schema)" + OWN_HYPOTHESIS) if own_edit else ""
-        user = (f"{task_text}\n\n{base_line}Evidence:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
-                f"New plans (drafts) the optimiser suggests, none tried yet:\n{menu}{own}\n\n"
-                "Choose the draft the evidence and insights say is most promising, or the one that explores where "
-                "the trials so far say least; give the reason in one short sentence. Answer with the JSON object "
-                "only.")
-        system = ("You are a careful ML researcher tuning LoRA fine-tuning runs. You choose which new plan to "
-                  "try next, from evidence.")
-    else:
-        menu = "\n".join(f"{i}. {r.candidate.edit}: {r.candidate.hypothesis}" for i, r in enumerate(ranked, 1))
-        own = ("\n0. an edit of your own: give it as `plan` (the full plan schema)" + OWN_HYPOTHESIS) if own_edit else ""
-        user = (f"{task_text}\n\n{base_line}"
-                f"Evidence on {parent.node_id}:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
-                f"Candidate edits of {parent.node_id}, ranked by the rules:\n{menu}{own}\n\n"
-                "Choose the edit the evidence supports best; give the reason in one short sentence citing the "
-                "evidence. Answer with the JSON object only.")
-        system = ("You are a careful ML researcher improving a LoRA fine-tuning run. You choose which edit of a "
-                  "trained node to try next, from evidence.")
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
     top = ranked[0].proposal
+    ids = {k: v for k, v in (evidence_ids or {}).items() if v}
+    schema = candidate_choice_model(len(ranked), own_edit, val_metrics(tree), tuple(ids))
+    seed = int.from_bytes(decision.decision_id.encode()[:4], "big") % (2**31)
+
+    def ask(order, attempt: int):
+        messages = _choice_messages(tree, parent, order, task_text, insights_text, evidence, base, data, own_edit)
+        return client.chat(messages, schema=schema, purpose="choose", max_tokens=96 if not own_edit else 2048,
+                           temperature=tree.started.llm.temperature, seed=seed + attempt).parsed
+
     try:
-        ids = {k: v for k, v in (evidence_ids or {}).items() if v}
-        schema = candidate_choice_model(len(ranked), own_edit, val_metrics(tree), tuple(ids))
-        res = client.chat(messages, schema=schema, purpose="choose",
-                          max_tokens=96 if not own_edit else 2048, temperature=tree.started.llm.temperature,
-                          seed=seed)
+        answer = ask(ranked, 0)
     except LLMError as e:
         what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
         return replace(top, rationale=f"LLM failed ({str(e)[:200]}): took {what}. {top.rationale}")
-    answer = res.parsed
     if answer.choice == 0:
         if answer.plan is None:
             return replace(top, rationale=f"the LLM chose its own edit but gave no plan: took the top-ranked "
@@ -384,9 +369,53 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
                             hypothesis=mine)
         return _never_a_repeat(tree, decision, own_prop, task=task, steps=steps, batch_size=batch_size,
                                data=data, emit=emit)
-    chosen = ranked[answer.choice - 1].proposal
-    return replace(chosen, rationale=f"chose {answer.choice} of {len(ranked)}: {answer.rationale} | "
-                                     f"{chosen.rationale}")
+    chosen = ranked[answer.choice - 1]
+    if len(ranked) > 1:
+        backwards = ranked[::-1]
+        try:
+            again = ask(backwards, 1)
+            second = backwards[again.choice - 1] if again.choice else None
+        except LLMError as e:
+            second, again = None, None
+            why = f"asked again with the menu reversed, it failed ({str(e)[:120]})"
+        if second is not chosen:
+            if again is not None:
+                why = (f"asked again with the menu reversed it chose "
+                       + (f"{again.choice} (= {ranked.index(second) + 1} above)" if second is not None else "its own plan"))
+            what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
+            return replace(top, rationale=f"the LLM chose {answer.choice} of {len(ranked)}, but {why}: its choice "
+                                          f"followed the position, not the evidence; took {what}. {top.rationale}")
+    return replace(chosen.proposal, rationale=f"chose {answer.choice} of {len(ranked)} (and again with the menu "
+                                              f"reversed): {answer.rationale} | {chosen.proposal.rationale}")
+
+
+def _choice_messages(tree, parent, order, task_text: str, insights_text: str, evidence: Mapping[str, str], base,
+                     data, own_edit: bool) -> list[dict[str, str]]:
+    """The CandidateChoice prompt with the menu in ``order`` (numbered from 1)."""
+    facts = "\n".join(f"{k}: {v[:500]}" for k, v in evidence.items())
+    base_line = (f"Base model score: {base if base is not None else 'unknown'} "
+                 f"({'higher' if tree.higher_is_better else 'lower'} is better).\n")
+    if parent is None:  # a draft: the optimiser's points, described by their values
+        menu = "\n".join(f"{i}. {_values_line(r.candidate.values, data)}" for i, r in enumerate(order, 1))
+        own = ("\n0. a plan of your own: give it as `plan` (the full plan schema)" + OWN_HYPOTHESIS) if own_edit else ""
+        user = (f"{task_text}\n\n{base_line}Evidence:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
+                f"New plans (drafts) the optimiser suggests, none tried yet:\n{menu}{own}\n\n"
+                "Choose the draft the evidence and insights say is most promising, or the one that explores where "
+                "the trials so far say least; give the reason in one short sentence. Answer with the JSON object "
+                "only.")
+        system = ("You are a careful ML researcher tuning LoRA fine-tuning runs. You choose which new plan to "
+                  "try next, from evidence.")
+    else:
+        menu = "\n".join(f"{i}. {r.candidate.edit}: {r.candidate.hypothesis}" for i, r in enumerate(order, 1))
+        own = ("\n0. an edit of your own: give it as `plan` (the full plan schema)" + OWN_HYPOTHESIS) if own_edit else ""
+        user = (f"{task_text}\n\n{base_line}"
+                f"Evidence on {parent.node_id}:\n{facts}\n\nInsights:\n{insights_text[:800]}\n\n"
+                f"Candidate edits of {parent.node_id}:\n{menu}{own}\n\n"
+                "Choose the edit the evidence supports best; give the reason in one short sentence citing the "
+                "evidence. Answer with the JSON object only.")
+        system = ("You are a careful ML researcher improving a LoRA fine-tuning run. You choose which edit of a "
+                  "trained node to try next, from evidence.")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 OWN_HYPOTHESIS = (" and its `hypothesis`: `text`, a prediction on one validation `metric` (`op`, `threshold`) "
