@@ -212,3 +212,14 @@ def test_a_loss_that_barely_moved_gets_ten_times_the_lr_and_no_second_stage():
     assert "lr x10" in cands[0].hypothesis
     assert not any(c.values.get("continue_from_parent") for c in cands)
 
+
+
+def test_cleaning_a_second_stage_retrains_with_its_lines_first_values():
+    """Cleaning retrains from the base model: the demo's n6 cleaned a second stage (a third of the lr,
+    half the steps) and retrained at those values from scratch, scoring 0.02."""
+    stage = plan(learning_rate=5e-3 / 3, continue_from_parent=True, max_steps=20)
+    tree = fold([SearchStarted(task=TASK), *node("n1", plan(), 0.3, 0.95, first_loss=7.4, final_loss=0.8),
+                 *node("n2", stage, 0.4, 0.95, first_loss=0.8, final_loss=0.5, parent="n1")])
+    (clean,) = [c for c in candidates(tree, tree.nodes["n2"], DS, 40) if c.edit == "clean"]
+    assert clean.values["clean_node"] == "n2" and clean.values["learning_rate"] == 5e-3
+    assert clean.values["max_steps"] == 40 and not clean.values.get("continue_from_parent")

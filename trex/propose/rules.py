@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 from trex.propose.baselines import Hypothesis, Proposal, _clamp, finish, propose_optuna, propose_random
 from trex.propose.space import DIMS, values_of
-from trex.search.tree import FIT_RATIO, is_number, line_first_loss, still_learning
+from trex.search.tree import FIT_RATIO, is_number, line_first_loss, line_start, still_learning
 
 _LR = DIMS["learning_rate"]
 BARELY = 0.1  # a loss that fell by less than this fraction of its start "barely moved"
@@ -170,8 +170,13 @@ def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate
     if data is not None and parent.adapter and ev.fits:
         frac = float(v0.get("clean_fraction") or 0.0)
         nxt = next((c for c in data.dim("clean_fraction").choices if c > max(frac, 0.1)), None)
+        # cleaning retrains from the base: with the training values of the line's start, not a second
+        # stage's third of the lr and half the steps (the demo's n6 retrained at those and scored 0.02)
+        start = line_start(tree, parent)
+        training = {k: x for k, x in values_of(start.plan, steps, data).items()
+                    if k in DIMS or k == "max_steps"} if start is not parent else {}
         if nxt is not None:
-            add("clean", {"clean_fraction": nxt, "clean_node": parent.node_id},
+            add("clean", {**training, "clean_fraction": nxt, "clean_node": parent.node_id},
                 f"{parent.node_id} fits its rows (loss {_f(ev.first_loss)} -> {_f(ev.final_loss)}) yet scores "
                 f"{_f(ev.score)}: the rows it finds hardest are noise, and dropping {nxt:g} of them raises the "
                 f"score above {_f(ev.score)}")

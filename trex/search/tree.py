@@ -97,15 +97,21 @@ class Node:
         return sum(losses[k:2 * k]) / k, sum(losses[-k:]) / k
 
 
-def line_first_loss(tree: "SearchTree", node: Node) -> Any:
-    """The first training loss of the adapter ``node`` trained: its own, or — for a continuation,
-    which starts from its parent's last loss — that of the first node of its line (the one that
-    started the adapter). What underfitting and fitting are judged against."""
+def line_start(tree: "SearchTree", node: Node) -> Node:
+    """The node that started the adapter ``node`` trained: ``node`` itself, or — for a continuation —
+    the first node of its line."""
     n, seen = node, set()
     while n.plan.get("continue_from_parent") and n.parent_id in tree.nodes and n.node_id not in seen:
         seen.add(n.node_id)
         n = tree.nodes[n.parent_id]
-    return dict(n.train_metrics).get("first_loss")
+    return n
+
+
+def line_first_loss(tree: "SearchTree", node: Node) -> Any:
+    """The first training loss of the adapter ``node`` trained: its own, or — for a continuation,
+    which starts from its parent's last loss — that of the first node of its line (the one that
+    started the adapter). What underfitting and fitting are judged against."""
+    return dict(line_start(tree, node).train_metrics).get("first_loss")
 
 
 def still_learning(tree: "SearchTree", node: Node) -> bool:
