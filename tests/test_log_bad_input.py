@@ -362,3 +362,21 @@ def test_a_linked_log_or_segments_folder_is_refused_by_readers_too(log, tmp_path
         EventLog(log.home).read("s")
     with pytest.raises(SqlFailed, match="is a symbolic link"):
         query(log.home, "SELECT count(*) FROM events")
+
+
+@pytest.mark.parametrize("stray", ["1.parquet", "2.jsonl", "٣.jsonl", "99999999.jsonl"])
+def test_a_stray_file_never_aliases_a_segment_nor_costs_memory(log, stray):
+    """An empty '1.parquet' was read as segment 1 (every event twice); '99999999.jsonl' made the
+    missing-segment check list a hundred million numbers. Only the names trex writes are segments,
+    and a gap up to a stray number is counted, not listed."""
+    from trex.events.layout import SegmentMissing
+
+    log.append("s", _notes(2))
+    log.seal()
+    log.append("s", _notes(1, "m"))
+    (log.segdir / stray).write_bytes(b"")
+    if stray == "99999999.jsonl":
+        with pytest.raises(SegmentMissing, match=r"segment 00000003 is missing .* \(and 99999995 more\)"):
+            EventLog(log.home).read("s")
+    else:
+        assert [e.seq for e in EventLog(log.home).read("s")] == [1, 2, 3]

@@ -347,3 +347,39 @@ def test_a_home_whose_path_is_a_file_pattern_is_refused_by_sql_and_still_checked
         query(home, QUERIES[0])
     segments._CHECKED.clear()
     assert len(EventLog(home).read("s")) == 13 and verify(EventLog(home)).ok  # its own bytes, checked whole
+
+
+def test_a_statistic_left_with_one_bound_is_damage_not_a_skipped_check(tmp_path):
+    """One bit turned the seq column's max_value field into a second min_value: DuckDB saw min 12 and
+    no max, judged `seq > 2` always true and returned rows that fail it (exit 0), and the whole check
+    skipped a column whose statistics lacked a bound; repair then recorded a digest over it."""
+    home, seg = _home(tmp_path / "h")
+    fsio.digest_path(seg).unlink()
+    want = query(home, "SELECT count(*) FROM events WHERE seq > 2").rows
+    data = bytearray(seg.read_bytes())
+    start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    pattern = b"\x28\x08" + (12).to_bytes(8, "little") + b"\x18\x08" + (1).to_bytes(8, "little")  # max_value 12, min_value 1
+    found = [i for i in range(start, len(data)) if bytes(data[i:i + len(pattern)]) == pattern]
+    assert found, "the writer's footer layout changed"
+    for i in found:
+        data[i] ^= 0x10  # field 5 (max_value) -> field 6 (min_value)
+    seg.write_bytes(bytes(data))
+    sql._CHECKED.clear()
+    segments._CHECKED.clear()
+    with pytest.raises(SqlFailed, match=r"00000001\.parquet: damaged: the statistics of column seq"):
+        query(home, "SELECT count(*) FROM events WHERE seq > 2")
+    done, damaged = segments.record_digests(seg.parent, [1], skip_damaged=True)
+    assert done == [] and damaged and not fsio.digest_path(seg).exists()
+    assert want == [(11,)]
+
+
+def test_a_digest_recorded_over_a_footer_duckdb_misreads_no_longer_vouches_for_it(tmp_path):
+    """Homes repaired by the trex before the DuckDB check: a digest over text columns DuckDB reads as
+    BLOB. The column types are checked from the footers of every segment, digest or not."""
+    home, seg = _home(tmp_path / "h")
+    _flip_in_footer(seg, bytes([0x18, 7]) + b"payload" + b"%\x00L", 2 + 7)
+    fsio.write_digest(seg, fsio.sha256_of(seg.read_bytes()), seg.stat().st_size)  # as the older repair did
+    sql._CHECKED.clear()
+    with pytest.raises(SqlFailed, match=r"00000001\.parquet: damaged: its columns are not the log's \(payload is BYTE_ARRAY/None"):
+        query(home, QUERIES[0])
+    assert "corrupt_segment" in [p.kind for p in verify(EventLog(home)).problems]

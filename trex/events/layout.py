@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from trex.events import records
 from trex.events.errors import EventError, LinkRefused
+
+
+_SEGMENT_NAME = re.compile(r"([0-9]{8}|[1-9][0-9]{8,})\.(parquet|jsonl)", re.ASCII)  # what seg_path writes, exactly
 
 
 def segments_dir(home: str | os.PathLike) -> Path:
@@ -16,11 +20,17 @@ class SegmentMissing(EventError):
     """A segment number between the first and the last is not there: its events are gone."""
 
 
-def missing(sealed: list[int], open_: list[int]) -> list[int]:
-    """Segment numbers absent from 1 .. the last: segments are numbered from 1 and each seal opens the
-    next, so a gap is a segment deleted or moved, never a state trex leaves."""
-    have = set(sealed) | set(open_)
-    return [n for n in range(1, max(have, default=0) + 1) if n not in have]
+def missing(sealed: list[int], open_: list[int], limit: int = 10) -> tuple[list[int], int]:
+    """(the first ``limit`` segment numbers absent from 1 .. the last, how many are absent): segments are
+    numbered from 1 and each seal opens the next, so a gap is a segment deleted or moved, never a state
+    trex leaves. Linear in the segments there are, whatever the numbers (a stray 99999999.jsonl)."""
+    first, count, expected = [], 0, 1
+    for n in sorted(set(sealed) | set(open_)):
+        if n > expected:
+            first.extend(range(expected, min(n, expected + limit - len(first))))
+            count += n - expected
+        expected = n + 1
+    return first[:limit], count
 
 
 def listing(segdir: Path, allow_missing: bool = False) -> tuple[list[int], list[int]]:
@@ -39,9 +49,10 @@ def listing(segdir: Path, allow_missing: bool = False) -> tuple[list[int], list[
     except FileNotFoundError:
         return [], []
     for e in entries:
-        stem, _, ext = e.name.partition(".")
-        if not stem.isdigit() or ext not in ("parquet", "jsonl"):
+        m = _SEGMENT_NAME.fullmatch(e.name)
+        if m is None:  # only the names trex writes: '1.parquet' or '٣.jsonl' must not alias a segment
             continue
+        stem, ext = m.group(1), m.group(2)
         if e.is_symlink():
             raise LinkRefused(f"segment {e.path} is a symbolic link: refused (trex never reads or writes "
                               "segments through links; replace it with the file itself)")
@@ -51,9 +62,10 @@ def listing(segdir: Path, allow_missing: bool = False) -> tuple[list[int], list[
     sealed.sort()
     done = set(sealed)
     open_ = sorted(n for n in open_ if n not in done)
-    if not allow_missing and (gone := missing(sealed, open_)):
-        raise SegmentMissing(f"segment {gone[0]:08d} is missing from {segdir}"
-                             + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")
+    gone, count = missing(sealed, open_, limit=1) if not allow_missing else ([], 0)
+    if count:
+        raise SegmentMissing(f"segment {gone[0]:08d} is missing from {str(segdir)!r}"
+                             + (f" (and {count - 1} more)" if count > 1 else "")
                              + ": the events it held are not in the log; restore it (`trex verify` lists the damage)")
     return sealed, open_
 

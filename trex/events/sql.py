@@ -180,6 +180,40 @@ _DUCK_TYPES = [(c, "INTEGER" if c == "schema_version" else "BIGINT" if c in ("po
                for c in _COL_NAMES]
 
 
+# the Parquet types each column must have for DuckDB to read the log's types (it reads a text column
+# whose converted type is not UTF8 as BLOB, whatever its logical type says)
+_PARQUET_TYPES = {c: ("INT32", None) if c == "schema_version" else ("INT64", None) if c in ("position", "seq")
+                  else ("BYTE_ARRAY", "UTF8") for c in _COL_NAMES}
+
+
+def check_column_types(paths: list[Path]) -> list[tuple[Path, str]]:
+    """Each segment's column types as DuckDB reads them (the footers only: one query for all), for
+    segments with a digest too — a digest recorded by an older trex may vouch for a footer whose text
+    columns DuckDB reads as BLOB. Returns (path, what is wrong) for each segment that is not right."""
+    if not paths:
+        return []
+    con = duckdb.connect()
+    try:
+        rows = con.execute("SELECT file_name, name, type, converted_type FROM parquet_schema(?) WHERE type IS NOT NULL",
+                           [[str(p.resolve()) for p in paths]]).fetchall()
+    except (duckdb.Error, ValueError, UnicodeError) as e:
+        return [(paths[0], f"its footer cannot be read ({_line(e)})")] if len(paths) == 1 else \
+            [bad for p in paths for bad in check_column_types([p])]
+    finally:
+        con.close()
+    got: dict[str, dict] = {}
+    for f, name, typ, conv in rows:
+        got.setdefault(f, {})[name] = (typ, conv)
+    out = []
+    for p in paths:
+        cols = got.get(str(p.resolve()), {})
+        if cols != _PARQUET_TYPES:
+            bad = next((f"{c} is {'/'.join(map(str, cols[c]))}" for c in _COL_NAMES if c in cols
+                        and cols[c] != _PARQUET_TYPES[c]), "its columns differ")
+            out.append((p, f"its columns are not the log's ({bad}: DuckDB would not read the log's types)"))
+    return out
+
+
 def whole_check(path: Path) -> None:
     """:func:`_whole_check` on a connection of its own: what ``trex verify --repair`` asks before it
     records a digest (a digest blesses the bytes for DuckDB too)."""
@@ -190,10 +224,20 @@ def whole_check(path: Path) -> None:
             import shutil
             import tempfile
 
-            with tempfile.TemporaryDirectory(prefix="trex-check-") as d:
+            # in a folder of our own whose path has no pattern character either (TMPDIR may)
+            tmp = next((t for t in (tempfile.gettempdir(), "/tmp", "/var/tmp")
+                        if not _GLOB.search(os.path.realpath(t)) and os.path.isdir(t)), None)
+            if tmp is None:
+                raise _damaged(path, "its path holds a character DuckDB reads as a file pattern and no temporary "
+                                     "folder without one is at hand to check a copy; set TMPDIR")
+            with tempfile.TemporaryDirectory(prefix="trex-check-", dir=tmp) as d:
                 copy = Path(d) / path.name
-                with open(fsio.open_nofollow(path, os.O_RDONLY), "rb") as src, open(copy, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                try:
+                    with open(fsio.open_nofollow(path, os.O_RDONLY), "rb") as src, open(copy, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                except OSError as e:
+                    raise SqlFailed(f"segment {path.name}: cannot be checked: copying it to {d} failed "
+                                    f"({e.strerror or e})") from None
                 _whole_check(con, copy)
         else:
             _whole_check(con, path)
@@ -253,6 +297,8 @@ def _whole_check(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         slo, shi, snulls, lo_exact, hi_exact = st
         if snulls is not None and snulls != nulls:
             raise _damaged(path, f"the statistics of column {col} do not match its data")
+        if (slo is None) != (shi is None):  # one bound without the other: DuckDB prunes by the one
+            raise _damaged(path, f"the statistics of column {col} do not match its data")
         if slo is None or shi is None or lo is None or hi is None:
             if (slo is None) != (lo is None) and slo is not None:
                 raise _damaged(path, f"the statistics of column {col} do not match its data")
@@ -283,6 +329,8 @@ def _check_sealed(con: duckdb.DuckDBPyConnection, sealed: list[Path]) -> list[st
             found = list(ex.map(_digest_check, todo))
     else:
         found = [_digest_check(p) for p in todo]
+    for p, why in check_column_types([p for p, has in zip(todo, found) if has]):
+        raise _damaged(p, why)
     legacy = [p for p, has in zip(todo, found) if not has]
     for p, has in zip(todo, found):
         if has:
@@ -311,7 +359,7 @@ def _connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
     home = Path(home)
     readable = str(layout.segments_dir(home).resolve())
     if _GLOB.search(readable):  # read_parquet would expand it: another home's segments read as this one's
-        raise SqlFailed(f"the log's path {readable} holds a character DuckDB reads as a file pattern "
+        raise SqlFailed(f"the log's path {readable!r} holds a character DuckDB reads as a file pattern "
                         "(*, ?, [, {): `trex sql` cannot read it safely; use a home path without them")
     # no temp directory: DuckDB would spill there, and files it writes there are readable by queries
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": threads,

@@ -56,10 +56,15 @@ def _verify(log: EventLog, search_id: str | None, check_payloads: bool) -> Repor
     from trex.events import layout
 
     sealed, open_ = layout.listing(log.segdir, allow_missing=True)
-    for n in layout.missing(sealed, open_):
+    gone, count = layout.missing(sealed, open_)
+    for n in gone:
         rep.problems.append(Problem("missing_segment", f"{n:08d}", "no segment of this number: the events it held "
                                     "are not in the log (deleted or moved); restore it from a backup"))
+    if count > len(gone):
+        rep.problems.append(Problem("missing_segment", f"{count - len(gone)} more", "segment numbers missing "
+                                    f"up to {max(sealed + open_):08d} (a stray file of that number?)"))
     tagged: list[tuple[str, dict]] = []
+    readable = []
     for n in sealed:
         path = log.seg_path(n, "parquet")
         rep.segments += 1
@@ -77,6 +82,11 @@ def _verify(log: EventLog, search_id: str | None, check_payloads: bool) -> Repor
             rep.problems.append(Problem("corrupt_segment", path.name, _unprefixed(str(e), path.name)))
             continue
         tagged.extend((path.name, r) for r in recs)
+        readable.append(path)
+    from trex.events.sql import check_column_types
+
+    for path, why in check_column_types(readable):  # as DuckDB reads them, digest or not
+        rep.problems.append(Problem("corrupt_segment", path.name, why))
     for n in open_:
         path = log.seg_path(n, "jsonl")
         rep.segments += 1

@@ -664,7 +664,7 @@ def _fold_chunk(b: _Builder, items: list) -> None:
                 h(b, d)
             else:
                 meta[t](b, d, corr, cause)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as e:
             _unfoldable_payload(t, seq, sid, e)
     f["n_events"] += len(items)
     f["last_seq"] = last
