@@ -336,8 +336,8 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
     junk, the top-ranked candidate is taken and the rationale records it (the failed calls are
     ``LlmCallFailed`` events): the search never stalls on the model.
 
-    A choice counts only if it survives reordering: the model is asked again with the menu reversed,
-    and where the two answers name different candidates its choice followed the position, not the
+    A choice counts only if it survives reordering: the model is asked again with the menu rotated by
+    one (no candidate keeps its number), and where the two answers name different candidates its choice followed the position, not the
     evidence (small models pick by position: SmolLM2 answered "3 of 3" to most menus, always the
     rules' last-ranked edit), so the top-ranked candidate is taken and the rationale says so (the
     positional bias of multiple-choice answers, Zheng et al. 2023, arXiv 2309.03882)."""
@@ -370,23 +370,27 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
         return _never_a_repeat(tree, decision, own_prop, task=task, steps=steps, batch_size=batch_size,
                                data=data, emit=emit)
     chosen = ranked[answer.choice - 1]
-    if len(ranked) > 1:
-        backwards = ranked[::-1]
-        try:
-            again = ask(backwards, 1)
-            second = backwards[again.choice - 1] if again.choice else None
-        except LLMError as e:
-            second, again = None, None
-            why = f"asked again with the menu reversed, it failed ({str(e)[:120]})"
-        if second is not chosen:
-            if again is not None:
-                why = (f"asked again with the menu reversed it chose "
-                       + (f"{again.choice} (= {ranked.index(second) + 1} above)" if second is not None else "its own plan"))
-            what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
-            return replace(top, rationale=f"the LLM chose {answer.choice} of {len(ranked)}, but {why}: its choice "
-                                          f"followed the position, not the evidence; took {what}. {top.rationale}")
+    if len(ranked) == 1:
+        return replace(chosen.proposal, rationale=f"the only candidate: {answer.rationale} | "
+                                                  f"{chosen.proposal.rationale}")
+    # rotated by one, no candidate keeps its number (reversed, the middle of three would: a model that
+    # always answers 2 would pass)
+    rotated = ranked[1:] + ranked[:1]
+    try:
+        again = ask(rotated, 1)
+        second = rotated[again.choice - 1] if again.choice else None
+    except LLMError as e:
+        second, again = None, None
+        why = f"asked again with the menu rotated, it failed ({str(e)[:120]})"
+    if second is not chosen:
+        if again is not None:
+            why = (f"asked again with the menu rotated it chose "
+                   + (f"{again.choice} (= {ranked.index(second) + 1} above)" if second is not None else "its own plan"))
+        what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
+        return replace(top, rationale=f"the LLM chose {answer.choice} of {len(ranked)}, but {why}: its choice "
+                                      f"followed the position, not the evidence; took {what}. {top.rationale}")
     return replace(chosen.proposal, rationale=f"chose {answer.choice} of {len(ranked)} (and again with the menu "
-                                              f"reversed): {answer.rationale} | {chosen.proposal.rationale}")
+                                              f"rotated): {answer.rationale} | {chosen.proposal.rationale}")
 
 
 def _choice_messages(tree, parent, order, task_text: str, insights_text: str, evidence: Mapping[str, str], base,
