@@ -176,14 +176,13 @@ _HASH_SQL = ("sha256(concat_ws('|', " + ", ".join(_f(c) for c in (
     "recorded_at", "causation_id", "correlation_id")) + ") || chr(10) || payload)")
 _GLOB = re.compile(r"[*?\[\]{}]")
 _COL_NAMES = [c.strip() for c in _COLS.split(",")]
-_DUCK_TYPES = [(c, "INTEGER" if c == "schema_version" else "BIGINT" if c in ("position", "seq") else "VARCHAR")
-               for c in _COL_NAMES]
-
-
-# the Parquet types each column must have for DuckDB to read the log's types (it reads a text column
-# whose converted type is not UTF8 as BLOB, whatever its logical type says)
-_PARQUET_TYPES = {c: ("INT32", None) if c == "schema_version" else ("INT64", None) if c in ("position", "seq")
-                  else ("BYTE_ARRAY", "UTF8") for c in _COL_NAMES}
+# per column: the type DuckDB must read, and the Parquet (physical, converted) type it reads it from (a
+# text column whose converted type is not UTF8 is BLOB to DuckDB, whatever its logical type says)
+_KINDS = {"int32": ("INTEGER", ("INT32", None)), "int64": ("BIGINT", ("INT64", None)),
+          "text": ("VARCHAR", ("BYTE_ARRAY", "UTF8"))}
+_KIND = {c: "int32" if c == "schema_version" else "int64" if c in ("position", "seq") else "text" for c in _COL_NAMES}
+_DUCK_TYPES = [(c, _KINDS[_KIND[c]][0]) for c in _COL_NAMES]
+_PARQUET_TYPES = {c: _KINDS[_KIND[c]][1] for c in _COL_NAMES}
 
 
 def check_column_types(paths: list[Path]) -> list[tuple[Path, str]]:

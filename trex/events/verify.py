@@ -50,11 +50,9 @@ def verify(log: EventLog, search_id: str | None = None, check_payloads: bool = T
 
 
 def _verify(log: EventLog, search_id: str | None, check_payloads: bool) -> Report:
-    from trex.events import segments
+    from trex.events import layout, segments
 
     rep = Report()
-    from trex.events import layout
-
     sealed, open_ = layout.listing(log.segdir, allow_missing=True)
     gone, count = layout.missing(sealed, open_)
     for n in gone:

@@ -566,7 +566,7 @@ _WANTED = frozenset(HANDLERS) | frozenset(META_HANDLERS)
 def _versions() -> dict[str, int]:
     """Current schema version of every type the tree folds."""
     if not _VERSIONS:
-        _VERSIONS.update({k: ver for k, (_, ver) in registered_types().items() if k in _WANTED})
+        _VERSIONS.update({k: ver for k, ver in _all_versions().items() if k in _WANTED})
     return _VERSIONS
 
 
