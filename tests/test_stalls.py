@@ -207,7 +207,8 @@ def test_a_shared_researcher_restarted_for_one_searchs_stall_costs_the_other_sea
     """Two searches share one pool (its scheduler, Researcher and Evaluator, as ``trex-actors`` makes).
     Search a's first proposal wedges the Researcher; b's proposal waits behind it. a records the stall
     and restarts the Researcher, which fails b's call too: b sends it again (``WorkResent``, naming a)
-    with no ``ProposalFailed`` counted against it, and both searches finish."""
+    with no ``ProposalFailed`` counted against it, and both searches finish. a's own stall counts
+    once: its next call, if it meets the Researcher still restarting, is sent again uncounted."""
     import threading
 
     import ray
@@ -261,6 +262,8 @@ def test_a_shared_researcher_restarted_for_one_searchs_stall_costs_the_other_sea
     stalls = [e.event for e in ev_a if e.type == "WorkStalled"]
     assert len(stalls) == 1 and stalls[0].kind == "propose" and stalls[0].actor == "researcher"
     assert sum(e.type == "ProposalFailed" for e in ev_a) == 1  # a's own stall counts against a
+    # a's next call may meet the Researcher still restarting: the restart a already counted, sent again
+    assert all(e.event.restarted_by == a for e in ev_a if e.type == "WorkResent")
     assert not any(e.type in ("ProposalFailed", "WorkStalled") for e in ev_b)
     resent = [e.event for e in ev_b if e.type == "WorkResent"]
     assert resent and all(r.kind == "propose" and r.restarted_by == a and r.actor == "researcher" for r in resent)

@@ -54,6 +54,7 @@ STALL_GRACE_S = 120.0  # a trial that has not come back this long after its own 
 PROPOSE_STALL_S = 900.0  # a proposal (tools + a local LLM under load) that takes longer than this
 EVALUATE_STALL_S = 900.0  # an evaluation that takes longer than this
 LEASE_HEARTBEAT_S = 10.0  # a search holding or wanting nothing still tells the scheduler it is alive
+OWN_RESTART_WINDOW_S = 60.0  # a call sent this soon after this search restarted its actor may meet the restart
 MAX_FREE_RESENDS = 3  # a call failed by another search's restart of a shared actor, sent again uncounted
 SHARED = ("researcher", "evaluator", "distiller")  # the actors of a shared pool that every search calls
 
@@ -79,6 +80,7 @@ class _InFlight:
     sent: dict = field(default_factory=dict)  # ref -> when it was sent (proposal, evaluation): never reset
     resent: dict = field(default_factory=dict)  # (kind, command) -> times sent again uncounted (WorkResent)
     stalled: dict = field(default_factory=dict)  # ref -> when its actor was restarted for a stall
+    restarted: dict = field(default_factory=dict)  # actor name -> when this search last restarted it
     leased: set = field(default_factory=set)  # executors of a shared pool this search holds
     awaiting: bool = False  # ExecutorsAwaited recorded, no lease since
     asked_at: float = 0.0  # when the scheduler last heard from this search
@@ -220,26 +222,34 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                     continue
                 emit(WorkStalled(kind=kind, command=cmd, node_id=nid, actor=name, waited_s=round(waited, 3),
                                  limit_s=limit))
-                st.stalled[ref] = now
+                st.stalled[ref] = st.restarted[name] = now
                 _restart(actor, name, sched, sid)  # Ray restarts it; the call fails as the actor's death
             return gave_up
 
         def resend_free(kind: str, cmd: str, nid, err: BaseException, since: float) -> bool:
-            """A call of this search to a shared actor that failed because another search restarted
-            that actor for its own stall: recorded (``WorkResent``) and to be sent again without
-            counting against this search's attempts, at most :data:`MAX_FREE_RESENDS` times."""
+            """A call of this search that failed with a restart it does not owe: another search
+            restarted the shared actor for its own stall, or this search had restarted it for an
+            earlier call's stall (counted then) just before this call was sent, and the call met the
+            actor still restarting. Recorded (``WorkResent``) and sent again, once the actor answers,
+            without counting against this search's attempts, at most :data:`MAX_FREE_RESENDS` times."""
             name = "researcher" if kind == "propose" else "evaluator"
-            if sched is None or not isinstance(err, ray.exceptions.RayActorError) \
-                    or st.resent.get((kind, cmd), 0) >= MAX_FREE_RESENDS:
+            if not isinstance(err, ray.exceptions.RayActorError) or st.resent.get((kind, cmd), 0) >= MAX_FREE_RESENDS:
                 return False
-            try:  # a restart noted a moment before the call was sent still failed it
-                by = ray.get(sched.restarted_by.remote(name, sid, since - 5.0), timeout=10)
-            except Exception:  # noqa: BLE001 - the scheduler cannot tell: the failure counts
+            own = st.restarted.get(name)
+            if own is not None and 0 <= since - own <= OWN_RESTART_WINDOW_S:
+                by = sid
+            elif sched is None:
                 return False
-            if not by:
-                return False
+            else:
+                try:  # a restart noted a moment before the call was sent still failed it
+                    by = ray.get(sched.restarted_by.remote(name, sid, since - 5.0), timeout=10)
+                except Exception:  # noqa: BLE001 - the scheduler cannot tell: the failure counts
+                    return False
+                if not by:
+                    return False
             st.resent[(kind, cmd)] = st.resent.get((kind, cmd), 0) + 1
             emit(WorkResent(kind=kind, command=cmd, node_id=nid, actor=name, restarted_by=by))
+            _until_alive(pool.researcher if kind == "propose" else pool.evaluator, min(limits[kind], 30.0))
             return True
 
         # ------------------------------------------------------------------ recovery
@@ -385,10 +395,10 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 pass
         if pool.distiller is not None:
             _bounded_get(pool.distiller.distill.remote(str(home), sid), "distill", "distiller", pool.distiller,
-                         limits["propose"], sid, emit, sched=sched)
+                         limits["propose"], sid, emit, sched=sched, restarted=st.restarted)
         refresh()
         if tree.status != "finished":
-            _score_heldout(pool, home, sid, tree, emit, limits["evaluate"], resend_free)
+            _score_heldout(pool, home, sid, tree, emit, limits["evaluate"], resend_free, st.restarted)
             emit(*finish_events(refresh(), time.time() - started_at))
         return tree.summary()
     finally:
@@ -427,8 +437,20 @@ def _restart(actor, name: str, sched, sid: str) -> None:
         pass
 
 
+def _until_alive(actor, limit: float) -> None:
+    """Wait (at most ``limit`` seconds) until a restarted actor answers, so that work sent again meets
+    its new process rather than the restart. An actor without ``pid`` or one that does not answer: the
+    work is sent anyway and fails or succeeds on its own."""
+    import ray
+
+    try:
+        ray.get(actor.pid.remote(), timeout=limit)
+    except Exception:  # noqa: BLE001 - see above
+        pass
+
+
 def _bounded_get(ref, kind: str, name: str, actor, limit: float, sid: str, emit, node_id: str | None = None,
-                 sched=None):
+                 sched=None, restarted: dict | None = None):
     """``ray.get`` that waits at most ``limit`` seconds: past it the stall is recorded, the actor restarted
     and :class:`_GaveUp` raised (the end of a search never hangs on one call). Other failures raise as is."""
     import ray
@@ -440,6 +462,8 @@ def _bounded_get(ref, kind: str, name: str, actor, limit: float, sid: str, emit,
     except GetTimeoutError:
         emit(WorkStalled(kind=kind, command=f"{sid}:{kind}:{node_id or 'search'}", node_id=node_id, actor=name,
                          waited_s=round(time.time() - t0, 3), limit_s=limit))
+        if restarted is not None:
+            restarted[name] = time.time()
         _restart(actor, name, sched, sid)
         raise _GaveUp(f"no answer from the {name} after {limit:g}s") from None
     except Exception:  # noqa: BLE001 - the caller decides; distilling is advisory
@@ -449,7 +473,7 @@ def _bounded_get(ref, kind: str, name: str, actor, limit: float, sid: str, emit,
 
 
 def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit, limit: float = EVALUATE_STALL_S,
-                   resend_free=None) -> None:
+                   resend_free=None, restarted: dict | None = None) -> None:
     """The chosen node and the next ``heldout_k`` on the held-out test split, once each (the rule and
     the recording are the in-process driver's: :func:`trex.orchestrate.rules.heldout_todo`). Each call
     waits at most ``limit`` seconds (then a recorded stall, the Evaluator restarted, one more try)."""
@@ -468,7 +492,7 @@ def _score_heldout(pool: Pool, home: Path, sid: str, tree, emit, limit: float = 
             try:
                 _bounded_get(pool.evaluator.evaluate_heldout.remote(str(home), sid, tree.task, node_id, adapter, rank,
                                                                     anytime), "evaluate", "evaluator", pool.evaluator,
-                             limit, sid, emit, node_id, sched=pool.scheduler)
+                             limit, sid, emit, node_id, sched=pool.scheduler, restarted=restarted)
                 break
             except Exception as e:  # noqa: BLE001 - the Evaluator died or raised: once more, then an event
                 if resend_free is not None and resend_free("evaluate", f"heldout:{node_id}", node_id, e, sent):

@@ -109,9 +109,11 @@ def upcast_work_stalled_v1_v2(d: dict) -> dict:
 @event("WorkResent")
 class WorkResent(Event):
     """A call to an actor that searches share (the Researcher or Evaluator of a ``trex-actors`` pool)
-    failed because another search restarted that actor for its own stall (``restarted_by``): it is
-    sent again, and the failure is not counted against this search's attempts (a few times per call
-    at most, then it counts as any death of the actor does)."""
+    failed because another search restarted that actor for its own stall (``restarted_by``), or
+    because this search had just restarted it for an earlier call's stall (``restarted_by`` is this
+    search; that stall was counted) and the call met it still restarting: it is sent again, and the
+    failure is not counted against this search's attempts (a few times per call at most, then it
+    counts as any death of the actor does)."""
 
     kind: Literal["propose", "evaluate"]
     command: str  # the decision id, or the evaluated node id
