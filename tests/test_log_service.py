@@ -91,7 +91,12 @@ def test_kill_9_of_the_service_loses_no_acknowledged_event_and_stores_none_twice
         pid = ray_local.get(h.pid.remote(), timeout=60)
         pids.append(pid)
         os.kill(pid, signal.SIGKILL)
-    time.sleep(1.5)
+    # liveness: every writer has appends acknowledged by the restarted service (waited for, not slept:
+    # under a loaded suite a fixed 1.5 s saw a writer with only the acks from before the kills)
+    at_kill = [len(a) for a in acked]
+    t0 = time.time()
+    while not errors and time.time() - t0 < 120 and any(len(a) < n + 3 for a, n in zip(acked, at_kill)):
+        time.sleep(0.1)
     stop.set()
     for t in ts:
         t.join(120)
@@ -104,7 +109,7 @@ def test_kill_9_of_the_service_loses_no_acknowledged_event_and_stores_none_twice
         stored = [e.event_id for e in log.read(f"a{i}")]
         assert len(stored) == len(set(stored)), "an event stored twice"
         assert stored == acked[i], "an acknowledged event missing, or one stored that was never acknowledged"
-        assert len(acked[i]) > 5
+        assert len(acked[i]) >= at_kill[i] + 3, "a writer got nothing acknowledged after the restarts"
 
 
 def test_the_service_finds_identical_work_incrementally_whoever_wrote_it(service):
