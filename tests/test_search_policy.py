@@ -301,3 +301,23 @@ def test_busy_targets_add_virtual_loss_without_changing_the_decision_index(start
     assert plain.node_id == "n1" and busy.node_id == "n2"  # n1 is being improved already
     with_pending = select(tree, policy="best_first", params={"num_drafts": 1}, pending=["n1"])
     assert with_pending.index == tree.n_decisions + 1 and with_pending.decision_id != plain.decision_id
+
+
+def test_mcts_explores_less_as_the_trial_budget_runs_out(started):
+    """The demo's tree: a's continuation a1 gained (0.105 -> 0.245); b (0.145) was never improved. With
+    two of six trials left, UCT's exploration is scaled by a third and the descent follows the gaining
+    line (a, then a1) instead of widening to b, which full exploration picks."""
+    def tree(**params):
+        return fold([started(policy="mcts", seed=5, budget=Budget(max_trials=6),
+                             policy_params={"num_drafts": 3, **params}),
+                     *evaluated("a", None, 0.105), *evaluated("b", None, 0.145), *evaluated("c", None, 0.05),
+                     *evaluated("a1", "a", 0.245)])
+
+    assert select(tree(horizon=False)).node_id == "b"
+    d = select(tree())
+    assert (d.node_id, d.operator) == ("a1", "improve")
+    s = dict(d.scores)
+    qa = ((0.105 - 0.05) / 0.195 + 1.0) / 2
+    assert s["a"] == pytest.approx(qa + (2 / 6) * math.sqrt(math.log(4) / 2))
+    # with the last two trials handed out (pending), no exploration is left at all
+    assert dict(select(tree(), pending=[None, None]).scores)["a"] == pytest.approx(qa)

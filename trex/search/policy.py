@@ -27,8 +27,10 @@ Policies:
   expanded scores +inf (reported as 1e9) instead — classic UCT, every child
   expanded once before any is revisited (the default before the Researcher's
   evidence reached the policy). Evidence that a line can still gain steers the
-  budget into depth: ``gain`` (``gain_bonus``) is added for a node whose training
-  loss was still falling (:func:`~trex.search.tree.still_learning`), and a node one
+  budget into depth, and the exploration term ``c`` is scaled by the share of a
+  trial budget not yet decided (``horizon``: exploring late has no trials left to
+  pay off). ``gain`` (``gain_bonus``) is added for a node whose training loss was
+  still falling (:func:`~trex.search.tree.still_learning`), and a node one
   of whose children improved on it is deepened (the descent goes on into its
   children, by UCT) rather than widened (``deepen_on_gain``); at the root, while
   drafts are scored, no node beats the base model, no draft is still learning and
@@ -57,7 +59,7 @@ UNVISITED = 1e9  # the reported UCT of a child never expanded (JSON has no infin
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "mcts": {"c_uct": 1.0, "num_drafts": 3, "pw_k": 1.0, "pw_alpha": 0.5, "max_debug_depth": 3,
-             "unvisited_first": False, "gain_bonus": 0.25, "deepen_on_gain": True},
+             "unvisited_first": False, "gain_bonus": 0.25, "deepen_on_gain": True, "horizon": True},
     "greedy": {"num_drafts": 5, "debug_prob": 0.5, "max_debug_depth": 3},
     "best_first": {"num_drafts": 1},
 }
@@ -217,6 +219,7 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         if not kids:  # unreachable: a node is only descended into when selectable
             raise PolicyError(f"mcts: nothing to expand under {where}")
         log_n = math.log(max(st.visits, 1))
+        c_uct = float(p["c_uct"]) * (_horizon(tree, pend) if p["horizon"] else 1.0)
         scored = []
         for c in kids:
             cs = stats[c]
@@ -224,7 +227,7 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
             if cs.expansions == 0 and _expandable(n, mdd) and p["unvisited_first"]:
                 u = UNVISITED
             else:
-                u = value(cs) + float(p["c_uct"]) * math.sqrt(log_n / max(cs.visits, 1))
+                u = value(cs) + c_uct * math.sqrt(log_n / max(cs.visits, 1))
                 if n.feasible and still_learning(tree, n):
                     u += float(p["gain_bonus"])
             scored.append((c, u))
@@ -238,6 +241,18 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         reason = f"{where}: {'gained, ' if gained else ''}uct {best_u:.4f} -> "
         path.append(best_c)
         v = best_c
+
+
+def _horizon(tree: SearchTree, pend: Counter) -> float:
+    """The share of a trial budget still to decide (1.0 without one): UCT's exploration term is scaled
+    by it, because exploring pays off only through the trials that come after it. With a budget of six
+    the last decisions follow the best line instead of spreading over drafts (the demo's best results
+    came from one line continued twice)."""
+    limit = tree.budget.get("max_trials")
+    if not is_number(limit) or limit <= 0:
+        return 1.0
+    used = sum(1 for n in tree.nodes.values() if n.status != "rejected") + sum(pend.values())
+    return min(1.0, max(0.0, (float(limit) - used) / float(limit)))
 
 
 def _redraft(tree: SearchTree, kids: list[str], pend: Counter, p: Mapping[str, Any]) -> bool:
