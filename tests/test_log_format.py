@@ -728,9 +728,16 @@ def test_verify_fails_while_the_quarantine_holds_records_and_says_where(log):
     assert r.exit_code == 1 and out["ok"] is False and out["quarantined"] == [q.file.name]
     assert out["quarantine"] == [{"file": str(q.file), "records": 1, "bytes": len(data) - last,
                                   "segment": path.name, "offset": last, "header": False, "regular_file": True}]
-    # the operator has dealt with it and moved it out: verify is clean again
+    # every reader says that what it reads lacks what the quarantine holds (on stderr; data unchanged)
+    for args in (("ls",), ("sql", "SELECT count(*) AS n FROM events"), ("replay", "s"), ("status",),
+                 ("export", "s", "-o", str(log.home / "s.parquet"))):
+        r = run(log.home, *args)
+        assert "holds 1 file(s) of damaged records that repair moved out of the log" in r.stderr, (args, r.stderr)
+    assert "\n2\n" in run(log.home, "sql", "SELECT count(*) AS n FROM events", "--format", "csv").stdout
+    # the operator has dealt with it and moved it out: verify is clean again, and readers say nothing
     q.file.rename(log.home / "kept.damaged")
     assert verify(EventLog(log.home)).ok and run(log.home, "verify").exit_code == 0
+    assert "quarantine" not in run(log.home, "ls").stderr
 
 
 def test_a_link_in_the_quarantine_is_a_finding_never_followed(log, tmp_path):
@@ -750,3 +757,125 @@ def test_corrupt_segment_names_the_segment_once(log):
     seg.write_bytes(seg.read_bytes()[:-10])
     rep = verify(EventLog(log.home))
     assert rep.problems and all(str(p).count(seg.name) == 1 for p in rep.problems), [str(p) for p in rep.problems]
+
+
+# ------------------------------------------------ the fifth audit: damage never taken for a torn tail
+def test_a_zeroed_open_segment_is_damage_not_a_torn_tail_and_nothing_is_truncated(log):
+    """A lost page of zeros (no newline, no ``~``, no header) was detected as v1, all of it an append
+    that never finished: readers read nothing of it with exit 0, and the next append truncated every
+    acknowledged event in it."""
+    log.append("s", _notes(3))
+    log.seal()
+    for i in range(3):
+        log.append("s", _notes(1, f"ack{i}"))
+    path = _open_segment(log)
+    size = path.stat().st_size
+    path.write_bytes(b"\0" * size)
+    with pytest.raises(CorruptLog, match=r"00000002\.jsonl: damaged record at byte 0: unterminated bytes"):
+        EventLog(log.home).read("s")
+    with pytest.raises(CorruptLog):
+        EventLog(log.home).append("s", _notes(1, "later"))
+    assert path.stat().st_size == size  # nothing truncated
+    (q,) = quarantine_damage(EventLog(log.home))
+    assert q.file.read_bytes() == b"\0" * size and q.length == size
+    assert not verify(EventLog(log.home)).ok
+
+
+def test_a_frame_shaped_text_inside_a_damaged_record_does_not_make_its_rest_a_torn_tail(log):
+    """The last record's newline flipped, and its note holds ``~ffffffff ffffffff ``: the scan
+    resynchronised on that fake frame, called the rest of the record a torn tail, and repair truncated
+    it (only part of an acknowledged record survived anywhere). Now all of it is quarantined."""
+    log.append("s", _notes(1))
+    log.append("s", [NoteAdded(text="before ~ffffffff ffffffff after, and more text")])
+    path = _open_segment(log)
+    data = bytearray(path.read_bytes())
+    last = _record_offsets(bytes(data))[-1]
+    data[-1] ^= 0x01  # the final newline
+    path.write_bytes(bytes(data))
+    sc = records.scan(bytes(data), path.name, salvage=True)
+    assert sc.torn == 0 and [(d.offset, d.end) for d in sc.damage] == [(last, len(data))]
+    (q,) = quarantine_damage(EventLog(log.home))
+    assert q.file.read_bytes() == bytes(data[last:])  # the whole record, kept
+    assert path.stat().st_size == last and _texts(log) == ["n0"]
+
+
+def test_a_zeroed_first_page_is_quarantined_as_records_not_as_a_header_that_held_none(log):
+    from trex.events.quarantine import quarantine_files
+
+    for i in range(40):
+        log.append("s", _notes(1, f"record {i} " + "x" * 150))
+    path = _open_segment(log)
+    data = bytearray(path.read_bytes())
+    assert len(data) > 6000
+    data[:4096] = b"\0" * 4096
+    path.write_bytes(bytes(data))
+    (q,) = quarantine_damage(EventLog(log.home))
+    assert q.offset == 0 and q.file.name.endswith(".header.damaged") and q.length > 4096
+    (f,) = quarantine_files(log.dir)
+    assert f.header and f.records >= 1
+    rep = verify(EventLog(log.home))
+    assert not rep.ok and any(p.kind == "quarantined" and "at least 1 damaged record(s)" in p.detail
+                              for p in rep.problems), rep.problems
+    assert not any("held no event" in n for n in rep.notes)
+
+
+def test_a_segment_present_twice_fails_every_reader_instead_of_reading_more_events(log):
+    import shutil
+
+    from trex.events import sql
+    from trex.events.fsio import digest_path
+
+    log.append("s", _notes(3))
+    log.seal()
+    log.append("s", _notes(3, "m"))
+    log.seal()
+    one = log.segdir / "00000001.parquet"
+    shutil.copy(one, log.segdir / "00000003.parquet")
+    shutil.copy(digest_path(one), digest_path(log.segdir / "00000003.parquet"))
+    with pytest.raises(CorruptLog, match=r"00000003\.parquet: the event at position 1 comes after position 6"):
+        EventLog(log.home).read("s")
+    with pytest.raises(CorruptLog, match="present twice"):
+        EventLog(log.home).read_records()
+    with pytest.raises(CorruptLog, match="present twice"):
+        EventLog(log.home).read_table()
+    with pytest.raises(sql.SqlFailed, match=r"00000003\.parquet: its events \(positions 1\.\.3\) do not come after"):
+        sql.query(log.home, "SELECT count(*) FROM events")
+    assert not verify(EventLog(log.home)).ok
+
+
+def test_appends_remove_only_the_leftovers_trex_writes_never_an_operators_files(log):
+    log.append("s", _notes(2))
+    log.seal()
+    keep = ["1.jsonl", "0001.jsonl", "\u0661.jsonl", "00000001.jsonl.bak", "00000000.jsonl", "notes.parquet.tmp1"]
+    for name in keep:
+        (log.segdir / name).write_text("an operator's file")
+    (log.segdir / "00000001.parquet.tmp77").mkdir()  # a folder under a temp name: left alone, no failure
+    (log.segdir / "00000001.parquet.tmp123").write_bytes(b"a crashed seal")  # trex's own leftovers: removed
+    (log.segdir / "00000001.jsonl").write_bytes(b"a crash in the middle of sealing")
+    EventLog(log.home).append("s", _notes(1, "m"))
+    left = set(os.listdir(log.segdir))
+    assert set(keep) <= left and "00000001.parquet.tmp77" in left
+    assert "00000001.parquet.tmp123" not in left and "00000001.jsonl" not in left
+    assert _texts(log) == ["n0", "n1", "m0"]
+
+
+def test_export_refuses_a_destination_that_is_not_a_regular_file(log, tmp_path):
+    log.append("s", _notes(1))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    target = tmp_path / "target"
+    target.write_text("keep")
+    (tmp_path / "link").symlink_to(target)
+    for dest in (fifo, tmp_path / "link"):  # (a folder: click refuses it, exit 2)
+        r = run(log.home, "export", "s", "-o", str(dest))
+        assert r.exit_code == 1 and f"refusing to export to {dest}" in r.stderr, r.stderr
+    assert fifo.is_fifo() and (tmp_path / "link").is_symlink() and target.read_text() == "keep"
+    assert run(log.home, "export", "s", "-o", str(tmp_path / "s.parquet")).exit_code == 0
+
+
+def test_verify_of_a_home_whose_path_is_a_pattern_reads_its_own_footers_not_a_siblings(tmp_path):
+    for name in ("g1", "g[1]"):
+        h = EventLog(tmp_path / name)
+        h.append("s", _notes(2, name))
+        h.seal()
+    assert verify(EventLog(tmp_path / "g[1]")).ok

@@ -383,3 +383,45 @@ def test_a_digest_recorded_over_a_footer_duckdb_misreads_no_longer_vouches_for_i
     with pytest.raises(SqlFailed, match=r"00000001\.parquet: damaged: its columns are not the log's \(payload is BYTE_ARRAY/None"):
         query(home, QUERIES[0])
     assert "corrupt_segment" in [p.kind for p in verify(EventLog(home)).problems]
+
+
+@pytest.mark.parametrize("damage", ["raise_min", "one_bound"])
+def test_the_statistics_of_every_row_group_are_checked_not_only_a_single_groups(tmp_path, damage):
+    """A sealed segment of more than one row group (a seal of over 65,536 events: one big append or
+    import; every full segment of the first trex) without a digest: the whole check returned early and
+    a damaged statistic of the second group made `seq = 8` answer 0 rows, exit 0 (and, with one bound,
+    verify said OK and repair recorded a digest over it)."""
+    import pyarrow.parquet as pq
+
+    home = tmp_path / "h"
+    log = EventLog(home)
+    log.append("s", [NoteAdded(text=f"note {i}") for i in range(14)])
+    log.seal()
+    seg = next((home / "log" / "segments").glob("*.parquet"))
+    table = pq.read_table(seg)
+    with open(seg, "wb") as f:  # the same segment, as the writer would have split a big one: two groups
+        pq.write_table(table, f, compression="zstd", write_page_checksum=True, row_group_size=7)
+    fsio.digest_path(seg).unlink()
+    assert pq.ParquetFile(seg).metadata.num_row_groups == 2
+    sql._CHECKED.clear()
+    segments._CHECKED.clear()
+    q = "SELECT count(*) FROM events WHERE seq = 8"
+    assert query(home, q).rows == [(1,)] and verify(EventLog(home)).ok  # two groups, undamaged: read
+    data = bytearray(seg.read_bytes())
+    start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    pattern = b"\x28\x08" + (14).to_bytes(8, "little") + b"\x18\x08" + (8).to_bytes(8, "little")  # group 2's seq
+    found = [i for i in range(start, len(data)) if bytes(data[i:i + len(pattern)]) == pattern]
+    assert len(found) == 2, "the writer's footer layout changed"  # position's, then seq's (both 8..14)
+    at = found[-1]
+    if damage == "one_bound":
+        data[at] ^= 0x10  # max_value -> a second min_value
+    else:
+        data[at + 12:at + 20] = (9).to_bytes(8, "little")  # min 8 -> 9: DuckDB skips seq 8
+    seg.write_bytes(bytes(data))
+    sql._CHECKED.clear()
+    segments._CHECKED.clear()
+    with pytest.raises(SqlFailed, match=r"00000001\.parquet: damaged: the statistics of column seq \(row group 1\)"):
+        query(home, q)
+    assert not verify(EventLog(home)).ok
+    done, damaged = segments.record_digests(seg.parent, [1], skip_damaged=True)
+    assert done == [] and damaged and not fsio.digest_path(seg).exists()

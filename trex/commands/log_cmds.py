@@ -148,9 +148,12 @@ def verify(search, repair, home, fmt):
 def export(search, output, home):
     """Export SEARCH (with the searches it forks from) to a Parquet file."""
     from trex.events.base import EventError
+    from trex.events.layout import quarantine_note
     from trex.events.log import EventLog
     from trex.events.transfer import export_search
 
+    if note := quarantine_note(home):
+        info(note)
     try:
         n = export_search(EventLog(home), search, output)
     except EventError as e:

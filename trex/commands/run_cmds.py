@@ -130,11 +130,14 @@ def resume(search, parallel, threads, address, num_cpus, gpus_per_executor, home
 @format_option
 def status(search, home, fmt):
     """One search's state (nodes, best, running trials), or every search's in one line each."""
+    from trex.events.layout import quarantine_note
     from trex.events.log import EventLog
     from trex.orchestrate.leases import leases_of
     from trex.search import build_tree
 
     log = EventLog(home)
+    if note := quarantine_note(home):
+        info(note)
     if search is None:
         rows = []
         for sid in log.searches():

@@ -10,8 +10,12 @@ from trex.events.base import EventError
 
 
 def _log(home: Path):
+    from trex.events.layout import quarantine_note
     from trex.events.log import EventLog
 
+    note = quarantine_note(home)
+    if note:
+        info(note)
     return EventLog(home)
 
 

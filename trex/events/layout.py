@@ -12,8 +12,47 @@ from trex.events.errors import EventError, LinkRefused
 _SEGMENT_NAME = re.compile(r"([0-9]{8}|[1-9][0-9]{8,})\.(parquet|jsonl)", re.ASCII)  # what seg_path writes, exactly
 
 
+# what a crash can leave: a Parquet seal's temp file (``.tmp<pid>``), a repair's temp file
+_LEFTOVER_NAME = re.compile(r"([0-9]{8}|[1-9][0-9]{8,})\.(parquet\.tmp[0-9]+|jsonl\.repair\.tmp)", re.ASCII)
+
+
+def leftovers(segdir: Path, sealed: list[int]) -> list[Path]:
+    """Files a crash left in the segments folder, to remove: a segment's jsonl beside its parquet (a
+    crash in the middle of sealing) and the temp files of a seal or repair — by the exact names trex
+    writes, and only files or links (unlinking a link removes the link). An operator's ``1.jsonl`` or
+    ``0001.jsonl`` is not trex's and stays; a folder under a temp name is left alone, not unlinked."""
+    done = set(sealed)
+    out = []
+    try:
+        entries = list(os.scandir(segdir))
+    except FileNotFoundError:
+        return []
+    for e in entries:
+        m = _SEGMENT_NAME.fullmatch(e.name)
+        ours = (m is not None and m.group(2) == "jsonl" and int(m.group(1)) in done and int(m.group(1))) \
+            or _LEFTOVER_NAME.fullmatch(e.name) is not None
+        if ours and (e.is_symlink() or e.is_file(follow_symlinks=False)):
+            out.append(Path(e.path))
+    return out
+
+
 def segments_dir(home: str | os.PathLike) -> Path:
     return Path(home) / "log" / "segments"
+
+
+def quarantine_note(home: str | os.PathLike) -> str | None:
+    """What a reader says (on stderr) while ``HOME/log/quarantine`` holds anything: records that
+    ``trex verify --repair`` moved out of the log are not in what it reads. Names only, nothing read or
+    followed (``verify`` counts the records)."""
+    qdir = Path(home) / "log" / "quarantine"
+    try:
+        names = os.listdir(qdir) if os.path.isdir(qdir) and not os.path.islink(qdir) else []
+    except OSError:
+        names = []
+    if not names:
+        return None
+    return (f"note: {qdir} holds {len(names)} file(s) of damaged records that repair moved out of the log: "
+            "their events are not in what follows (`trex verify` lists them)")
 
 
 class SegmentMissing(EventError):
@@ -50,8 +89,8 @@ def listing(segdir: Path, allow_missing: bool = False) -> tuple[list[int], list[
         return [], []
     for e in entries:
         m = _SEGMENT_NAME.fullmatch(e.name)
-        if m is None:  # only the names trex writes: '1.parquet' or '٣.jsonl' must not alias a segment
-            continue
+        if m is None or not int(m.group(1)):  # only names trex writes: '1.parquet', '٣.jsonl' and segment 0
+            continue  # (numbering starts at 1) must not alias a segment
         stem, ext = m.group(1), m.group(2)
         if e.is_symlink():
             raise LinkRefused(f"segment {e.path} is a symbolic link: refused (trex never reads or writes "

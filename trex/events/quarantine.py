@@ -148,5 +148,7 @@ def quarantine_files(log_dir: Path) -> list[QuarantineFile]:
         runs = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
         if header:
             runs = max(0, runs - 1)  # the header's own line (one run, if its newline was lost)
+            if not runs and len(data) > len(records.HEADER_V2):
+                runs = 1  # bytes past a header's length held records whose line ends are gone (a zeroed page)
         out.append(QuarantineFile(name, p, len(data), runs, seg, off, header))
     return out

@@ -113,18 +113,26 @@ def _header_reason(data: bytes) -> str:
     return f"{HEADER_DAMAGE}: byte {diff} differs from {HEADER_V2.decode()!r}"
 
 
-def _first_v2_record(data: bytes, start: int) -> int | None:
-    """Where the first valid v2 record (or a torn final one) at or after ``start`` begins."""
-    if start < len(data) and _v2_good_or_torn(data, start):
+def _first_v2_record(data: bytes, start: int, torn_at_start: bool = True) -> int | None:
+    """Where the first valid v2 record at or after ``start`` begins (or, with ``torn_at_start``, a torn
+    final one exactly at ``start``). A torn-looking frame found further on is not one: ``~`` and
+    18 header-shaped bytes inside a damaged record's text (a note can hold them) would otherwise make
+    the rest of that acknowledged record a "torn tail" that repair truncates."""
+    if start < len(data) and (_v2_good_or_torn(data, start) if torn_at_start else _v2_good(data, start)):
         return start
     i = start
     while True:
         j = data.find(b"~", i)
         if j < 0:
             return None
-        if _v2_good_or_torn(data, j):
+        if _v2_good(data, j):
             return j
         i = j + 1
+
+
+def _v2_good(data: bytes, pos: int) -> bool:
+    r = _v2_at(data, pos)
+    return r[0] == "ok" and not isinstance(_records(r[2]), str)
 
 
 def _v2_good_or_torn(data: bytes, pos: int) -> bool:
@@ -324,10 +332,23 @@ def _v2_at(data: bytes, pos: int):
     return ("ok", end, body)
 
 
+_V1_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _v1_torn_shape(tail: bytes) -> bool:
+    """Whether an unterminated final v1 line could be the start of one (``CRC(8 hex) SPACE [``): zeroed
+    or foreign bytes are damage, not an append that never finished (a lost page of zeros was once
+    truncated as a torn tail, with every acknowledged event in it)."""
+    return (all(c in _V1_HEX for c in tail[:8]) and (len(tail) <= 8 or tail[8:9] == b" ")
+            and (len(tail) <= 9 or tail[9:10] == b"["))
+
+
 def _v1_at(data: bytes, pos: int):
     nl = data.find(b"\n", pos)
     if nl < 0:
-        return ("torn",)  # v1 cannot tell more: an unterminated final line is an append that never finished
+        if _v1_torn_shape(data[pos:]):
+            return ("torn",)  # an unterminated final line shaped like one: an append that never finished
+        return ("bad", "unterminated bytes that are not the start of a record")
     line = data[pos:nl]
     try:
         ok = len(line) > 9 and line[8:9] == b" " and int(line[:8], 16) == zlib.crc32(line[9:])
@@ -339,14 +360,15 @@ def _v1_at(data: bytes, pos: int):
 
 
 def _resync(data: bytes, pos: int, at) -> int:
-    """The next offset after ``pos`` where a valid record (or a torn final one) starts, or len(data).
+    """The next offset after ``pos`` where a valid record starts, or len(data): bytes after damage are
+    damage up to the next valid record, never a torn tail (repair quarantines them, never truncates).
 
     v2 records are found by their frame (``~`` length, checksum, events), wherever they start: a
     damaged record whose final newline was flipped does not take the intact record after it along.
     A ``~`` inside a record's JSON cannot start a valid frame (its body would need unescaped quotes).
     v1 lines are found after the next newline, as before."""
     if at is _v2_at:
-        nxt = _first_v2_record(data, pos + 1)
+        nxt = _first_v2_record(data, pos + 1, torn_at_start=False)
         return len(data) if nxt is None else nxt
     i = pos
     while True:
@@ -355,7 +377,7 @@ def _resync(data: bytes, pos: int, at) -> int:
             return len(data)
         c = j + 1
         r = at(data, c)
-        if r[0] == "torn" or (r[0] == "ok" and not isinstance(_records(r[2]), str)):
+        if r[0] == "ok" and not isinstance(_records(r[2]), str):
             return c
         i = c
 

@@ -12,6 +12,7 @@ files outside the home are refused with a clear message.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -110,8 +111,8 @@ _EMPTY = (
 )
 
 
-def _snapshot(home: Path) -> tuple[list[Path], list[str]]:
-    """(sealed segment paths, JSON arrays of the open segments' records), consistent with each other.
+def _snapshot(home: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(sealed segment paths, (name, JSON array of its records) of each open segment), consistent.
 
     A damaged open segment, or a segment that is a link, fails the query with one line naming it."""
     segdir = layout.segments_dir(home)
@@ -121,7 +122,8 @@ def _snapshot(home: Path) -> tuple[list[Path], list[str]]:
             texts = []
             for n in open_:
                 bodies = layout.open_segment_bodies(segdir, n)
-                texts.append("[" + b",".join(b[1:-1] for b in bodies).decode() + "]")
+                texts.append((layout.seg_path(segdir, n, "jsonl").name,
+                              "[" + b",".join(b[1:-1] for b in bodies).decode() + "]"))
         except FileNotFoundError:
             continue  # sealed between listing and reading: list again
         except EventError as e:
@@ -193,8 +195,9 @@ def check_column_types(paths: list[Path]) -> list[tuple[Path, str]]:
         return []
     con = duckdb.connect()
     try:
-        rows = con.execute("SELECT file_name, name, type, converted_type FROM parquet_schema(?) WHERE type IS NOT NULL",
-                           [[str(p.resolve()) for p in paths]]).fetchall()
+        with _without_patterns(paths) as names:
+            rows = con.execute("SELECT file_name, name, type, converted_type FROM parquet_schema(?) "
+                               "WHERE type IS NOT NULL", [names]).fetchall()
     except (duckdb.Error, ValueError, UnicodeError) as e:
         return [(paths[0], f"its footer cannot be read ({_line(e)})")] if len(paths) == 1 else \
             [bad for p in paths for bad in check_column_types([p])]
@@ -204,13 +207,38 @@ def check_column_types(paths: list[Path]) -> list[tuple[Path, str]]:
     for f, name, typ, conv in rows:
         got.setdefault(f, {})[name] = (typ, conv)
     out = []
-    for p in paths:
-        cols = got.get(str(p.resolve()), {})
+    for p, name in zip(paths, names):
+        cols = got.get(name, {})
         if cols != _PARQUET_TYPES:
             bad = next((f"{c} is {'/'.join(map(str, cols[c]))}" for c in _COL_NAMES if c in cols
                         and cols[c] != _PARQUET_TYPES[c]), "its columns differ")
             out.append((p, f"its columns are not the log's ({bad}: DuckDB would not read the log's types)"))
     return out
+
+
+@contextlib.contextmanager
+def _without_patterns(paths: list[Path]):
+    """File names DuckDB reads as these paths and never as patterns: the paths themselves, or, where a
+    home's path holds ``* ? [ ] { }`` (DuckDB globbed ``g[1]`` into a sibling home ``g1``), links to them
+    in a temp folder without such characters (footers only are read through them; nothing is written)."""
+    import tempfile
+
+    resolved = [str(p.resolve()) for p in paths]
+    if not any(_GLOB.search(r) for r in resolved):
+        yield resolved
+        return
+    tmp = next((t for t in (tempfile.gettempdir(), "/tmp", "/var/tmp")
+                if not _GLOB.search(os.path.realpath(t)) and os.path.isdir(t)), None)
+    if tmp is None:
+        raise SqlFailed("the log's path holds a character DuckDB reads as a file pattern and no temporary "
+                        "folder without one is at hand; set TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="trex-footers-", dir=tmp) as d:
+        names = []
+        for i, r in enumerate(resolved):
+            link = os.path.join(os.path.realpath(d), f"{i:08d}.parquet")
+            os.symlink(r, link)
+            names.append(link)
+        yield names
 
 
 def whole_check(path: Path) -> None:
@@ -263,21 +291,32 @@ def _whole_check(con: duckdb.DuckDBPyConnection, path: Path) -> None:
             "SELECT row_group_id, row_group_num_rows, path_in_schema, stats_min_value, stats_max_value, "
             "stats_null_count, min_is_exact, max_is_exact, bloom_filter_offset, column_index_offset, "
             f"offset_index_offset FROM parquet_metadata({f})").fetchall()
-        aggs = ", ".join(f"CAST(min({c}) AS VARCHAR), CAST(max({c}) AS VARCHAR), count(*) - count({c})"
-                         for c in _COL_NAMES)
         r = con.execute(
             f"SELECT count(*), min(position), max(position), count(DISTINCT position), "
-            f"count(*) FILTER (WHERE {_HASH_SQL} IS DISTINCT FROM hash), {aggs} FROM read_parquet({f})").fetchone()
+            f"count(*) FILTER (WHERE {_HASH_SQL} IS DISTINCT FROM hash) FROM read_parquet({f})").fetchone()
+        groups = dict(sorted({(rg, nrows) for (rg, nrows, *_rest) in meta}))
+        # each row group's own minimum, maximum and null count, as DuckDB reads them (it skips a group by
+        # its statistics; a file of more than one group — a seal of over 65,536 events, the first trex's
+        # 100,000 — was once left unchecked here)
+        ends, total = [], 0
+        for rg, nrows in groups.items():
+            total += nrows
+            ends.append((rg, total))
+        which = "CASE " + " ".join(f"WHEN file_row_number < {e} THEN {rg}" for rg, e in ends) + " END"
+        aggs = ", ".join(f"CAST(min({c}) AS VARCHAR), CAST(max({c}) AS VARCHAR), count(*) - count({c})"
+                         for c in _COL_NAMES)
+        per_group = {row[0]: row[1:] for row in con.execute(
+            f"SELECT {which} AS g, {aggs} FROM read_parquet({f}, file_row_number=true) GROUP BY g").fetchall()
+        } if ends else {}
     except (duckdb.Error, ValueError, UnicodeError) as e:  # a damaged name in the footer: not UTF-8
         raise _damaged(path, f"cannot be read ({_line(e)})") from None
-    groups = {(rg, nrows) for (rg, nrows, *_rest) in meta}
     stats = {}
-    for (_rg, _n, col, lo, hi, nulls, lo_exact, hi_exact, bloom, cidx, oidx) in meta:
+    for (rg, _n, col, lo, hi, nulls, lo_exact, hi_exact, bloom, cidx, oidx) in meta:
         if bloom is not None or cidx is not None or oidx is not None:
             raise _damaged(path, f"column {col} has an index trex never writes")
-        stats[col] = (lo, hi, nulls, lo_exact, hi_exact)
-    n, pmin, pmax, pdistinct, bad = r[:5]
-    rows = sum(nrows for _rg, nrows in groups)
+        stats[(rg, col)] = (lo, hi, nulls, lo_exact, hi_exact)
+    n, pmin, pmax, pdistinct, bad = r
+    rows = sum(groups.values())
     if n != rows:
         raise _damaged(path, f"{n} rows read, its footer says {rows}")
     if not n:
@@ -286,31 +325,39 @@ def _whole_check(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         raise _damaged(path, f"{bad} event(s) do not match their hash")
     if pmin is None or pmax is None or not (pmax - pmin + 1 == n == pdistinct):
         raise _damaged(path, "its positions are not consecutive")
-    if len(groups) != 1:
-        return  # trex seals at most 20,000 events: one row group; statistics per group are not derived here
-    for i, col in enumerate(_COL_NAMES):
-        lo, hi, nulls = r[5 + 3 * i: 8 + 3 * i]
-        st = stats.get(col)
-        if st is None:
-            raise _damaged(path, f"it has no column {col}")
-        slo, shi, snulls, lo_exact, hi_exact = st
-        if snulls is not None and snulls != nulls:
-            raise _damaged(path, f"the statistics of column {col} do not match its data")
-        if (slo is None) != (shi is None):  # one bound without the other: DuckDB prunes by the one
-            raise _damaged(path, f"the statistics of column {col} do not match its data")
-        if slo is None or shi is None or lo is None or hi is None:
-            if (slo is None) != (lo is None) and slo is not None:
-                raise _damaged(path, f"the statistics of column {col} do not match its data")
-            continue
-        try:
-            if col in ("position", "seq", "schema_version"):
-                ok = (int(slo), int(shi)) == (int(lo), int(hi))
-            else:
-                ok = (slo == lo if lo_exact else slo <= lo) and (shi == hi if hi_exact else shi >= hi)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise _damaged(path, f"the statistics of column {col} do not match its data")
+    for rg, nrows in groups.items():
+        got = per_group.get(rg)
+        if nrows and got is None:
+            raise _damaged(path, f"row group {rg} holds no rows, its footer says {nrows}")
+        for i, col in enumerate(_COL_NAMES):
+            if got is not None:
+                _check_group_stat(path, rg, col, stats.get((rg, col)), got[3 * i: 3 * i + 3])
+
+
+def _check_group_stat(path: Path, rg: int, col: str, st, data) -> None:
+    """One row group's statistics of one column against its data (min, max, null count, as text)."""
+    lo, hi, nulls = data
+    where = f"the statistics of column {col} (row group {rg}) do not match its data"
+    if st is None:
+        raise _damaged(path, f"row group {rg} has no column {col}")
+    slo, shi, snulls, lo_exact, hi_exact = st
+    if snulls is not None and snulls != nulls:
+        raise _damaged(path, where)
+    if (slo is None) != (shi is None):  # one bound without the other: DuckDB prunes by the one
+        raise _damaged(path, where)
+    if slo is None or shi is None or lo is None or hi is None:
+        if (slo is None) != (lo is None) and slo is not None:
+            raise _damaged(path, where)
+        return
+    try:
+        if col in ("position", "seq", "schema_version"):
+            ok = (int(slo), int(shi)) == (int(lo), int(hi))
+        else:
+            ok = (slo == lo if lo_exact else slo <= lo) and (shi == hi if hi_exact else shi >= hi)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _damaged(path, where)
 
 
 def _check_sealed(con: duckdb.DuckDBPyConnection, sealed: list[Path]) -> list[str]:
@@ -343,6 +390,34 @@ def _check_sealed(con: duckdb.DuckDBPyConnection, sealed: list[Path]) -> list[st
     return []
 
 
+def _check_order(con: duckdb.DuckDBPyConnection, sealed: list[Path], open_names: list[str]) -> None:
+    """Each segment's positions come after the previous segment's (from the footers' statistics, checked
+    before, and the open segments' records). A segment present twice — a copy under a later number —
+    was read as more events, exit 0. A gap passes: a record quarantined by repair leaves one."""
+    ranges: list[tuple[str, int | None, int | None]] = []
+    if sealed:
+        files = ", ".join(_sql_str(str(p.resolve())) for p in sealed)
+        try:
+            rows = con.execute(
+                "SELECT file_name, min(TRY_CAST(stats_min_value AS BIGINT)), max(TRY_CAST(stats_max_value AS BIGINT)) "
+                f"FROM parquet_metadata([{files}]) WHERE path_in_schema = 'position' GROUP BY file_name").fetchall()
+        except duckdb.Error as e:
+            raise SqlFailed(f"the segments' footers cannot be read ({_line(e)})") from None
+        by = {Path(f).name: (lo, hi) for f, lo, hi in rows}
+        ranges += [(p.name, *by.get(p.name, (None, None))) for p in sealed]
+    for i, name in enumerate(open_names):
+        ranges.append((name, *con.execute(f"SELECT min(position), max(position) FROM _open_segment_{i}").fetchone()))
+    last, last_name = 0, ""
+    for name, lo, hi in ranges:
+        if lo is None or hi is None:
+            continue
+        if lo <= last:
+            raise SqlFailed(f"segment {name}: its events (positions {lo}..{hi}) do not come after those of "
+                            f"{last_name} (up to {last}): a segment present twice or out of place "
+                            "(nothing was read; `trex verify` lists the damage)")
+        last, last_name = hi, name
+
+
 def connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
             views: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the log's views, sandboxed to the log's segments.
@@ -367,6 +442,7 @@ def _connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
         sealed, texts = _snapshot(home)
         try:
             notes = _check_sealed(con, sealed)  # before the sandbox closes: the whole check reads footers
+            notes += [n for n in (layout.quarantine_note(home),) if n]
         except FileNotFoundError as e:
             raise SqlFailed(f"segment {Path(e.filename or '?').name} vanished under the query; try again") from None
         except EventError as e:
@@ -378,9 +454,14 @@ def _connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
     if sealed:
         files = ", ".join(_sql_str(str(p.resolve())) for p in sealed)
         parts.append(f"SELECT {_COLS} FROM read_parquet([{files}])")
-    for i, text in enumerate(texts):
+    for i, (_name, text) in enumerate(texts):
         con.execute(_OPEN_TABLE.format(name=f"_open_segment_{i}", struct=_OPEN_STRUCT), [text])
         parts.append(f"SELECT {_COLS} FROM _open_segment_{i}")
+    try:
+        _check_order(con, sealed, [name for name, _t in texts])
+    except BaseException:
+        con.close()
+        raise
     con.execute(EVENTS_VIEW.format(source=" UNION ALL ".join(parts) or _EMPTY))
     for sql in [*LOG_VIEWS.values(), *views]:
         con.execute(sql)
