@@ -868,7 +868,7 @@ def test_export_refuses_a_destination_that_is_not_a_regular_file(log, tmp_path):
     (tmp_path / "link").symlink_to(target)
     for dest in (fifo, tmp_path / "link"):  # (a folder: click refuses it, exit 2)
         r = run(log.home, "export", "s", "-o", str(dest))
-        assert r.exit_code == 1 and f"refusing to export to {dest}" in r.stderr, r.stderr
+        assert r.exit_code == 1 and f"refusing to write to {dest}" in r.stderr, r.stderr
     assert fifo.is_fifo() and (tmp_path / "link").is_symlink() and target.read_text() == "keep"
     assert run(log.home, "export", "s", "-o", str(tmp_path / "s.parquet")).exit_code == 0
 
@@ -879,3 +879,133 @@ def test_verify_of_a_home_whose_path_is_a_pattern_reads_its_own_footers_not_a_si
         h.append("s", _notes(2, name))
         h.seal()
     assert verify(EventLog(tmp_path / "g[1]")).ok
+
+
+# ------------------------------------------------ the sixth audit
+def test_a_v1_final_line_whose_newline_was_flipped_is_damage_not_a_torn_tail(log):
+    """All of the line is there and its CRC matches the bytes before its last one: the newline was
+    damaged at rest, the append was acknowledged. It was truncated as a torn tail by the next append."""
+    path = _write_v1_home(log)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # \n -> \x0b
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptLog, match="a complete line whose final newline is damaged"):
+        EventLog(log.home).read("s")
+    with pytest.raises(CorruptLog):
+        EventLog(log.home).append("s", _notes(1, "later"))
+    assert path.read_bytes() == bytes(data)
+    truncated = bytes(data[:-1])  # a write that stopped before the newline: a torn tail, as always
+    assert records.scan(truncated, "x").torn > 0
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda b: b.replace(b'"search_id":"s"', b'"search_id":"s","search_id":"other"', 1), "has the key 'search_id' twice"),
+    (lambda b: b" " + b + b" ", "does not hold a list of events"),  # `trex sql` spliced bodies by their brackets
+])
+def test_a_record_body_trex_would_not_write_is_damage_to_sql_and_the_log_alike(log, edit, why):
+    """With the CRC recomputed: Python kept a key's last value and DuckDB its first; spaces around
+    the array made `trex sql` read one all-NULL row for two events, exit 0."""
+    from trex.events import sql
+
+    log.append("s", _notes(2))
+    path = _open_segment(log)
+    data = path.read_bytes()
+    (start,) = _record_offsets(data)
+    path.write_bytes(data[:start] + encode_record_body(edit(data[start + 19:-1])))
+    with pytest.raises(CorruptLog, match=why):
+        EventLog(log.home).read()
+    with pytest.raises(sql.SqlFailed, match=why):
+        sql.query(log.home, "SELECT search_id FROM events")
+
+
+def encode_record_body(body: bytes) -> bytes:
+    import zlib
+
+    return b"~%08x %08x " % (len(body), zlib.crc32(body)) + body + b"\n"
+
+
+def test_a_record_present_twice_in_the_open_segment_fails_sql(log):
+    from trex.events import sql
+
+    log.append("s", _notes(1))
+    log.append("s", _notes(1, "m"))
+    path = _open_segment(log)
+    data = path.read_bytes()
+    last = _record_offsets(data)[-1]
+    path.write_bytes(data + data[last:])
+    with pytest.raises(sql.SqlFailed, match="00000001.jsonl: 1 event.s. repeat the position of another"):
+        sql.query(log.home, "SELECT count(*) FROM events")
+    with pytest.raises(CorruptLog, match="comes after position 2"):
+        EventLog(log.home).read("s")
+
+
+def test_a_copy_without_statistics_is_still_placed_by_its_positions(log):
+    import pyarrow.parquet as pq
+
+    from trex.events import sql
+
+    log.append("s", _notes(3))
+    log.seal()
+    table = pq.read_table(log.segdir / "00000001.parquet")
+    with open(log.segdir / "00000002.parquet", "wb") as f:  # no digest, no statistics: checked whole
+        pq.write_table(table, f, write_statistics=False, write_page_checksum=True)
+    sql._CHECKED.clear()
+    with pytest.raises(sql.SqlFailed, match=r"00000002\.parquet: its events \(positions 1\.\.3\)"):
+        sql.query(log.home, "SELECT count(*) FROM events")
+
+
+def test_a_jsonl_beside_a_damaged_parquet_is_kept_as_the_intact_copy(log):
+    log.append("s", _notes(3))
+    jsonl = _open_segment(log)
+    kept = jsonl.read_bytes()
+    log.seal()
+    (log.segdir / jsonl.name).write_bytes(kept)  # a crash between the seal's rename and its unlink
+    parquet = log.segdir / "00000001.parquet"
+    data = bytearray(parquet.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    parquet.write_bytes(bytes(data))
+    with pytest.raises(CorruptLog, match="00000001.jsonl beside it, left by a seal that crashed, is kept"):
+        EventLog(log.home).append("s", _notes(1, "later"))
+    assert (log.segdir / jsonl.name).read_bytes() == kept
+    r = run(log.home, "verify", "--repair")
+    assert r.exit_code == 1 and (log.segdir / jsonl.name).read_bytes() == kept
+
+
+def test_a_jsonl_beside_its_whole_parquet_is_removed_as_before(log):
+    log.append("s", _notes(3))
+    jsonl = _open_segment(log)
+    kept = jsonl.read_bytes()
+    log.seal()
+    (log.segdir / jsonl.name).write_bytes(kept)
+    EventLog(log.home).append("s", _notes(1, "m"))
+    assert not (log.segdir / jsonl.name).exists() and len(_texts(log)) == 4
+
+
+def test_tree_output_is_never_written_into_the_log_through_a_link_or_into_a_pipe(log, tmp_path):
+    from trex.search.hashing import tree_hash  # noqa: F401  (the command's own imports, warmed)
+
+    log.append("s", _notes(1))
+    seg = _open_segment(log)
+    before = seg.read_bytes()
+    target = tmp_path / "target.txt"
+    target.write_text("precious")
+    (tmp_path / "link.json").symlink_to(target)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for dest, why in ((seg, "into the log's own folder"), (tmp_path / "link.json", "a symbolic link"),
+                      (fifo, "not a regular file")):
+        r = run(log.home, "tree", "s", "--format", "json", "-o", str(dest))
+        assert r.exit_code == 1 and why in r.stderr, r.stderr
+    assert seg.read_bytes() == before and target.read_text() == "precious" and fifo.is_fifo()
+
+
+def test_export_never_unlinks_a_users_file_under_a_temp_name(log, tmp_path):
+    log.append("s", _notes(1))
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / f"s.parquet.tmp{os.getpid()}"
+    mine.write_text("a user's file")
+    assert run(log.home, "export", "s", "-o", str(out / "s.parquet")).exit_code == 0
+    assert mine.read_text() == "a user's file"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["s.parquet", mine.name])
+    assert (out / "s.parquet").stat().st_mode & 0o044  # readable as a file the user made

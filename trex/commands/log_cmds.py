@@ -136,7 +136,7 @@ def verify(search, repair, home, fmt):
         status = "OK" if rep.ok else f"{len(rep.problems)} problem(s)"
         lost = sum(q.records for q in rep.quarantine)
         if lost:
-            status += f", {lost} quarantined record(s) not in the log"
+            status += f", at least {lost} quarantined record(s) not in the log"
         info(f"{status}: {rep.events} events, {rep.searches} searches, {rep.segments} segments")
     sys.exit(0 if rep.ok else 1)
 

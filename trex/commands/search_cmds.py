@@ -82,19 +82,26 @@ def tree(search: str, until: int | None, fmt: str, output: Path | None, home: Pa
         Console(width=None if sys.stdout.isatty() else 240).print(render.rich_tree(t))
         return
     if fmt == "text":
+        import io
+
         from rich.console import Console
 
-        with open(output, "w", encoding="utf-8") as f:
-            Console(file=f, width=200, no_color=True).print(render.rich_tree(t))
+        buf = io.StringIO()
+        Console(file=buf, width=200, no_color=True).print(render.rich_tree(t))
+        text = buf.getvalue()
+    elif fmt == "json":
+        text = json.dumps(dict(tree_to_dict(t), tree_hash=tree_hash(t)), indent=2, sort_keys=True, default=str)
     else:
-        if fmt == "json":
-            text = json.dumps(dict(tree_to_dict(t), tree_hash=tree_hash(t)), indent=2, sort_keys=True, default=str)
-        else:
-            text = render.to_html(t)
-        if output is None:
-            click.echo(text)
-            return
-        output.write_text(text, encoding="utf-8")
+        text = render.to_html(t)
+    if output is None:
+        click.echo(text)
+        return
+    from trex.events.fsio import write_output
+
+    try:  # never into the log, through a link or into a pipe; written whole, then renamed
+        write_output(output, text.encode("utf-8"), home)
+    except EventError as e:
+        fail(str(e))
     info(f"wrote {output}")
 
 

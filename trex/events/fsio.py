@@ -141,6 +141,61 @@ def check_not_link(path: Path) -> Path:
     return Path(path)
 
 
+def check_output(path: str | os.PathLike, home: str | os.PathLike | None = None) -> Path:
+    """A file a command writes where its user says (``export -o``, ``tree -o``): never inside the home's
+    log, and only a new name or a regular file, which is replaced whole — a link, a pipe, a device or a
+    folder there is refused (the write would replace or follow it). Raises :class:`EventError`."""
+    from trex.events.base import EventError
+
+    path = Path(path)
+    if home is not None:
+        log_dir = (Path(home) / "log").resolve()
+        target = path.resolve()
+        if target == log_dir or log_dir in target.parents:
+            raise EventError(f"refusing to write {path} into the log's own folder ({Path(home) / 'log'})")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISREG(mode):
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else \
+            "not a regular file (a pipe, a device, a socket)"
+        raise EventError(f"refusing to write to {path}: it is {what}, which the write would replace; name a file")
+    return path
+
+
+def unique_temp_beside(path: Path) -> tuple[int, Path]:
+    """A new temp file beside ``path`` under a name nobody else holds (``mkstemp``: O_EXCL, random), for
+    folders trex does not own: a fixed temp name there could be a user's file, unlinked to make room."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
+    mask = os.umask(0)  # mkstemp makes it 0600: the file a user asked for gets the usual mode
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+    return fd, Path(tmp)
+
+
+def write_output(path: str | os.PathLike, data: bytes, home: str | os.PathLike | None = None) -> None:
+    """``data`` written whole to a user's output file (:func:`check_output`): a unique temp file beside
+    it, fsynced, renamed over it."""
+    path = check_output(path, home)
+    fd, tmp = unique_temp_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        check_output(path, home)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def write_file_replace(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` whole: a new temporary file beside it (never through a link), fsync,
     rename over ``path``. A link at ``path`` is refused, not replaced."""

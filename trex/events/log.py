@@ -513,6 +513,8 @@ class EventLog:
         sealed, open_ = self._listing()
         # a jsonl left beside its parquet by a crash in the middle of sealing; temp files of a crash
         for path in layout.leftovers(self.segdir, sealed):
+            if path.suffix == ".jsonl" and not path.is_symlink():
+                self._check_sealed_copy(path)  # the jsonl may be the only intact copy of its events
             os.unlink(path)  # unlinking a link removes the link, never its target
         for n in sealed:
             if n <= idx.sealed_upto:
@@ -559,6 +561,28 @@ class EventLog:
             finally:
                 os.close(fd)
         return dropped
+
+    def _check_sealed_copy(self, jsonl: Path) -> None:
+        """A segment's jsonl left beside its parquet (a crash between the seal's rename and this unlink)
+        is removed only once the parquet is whole and holds the same events: if the parquet is
+        damaged, the jsonl may be the only intact copy, and is kept (the append fails naming both)."""
+        from trex.events import segments
+
+        parquet = jsonl.with_suffix(".parquet")
+        try:
+            segments.check_digest(parquet)
+            rows = segments.read_index_columns(parquet)
+        except EventError as e:
+            raise CorruptLog(f"{e}; {jsonl.name} beside it, left by a seal that crashed, is kept (it may be the only "
+                             "intact copy of those events: restore the segment from it)") from None
+        try:
+            body = records.scan(records.read_segment(jsonl), jsonl.name, salvage=True)
+        except EventError:
+            return  # a newer format or a link: the parquet is whole, and it is the segment
+        got = [(r["position"], r["event_id"]) for r in body.records]
+        if not set(got) <= {(r["position"], r["event_id"]) for r in rows}:
+            raise CorruptLog(f"segment {parquet.name} does not hold the events of {jsonl.name} beside it (left by a "
+                             "seal that crashed): both are kept; `trex verify` lists the damage")
 
     def _read_ids(self, search_id: str, ids: set[str]) -> list[Envelope]:
         return [e for e in self.read(search_id) if e.event_id in ids]

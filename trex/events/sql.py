@@ -404,12 +404,25 @@ def _check_order(con: duckdb.DuckDBPyConnection, sealed: list[Path], open_names:
         except duckdb.Error as e:
             raise SqlFailed(f"the segments' footers cannot be read ({_line(e)})") from None
         by = {Path(f).name: (lo, hi) for f, lo, hi in rows}
-        ranges += [(p.name, *by.get(p.name, (None, None))) for p in sealed]
+        for p in sealed:
+            lo, hi = by.get(p.name, (None, None))
+            if lo is None or hi is None:  # no statistics (a footer written without them): from the data
+                try:
+                    lo, hi = con.execute(f"SELECT min(position), max(position) FROM read_parquet({_sql_str(str(p.resolve()))})"
+                                         ).fetchone()
+                except duckdb.Error as e:
+                    raise _damaged(p, f"cannot be read ({_line(e)})") from None
+            ranges.append((p.name, lo, hi))
     for i, name in enumerate(open_names):
-        ranges.append((name, *con.execute(f"SELECT min(position), max(position) FROM _open_segment_{i}").fetchone()))
+        lo, hi, n, distinct = con.execute(
+            f"SELECT min(position), max(position), count(*), count(DISTINCT position) FROM _open_segment_{i}").fetchone()
+        if n != distinct:  # a record present twice: positions rise in a segment written by the append
+            raise SqlFailed(f"segment {name}: {n - distinct} event(s) repeat the position of another "
+                            "(nothing was read; `trex verify` lists the damage)")
+        ranges.append((name, lo, hi))
     last, last_name = 0, ""
     for name, lo, hi in ranges:
-        if lo is None or hi is None:
+        if lo is None or hi is None:  # an empty segment
             continue
         if lo <= last:
             raise SqlFailed(f"segment {name}: its events (positions {lo}..{hi}) do not come after those of "

@@ -49,23 +49,18 @@ def lineage(log: EventLog, search_id: str) -> list[str]:
 def export_search(log: EventLog, search_id: str, out: Path) -> int:
     from trex.events import segments
 
+    from trex.events.fsio import check_output
+
     target = Path(out).resolve()
     if target == log.dir.resolve() or log.dir.resolve() in target.parents:
         raise EventError(f"refusing to export into the log's own folder ({log.dir})")
-    try:  # the export is written beside the destination and renamed over it: what is there is replaced
-        mode = os.lstat(out).st_mode
-    except FileNotFoundError:
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
-        what = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else \
-            "not a regular file (a pipe, a device, a socket)"
-        raise EventError(f"refusing to export to {out}: it is {what}, which the export would replace; "
-                         "name a file")
+    check_output(out)  # written beside the destination and renamed over it: only a file is replaced
 
     records = []
     for sid in lineage(log, search_id):
         records.extend(log.read_records(sid))
-    segments.write_parquet(Path(out), records, metadata={EXPORT_MAGIC: search_id})
+    check_output(out)
+    segments.write_parquet(Path(out), records, metadata={EXPORT_MAGIC: search_id}, outside=True)
     return len(records)
 
 

@@ -177,7 +177,7 @@ def _quarantine(log: EventLog, rep: Report) -> None:
         else:
             rep.problems.append(Problem(
                 "quarantined", where,
-                f"{'at least ' if q.header else ''}{q.records} damaged record(s) ({q.size} bytes){origin}"
+                f"at least {q.records} damaged record(s) ({q.size} bytes){origin}"
                 f"{' with a damaged segment header' if q.header else ''} moved out of the log by repair: "
                 f"their events are not in the log; inspect {qdir / q.name}, then move it out of the "
                 "quarantine folder to clear this"))
