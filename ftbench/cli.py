@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from trex.commands.common import OneLineErrors, format_option, home_option
+from trex.commands.common import FiniteRange, OneLineErrors, format_option, home_option
 from trex.propose.space import DEFAULT_TRIAL_STEPS
 
 
@@ -113,7 +113,7 @@ def _csv(value: str) -> list[str]:
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Default: each task file's.")
 @click.option("--eval-limit", type=click.IntRange(1, None), default=None,
               help="Evaluation examples per split (default: each task file's).")
-@click.option("--trial-time-limit", type=click.FloatRange(1, None), default=900.0, show_default=True)
+@click.option("--trial-time-limit", type=FiniteRange(1, None), default=900.0, show_default=True)
 @click.option("--tag", default="ftb", show_default=True,
               help="Names this benchmark run: searches are <tag>-<task>-<proposer>-s<seed>.")
 @home_option

@@ -85,3 +85,25 @@ def test_light_commands_import_no_heavy_library(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_json_output_is_strict_json_even_for_a_nan_or_infinite_metric(log):
+    """A metric of NaN (a diverged run) and one of inf: `--format json` printed the bare literals NaN and
+    Infinity, which JSON does not have (strict parsers refused it, exit 0). They come out as the log
+    stores them: the strings "NaN" and "Infinity"."""
+    from trex.events.evaluation import EvaluationFinished, MetricRecorded
+    from trex.events.plans import PlanProposed
+    from trex.events.trials import TrialFinished, TrialStarted
+
+    log.append("s", [SearchStarted(task="arith-sub"), PlanProposed(node_id="n1", parent_id=None, plan={}),
+                     TrialStarted(node_id="n1", trial_id="t1"), TrialFinished(node_id="n1", trial_id="t1", adapter="a"),
+                     MetricRecorded(node_id="n1", name="acc", value=float("nan"), primary=True),
+                     MetricRecorded(node_id="n1", name="loss", value=float("inf")),
+                     EvaluationFinished(node_id="n1", eval_id="e1", backend="cpu", n_examples=1, outputs_artifact="o")])
+    r = run("sql", "SELECT name, value FROM metrics ORDER BY name", "--format", "json", home=log.home)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout, parse_constant=lambda c: 1 / 0) == [{"name": "acc", "value": "NaN"},
+                                                                   {"name": "loss", "value": "Infinity"}]
+    r = run("tree", "s", "--format", "json", home=log.home)
+    assert r.exit_code == 0, r.output
+    json.loads(r.stdout, parse_constant=lambda c: 1 / 0)  # no bare NaN or Infinity anywhere

@@ -292,6 +292,52 @@ CASES += RECORD_CASES
 # ==== end of the open-segment record block =============================================================
 
 
+# ==== crafted imports (issue 17, seventh audit): files whose chain verifies, refused for what they hold ==
+def _crafted(name: str, sid: str, events: list[tuple[str, str]]):
+    """An export-shaped file of search ``sid`` holding ``events`` ((type, payload JSON)), its hash chain
+    right: only its content can be refused."""
+    def setup(home: Path, tmp: Path | None = None) -> None:
+        from trex.events import segments
+        from trex.events.envelope import GENESIS, chain_hash
+        from trex.events.transfer import EXPORT_MAGIC
+
+        out, prev = [], GENESIS
+        for i, (type_, payload) in enumerate(events, start=1):
+            at, eid = "2026-01-01T00:00:00.000000Z", f"{sid}-e{i}"
+            h = chain_hash(prev, eid, sid, i, type_, 1, at, None, None, payload)
+            out.append(dict(position=i, search_id=sid, seq=i, event_id=eid, type=type_, schema_version=1,
+                            recorded_at=at, causation_id=None, correlation_id=None, payload=payload,
+                            prev_hash=prev, hash=h))
+            prev = h
+        segments.write_parquet(tmp / name, out, metadata={EXPORT_MAGIC: sid}, outside=True)
+    return setup
+
+
+def _not_utf8(home: Path, tmp: Path | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(tmp / "s.parquet")
+    i = t.schema.get_field_index("event_id")
+    bad = pa.Array.from_buffers(pa.string(), 1, [None, pa.array([0, 2], pa.int32()).buffers()[1], pa.py_buffer(b"\xff\xfe")])
+    t = t.slice(0, 1).set_column(i, t.schema.field(i), bad)
+    pq.write_table(t.replace_schema_metadata(t.schema.metadata), tmp / "bad.parquet")
+
+
+_FORK = '{"parent_search_id":"%s","at_seq":%d,"at_node":null,"budget":null}'
+CASES += [
+    ("import-lone-surrogate", ["import", "{tmp}/sur.parquet"],
+     _crafted("sur.parquet", "sur", [("NoteAdded", '{"text":"x","author":"\\ud800"}')]), "surrogate pair"),
+    ("import-orphan-fork", ["import", "{tmp}/orph.parquet"],
+     _crafted("orph.parquet", "orph", [("SearchForked", _FORK % ("ghost", 1))]), "neither the file nor this home"),
+    ("import-fork-past-the-end", ["import", "{tmp}/beyond.parquet"],
+     _crafted("beyond.parquet", "beyond", [("SearchForked", _FORK % ("s", 99))]), "past its last event (seq 5)"),
+    ("import-not-utf8", ["import", "{tmp}/bad.parquet"], _not_utf8, "not UTF-8"),
+    ("note-author-not-utf8", ["note", "s", "ok", "--author", "\udcc3"], None, "its author is not UTF-8 text"),
+    ("fork-budget-nan", ["fork", "s", "--at", "n1", "--budget-compute", "nan"], None, "not a finite number"),
+]
+
+
 def _snapshot(home: Path) -> list[tuple]:
     return [(e.search_id, e.seq, e.event_id, e.hash) for e in EventLog(home).read()]
 

@@ -88,9 +88,11 @@ def payload_damage(draw, text: str) -> str:
     """One change to a payload's JSON text."""
     kind = draw(st.sampled_from(["delete", "retype", "add", "dupkey", "nest", "deep", "truncate", "replace",
                                  "not-object", "nan-literal"]))
+    if not isinstance(text, str):  # an earlier damage left no text at all (None): put some back
+        kind = "replace"
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, TypeError):
         obj = None
     keys = sorted(obj) if isinstance(obj, dict) else []
     if kind in ("delete", "retype", "nest", "dupkey") and not keys:

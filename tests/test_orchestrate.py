@@ -174,3 +174,18 @@ def test_an_improve_of_a_parent_with_a_child_in_flight_is_blind_so_a_driver_ahea
     d = select(t, busy=["n1", None, None])
     assert (d.node_id, d.operator) == ("n1", "improve")
     assert blind_improve(d, ["n1", None, None]) and not blind_improve(d, [None, None])
+
+
+def test_a_trial_budgets_last_decisions_wait_for_the_results_in_flight(started):
+    """Budget 6: five trials committed, two of them still training or being scored — the sixth decision
+    waits for their results (an idle executor waits too); with two trials left and one in flight, or
+    nothing in flight, or no trial budget, it does not."""
+    from trex.events.search import Budget
+    from trex.orchestrate.rules import endgame_wait
+    from trex.search import fold
+
+    t = fold([started(policy="mcts", budget=Budget(max_trials=6))])
+    assert endgame_wait(t, committed=5, in_flight=2) and endgame_wait(t, committed=5, in_flight=1)
+    assert not endgame_wait(t, committed=4, in_flight=1)  # two left, one result coming: decide now
+    assert not endgame_wait(t, committed=5, in_flight=0)  # nothing to wait for: the search goes on
+    assert not endgame_wait(fold([started(policy="mcts", budget=Budget(max_seconds=60))]), committed=5, in_flight=2)

@@ -21,8 +21,34 @@ format_option = click.option(
 )
 
 
+class FiniteRange(click.FloatRange):
+    """click's ``FloatRange`` that refuses ``nan`` and ``inf``: they compare false with its bounds, so
+    ``FloatRange(0, min_open=True)`` took ``nan`` and pydantic's traceback-like message followed."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if rv != rv or rv in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+def finite(v):
+    """``v`` with every NaN or infinite float written as the log stores it (``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``): ``json.dumps`` would print the bare literals, which JSON does not have and strict
+    parsers refuse."""
+    if isinstance(v, float) and v != v:
+        return "NaN"
+    if isinstance(v, float) and v in (float("inf"), float("-inf")):
+        return "Infinity" if v > 0 else "-Infinity"
+    if isinstance(v, dict):
+        return {k: finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite(x) for x in v]
+    return v
+
+
 def emit_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    click.echo(json.dumps(finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False))
 
 
 def fail(msg: str, code: int = 1) -> "None":

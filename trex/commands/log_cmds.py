@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from trex.commands.common import emit_json, fail, format_option, home_option, info
+from trex.commands.common import emit_json, fail, finite, format_option, home_option, info
 
 
 def _jsonable(v):
@@ -45,7 +45,8 @@ def sql(query, home, fmt, timeout, memory_limit):
     for n in res.notes:
         info(n)
     if fmt == "json":
-        click.echo(json.dumps([dict(zip(res.columns, map(_jsonable, r))) for r in res.rows], default=str))
+        click.echo(json.dumps(finite([dict(zip(res.columns, map(_jsonable, r))) for r in res.rows]), default=str,
+                              allow_nan=False))
     elif fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")  # csv defaults to \r\n: not what a shell pipeline expects
         w.writerow(res.columns)
@@ -74,6 +75,11 @@ def note(search, text, author, home, fmt):
     from trex.events.log import EventLog
     from trex.events.notes import NoteAdded
 
+    for name, value in (("text", text), ("author", author)):
+        try:  # a byte that is not UTF-8 reaches here as a lone surrogate: no event may hold one
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            fail(f"invalid note: its {name} is not UTF-8 text")
     log = EventLog(home)
     if not log.exists(search):
         fail(f"no search {search!r} in {home}")

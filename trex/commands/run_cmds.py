@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from trex.commands.common import emit_json, fail, format_option, home_option, info
+from trex.commands.common import FiniteRange, emit_json, fail, format_option, home_option, info
 from trex.propose.space import DEFAULT_TRIAL_STEPS
 
 POLICIES = ["mcts", "greedy", "best-first"]
@@ -20,7 +20,7 @@ def _ray_options(f):
                      "default: a local Ray under the trex home, bound to 127.0.0.1.")(f)
     f = click.option("--num-cpus", type=click.IntRange(1, 4096), default=None,
                      help="CPUs of the local Ray (default: this machine's).")(f)
-    f = click.option("--gpus-per-executor", type=click.FloatRange(0, 64), default=None,
+    f = click.option("--gpus-per-executor", type=FiniteRange(0, 64), default=None,
                      help="GPUs each executor reserves (default: 1 where the cluster has GPUs, else 0).")(f)
     return f
 
@@ -34,8 +34,8 @@ def _ray_options(f):
 @click.option("--policy", type=click.Choice(POLICIES), default="mcts", show_default=True)
 @click.option("--budget-trials", type=click.IntRange(1, 100_000), default=None,
               help="Trials (default: the task file's budget.trials, else 8).")
-@click.option("--budget-time", type=click.FloatRange(1, None), default=None, help="Wall-clock seconds.")
-@click.option("--budget-compute", type=click.FloatRange(1, None), default=None, help="Training compute seconds.")
+@click.option("--budget-time", type=FiniteRange(1, None), default=None, help="Wall-clock seconds.")
+@click.option("--budget-compute", type=FiniteRange(1, None), default=None, help="Training compute seconds.")
 @click.option("--budget-tokens", type=click.IntRange(1, None), default=None, help="LLM tokens.")
 @click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, help="Executors.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="Torch threads per executor "
@@ -45,7 +45,7 @@ def _ray_options(f):
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Default: the task file's, else 32.")
 @click.option("--eval-limit", type=click.IntRange(1, None), default=None,
               help="Evaluation examples per split (default: the task file's, else 200).")
-@click.option("--trial-time-limit", type=click.FloatRange(1, None), default=600.0, show_default=True)
+@click.option("--trial-time-limit", type=FiniteRange(1, None), default=600.0, show_default=True)
 @click.option("--llm-url", default=None, help="OpenAI-compatible endpoint for the llm proposer (e.g. a vLLM server).")
 @click.option("--llm-model", default=None, help="Model name at --llm-url (default: the server's first).")
 @click.option("--llm-model-dir", type=click.Path(exists=True, file_okay=False), default=None,

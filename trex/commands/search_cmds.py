@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from trex.commands.common import emit_json, fail, home_option, info
+from trex.commands.common import FiniteRange, emit_json, fail, finite, home_option, info
 from trex.events.base import EventError
 
 
@@ -90,7 +90,8 @@ def tree(search: str, until: int | None, fmt: str, output: Path | None, home: Pa
         Console(file=buf, width=200, no_color=True).print(render.rich_tree(t))
         text = buf.getvalue()
     elif fmt == "json":
-        text = json.dumps(dict(tree_to_dict(t), tree_hash=tree_hash(t)), indent=2, sort_keys=True, default=str)
+        text = json.dumps(finite(dict(tree_to_dict(t), tree_hash=tree_hash(t))), indent=2, sort_keys=True,
+                          default=str, allow_nan=False)
     else:
         text = render.to_html(t)
     if output is None:
@@ -113,9 +114,9 @@ def tree(search: str, until: int | None, fmt: str, output: Path | None, home: Pa
 @click.option("--search-id", "new_id", default=None, help="The new search's id (default: generated).")
 @click.option("--budget-trials", type=click.IntRange(1), default=None,
               help="The fork's own trials (default: it continues the parent's budget).")
-@click.option("--budget-compute", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--budget-compute", type=FiniteRange(0, min_open=True), default=None,
               help="The fork's own compute-seconds.")
-@click.option("--budget-time", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--budget-time", type=FiniteRange(0, min_open=True), default=None,
               help="The fork's own wall-clock seconds, from the fork.")
 @click.option("--budget-tokens", type=click.IntRange(1), default=None, help="The fork's own LLM tokens.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)

@@ -85,6 +85,8 @@ def strict_json(text: str):
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
     if records.json_depth(obj) > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if records.lone_surrogate(text, obj):
+        raise ValueError("holds half of a surrogate pair (an escape like \\ud800 alone): not Unicode text")
     return obj
 
 

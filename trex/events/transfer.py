@@ -101,7 +101,39 @@ def _read_import(path: Path) -> list[dict]:
                 "prev_hash", "hash"):
         if table.column(col).null_count:
             raise BadImportFile(f"{path}: column {col!r} has nulls")
-    return table.to_pylist()
+    try:
+        return table.to_pylist()
+    except UnicodeDecodeError as e:  # a string column whose bytes are not UTF-8
+        raise BadImportFile(f"{path}: a text column holds bytes that are not UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _check_forks(log: EventLog, path: Path, order: list[str], by_stream: dict) -> None:
+    """A fork in the file names a parent that the file or this home holds, at a seq the parent has
+    reached: an orphan made `trex status` fail for every search of the home, and a fork past its
+    parent's end took in whatever the parent appended after the import (its prefix was not fixed)."""
+    for sid in order:
+        first = next((r for r in by_stream[sid] if r["seq"] == 1), None)
+        if first is None or first["type"] != "SearchForked":
+            continue
+        try:
+            payload = json.loads(first["payload"])
+            parent, at = payload["parent_search_id"], payload["at_seq"]
+        except (ValueError, KeyError, TypeError):
+            continue  # the event's own check refuses it
+        if not isinstance(parent, str) or isinstance(at, bool) or not isinstance(at, int):
+            continue
+        ends = [r["seq"] for r in by_stream.get(parent, ())]
+        try:
+            ends.append(log.version(parent))
+        except EventError:
+            pass
+        end = max(ends, default=0)
+        if not end:
+            raise BadImportFile(f"{path}: search {sid!r} forks from {parent!r}, which neither the file nor this "
+                                "home holds (export the fork with its parent: `trex export` does)")
+        if at > end:
+            raise BadImportFile(f"{path}: search {sid!r} forks from {parent!r} at seq {at}, past its last event "
+                                f"(seq {end})")
 
 
 def import_file(log: EventLog, path: Path) -> dict[str, int]:
@@ -161,6 +193,7 @@ def import_file(log: EventLog, path: Path) -> dict[str, int]:
             except (EventError, ValueError) as e:
                 raise BadImportFile(f"{path}: search {sid!r} event {raw.event_id}: {e}") from None
         plans[sid] = raws
+    _check_forks(log, path, order, by_stream)
     held = {}
     for sid in order:
         for raw in plans[sid]:

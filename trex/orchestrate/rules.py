@@ -123,6 +123,20 @@ def blind_improve(decision, busy) -> bool:
     return decision.operator in ("improve", "debug") and decision.node_id is not None and decision.node_id in set(busy)
 
 
+def endgame_wait(tree: SearchTree, committed: int, in_flight: int) -> bool:
+    """Whether the next decision, made while ``in_flight`` trials have no result yet, is one of a trial
+    budget's last ones — no more trials left to decide than results still coming (``committed``: trials
+    used, dispatched, waiting or being proposed). The driver then waits for those results, even with an
+    executor idle: a budget's last trials are worth the most information, and spent before the results
+    in flight they follow whichever line is not pending (the demo's sixth trial improved a draft at 0.1
+    while the continuation that scored 0.2 was being evaluated). Only a trial budget has an end known
+    ahead; the cost is wall time at the end, never a trial."""
+    limit = tree.budget.get("max_trials")
+    if not in_flight or not isinstance(limit, (int, float)) or isinstance(limit, bool):
+        return False
+    return float(limit) - committed <= in_flight
+
+
 # ------------------------------------------------------------------------------------ repeats
 NO_REPEAT_PROPOSERS = frozenset({"rules", "llm", "llm-notools"})  # the agent's proposers: never a plan twice
 
