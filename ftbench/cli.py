@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from trex.commands.common import FiniteRange, OneLineErrors, format_option, home_option
+from trex.commands.common import FiniteRange, OneLineErrors, finite, format_option, home_option
 from trex.propose.space import DEFAULT_TRIAL_STEPS
 
 
@@ -31,7 +31,7 @@ def list_(fmt: str) -> None:
                      "requires": spec.requires.model_dump(mode="json"), "fetches": fetch_plan(spec),
                      "primary_metric": spec.primary.name, "spec": spec.model_dump(mode="json")})
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        click.echo(json.dumps(finite(rows), indent=2, sort_keys=True, allow_nan=False))
         return
     for r in rows:
         where = "runs here" if r["runnable_here"] else ("needs " + " + ".join(
@@ -62,7 +62,7 @@ def prepare(family: str, home: Path, seed: int, fmt: str) -> None:
         else:
             plan = {"task": spec.name, "would_fetch": fetch_plan(spec), "problems": problems(spec)}
             if fmt == "json":
-                click.echo(json.dumps(plan, indent=2, sort_keys=True))
+                click.echo(json.dumps(finite(plan), indent=2, sort_keys=True, allow_nan=False))
             else:
                 for line in plan["would_fetch"]:
                     click.echo(f"would fetch: {line}")
@@ -84,7 +84,7 @@ def prepare(family: str, home: Path, seed: int, fmt: str) -> None:
     build = json.loads((path / "build.json").read_text())
     out = {"model_dir": str(path), "cached": cached, "base_scores": scores, "build": build}
     if fmt == "json":
-        click.echo(json.dumps(out, indent=2, sort_keys=True))
+        click.echo(json.dumps(finite(out), indent=2, sort_keys=True, allow_nan=False))
     else:
         click.echo(str(path))
         for k, v in scores.items():

@@ -937,6 +937,8 @@ def test_a_record_present_twice_in_the_open_segment_fails_sql(log):
         sql.query(log.home, "SELECT count(*) FROM events")
     with pytest.raises(CorruptLog, match="comes after position 2"):
         EventLog(log.home).read("s")
+    with pytest.raises(CorruptLog, match="comes after position 2"):
+        EventLog(log.home).read_table()
 
 
 def test_a_copy_without_statistics_is_still_placed_by_its_positions(log):

@@ -227,18 +227,18 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 _restart(actor, name, sched, sid)  # Ray restarts it; the call fails as the actor's death
             return gave_up
 
-        def resend_free(kind: str, cmd: str, nid, err: BaseException, since: float) -> bool:
+        def resend_free(kind: str, cmd: str, nid, err: BaseException, since: float, was_stalled: bool = False) -> bool:
             """A call of this search that failed with a restart it does not owe: another search
-            restarted the shared actor for its own stall, or this search had restarted it for an
-            earlier call's stall (counted then) just before this call was sent, and the call met the
-            actor still restarting. Recorded (``WorkResent``) and sent again, once the actor answers,
+            restarted the shared actor for its own stall, or this search restarted it for another
+            call's stall (counted then) while this call was in flight there, or just before this call
+            was sent (it met the actor still restarting). Recorded (``WorkResent``) and sent again, once the actor answers,
             without counting against this search's attempts, at most :data:`MAX_FREE_RESENDS` times."""
             name = "researcher" if kind == "propose" else "evaluator"
             if not isinstance(err, ray.exceptions.RayActorError) or st.resent.get((kind, cmd), 0) >= MAX_FREE_RESENDS:
                 return False
             own = st.restarted.get(name)
-            if own is not None and 0 <= since - own <= OWN_RESTART_WINDOW_S:
-                by = sid
+            if own is not None and not was_stalled and since - own <= OWN_RESTART_WINDOW_S:
+                by = sid  # sent just after this search's restart, or in flight when it killed the actor
             elif sched is None:
                 return False
             else:
@@ -360,11 +360,12 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
             for ref in list(done) + [r for r in gave_up if r not in done]:
                 stuck = ref in gave_up and ref not in done
                 st.since.pop(ref, None)
-                st.stalled.pop(ref, None)
+                was_stalled = st.stalled.pop(ref, None) is not None  # the call the restart was for: it counts
                 sent = st.sent.pop(ref, time.time())
                 if ref in st.props:
                     _on_proposal(ref, st, tree, emit, dispatch_proposal, sid, stuck,
-                                 lambda e, d: resend_free("propose", d["decision_id"], d.get("node_id"), e, sent))
+                                 lambda e, d: resend_free("propose", d["decision_id"], d.get("node_id"), e, sent,
+                                                          was_stalled))
                 elif ref in st.trains:
                     _on_trained(ref, st, tree, sid, emit, dispatch_eval, stuck)
                 elif ref in st.evals:
@@ -376,7 +377,7 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                             if pool.distiller is not None and st.distill is None and st.evaluated % distill_every == 0:
                                 st.distill = pool.distiller.distill.remote(str(home), sid)
                     except Exception as e:  # noqa: BLE001 - the Evaluator died or raised: once more, then an event
-                        if not stuck and resend_free("evaluate", nid, nid, e, sent):
+                        if not stuck and resend_free("evaluate", nid, nid, e, sent, was_stalled):
                             dispatch_eval(nid, adapter, attempt)
                         elif may_retry_evaluation(attempt):
                             dispatch_eval(nid, adapter, attempt + 1)

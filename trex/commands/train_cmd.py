@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from trex.commands.common import emit_json, fail, format_option, home_option, info
+from trex.commands.common import FiniteRange, emit_json, fail, format_option, home_option, info
 
 
 def stream_name(phash: str) -> str:
@@ -29,7 +29,8 @@ def stream_name(phash: str) -> str:
 @home_option
 @format_option
 @click.option("--threads", type=int, default=None, help="torch threads in the worker (default: all cores).")
-@click.option("--time-limit", type=float, default=None, help="Seconds before the trial is killed (timeout).")
+@click.option("--time-limit", type=FiniteRange(0, min_open=True), default=None,
+              help="Seconds before the trial is killed (timeout).")
 @click.option("--eval-limit", type=click.IntRange(1, None), default=None,
               help="Examples per eval split (default: the task file's budget.eval_limit, else 200, as in a search).")
 @click.option("--no-eval", is_flag=True, help="Skip scoring the adapter on the task's eval sets.")

@@ -145,7 +145,7 @@ def check_output(path: str | os.PathLike, home: str | os.PathLike | None = None)
     """A file a command writes where its user says (``export -o``, ``tree -o``): never inside the home's
     log, and only a new name or a regular file, which is replaced whole — a link, a pipe, a device or a
     folder there is refused (the write would replace or follow it). Raises :class:`EventError`."""
-    from trex.events.base import EventError
+    from trex.events.errors import EventError
 
     path = Path(path)
     if home is not None:

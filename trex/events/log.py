@@ -668,20 +668,21 @@ class EventLog:
 
         for _attempt in range(50):
             sealed, open_ = self._listing()
+            order = _InOrder()
             try:
-                tables = [segments.read_table(self.seg_path(n, "parquet")) for n in sealed]
-                names = [self.seg_path(n, "parquet").name for n in sealed]
+                tables = []
+                for n in sealed:
+                    t = segments.read_table(self.seg_path(n, "parquet"))
+                    if t.num_rows:  # consecutive within a sealed segment (its checks); across them, here
+                        pos = t.column("position")
+                        order.check_positions(self.seg_path(n, "parquet").name, [pos[0].as_py()])
+                        order.last = max(order.last, pos[-1].as_py())
+                    tables.append(t)
                 for n in open_:
-                    tables.append(segments.records_to_table(self._open_records(n, None, 0, None)))
-                    names.append(self.seg_path(n, "jsonl").name)
+                    recs = order.check_records(self.seg_path(n, "jsonl").name, self._open_records(n, None, 0, None))
+                    tables.append(segments.records_to_table(recs))
             except FileNotFoundError:
                 continue
-            order = _InOrder()
-            for name, t in zip(names, tables):
-                if t.num_rows:  # positions rise within a segment (its checks); across them, here
-                    pos = t.column("position")
-                    order.check_positions(name, [pos[0].as_py()])
-                    order.last = max(order.last, pos[-1].as_py())
             return segments.concat(tables)
         raise EventError("log kept changing under the reader")
 

@@ -201,6 +201,7 @@ def _no_constant(name: str):
     raise _NotStrict(f"holds {name}, which is not JSON")
 
 
+_RECORDS = json.JSONDecoder(object_pairs_hook=_unique)  # a record body: an array of flat event objects
 _STRICT = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_no_constant)  # built once: json.loads
 # with hooks would build a decoder per call
 
@@ -313,10 +314,10 @@ def _records(body: bytes) -> list[dict] | str:
     if body[:1] != b"[" or body[-1:] != b"]":  # what the append writes; `trex sql` splices bodies by these
         return "record passes its checksum but does not hold a list of events"
     try:
-        recs = json.loads(body, object_pairs_hook=_unique)  # a key twice: Python and DuckDB read other values
+        recs = _RECORDS.decode(body.decode("utf-8"))  # a key twice: Python and DuckDB read other values
     except _NotStrict as e:
         return f"record passes its checksum but an event {e}"
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError too: `trex sql` decodes strictly
         return "record passes its checksum but is not JSON"
     if not isinstance(recs, list) or not recs:
         return "record passes its checksum but does not hold a list of events"

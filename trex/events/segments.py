@@ -95,6 +95,12 @@ def write_parquet(path: Path, records: list[dict], metadata: dict[str, str] | No
             pq.write_table(table, f, compression="zstd", write_page_checksum=True, row_group_size=64 * 1024)
             f.flush()
             os.fsync(f.fileno())
+        if outside:
+            from trex.events.fsio import check_output
+
+            check_output(path)  # still a new name or a regular file (not swapped for a link meanwhile)
+            os.replace(tmp, path)
+            return
     except BaseException:
         if outside:
             try:

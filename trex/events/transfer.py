@@ -111,17 +111,36 @@ def _check_forks(log: EventLog, path: Path, order: list[str], by_stream: dict) -
     """A fork in the file names a parent that the file or this home holds, at a seq the parent has
     reached: an orphan made `trex status` fail for every search of the home, and a fork past its
     parent's end took in whatever the parent appended after the import (its prefix was not fixed)."""
-    for sid in order:
-        first = next((r for r in by_stream[sid] if r["seq"] == 1), None)
+    def fork_of(sid: str):
+        """(parent, at_seq) of a fork in the file or the home; None for a root search or a bad payload."""
+        first = next((r for r in by_stream.get(sid, ()) if r["seq"] == 1), None)
+        if first is None:
+            try:
+                first = next(iter(log.read_records(sid, until_seq=1)), None)
+            except EventError:
+                first = None
         if first is None or first["type"] != "SearchForked":
-            continue
+            return None
         try:
             payload = json.loads(first["payload"])
             parent, at = payload["parent_search_id"], payload["at_seq"]
         except (ValueError, KeyError, TypeError):
-            continue  # the event's own check refuses it
+            return None  # the event's own check refuses it
         if not isinstance(parent, str) or isinstance(at, bool) or not isinstance(at, int):
+            return None
+        return parent, at
+
+    for sid in order:
+        fork = fork_of(sid)
+        if fork is None:
             continue
+        parent, at = fork
+        seen, up = {sid}, fork
+        while up is not None:  # the lineage ends at a root search: a cycle never ends a replay
+            if up[0] in seen:
+                raise BadImportFile(f"{path}: search {sid!r} forks, through {up[0]!r}, from itself")
+            seen.add(up[0])
+            up = fork_of(up[0])
         ends = [r["seq"] for r in by_stream.get(parent, ())]
         try:
             ends.append(log.version(parent))

@@ -110,8 +110,8 @@ def upcast_work_stalled_v1_v2(d: dict) -> dict:
 class WorkResent(Event):
     """A call to an actor that searches share (the Researcher or Evaluator of a ``trex-actors`` pool)
     failed because another search restarted that actor for its own stall (``restarted_by``), or
-    because this search had just restarted it for an earlier call's stall (``restarted_by`` is this
-    search; that stall was counted) and the call met it still restarting: it is sent again, and the
+    because this search restarted it for another call's stall (``restarted_by`` is this search; that
+    stall was counted) while this call was in flight there or just before it was sent: it is sent again, and the
     failure is not counted against this search's attempts (a few times per call at most, then it
     counts as any death of the actor does)."""
 

@@ -192,6 +192,7 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
                 below.add(n.parent_id)
     selectable = ok.__contains__
 
+    c_uct = float(p["c_uct"]) * (_horizon(tree, pend) if p["horizon"] else 1.0)
     v: str | None = None
     path: list[str] = []
     last: tuple = ()
@@ -219,7 +220,6 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         if not kids:  # unreachable: a node is only descended into when selectable
             raise PolicyError(f"mcts: nothing to expand under {where}")
         log_n = math.log(max(st.visits, 1))
-        c_uct = float(p["c_uct"]) * (_horizon(tree, pend) if p["horizon"] else 1.0)
         scored = []
         for c in kids:
             cs = stats[c]
