@@ -334,7 +334,7 @@ CASES += [
      _crafted("beyond.parquet", "beyond", [("SearchForked", _FORK % ("s", 99))]), "past its last event (seq 5)"),
     ("import-self-fork", ["import", "{tmp}/cyc.parquet"],
      _crafted("cyc.parquet", "cyc", [("SearchForked", _FORK % ("cyc", 1))]), "from itself"),
-    ("import-not-utf8", ["import", "{tmp}/bad.parquet"], _not_utf8, "not UTF-8"),
+    ("import-not-utf8", ["import", "{tmp}/bad.parquet"], _not_utf8, "Invalid UTF8 sequence"),
     ("note-author-not-utf8", ["note", "s", "ok", "--author", "\udcc3"], None, "its author is not UTF-8 text"),
     ("fork-budget-nan", ["fork", "s", "--at", "n1", "--budget-compute", "nan"], None, "not a finite number"),
 ]

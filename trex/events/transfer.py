@@ -31,6 +31,10 @@ def _one_line(message: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
 def lineage(log: EventLog, search_id: str) -> list[str]:
     """The search and the searches it was forked from, oldest ancestor first."""
     chain, sid = [], search_id
@@ -101,9 +105,13 @@ def _read_import(path: Path) -> list[dict]:
                 "prev_hash", "hash"):
         if table.column(col).null_count:
             raise BadImportFile(f"{path}: column {col!r} has nulls")
+    try:  # a string column whose bytes are not UTF-8: refused by Arrow's own check, before Python decodes
+        table.validate(full=True)  # them (decoding them in to_pylist aborted the process at exit, 1 in 12)
+    except (pa.ArrowException, ValueError) as e:
+        raise BadImportFile(f"{path}: a column holds what its type does not allow ({_first_line(e)})") from None
     try:
         return table.to_pylist()
-    except UnicodeDecodeError as e:  # a string column whose bytes are not UTF-8
+    except UnicodeDecodeError as e:
         raise BadImportFile(f"{path}: a text column holds bytes that are not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
