@@ -12,7 +12,9 @@ from trex.commands.common import emit_json, fail, finite, format_option, home_op
 
 
 def _jsonable(v):
-    if isinstance(v, (str, int, float, bool)) or v is None:
+    if isinstance(v, float):
+        return finite(v)  # NaN and inf as the log's strings: JSON has no such literal
+    if isinstance(v, (str, int, bool)) or v is None:
         return v
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
@@ -45,7 +47,7 @@ def sql(query, home, fmt, timeout, memory_limit):
     for n in res.notes:
         info(n)
     if fmt == "json":
-        click.echo(json.dumps(finite([dict(zip(res.columns, map(_jsonable, r))) for r in res.rows]), default=str,
+        click.echo(json.dumps([dict(zip(res.columns, map(_jsonable, r))) for r in res.rows], default=str,
                               allow_nan=False))
     elif fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")  # csv defaults to \r\n: not what a shell pipeline expects

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import contextlib
 import os
 import stat
 import threading
@@ -176,24 +177,37 @@ def unique_temp_beside(path: Path) -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
-def write_output(path: str | os.PathLike, data: bytes, home: str | os.PathLike | None = None) -> None:
-    """``data`` written whole to a user's output file (:func:`check_output`): a unique temp file beside
-    it, fsynced, renamed over it."""
+@contextlib.contextmanager
+def output_file(path: str | os.PathLike, home: str | os.PathLike | None = None):
+    """A binary file to write a user's output into (:func:`check_output`): a unique temp file beside
+    ``path``, fsynced and renamed over it when the block ends (``path`` checked again just before), or
+    removed if the block fails."""
     path = check_output(path, home)
     fd, tmp = unique_temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         check_output(path, home)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _unlink_quietly(tmp)
         raise
+
+
+def write_output(path: str | os.PathLike, data: bytes, home: str | os.PathLike | None = None) -> None:
+    """``data`` written whole to a user's output file (:func:`output_file`)."""
+    with output_file(path, home) as f:
+        f.write(data)
+
+
+def _unlink_quietly(path: Path) -> None:
+    """Remove a temp file of a write that failed (one already gone, or not ours to remove, is left)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def write_file_replace(path: Path, data: bytes) -> None:
@@ -208,10 +222,7 @@ def write_file_replace(path: Path, data: bytes) -> None:
         check_not_link(path)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _unlink_quietly(tmp)
         raise
 
 

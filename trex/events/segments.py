@@ -77,37 +77,25 @@ def write_parquet(path: Path, records: list[dict], metadata: dict[str, str] | No
 
     ``digest``: first record the file's SHA-256 beside it (what a sealed segment gets), so that no
     reader ever sees the segment without its digest. ``outside``: ``path`` is in a folder trex does not
-    own (an export): the temp name is a fresh unique one, never a fixed name a user's file could hold."""
-    from trex.events.fsio import unique_temp_beside
-
+    own (an export): written through :func:`trex.events.fsio.output_file` — a fresh unique temp name,
+    never a fixed name a user's file could hold, and only a new name or a regular file replaced."""
     table = records_to_table(records)
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     if outside:
-        fd, tmp = unique_temp_beside(path)
-    else:
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        if os.path.lexists(tmp):
-            os.unlink(tmp)  # left by a crash of a process with our pid; unlinking a link removes only the link
-        fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f, compression="zstd", write_page_checksum=True, row_group_size=64 * 1024)
-            f.flush()
-            os.fsync(f.fileno())
-        if outside:
-            from trex.events.fsio import check_output
+        from trex.events.fsio import output_file
 
-            check_output(path)  # still a new name or a regular file (not swapped for a link meanwhile)
-            os.replace(tmp, path)
-            return
-    except BaseException:
-        if outside:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        raise
+        with output_file(path) as f:
+            pq.write_table(table, f, compression="zstd", write_page_checksum=True, row_group_size=64 * 1024)
+        return
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)  # left by a crash of a process with our pid; unlinking a link removes only the link
+    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    with os.fdopen(fd, "wb") as f:
+        pq.write_table(table, f, compression="zstd", write_page_checksum=True, row_group_size=64 * 1024)
+        f.flush()
+        os.fsync(f.fileno())
     if digest:
         write_digest(path, *sha256_file(tmp))  # the bytes as written; a crash before the rename leaves
         # a digest without its segment, which the next seal of the same segment replaces

@@ -216,6 +216,15 @@ def check_column_types(paths: list[Path]) -> list[tuple[Path, str]]:
     return out
 
 
+def _plain_tempdir() -> str | None:
+    """A temporary folder whose path holds no character DuckDB reads as a file pattern (TMPDIR may),
+    for what must be read under a plain name; None if there is none."""
+    import tempfile
+
+    return next((t for t in (tempfile.gettempdir(), "/tmp", "/var/tmp")
+                 if not _GLOB.search(os.path.realpath(t)) and os.path.isdir(t)), None)
+
+
 @contextlib.contextmanager
 def _without_patterns(paths: list[Path]):
     """File names DuckDB reads as these paths and never as patterns: the paths themselves, or, where a
@@ -227,8 +236,7 @@ def _without_patterns(paths: list[Path]):
     if not any(_GLOB.search(r) for r in resolved):
         yield resolved
         return
-    tmp = next((t for t in (tempfile.gettempdir(), "/tmp", "/var/tmp")
-                if not _GLOB.search(os.path.realpath(t)) and os.path.isdir(t)), None)
+    tmp = _plain_tempdir()
     if tmp is None:
         raise SqlFailed("the log's path holds a character DuckDB reads as a file pattern and no temporary "
                         "folder without one is at hand; set TMPDIR")
@@ -251,9 +259,7 @@ def whole_check(path: Path) -> None:
             import shutil
             import tempfile
 
-            # in a folder of our own whose path has no pattern character either (TMPDIR may)
-            tmp = next((t for t in (tempfile.gettempdir(), "/tmp", "/var/tmp")
-                        if not _GLOB.search(os.path.realpath(t)) and os.path.isdir(t)), None)
+            tmp = _plain_tempdir()
             if tmp is None:
                 raise _damaged(path, "its path holds a character DuckDB reads as a file pattern and no temporary "
                                      "folder without one is at hand to check a copy; set TMPDIR")

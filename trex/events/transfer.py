@@ -63,7 +63,6 @@ def export_search(log: EventLog, search_id: str, out: Path) -> int:
     records = []
     for sid in lineage(log, search_id):
         records.extend(log.read_records(sid))
-    check_output(out)
     segments.write_parquet(Path(out), records, metadata={EXPORT_MAGIC: search_id}, outside=True)
     return len(records)
 
