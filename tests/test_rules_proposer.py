@@ -114,7 +114,8 @@ def test_a_plan_already_tried_is_never_proposed_again():
                      f"d{i}")
         p = propose_rules(tree, d, task=TASK, steps=40, batch_size=16, data=DS)
         assert p.plan is not None, p.rejection
-        v = values_of(p.plan.model_dump(mode="json"), 40, DS) | {"continue_from_parent": p.plan.continue_from_parent}
+        v = values_of(p.plan.model_dump(mode="json"), 40, DS) | {  # a continuation: of which parent
+            "continue_from_parent": d.node_id if p.plan.continue_from_parent else False}
         sig = signature(v)
         assert sig not in seen, (i, p.rationale)
         seen.add(sig)
@@ -240,3 +241,23 @@ def test_cleaning_is_offered_for_a_loss_that_fits_and_stalled_not_for_one_still_
     assert not still_learning(tree, tree.nodes["n1"])
     (clean,) = [c for c in cands if c.edit == "clean"]
     assert clean.values["clean_node"] == "n1" and clean.values["clean_fraction"] > 0.1
+
+
+def test_continuing_a_continuation_with_its_own_values_is_not_a_repeat_of_it():
+    """The demo's n5 continued n2 for 300 steps and was still learning; continuing n5 the same way was
+    refused as a repeat of n5 (same values), leaving a second stage at a third of the lr. What a
+    continuation starts from is part of what it is; the same continuation of the same parent is a repeat."""
+    from trex.propose.rules import ranked_candidates
+
+    falling = [7.29, 4.0, 2.6, 1.9, 1.6, 1.4, 1.2, 1.05, 0.95, 0.9, 0.85, 0.81]
+    more = [0.8, 0.7, 0.62, 0.58, 0.5, 0.45, 0.4, 0.36, 0.32, 0.3, 0.27, 0.24]
+    child = with_curve("n2", plan(continue_from_parent=True), 0.675, more)
+    child[0] = PlanProposed(node_id="n2", parent_id="n1", operator="improve", plan=plan(continue_from_parent=True))
+    tree = fold([SearchStarted(task=TASK), *with_curve("n1", plan(), 0.17, falling), *child])
+    ranked = ranked_candidates(tree, tree.nodes["n2"], task=TASK, steps=40, batch_size=16, data=DS)
+    top = ranked[0].candidate
+    assert top.edit == "continue" and top.values["learning_rate"] == 5e-3 and top.values["max_steps"] == 40
+    # n1's own continuation at those values is n2: a repeat, never offered again
+    again = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=40, batch_size=16, data=DS)
+    assert not any(r.candidate.values.get("continue_from_parent") and r.candidate.values["learning_rate"] == 5e-3
+                   and r.candidate.values["max_steps"] == 40 for r in again)

@@ -265,7 +265,7 @@ def _never_a_repeat(tree, decision, prop: Proposal, *, task, steps, batch_size, 
 
     if prop.plan is None:
         return prop
-    got = _values(prop, steps, data)
+    got = _values(prop, steps, data, decision.node_id)
     if got is not None and signature(got) in tried(tree, steps, data):
         alt = fresh_numbers(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data, emit=emit)
         return replace(alt, rationale=f"the LLM's plan repeated a tried plan ({prop.rationale[:200]!r}); "

@@ -21,7 +21,7 @@ proposes one edit of the parent's values with a hypothesis stating what it shoul
   (a second stage).
 
 Candidates are ranked in that order; the first that is not a repeat of a plan already tried is
-proposed. A repeat is the same structure (operator, continuation, data sources, cleaning, rank,
+proposed. A repeat is the same structure (operator, continuation and of which parent, data sources, cleaning, rank,
 targets, schedule) with every number within one step of the grid: learning rate within 10%, a pool
 share within 20%. Drafts, debugs and an improve where every candidate repeats take TPE's suggestion
 (:func:`trex.propose.baselines.propose_optuna`) — deduplicated the same way, re-asked with other
@@ -210,16 +210,24 @@ def signature(values: Mapping[str, Any]) -> tuple:
     return tuple(out)
 
 
+def _continues(plan: Mapping[str, Any], parent_id: str | None) -> dict:
+    """What a plan continues, as part of its signature: the parent whose adapter it trains on (False for a
+    plan from the base model). Continuing n5 with n5's own values is a new point, not a repeat of n5 (the
+    demo's continuation of a continuation was refused as one, leaving only a second stage at a third of the lr)."""
+    return {"continue_from_parent": (parent_id or True) if plan.get("continue_from_parent") else False}
+
+
 def tried(tree, steps: int, data) -> set[tuple]:
-    return {signature(values_of(n.plan, steps, data) | {"continue_from_parent": bool(n.plan.get("continue_from_parent"))})
+    return {signature(values_of(n.plan, steps, data) | _continues(n.plan, n.parent_id))
             for n in tree.nodes.values() if n.plan}
 
 
-def _values(p: Proposal, steps: int, data) -> dict | None:
+def _values(p: Proposal, steps: int, data, parent_id: str | None = None) -> dict | None:
+    """A proposal's values as :func:`tried` signs them, for a plan whose parent is ``parent_id``."""
     if p.plan is None:
         return None
     plan = p.plan.model_dump(mode="json")
-    return values_of(plan, steps, data) | {"continue_from_parent": bool(plan.get("continue_from_parent"))}
+    return values_of(plan, steps, data) | _continues(plan, parent_id)
 
 
 @dataclass(frozen=True)
@@ -296,7 +304,7 @@ def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, d
         if v.get("continue_from_parent") and not parent.adapter:
             continue
         p = finish(task, steps, batch_size, v, f"{c.edit}: {c.hypothesis} (evidence: {c.evidence})", data, tree)
-        got = _values(p, steps, data)
+        got = _values(p, steps, data, parent.node_id)
         if got is None or signature(got) in seen or signature(got) in sigs:
             continue
         sigs.add(signature(got))
@@ -333,7 +341,7 @@ def fresh_numbers(tree, decision, *, task: str, steps: int, batch_size: int, dat
     p = None
     if decision.operator == "debug" and parent is not None:  # the failure says what to fix (lr, steps, rank)
         q = propose_random(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data)
-        got = _values(q, steps, data)
+        got = _values(q, steps, data, decision.node_id)
         if got is None or signature(got) not in seen:
             p = q
     if p is None and (decision.operator == "draft" or parent is None):  # the same drafts the LLM chooses among
@@ -346,7 +354,7 @@ def fresh_numbers(tree, decision, *, task: str, steps: int, batch_size: int, dat
             d = decision if attempt == 0 else _reseeded(decision, attempt)
             q = propose_optuna(tree, d, task=task, steps=steps, batch_size=batch_size, data=data)
             first = first or q
-            got = _values(q, steps, data)
+            got = _values(q, steps, data, decision.node_id)
             if got is None or signature(got) not in seen:
                 p = q if attempt == 0 else Proposal(q.plan, q.raw, f"{q.rationale} (re-asked {attempt}x: "
                                                                    f"the first answers repeated tried plans)")
