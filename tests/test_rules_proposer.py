@@ -235,6 +235,12 @@ def test_cleaning_is_offered_for_a_loss_that_fits_and_stalled_not_for_one_still_
     tree = fold([SearchStarted(task=TASK), *with_curve("n1", plan(), 0.17, falling)])
     edits = [c.edit for c in candidates(tree, tree.nodes["n1"], DS, 40)]
     assert edits[0] == "continue" and "clean" not in edits, edits
+    # a second demo's n2 under cosine: middle third 1.4, last 1.13 (0.81 of it) -- still learning too
+    cosine = [7.29, 5.0, 3.1, 2.0, 1.5, 1.42, 1.38, 1.3, 1.2, 1.14, 1.12, 1.06]
+    tree = fold([SearchStarted(task=TASK), *with_curve("n1", plan(), 0.145, cosine)])
+    assert still_learning(tree, tree.nodes["n1"])
+    edits = [c.edit for c in candidates(tree, tree.nodes["n1"], DS, 40)]
+    assert edits[0] == "continue" and "clean" not in edits, edits
     flat = [7.29, 4.0, 2.6, 1.0, 0.85, 0.82, 0.8, 0.82, 0.79, 0.8, 0.81, 0.8]
     tree = fold([SearchStarted(task=TASK), *with_curve("n1", plan(), 0.17, flat)])
     cands = candidates(tree, tree.nodes["n1"], DS, 40)
