@@ -267,3 +267,46 @@ def test_continuing_a_continuation_with_its_own_values_is_not_a_repeat_of_it():
     again = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=40, batch_size=16, data=DS)
     assert not any(r.candidate.values.get("continue_from_parent") and r.candidate.values["learning_rate"] == 5e-3
                    and r.candidate.values["max_steps"] == 40 for r in again)
+
+
+def test_with_enough_scored_nodes_a_higher_lr_is_tpes_when_it_lies_above_the_parents():
+    """The rule chooses the direction (underfitting: up); the number is TPE's from the scored nodes,
+    conditioned on the parent's other values, when it lies above the parent's lr by a grid step;
+    before five are scored, the rule's own x3."""
+    from trex.propose.rules import ranked_candidates
+
+    evs = [SearchStarted(task=TASK, proposer="rules"), *node("n1", plan(learning_rate=1e-3), 0.1, 0.95,
+                                                              first_loss=2.0, final_loss=1.5)]
+    tree = fold(evs)
+    d = Decision("n1", "improve", "mcts", 0, 1, "d1")
+    early = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=40, batch_size=16, data=DS, decision=d)
+    assert early[0].candidate.edit == "higher-lr" and abs(early[0].candidate.values["learning_rate"] - 3e-3) < 1e-12
+    # scored nodes where lr near 2e-2 scored best, everything else held at n1's values
+    for i, (lr, score) in enumerate([(2e-2, 0.8), (1.8e-2, 0.75), (2.2e-2, 0.78), (1e-4, 0.01), (3e-4, 0.05),
+                                     (5e-5, 0.0)], start=2):
+        evs += node(f"n{i}", plan(learning_rate=lr), score, 0.95)
+    tree = fold(evs)
+    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=40, batch_size=16, data=DS,
+                               decision=Decision("n1", "improve", "mcts", 0, 2, "d2"))
+    up = next(r for r in ranked if r.candidate.edit == "higher-lr")
+    lr = up.candidate.values["learning_rate"]
+    assert lr > 1e-3 * 1.1 and abs(lr - 3e-3) > 1e-9, lr
+    assert "the optimiser's, above 0.001" in up.candidate.hypothesis
+    parent = values_of(dict(tree.nodes["n1"].plan), 40, DS)
+    assert {k: v for k, v in up.candidate.values.items() if k != "learning_rate"} == {
+        k: v for k, v in parent.items() if k != "learning_rate"}
+
+    # where the scored nodes say lower lrs win, TPE's draw lies below n1's: the rule's direction (up,
+    # n1 underfits) stands with its own x3, never TPE's number on the wrong side
+    evs = evs[:7]
+    for i, (lr, score) in enumerate([(1e-4, 0.8), (1.2e-4, 0.75), (0.9e-4, 0.78), (2e-2, 0.01), (3e-2, 0.05),
+                                     (5e-2, 0.0)], start=2):
+        evs += node(f"n{i}", plan(learning_rate=lr), score, 0.95)
+    tree = fold(evs)
+    from trex.propose.rules import tpe_value
+
+    d = Decision("n1", "improve", "mcts", 0, 2, "d2")
+    assert tpe_value(tree, d, tree.nodes["n1"], "learning_rate", task=TASK, steps=40, batch_size=16, data=DS) < 1e-3
+    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=40, batch_size=16, data=DS, decision=d)
+    up = next(r for r in ranked if r.candidate.edit == "higher-lr")
+    assert abs(up.candidate.values["learning_rate"] - 3e-3) < 1e-12 and "lr x3" in up.candidate.hypothesis

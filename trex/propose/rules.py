@@ -12,6 +12,10 @@ proposes one edit of the parent's values with a hypothesis stating what it shoul
 * the training loss still falling when the trial ended (:func:`~trex.search.tree.still_learning`)
   → a continuation of the parent's adapter for as many steps again;
 * the loss stalled far above fitting the rows → a third of the learning rate (it was too high);
+
+  once :data:`TPE_MIN_SCORED` nodes are scored, a rule that moves the learning rate takes TPE's
+  (the parent's other values held: the structure the rule chose) when TPE's lies on the rule's side
+  of the parent's by more than a grid step, and a pool's share is TPE's the same way;
 * the training loss low and no longer falling but the score low (the rows teach the wrong thing:
   label noise) → clean by loss with the parent's adapter (or clean more); a loss still falling says
   the rows are not learnt yet, and cleaning would drop the ones not learnt (the demo's n5 cleaned a
@@ -120,9 +124,11 @@ def evidence(tree, node) -> Evidence:
                     num(tm.get("final_loss")), viol)
 
 
-def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate]:
+def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> list[Candidate]:
     """The edits the evidence on ``parent`` suggests, best first (values are the parent's, edited).
-    ``share_for(pool) -> share | None``: the optimiser's share for mixing a pool in (None: the rule's 0.2)."""
+    ``share_for(pool) -> share | None``: the optimiser's share for mixing a pool in (None: the rule's 0.2).
+    ``lr_for() -> lr | None``: the optimiser's learning rate for this parent's structure; a rule that moves
+    the lr takes it when it moves the way the rule says by more than a grid step (else the rule's factor)."""
     ev = evidence(tree, parent)
     v0 = values_of(parent.plan, steps, data)
     pools = [d.name for d in data.dims if d.kind == "share"] if data is not None else []
@@ -150,12 +156,28 @@ def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate
             if new != share:
                 add("replay", {p: new}, f"{parent.node_id} has {metric} {_f(value)} < {bound:g}: mixing "
                                         f"{p[5:]} at {new:g} raises {metric} to >= {bound:g}", metric, ">=", bound)
+    tpe_lr: list[float | None] = []
+
+    def optimiser_lr(higher_lr: bool) -> float | None:
+        """TPE's lr if it lies beyond a grid step on the rule's side of the parent's, else None."""
+        if lr_for is None:
+            return None
+        if not tpe_lr:
+            tpe_lr.append(lr_for())
+        x, lr0 = tpe_lr[0], float(v0["learning_rate"])
+        if x is None or not (x > lr0 * LR_STEP if higher_lr else x < lr0 / LR_STEP):
+            return None
+        return x
+
     if ev.underfit:
         factor = 10 if ev.barely_moved else 3
         lr = _clamp(_LR, v0["learning_rate"] * factor)
+        how = f"lr x{factor}"
+        if (t := optimiser_lr(True)) is not None:
+            lr, how = t, f"lr {t:.3g} (the optimiser's, above {float(v0['learning_rate']):.3g})"
         if lr != v0["learning_rate"]:
             add("higher-lr", {"learning_rate": lr}, f"{parent.node_id} underfits (loss {_f(ev.first_loss)} -> "
-                                                    f"{_f(ev.final_loss)}): lr x{factor} raises the score above "
+                                                    f"{_f(ev.final_loss)}): {how} raises the score above "
                                                     f"{_f(ev.score)}")
     learning = still_learning(tree, parent)
     if learning and parent.adapter:  # the loss was still falling: more steps on the same adapter
@@ -165,10 +187,13 @@ def candidates(tree, parent, data, steps: int, share_for=None) -> list[Candidate
     if not learning and not ev.underfit and ev.final_loss is not None and not ev.fits:
         # the loss fell, then stalled well above a fit: the lr is too high (one that never fell is too low)
         lr = _clamp(_LR, v0["learning_rate"] / 3)
+        how = "at a third of the lr"
+        if (t := optimiser_lr(False)) is not None:
+            lr, how = t, f"at lr {t:.3g} (the optimiser's, below {float(v0['learning_rate']):.3g})"
         if lr != v0["learning_rate"]:
             add("lower-lr", {"learning_rate": lr},
                 f"{parent.node_id}'s loss stalled at {_f(ev.final_loss)} ({_trend(parent)}), far from fitting its "
-                f"rows: at a third of the lr it keeps falling and the score rises above {_f(ev.score)}")
+                f"rows: {how} it keeps falling and the score rises above {_f(ev.score)}")
     if data is not None and parent.adapter and ev.fits and not learning:
         frac = float(v0.get("clean_fraction") or 0.0)
         nxt = next((c for c in data.dim("clean_fraction").choices if c > max(frac, 0.1)), None)
@@ -262,28 +287,37 @@ def gather_evidence(tree, parent, *, home=None, data=None, emit=None) -> dict[st
 TPE_MIN_SCORED = 5  # TPE's startup trials: below this many scored nodes its draws are random ones
 
 
-def tpe_share(tree, decision, parent, pool: str, *, task: str, steps: int, batch_size: int, data) -> float | None:
-    """TPE's share for mixing ``pool`` into ``parent``'s plan, every other value held at the parent's (the
-    structure the rule chose), from the tree's evaluated nodes; None while fewer than
-    :data:`TPE_MIN_SCORED` nodes are scored (then the rule's own share is better than a random draw)."""
+def tpe_value(tree, decision, parent, key: str, *, task: str, steps: int, batch_size: int, data) -> float | None:
+    """TPE's value of ``key`` (a pool's share, or the learning rate) for ``parent``'s plan, every other
+    value held at the parent's (the structure the rule chose), from the tree's evaluated nodes; None
+    while fewer than :data:`TPE_MIN_SCORED` nodes are scored (then the rule's own number is better than
+    a random draw)."""
     from trex.propose.space import optuna_distributions
 
     if sum(1 for n in tree.nodes.values() if is_number(n.score)) < TPE_MIN_SCORED:
         return None
     try:
         v0 = values_of(parent.plan, steps, data)
-        fixed = {k: v0[k] for k in optuna_distributions() if k in v0}
-        dp, _ = data.optuna_params({**v0, pool: data.dim(pool).low}, with_clean=True)
-        fixed.update({k: x for k, x in dp.items() if k != pool})
-        fixed[f"{pool}_on"] = True
-        p = propose_optuna(tree, replace(decision, decision_id=f"{decision.decision_id}:{pool}"), task=task,
+        fixed = {k: v0[k] for k in optuna_distributions() if k in v0 and k != key}
+        if data is not None:
+            pool = key.startswith("pool_")
+            dp, _ = data.optuna_params({**v0, key: data.dim(key).low} if pool else v0, with_clean=True)
+            fixed.update({k: x for k, x in dp.items() if k != key})
+            if pool:
+                fixed[f"{key}_on"] = True
+        p = propose_optuna(tree, replace(decision, decision_id=f"{decision.decision_id}:{key}"), task=task,
                            steps=steps, batch_size=batch_size, data=data, fixed=fixed)
         if p.plan is None:
             return None
-        share = float(values_of(p.plan.model_dump(mode="json"), steps, data).get(pool) or 0.0)
-    except Exception:  # noqa: BLE001 - the optimiser is advice: the rule's own share stands
+        x = float(values_of(p.plan.model_dump(mode="json"), steps, data).get(key) or 0.0)
+    except Exception:  # noqa: BLE001 - the optimiser is advice: the rule's own number stands
         return None
-    return share if share > 0 else None
+    return x if x > 0 and math.isfinite(x) else None
+
+
+def tpe_share(tree, decision, parent, pool: str, *, task: str, steps: int, batch_size: int, data) -> float | None:
+    """TPE's share for mixing ``pool`` into ``parent``'s plan (:func:`tpe_value`)."""
+    return tpe_value(tree, decision, parent, pool, task=task, steps=steps, batch_size=batch_size, data=data)
 
 
 def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, data=None,
@@ -295,11 +329,15 @@ def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, d
     seen = tried(tree, steps, data)
     evidence = evidence or {}
     out, sigs = [], set()
-    share_for = None
+    share_for = lr_for = None
     if decision is not None and data is not None and data.pools:
         def share_for(pool):
             return tpe_share(tree, decision, parent, pool, task=task, steps=steps, batch_size=batch_size, data=data)
-    for c in candidates(tree, parent, data, steps, share_for):
+    if decision is not None:
+        def lr_for():
+            return tpe_value(tree, decision, parent, "learning_rate", task=task, steps=steps,
+                             batch_size=batch_size, data=data)
+    for c in candidates(tree, parent, data, steps, share_for, lr_for):
         v = dict(c.values)
         if v.get("continue_from_parent") and not parent.adapter:
             continue
