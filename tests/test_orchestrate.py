@@ -189,3 +189,21 @@ def test_a_trial_budgets_last_decisions_wait_for_the_results_in_flight(started):
     assert not endgame_wait(t, committed=4, in_flight=1)  # two left, one result coming: decide now
     assert not endgame_wait(t, committed=5, in_flight=0)  # nothing to wait for: the search goes on
     assert not endgame_wait(fold([started(policy="mcts", budget=Budget(max_seconds=60))]), committed=5, in_flight=2)
+
+
+def test_a_continuation_repeats_only_the_same_plan_continuing_the_same_parent(started):
+    """A demo's n5 continued n2 at n2's values and was still learning; continuing n5 at those values
+    was refused five times as "repeats the plan of n5" and the search ended a trial short. Continuing
+    another adapter is new work; the same continuation of the same parent, and any plan from the base
+    model proposed twice, are repeats."""
+    from trex.orchestrate.rules import repeated_plan
+
+    cont = {"learning_rate": 5e-3, "continue_from_parent": True}
+    t = _tree(started, PlanProposed(node_id="n1", parent_id=None, operator="draft", plan={"learning_rate": 5e-3},
+                                    plan_hash="h-draft", proposer="rules"),
+              PlanProposed(node_id="n2", parent_id="n1", operator="improve", plan=cont, plan_hash="h-cont",
+                           proposer="rules"), proposer="rules")
+    assert repeated_plan(t, "h-cont", "n2", True) is None  # n2's values, continuing n2: new
+    assert repeated_plan(t, "h-cont", "n1", True) == "n2"  # n1 continued that way already
+    assert repeated_plan(t, "h-draft", "n2", False) == "n1"  # from the base model: the parent is moot
+    assert repeated_plan(t, "h-draft", None, False) == "n1"

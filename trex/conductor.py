@@ -247,7 +247,7 @@ class Runner:
             self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer, reason=prop.rejection or "",
                                    raw=str(prop.raw)[:4000], decision_id=decision.decision_id))
             return
-        same = repeated_plan(tree, plan_hash(prop.plan))
+        same = repeated_plan(tree, plan_hash(prop.plan), decision.node_id, bool(prop.plan.continue_from_parent))
         if same is not None:
             self.emit(PlanRejected(parent_id=decision.node_id, proposer=tree.proposer,
                                    reason=f"repeats the plan of {same}", raw=str(prop.raw)[:4000],

@@ -547,7 +547,7 @@ def _on_proposal(ref, st: _InFlight, tree, emit, dispatch_proposal, sid: str, st
         emit(PlanRejected(parent_id=decision.get("node_id"), proposer=tree.proposer, reason=plan[:2000],
                           raw=str(prop["plan"])[:4000], decision_id=did), correlation_id=did)
         return
-    same = repeated_plan(tree, plan_hash(plan))
+    same = repeated_plan(tree, plan_hash(plan), decision.get("node_id"), bool(plan.continue_from_parent))
     if same is not None:  # proposed at the same time as its twin: refused, and the next decision is made afresh
         emit(PlanRejected(parent_id=decision.get("node_id"), proposer=tree.proposer,
                           reason=f"repeats the plan of {same} (proposed while this one was in flight)",

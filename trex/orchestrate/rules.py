@@ -141,14 +141,19 @@ def endgame_wait(tree: SearchTree, committed: int, in_flight: int) -> bool:
 NO_REPEAT_PROPOSERS = frozenset({"rules", "llm", "llm-notools"})  # the agent's proposers: never a plan twice
 
 
-def repeated_plan(tree: SearchTree, plan_hash: str) -> str | None:
+def repeated_plan(tree: SearchTree, plan_hash: str, parent_id: str | None = None, continues: bool = False) -> str | None:
     """The node whose plan a new proposal repeats exactly, for a proposer that promises never to
     repeat one (the baselines may: Optuna's TPE does, and a repeat is served from the work cache).
     The proposers check the tree; this is the check of the search itself, for proposals made at the
-    same time (two in flight for one parent, neither knowing the other's answer)."""
+    same time (two in flight for one parent, neither knowing the other's answer).
+
+    A plan that continues its parent's adapter (``continues``) repeats only the same plan continuing
+    the same parent: continuing n5 with the values n5 continued n2 with is new work (a demo refused it
+    five times as a repeat of n5 and ended its search a trial short)."""
     if tree.proposer not in NO_REPEAT_PROPOSERS:
         return None
-    return next((n.node_id for n in tree.nodes.values() if n.plan_hash == plan_hash), None)
+    return next((n.node_id for n in tree.nodes.values() if n.plan_hash == plan_hash
+                 and (not continues or n.parent_id == parent_id)), None)
 
 
 # ------------------------------------------------------------------------------------ retries
