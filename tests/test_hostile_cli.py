@@ -421,3 +421,191 @@ def test_ftbench_on_a_damaged_home_is_one_line_and_changes_nothing(case, hostile
     assert len(lines) == 1 and needle.lower() in lines[0].lower(), f"{name}: {lines}"
     assert _files(hostile_home) == damaged, f"{name}: the damaged home was changed"
 # ==== end of the ftbench block ========================================================================
+
+
+# ==== eighth audit: readers' homes, argv that is not UTF-8, SQL output, lock waits, forks ============
+CASES_8 = [
+    ("ls-no-home", ["ls", "--home", "{tmp}/nowhere"], None, "no trex home"),
+    ("status-no-home", ["status", "--home", "{tmp}/nowhere"], None, "no trex home"),
+    ("verify-no-home", ["verify", "--home", "{tmp}/nowhere"], None, "no trex home"),
+    ("sql-no-home", ["sql", "SELECT 1", "--home", "{tmp}/nowhere"], None, "no trex home"),
+    ("sql-query-not-utf8", ["sql", "SELECT '\udcff'"], None, "not UTF-8 text"),
+    ("sql-home-not-utf8", ["sql", "SELECT 1", "--home", "{tmp}/h\udcff"],
+     lambda h, t: os.mkdir(os.fsencode(t) + b"/h\xff"), "not UTF-8 text"),
+    ("ls-home-not-utf8", ["ls", "--home", "{tmp}/h\udcff"],
+     lambda h, t: os.mkdir(os.fsencode(t) + b"/h\xff"), "not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("case", CASES_8, ids=[c[0] for c in CASES_8])
+def test_eighth_audit_bad_input_is_one_clear_refusal(case, hostile_home, tmp_path):
+    test_hostile_input_is_one_clear_refusal_and_loses_nothing(case, hostile_home, tmp_path)
+
+
+def _cli(*argv, env=None, timeout=60, cwd=None):
+    return subprocess.run([sys.executable, "-m", "trex.cli", *argv], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=cwd)
+
+
+def test_sql_table_shows_stored_text_as_text_never_as_markup(hostile_home):
+    """A note "see [draft] node, x[b]y" showed as "see  node, xy"; one holding "[/bold]" failed every
+    table query over notes (MarkupError, exit 70); ['NaN'] showed an empty cell."""
+    EventLog(hostile_home).append("s", [NoteAdded(text="see [draft] node, x[b]y"), NoteAdded(text="[/bold]")])
+    r = _cli("sql", "SELECT text, 1 AS \"[/x]\", ['NaN'::DOUBLE] AS n FROM notes WHERE text LIKE '%[%'",
+             "--home", str(hostile_home))
+    assert r.returncode == 0, r.stderr
+    assert "see [draft] node, x[b]y" in r.stdout and "[/bold]" in r.stdout and "[/x]" in r.stdout
+    assert "[nan]" in r.stdout
+
+
+def test_sql_table_output_is_bounded_and_says_so(hostile_home):
+    """rich lays a table out whole: 100,000 rows took a minute, past --timeout. The table shows the first
+    rows and says how many there are; csv prints every row."""
+    from trex.commands.log_cmds import TABLE_ROWS
+
+    n = TABLE_ROWS + 500
+    r = _cli("sql", f"SELECT range AS i FROM range({n})", "--home", str(hostile_home))
+    assert r.returncode == 0, r.stderr
+    assert f" {TABLE_ROWS - 1} " in r.stdout and f" {TABLE_ROWS} " not in r.stdout
+    assert f"{n} row(s); the table shows the first {TABLE_ROWS}" in r.stderr
+    r = _cli("sql", f"SELECT range AS i FROM range({n})", "--format", "csv", "--home", str(hostile_home))
+    assert len(r.stdout.splitlines()) == n + 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400", "abc", "-5", "0"])
+def test_a_lock_timeout_that_is_not_a_positive_number_is_refused(hostile_home, value):
+    """nan, inf and 1e400 waited forever on a held lock; abc failed as a bare ValueError."""
+    before = _snapshot(hostile_home)
+    r = _cli("note", "s", "more", "--home", str(hostile_home), env={"TREX_LOCK_TIMEOUT": value}, timeout=30)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: TREX_LOCK_TIMEOUT must be a number of seconds above 0, "
+                                             f"got {value!r}"]
+    assert _snapshot(hostile_home) == before
+
+
+def test_an_append_waiting_on_a_held_lock_says_what_it_waits_for(hostile_home):
+    """The default wait (120 s) was silent: a note looked hung. Past a second it says so, once."""
+    import fcntl
+
+    fd = os.open(hostile_home / "log" / "append.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = _cli("note", "s", "more", "--home", str(hostile_home), env={"TREX_LOCK_TIMEOUT": "2"}, timeout=30)
+    finally:
+        os.close(fd)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 2, lines
+    assert lines[0].startswith("trex: waiting up to 2 s for the append lock") and "append.lock" in lines[0]
+    assert lines[1].startswith("error: waited 2 s for the append lock")
+
+
+def _forked_chain(log, depth: int) -> str:
+    """A root search with one node, and ``depth`` forks each of the one before; returns the deepest id.
+    Written with plain appends (not :func:`fork`), so a chain past the limit can be made."""
+    from trex.events.plans import PlanProposed
+    from trex.events.search import SearchForked, SearchStarted
+
+    log.append("root", [SearchStarted(task="arith-sub"), PlanProposed(node_id="n1", parent_id=None,
+                                                                      operator="draft", plan={})])
+    parent = "root"
+    for i in range(depth):
+        sid = f"f{i + 1}"
+        log.append(sid, [SearchForked(parent_search_id=parent, at_seq=2 if parent == "root" else 1, at_node="n1")])
+        parent = sid
+    return parent
+
+
+def test_a_fork_past_the_depth_a_replay_follows_is_refused_before_anything_is_written(tmp_path):
+    """The 65th `trex fork` appended its SearchForked, then said "fork chain deeper than 64", and from then
+    on `trex status` failed for every search of the home."""
+    from trex.events.search import MAX_FORK_DEPTH, SearchForked
+    from trex.search.replay import ReplayError, fork, fork_depth
+
+    log = EventLog(tmp_path / "h")
+    deepest = _forked_chain(log, MAX_FORK_DEPTH)
+    assert fork_depth(log, deepest) == MAX_FORK_DEPTH
+    before = log.read_records()
+    with pytest.raises(ReplayError, match="past the 64 a replay follows"):
+        fork(log, deepest, "n1", new_search_id="one-more")
+    assert log.read_records() == before and not log.exists("one-more")
+    with pytest.raises(ReplayError, match="exists already"):  # was "at version 2, expected 0"
+        fork(log, "f1", "n1", new_search_id="f2")
+    long_id = "L" * 200  # the generated id of a fork of a 200-character search stays a valid id
+    log.append(long_id, [SearchForked(parent_search_id="root", at_seq=2, at_node="n1")])
+    env = fork(log, long_id, "n1")
+    assert env.search_id.startswith("L" * 100) and env.search_id.endswith(env.search_id[-8:])
+    assert "~n1~" in env.search_id and len(env.search_id) <= 200
+    r = _cli("status", "--home", str(tmp_path / "h"))
+    assert r.returncode == 0, r.stderr  # every search of the chain replays
+
+
+def test_an_import_past_the_fork_depth_is_refused_and_status_lists_the_readable_searches(tmp_path):
+    from trex.events.search import MAX_FORK_DEPTH
+    from trex.events.transfer import BadImportFile, export_search, import_file
+
+    src = EventLog(tmp_path / "src")
+    deepest = _forked_chain(src, MAX_FORK_DEPTH + 1)
+    export_search(src, deepest, tmp_path / "deep.parquet")
+    dst = EventLog(tmp_path / "dst")
+    dst.append("other", [NoteAdded(text="x")])
+    before = dst.read_records()
+    with pytest.raises(BadImportFile, match=f"more than {MAX_FORK_DEPTH} forks"):
+        import_file(dst, tmp_path / "deep.parquet")
+    assert dst.read_records() == before
+    # a home that holds such a chain (written before this check): status lists the others and says which failed
+    r = _cli("status", "--home", str(tmp_path / "src"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "root\t" in r.stdout and "f1\t" in r.stdout
+    assert f"search '{deepest}' cannot be replayed" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: 1 search(es) could not be replayed")
+
+
+def test_a_second_import_of_the_same_events_says_it_added_none(tmp_path):
+    """Two imports of one file at once both printed "224 events added": the second had planned them
+    before the lock and found them stored under it. What an import reports is what it wrote."""
+    from trex.events.envelope import RawEvent
+
+    log = EventLog(tmp_path / "h")
+    raws = [RawEvent(f"e{i}", "NoteAdded", 1, json.dumps({"text": f"n{i}", "author": ""}), "2026-12-07T00:00:00Z",
+                     None, None) for i in range(3)]
+    first, second = {}, {}
+    log.append_streams([("s", raws, 0)], written=first)
+    log.append_streams([("s", raws, 0)], written=second)  # planned against version 0, all stored meanwhile
+    assert first == {"s": 3} and second == {"s": 0} and log.version("s") == 3
+
+
+def test_an_llm_call_the_model_allows_but_the_view_cannot_hold_reads_as_null(tmp_path):
+    """An imported attempt of 3,000,000,000 made every query over llm_calls fail (CAST to INTEGER)."""
+    from trex.events.plans import LlmCallMade
+    from trex.search.views import query
+
+    log = EventLog(tmp_path / "h")
+    log.append("s", [LlmCallMade(call_id="c1", purpose="choose", backend="b", model="m", prompt_hash="h",
+                                 response="r", attempt=3_000_000_000, prompt_tokens=2**64),
+                     LlmCallMade(call_id="c2", purpose="choose", backend="b", model="m", prompt_hash="h",
+                                 response="r", attempt=2, prompt_tokens=5)])
+    res = query(tmp_path / "h", "SELECT call_id, attempt, prompt_tokens FROM llm_calls ORDER BY call_id")
+    assert [tuple(r) for r in res.rows] == [("c1", 3_000_000_000, None), ("c2", 2, 5)]
+
+
+def test_a_report_whose_best_adapter_is_not_an_artifact_hash_says_so_in_one_line(tmp_path, capsys):
+    """An imported TrialFinished naming "../../../etc/passwd" as its adapter: `trex resume` ended in
+    "error: ArtifactError" (exit 70). The name is never used as a path; the report says it cannot look it up."""
+    from trex.commands.run_cmds import _report
+    from trex.events.evaluation import EvaluationFinished, MetricRecorded
+    from trex.events.plans import PlanProposed
+    from trex.events.search import SearchStarted
+    from trex.events.trials import TrialFinished, TrialStarted
+    from trex.search import fold
+
+    tree = fold([SearchStarted(task="arith-sub"), PlanProposed(node_id="n1", parent_id=None, operator="draft",
+                                                               plan={}),
+                 TrialStarted(node_id="n1", trial_id="t1"),
+                 TrialFinished(node_id="n1", trial_id="t1", adapter="../../../etc/passwd"),
+                 MetricRecorded(node_id="n1", name="exact_match", value=0.5, primary=True),
+                 EvaluationFinished(node_id="n1", eval_id="e1", backend="cpu", n_examples=1)])
+    _report(tmp_path, "s", tree, "json")
+    out = capsys.readouterr()
+    assert json.loads(out.out)["adapter"] is None
+    assert "the best adapter cannot be looked up: not an artifact hash" in out.err
+# ==== end of the eighth-audit block ====================================================================

@@ -60,6 +60,16 @@ def info(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def existing_home(home) -> None:
+    """A reader's home must exist: a mistyped ``--home`` read as a healthy empty log (``verify`` said
+    "OK: 0 events", ``ls`` and ``status`` printed nothing, exit 0). A folder with nothing written yet
+    is a home with no search."""
+    import os
+
+    if not os.path.lexists(home):
+        fail(f"no trex home at {home}: the folder does not exist")
+
+
 class OneLineErrors(click.Group):
     """A command group whose commands answer every failure in one line, never a traceback."""
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from trex.commands.common import emit_json, fail, finite, format_option, home_option, info
+from trex.commands.common import emit_json, existing_home, fail, finite, format_option, home_option, info
+
+TABLE_ROWS = 1000  # rows `trex sql` lays out as a table; csv and json print every row
 
 
 def _jsonable(v):
@@ -38,6 +40,7 @@ def sql(query, home, fmt, timeout, memory_limit):
     from trex.events.sql import SqlFailed, SqlRefused
     from trex.search.views import query as run_query
 
+    existing_home(home)
     try:
         res = run_query(home, query, timeout_s=timeout, memory_limit=memory_limit, isolated=True)
     except SqlRefused as e:
@@ -56,12 +59,21 @@ def sql(query, home, fmt, timeout, memory_limit):
     else:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(*res.columns, show_lines=False)
-        for r in res.rows:
-            t.add_row(*("NULL" if v is None else str(v) for v in r))
+        # cells and headers are Text, never markup: a stored "[/bold]" failed every query over notes,
+        # and "[draft]" or "[nan]" vanished from the cell
+        t = Table(show_lines=False)
+        for c in res.columns:
+            t.add_column(Text(str(c)))
+        shown = res.rows[:TABLE_ROWS]  # rich lays a table out whole: 100,000 rows took a minute, past --timeout
+        for r in shown:
+            t.add_row(*(Text("NULL" if v is None else str(v)) for v in r))
         Console(soft_wrap=True).print(t)
-        info(f"{len(res.rows)} row(s)")
+        if len(shown) < len(res.rows):
+            info(f"{len(res.rows)} row(s); the table shows the first {len(shown)}: --format csv or json prints all")
+        else:
+            info(f"{len(res.rows)} row(s)")
 
 
 @click.command()
@@ -111,6 +123,7 @@ def verify(search, repair, home, fmt):
     from trex.events.quarantine import quarantine_damage
     from trex.events.verify import verify as run_verify
 
+    existing_home(home)
     log = EventLog(home)
     if repair:
         try:
@@ -197,6 +210,7 @@ def ls(home, fmt):
     """List the searches in this trex home."""
     from trex.events.sql import SqlFailed
 
+    existing_home(home)
     try:
         res = _ls_query(home)
     except SqlFailed as e:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from trex.commands.common import FiniteRange, emit_json, fail, format_option, home_option, info
+from trex.commands.common import FiniteRange, emit_json, existing_home, fail, format_option, home_option, info
 from trex.propose.space import DEFAULT_TRIAL_STEPS
 
 POLICIES = ["mcts", "greedy", "best-first"]
@@ -135,13 +135,21 @@ def status(search, home, fmt):
     from trex.orchestrate.leases import leases_of
     from trex.search import build_tree
 
+    existing_home(home)
     log = EventLog(home)
     if note := quarantine_note(home):
         info(note)
     if search is None:
-        rows = []
+        from trex.search.replay import ReplayError
+
+        rows, unreadable = [], 0
         for sid in log.searches():
-            t = build_tree(log, sid)
+            try:
+                t = build_tree(log, sid)
+            except ReplayError as e:  # one search that cannot be replayed: said, the others still listed
+                info(f"search {sid[:80]!r} cannot be replayed: {e}")
+                unreadable += 1
+                continue
             waits = t.status == "running" and leases_of(log.read(sid)).waiting
             rows.append({"search_id": sid, "task": t.task, "status": "waiting for an executor" if waits else t.status,
                          "proposer": t.proposer, "trials": t.trials, "best_node_id": t.best_node_id,
@@ -152,6 +160,8 @@ def status(search, home, fmt):
             for r in rows:
                 click.echo(f"{r['search_id']}\t{r['task']}\t{r['status']}\t{r['proposer']}\t{r['trials']} trials"
                            f"\tbest {r['best_node_id'] or '-'} {_fmt(r['best_score'])}")
+        if unreadable:
+            fail(f"{unreadable} search(es) could not be replayed (listed above); the others are shown")
         return
     if not log.exists(search):
         fail(f"no search {search!r} in {home}")
@@ -380,7 +390,7 @@ def _progress_line(tree) -> str:
 
 
 def _report(home: Path, sid: str, tree, fmt: str) -> None:
-    from trex.artifacts import ArtifactNotFound, ArtifactStore
+    from trex.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
 
     base = tree.base_score
     best = tree.best
@@ -390,6 +400,8 @@ def _report(home: Path, sid: str, tree, fmt: str) -> None:
             adapter = str(ArtifactStore(home).get(best.adapter))
         except ArtifactNotFound:  # a log imported without its artifacts: the adapter is elsewhere
             info(f"the best adapter ({best.adapter[:12]}) is not in this home's artifacts")
+        except ArtifactError as e:  # an imported event naming something that is not an artifact: reported
+            info(f"the best adapter cannot be looked up: {e}")
     result = {"search_id": sid, "status": tree.status, "finish_reason": tree.finish_reason,
               "best_node": best.node_id if best else None, "best_score": best.score if best else None,
               "val_score": best.score if best else None, "test_score": tree.test_score,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import contextlib
 import os
 import stat
@@ -12,7 +13,24 @@ from pathlib import Path
 
 from trex.events.errors import EventError, LinkRefused, LockTimeout
 
-LOCK_TIMEOUT_S = float(os.environ.get("TREX_LOCK_TIMEOUT", "120"))
+LOCK_TIMEOUT_S = 120.0  # the append lock's wait limit unless TREX_LOCK_TIMEOUT says otherwise
+SAY_WAIT_AFTER_S = 1.0  # an append waiting longer than this on another process's lock says so, once
+
+
+def lock_timeout_s() -> float:
+    """The append lock's wait limit: ``TREX_LOCK_TIMEOUT`` (seconds, finite and > 0), else 120. Read when
+    a lock is made, so a bad value is one line naming the variable (``nan``, ``inf`` and ``1e400`` waited
+    forever; ``abc`` failed at import with a ValueError)."""
+    raw = os.environ.get("TREX_LOCK_TIMEOUT")
+    if raw is None:
+        return LOCK_TIMEOUT_S
+    try:
+        x = float(raw)
+    except ValueError:
+        x = float("nan")
+    if not (math.isfinite(x) and x > 0):
+        raise EventError(f"TREX_LOCK_TIMEOUT must be a number of seconds above 0, got {raw!r}")
+    return x
 
 
 def _refuse(path, what: str = "written") -> LinkRefused:
@@ -62,7 +80,7 @@ class AppendLock:
 
     def __init__(self, path: Path, timeout_s: float | None = None):
         self.path = Path(path)
-        self.timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
+        self.timeout_s = lock_timeout_s() if timeout_s is None else timeout_s
         self._tlock = threading.RLock()
         self._fd: int | None = None
         self._depth = 0
@@ -88,14 +106,21 @@ class AppendLock:
         return _open_lock(self.path)
 
     def _wait(self, fd: int) -> None:
-        deadline = time.monotonic() + self.timeout_s
+        start = time.monotonic()
+        deadline = start + self.timeout_s
         delay = 0.001
+        said = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if not said and now - start >= min(SAY_WAIT_AFTER_S, self.timeout_s) and now < deadline:
+                    said = True  # appenders take turns in milliseconds: only a real wait is worth a line
+                    _say(f"trex: waiting up to {self.timeout_s:g} s for the append lock {self.path}, held by "
+                         "another process")
+                if now >= deadline:
                     raise LockTimeout(
                         f"waited {self.timeout_s:g} s for the append lock {self.path}, held by another "
                         "process (TREX_LOCK_TIMEOUT sets the limit)"

@@ -90,11 +90,17 @@ def strict_json(text: str):
     return obj
 
 
+MAX_SEARCH_ID_LEN = 200
+
+
 def check_search_id(search_id) -> None:
-    """What the log takes as a search id (a stream's name; never a path)."""
-    if (not isinstance(search_id, str) or not search_id or len(search_id) > 200
+    """What the log takes as a search id (a stream's name; never a path): UTF-8 text of at most
+    :data:`MAX_SEARCH_ID_LEN` characters, no control character."""
+    if (not isinstance(search_id, str) or not search_id or len(search_id) > MAX_SEARCH_ID_LEN
             or any(ord(c) < 0x20 or ord(c) == 0x7F for c in search_id)):  # no NUL, newline or other control
         raise EventError(f"invalid search id {str(search_id)[:80]!r}")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in search_id):  # a byte of argv that is not UTF-8
+        raise EventError(f"invalid search id {search_id[:80]!r}: not UTF-8 text")
 
 
 def check_raw(r: RawEvent) -> None:
@@ -319,10 +325,13 @@ class EventLog:
         self,
         batches: Sequence[tuple[str, Sequence[RawEvent], int | None]],
         _validated: bool = False,
+        written: dict[str, int] | None = None,
     ) -> dict[str, list[Envelope]]:
         """Append to several streams at once, as one record: every stream's events are written, or
         none (what an import of several searches needs). ``batches``: (search id, events, expected
-        version) per stream, each stream at most once. Returns the envelopes per stream."""
+        version) per stream, each stream at most once. Returns the envelopes per stream (stored ones
+        for ids stored before); ``written``, when given, gets how many events this call wrote per
+        stream (two imports of one file at once: the second writes none, and must not say it added them)."""
         sids = [b[0] for b in batches]
         if len(set(sids)) != len(sids):
             raise EventError("a stream appears twice in one append")
@@ -341,6 +350,8 @@ class EventLog:
             stage = _Stage(self._index, now_iso())
             staged = {sid: stage.add(sid, raws, ev) for sid, raws, ev in batches}  # a conflict: nothing written
             self._commit(stage)
+            if written is not None:
+                written.update({sid: len(envs or ()) for sid, envs in staged.items()})
             return {sid: self._staged_or_stored(stage, sid, raws, staged[sid], _validated) for sid, raws, _ in batches}
 
     def append_group(

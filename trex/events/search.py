@@ -191,6 +191,11 @@ def task_def_hash(task_def: dict) -> str:
     return hashlib.sha256(json.dumps(task_def, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+MAX_FORK_DEPTH = 64
+"""The most forks a search may sit under (a fork of a fork ...): replay refuses deeper lineages, so a
+fork or an import that would make one is refused before anything is written."""
+
+
 @event("SearchForked")
 class SearchForked(Event):
     """First event of a fork: the fork's tree is the parent's prefix up to ``at_seq`` plus its own events."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from trex.events.base import EventError, decode
 from trex.events.envelope import GENESIS, Envelope, RawEvent
 from trex.events.log import ConcurrencyConflict, EventLog, UnknownSearch, check_raw, check_search_id, strict_json
+from trex.events.search import MAX_FORK_DEPTH
 
 EXPORT_MAGIC = "trex.export.v1"
 
@@ -147,6 +148,9 @@ def _check_forks(log: EventLog, path: Path, order: list[str], by_stream: dict) -
             if up[0] in seen:
                 raise BadImportFile(f"{path}: search {sid!r} forks, through {up[0]!r}, from itself")
             seen.add(up[0])
+            if len(seen) - 1 > MAX_FORK_DEPTH:  # replay refuses it: `trex status` failed for every search
+                raise BadImportFile(f"{path}: search {sid!r} sits under more than {MAX_FORK_DEPTH} forks, "
+                                    "past what a replay follows")
             up = fork_of(up[0])
         ends = [r["seq"] for r in by_stream.get(parent, ())]
         try:
@@ -227,9 +231,10 @@ def import_file(log: EventLog, path: Path) -> dict[str, int]:
             if other != sid:
                 raise BadImportFile(f"{path}: event id {raw.event_id} appears in searches {other!r} and {sid!r}")
     # every stream in one append: an import is written whole or not at all
+    written: dict[str, int] = {}
     try:
         log.append_streams([(sid, plans[sid], len(by_stream[sid]) - len(plans[sid])) for sid in order if plans[sid]],
-                           _validated=True)
+                           _validated=True, written=written)
     except ConcurrencyConflict as e:  # raised before anything is written: this home disagrees with the file
         raise BadImportFile(f"{path}: {e}") from None
-    return {sid: len(plans[sid]) for sid in order}
+    return {sid: written.get(sid, 0) for sid in order}  # what this import wrote, not what it planned

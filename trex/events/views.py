@@ -2,6 +2,10 @@
 
 Packages above the log add theirs through ``connect(home, views=...)`` of :mod:`trex.events.sql`
 (``trex.search.views`` does, for ``trex sql``); the log never names them.
+
+Every cast is a ``TRY_CAST``: a value the event's model allows but the column type cannot hold (an
+imported ``attempt`` of 3,000,000,000, ``prompt_tokens`` of 2**64) reads as NULL in its row; a ``CAST``
+failed every query over the view, for the whole home.
 """
 VIEWS: dict[str, str] = {
     "trials": """
@@ -12,7 +16,7 @@ VIEWS: dict[str, str] = {
                arg_max(type, seq) FILTER (WHERE type IN ('TrialStarted', 'TrialFinished', 'TrialFailed', 'TrialAbandoned')) AS last_event,
                max(CASE WHEN type = 'TrialFinished' THEN payload->>'adapter' END) AS adapter,
                max(CASE WHEN type = 'TrialFailed' THEN payload->>'reason' END) AS failure_reason,
-               max(CASE WHEN type IN ('TrialFinished', 'TrialFailed') THEN CAST(payload->>'compute_seconds' AS DOUBLE) END) AS compute_seconds,
+               max(CASE WHEN type IN ('TrialFinished', 'TrialFailed') THEN TRY_CAST(payload->>'compute_seconds' AS DOUBLE) END) AS compute_seconds,
                count(*) FILTER (WHERE type = 'TrialProgressed') AS progress_events
         FROM events
         WHERE type IN ('TrialStarted', 'TrialProgressed', 'TrialFinished', 'TrialFailed', 'TrialAbandoned')
@@ -21,14 +25,14 @@ VIEWS: dict[str, str] = {
     "metrics": """
         CREATE VIEW metrics AS
         SELECT search_id, seq, payload->>'node_id' AS node_id, payload->>'name' AS name,
-               CAST(payload->>'value' AS DOUBLE) AS value, CAST(payload->>'primary' AS BOOLEAN) AS "primary",
+               TRY_CAST(payload->>'value' AS DOUBLE) AS value, TRY_CAST(payload->>'primary' AS BOOLEAN) AS "primary",
                payload->>'split' AS split, payload->>'eval_id' AS eval_id, recorded_at
         FROM events WHERE type = 'MetricRecorded'
     """,
     "insights": """
         CREATE VIEW insights AS
         SELECT search_id, seq, payload->>'insight_id' AS insight_id, payload->>'text' AS text,
-               CAST(json_extract(payload, '$.support') AS VARCHAR[]) AS support, payload->>'task' AS task,
+               TRY_CAST(json_extract(payload, '$.support') AS VARCHAR[]) AS support, payload->>'task' AS task,
                payload->>'source_search_id' AS source_search_id, recorded_at
         FROM events WHERE type = 'InsightDistilled'
     """,
@@ -36,10 +40,10 @@ VIEWS: dict[str, str] = {
         CREATE VIEW llm_calls AS
         SELECT search_id, seq, payload->>'call_id' AS call_id, payload->>'purpose' AS purpose,
                payload->>'backend' AS backend, payload->>'model' AS model,
-               type = 'LlmCallMade' AS ok, CAST(payload->>'attempt' AS INTEGER) AS attempt,
-               CAST(payload->>'prompt_tokens' AS BIGINT) AS prompt_tokens,
-               CAST(payload->>'completion_tokens' AS BIGINT) AS completion_tokens,
-               CAST(payload->>'latency_s' AS DOUBLE) AS latency_s, payload->>'error' AS error, recorded_at
+               type = 'LlmCallMade' AS ok, TRY_CAST(payload->>'attempt' AS BIGINT) AS attempt,
+               TRY_CAST(payload->>'prompt_tokens' AS BIGINT) AS prompt_tokens,
+               TRY_CAST(payload->>'completion_tokens' AS BIGINT) AS completion_tokens,
+               TRY_CAST(payload->>'latency_s' AS DOUBLE) AS latency_s, payload->>'error' AS error, recorded_at
         FROM events WHERE type IN ('LlmCallMade', 'LlmCallFailed')
     """,
     "notes": """

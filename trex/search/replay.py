@@ -17,12 +17,10 @@ import json
 
 from trex.events.base import EventError, upcast
 from trex.events.envelope import Envelope, new_id
-from trex.events.log import EventLog, UnknownSearch
-from trex.events.search import Budget, SearchForked
+from trex.events.log import MAX_SEARCH_ID_LEN, EventLog, UnknownSearch
+from trex.events.search import MAX_FORK_DEPTH, Budget, SearchForked
 from trex.search.projection import fold
 from trex.search.tree import SearchTree
-
-MAX_FORK_DEPTH = 64
 
 
 class ReplayError(EventError):
@@ -52,6 +50,20 @@ def load_events(log: EventLog, search_id: str, until: int | None = None, _depth:
     return own
 
 
+def fork_depth(log: EventLog, search_id: str) -> int:
+    """How many forks ``search_id`` sits under (0 for a search that is no fork), from the first event of
+    each search up its lineage; a lineage deeper than :data:`MAX_FORK_DEPTH` is a :class:`ReplayError`."""
+    depth, sid = 0, search_id
+    while True:
+        first = log.read(sid, until_seq=1)
+        if not first or first[0].type != "SearchForked":
+            return depth
+        depth += 1
+        if depth > MAX_FORK_DEPTH:
+            raise ReplayError(f"fork chain deeper than {MAX_FORK_DEPTH} at {search_id!r} (a cycle?)")
+        sid = upcast("SearchForked", first[0].schema_version, json.loads(first[0].payload))["parent_search_id"]
+
+
 def build_tree(log: EventLog, search_id: str, until: int | None = None) -> SearchTree:
     return fold(load_events(log, search_id, until))
 
@@ -77,8 +89,19 @@ def fork(log: EventLog, search_id: str, at_node: str, new_search_id: str | None 
          at_seq: int | None = None, budget: Budget | None = None) -> Envelope:
     """Start a new search from ``search_id``'s prefix at ``at_node``; returns its first event."""
     at_seq, _ = fork_point(log, search_id, at_node, at_seq)
-    new = new_search_id or f"{search_id}~{at_node}~{new_id()[:8]}"
+    depth = fork_depth(log, search_id)
+    if depth + 1 > MAX_FORK_DEPTH:  # checked before the append: replay would refuse the new search
+        raise ReplayError(f"search {search_id!r} already sits under {depth} forks: a fork of it would be "
+                          f"{depth + 1} deep, past the {MAX_FORK_DEPTH} a replay follows (fork its root instead)")
+    if new_search_id is None:
+        new = f"{search_id}~{at_node}~{new_id()[:8]}"
+        if len(new) > MAX_SEARCH_ID_LEN:  # a long parent id: the generated id keeps the parent's head
+            new = f"{search_id[:MAX_SEARCH_ID_LEN - len(at_node) - 10]}~{at_node}~{new_id()[:8]}"
+    else:
+        new = new_search_id
     if new == search_id:
         raise ReplayError("a fork needs a search id of its own")
+    if log.exists(new):
+        raise ReplayError(f"a search {new!r} exists already: a fork needs a new search id")
     ev = SearchForked(parent_search_id=search_id, at_seq=at_seq, at_node=at_node, budget=budget)
     return log.append(new, [ev], expected_version=0)[0]
