@@ -223,8 +223,12 @@ def report(tag, out_dir, home, fmt):
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,31}", tag):  # it becomes a folder name: never a path
         fail(f"--tag {tag!r}: use lowercase letters, digits, '.', '_' or '-'")
     out_dir = out_dir or home / "reports" / tag
+    log_dir = (home / "log").resolve()  # resolved: a link to it, or `..` through it, is seen
+    target = Path(out_dir).resolve()
+    if target == log_dir or log_dir in target.parents:
+        fail(f"--out {out_dir}: refusing to write the report into the log's own folder ({home / 'log'})")
     try:
-        summary = write_report(home, tag, out_dir)
+        summary = write_report(home, tag, out_dir, warn=info)
     except LookupError as e:
         fail(str(e.args[0]))
     except (SqlFailed, SqlRefused) as e:  # a damaged log, a link in it: one line naming the segment

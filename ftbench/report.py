@@ -30,8 +30,8 @@ SELECT e.search_id,
                 json_extract_string(e.payload, '$.config.ftbench.task')) AS task,
        coalesce(json_extract_string(e.payload, '$.labels.ftbench_proposer'),
                 json_extract_string(e.payload, '$.config.ftbench.proposer')) AS proposer,
-       CAST(coalesce(json_extract_string(e.payload, '$.labels.ftbench_seed'),
-                     json_extract_string(e.payload, '$.config.ftbench.seed')) AS INTEGER) AS seed,
+       TRY_CAST(coalesce(json_extract_string(e.payload, '$.labels.ftbench_seed'),
+                         json_extract_string(e.payload, '$.config.ftbench.seed')) AS INTEGER) AS seed,
        e.schema_version, e.payload,
        CAST(json_extract_string(e.payload, '$.budget.max_trials') AS INTEGER) AS budget_trials,
        CAST(json_extract_string(e.payload, '$.parallel') AS INTEGER) AS parallel,
@@ -122,8 +122,39 @@ def _ts(s: str | None) -> float | None:
     return None if s is None else datetime.fromisoformat(str(s).replace("Z", "+00:00")).timestamp()
 
 
-def load(home: str | Path, tag: str) -> list[CellRun]:
-    """Every search of the benchmark run ``tag`` in ``home``, with its trials in closing order."""
+def bad_cell_labels(task, proposer, seed) -> str | None:
+    """Why a search's ftbench labels (free text in its SearchStarted, e.g. from an imported log) are not a
+    benchmark cell's, or None. The task label becomes part of a plot's file name, so it must be a task
+    name (:data:`trex.tasks.model.NAME_PATTERN`: no '/', no '..'); the proposer is a name too, the seed a
+    number."""
+    import re
+
+    from trex.tasks.model import NAME_PATTERN
+
+    for what, value in (("task", task), ("proposer", proposer)):
+        if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value):
+            return (f"its ftbench {what} label {str(value)[:80]!r} is not a name (lowercase letters, digits, "
+                    "'.', '_', '-')")
+    if not isinstance(seed, int):
+        return "its ftbench seed label is not a whole number"
+    return None
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load(home: str | Path, tag: str, warn=_warn) -> list[CellRun]:
+    """Every search of the benchmark run ``tag`` in ``home``, with its trials in closing order.
+
+    The labels that place a search in the benchmark (task, proposer, seed) are read from the log, where
+    anything a user imported may stand: a search whose labels are not names (:func:`bad_cell_labels`; a
+    task label like ``../../x`` would make a plot's file name a path outside the report folder) is left
+    out of the report with one ``warn`` line naming it, and the rest of the run is reported. Skipping,
+    not refusing the whole report: the log is append-only, so one crafted search imported into a home
+    would otherwise keep the run's report from ever being written."""
     from trex.search.views import connect  # the log's views and the tree's (nodes)
 
     con = connect(home)
@@ -142,6 +173,10 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
     from trex.events.search import SearchStarted
 
     for sid, task, proposer, seed, version, payload, budget, _parallel, started, finished, _reason in cells:
+        why = bad_cell_labels(task, proposer, seed)
+        if why is not None:
+            warn(f"warning: search {str(sid)[:80]!r} left out of the report: {why}")
+            continue
         t0, t1 = _ts(started), _ts(finished)
         first = SearchStarted(**upcast("SearchStarted", int(version), json.loads(payload)))
         out[sid] = CellRun(sid, task, proposer, int(seed), first, budget,
@@ -159,20 +194,23 @@ def load(home: str | Path, tag: str) -> list[CellRun]:
             continue
         if rank == 1:
             out[sid].test = float(value)
-            out[sid].test_ci = bootstrap_ci(_outputs_path(home, outputs)) if outputs else None
+            path = _outputs_path(home, outputs) if outputs else None
+            out[sid].test_ci = bootstrap_ci(path) if path is not None else None
         for t in json.loads(anytime) if isinstance(anytime, str) else (anytime or []):
             out[sid].test_at[int(t)] = float(value)
     return list(out.values())
 
 
-def _outputs_path(home, rel: str) -> Path:
-    """An evaluation's outputs file: the home's, else the copy its evaluator's node published."""
+def _outputs_path(home, rel: str) -> Path | None:
+    """An evaluation's outputs file: the home's, else the copy its evaluator's node published; None when
+    there is none, or when ``rel`` (read from the log) is not an outputs artifact's name — it is never
+    made a path (an imported "../../x" would have been read, a pipe there would have hung the report)."""
     from trex.artifacts import evaluation_outputs
 
     try:
         return evaluation_outputs(home, rel)
-    except Exception:  # noqa: BLE001 - not here, not in the store, or a store that cannot be read
-        return Path(home) / "artifacts" / rel  # missing: its interval is then None
+    except Exception:  # noqa: BLE001 - not an outputs name, not here, not in the store: no interval
+        return None
 
 
 def bootstrap_ci(outputs_path: Path, n: int = 1000, seed: int = 0) -> tuple[float, float] | None:
@@ -335,7 +373,7 @@ def plot_task(task: str, runs: list[CellRun], summary: dict, out_dir: Path) -> l
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = out_dir / f"{task}-{axis}.png"
+        path = out_dir / f"{task}-{axis}.png"  # a task name (load() leaves out a search whose label is not)
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         plt.close(fig)
@@ -460,9 +498,10 @@ def markdown(tag: str, home: str, summary: dict, plots: dict[str, list[Path]], o
     return "\n".join(lines)
 
 
-def write_report(home: str | Path, tag: str, out_dir: str | Path) -> dict:
-    """Write ``report.md``, ``results.json`` and the plots under ``out_dir``; return the summary."""
-    runs = load(home, tag)
+def write_report(home: str | Path, tag: str, out_dir: str | Path, warn=_warn) -> dict:
+    """Write ``report.md``, ``results.json`` and the plots under ``out_dir``; return the summary. A search
+    whose labels are not names is left out, with a ``warn`` line (:func:`load`)."""
+    runs = load(home, tag, warn)
     if not runs:
         raise LookupError(f"no searches of benchmark run {tag!r} in {home} (`ftbench run --tag {tag}` makes them)")
     directions = {r.task: r.started.metric_direction for r in runs}

@@ -23,6 +23,37 @@ def stream_name(phash: str) -> str:
     return f"train-{phash[:12]}"
 
 
+def read_plan_file(plan_file: Path):
+    """The parsed JSON of a plan file, or one error line naming the file and exit 1.
+
+    The file must be a regular file of at most :data:`~trex.tasks.files.MAX_INPUT_BYTES` (a FIFO would
+    block forever, ``/dev/zero`` be read until memory runs out: both refused before reading), UTF-8 JSON
+    read by the log's strict decoder (:func:`trex.events.log.strict_json`: a key given twice, NaN,
+    nesting deeper than the log takes are refused), with no integer of more digits than Python reads."""
+    from trex.events.log import MAX_JSON_DEPTH, strict_json
+    from trex.tasks.files import InputFileError, long_number_line, read_input_file, too_long_number
+
+    try:
+        text = read_input_file(plan_file, "plan").decode("utf-8")
+    except InputFileError as e:
+        fail(str(e))
+    except UnicodeDecodeError as e:
+        fail(f"{plan_file}: not a JSON plan: not UTF-8 text ({e.reason} at byte {e.start})")
+    try:
+        return strict_json(text)
+    except json.JSONDecodeError as e:
+        fail(f"{plan_file}: not a JSON plan: {e}")
+    except ValueError as e:
+        long = too_long_number(e)
+        if long is not None:
+            line = long_number_line(text)
+            fail(f"{plan_file}: not a JSON plan: {f'line {line}: ' if line else ''}{long}")
+        why = str(e)
+        if why == f"nested deeper than {MAX_JSON_DEPTH} levels":
+            fail(f"{plan_file}: the plan is nested too deeply to read ({why})")
+        fail(f"{plan_file}: not a JSON plan: {why}")
+
+
 @click.command()
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--task", required=True, help="A task name, e.g. arith-sub.")
@@ -43,11 +74,7 @@ def train(plan_file: Path, task: str, home: Path, fmt: str, threads: int | None,
     from trex.plan import parse_plan, plan_hash
     from trex.train.executor import Executor
 
-    try:
-        raw = json.loads(plan_file.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        fail(f"{plan_file}: not a JSON plan: {e}")
-        return
+    raw = read_plan_file(plan_file)
     plan = parse_plan(raw)
     if isinstance(plan, str):
         fail(f"{plan_file}: {plan}")

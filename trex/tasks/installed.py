@@ -29,18 +29,53 @@ def task_folder(name: str, home: str | os.PathLike | None = None) -> Path:
     return trex_home(home) / "tasks" / name
 
 
+def _one_line(e: ValueError) -> str:
+    """A pydantic ``ValidationError`` (or any ``ValueError``) as one short line."""
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {' '.join(str(x['msg']).split())}"
+                         for x in e.errors()[:4])[:500]
+    return " ".join(str(e).split())[:500]
+
+
+def _read_definition(p: Path) -> Task:
+    """The :class:`Task` recorded in ``p`` (an installed ``task.json``); ValueError naming the file, in one
+    line, for one that is not a regular file, too large, or not a valid task definition."""
+    from trex.tasks.files import InputFileError, read_input_file
+
+    try:
+        return Task.model_validate_json(read_input_file(p, "installed task definition"))
+    except InputFileError:
+        raise
+    except ValueError as e:  # pydantic's ValidationError: not JSON, or not a task
+        raise ValueError(f"{p}: a damaged installed task definition ({_one_line(e)})") from None
+
+
 def installed_task(name: str, home: str | os.PathLike | None = None) -> Task | None:
-    """The task installed under ``name`` in the home, or None."""
+    """The task installed under ``name`` in the home, or None. ``KeyError`` (one line, naming the file) for
+    a ``task.json`` there that cannot be used: not a regular file, damaged, or not a task this registry
+    can run (remove ``HOME/tasks/<name>`` and run its task file again)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         return None
     p = task_folder(name, home) / "task.json"
-    return REGISTRY.check_task(Task.model_validate_json(p.read_text())) if p.is_file() else None
+    if not os.path.lexists(p):
+        return None
+    try:
+        task = _read_definition(p)
+    except ValueError as e:
+        raise KeyError(f"task {name!r}: {e}") from None
+    try:
+        return REGISTRY.check_task(task)
+    except ValueError as e:  # its messages name the task
+        raise KeyError(f"{e} (its installed definition: {p})") from None
 
 
 def install_task(task: Task, home: str | os.PathLike | None = None) -> Path | None:
     """Record a user's task in the home; the path of its ``task.json`` (None for a built-in task's
-    own definition, which needs no installing). ValueError for a taken name; ``LinkRefused`` for a
-    link at ``HOME/tasks``, the task's folder or its ``task.json`` (never written through)."""
+    own definition, which needs no installing). ValueError for a taken name, or a damaged definition
+    recorded under it (named; nothing written); ``LinkRefused`` for a link at ``HOME/tasks``, the task's
+    folder or its ``task.json`` (never written through)."""
     if REGISTRY.is_builtin(task.name):  # the runnable ones and the known-only (hub) ones alike
         if REGISTRY.task(task.name) == task:
             return None
@@ -50,7 +85,7 @@ def install_task(task: Task, home: str | os.PathLike | None = None) -> Path | No
     p = task_folder(task.name, home) / "task.json"
     ensure_dir_under(trex_home(home), p.parent)  # no folder on the way is a link (LinkRefused names it)
     if check_not_link(p).is_file():
-        if Task.model_validate_json(p.read_text()) != task:
+        if _read_definition(p) != task:  # a damaged one: ValueError naming it, nothing written
             raise ValueError(f"task {task.name!r} is already installed in {p.parent.parent.parent} with a different "
                              f"definition ({p}); rename the task file's `name`")
         return p

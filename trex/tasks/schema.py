@@ -187,16 +187,73 @@ class SpecError(ValueError):
     """A task file that is not a valid task: the message names the file and what is wrong."""
 
 
+class _DuplicateKey(Exception):
+    """A mapping of a task file that gives a key twice (the message names the key and its line)."""
+
+
+def _task_loader():
+    """PyYAML's SafeLoader, stricter: a key given twice in one mapping is refused (PyYAML keeps the last
+    one silently, where the log, imports and plans refuse a duplicate key), and an integer of more digits
+    than Python converts is a YAML error at its line (not a bare ``ValueError``). Built on first use."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+        from yaml.constructor import ConstructorError
+
+        class TaskLoader(yaml.SafeLoader):
+            def construct_mapping(self, node, deep=False):
+                if isinstance(node, yaml.MappingNode):
+                    seen: dict = {}
+                    for key_node, _ in node.value:
+                        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may override merged keys
+                            continue
+                        key = self.construct_object(key_node, deep=True)
+                        line = key_node.start_mark.line + 1
+                        try:
+                            if key in seen:
+                                raise _DuplicateKey(f"line {line}: the key {str(key)[:80]!r} is given twice in "
+                                                    f"one mapping (first at line {seen[key]})")
+                            seen[key] = line
+                        except TypeError:  # an unhashable key: SafeLoader's own error says so
+                            continue
+                return super().construct_mapping(node, deep)
+
+            def construct_yaml_int(self, node):
+                try:
+                    return super().construct_yaml_int(node)
+                except ValueError as e:  # Python's limit on the digits of an int
+                    from trex.tasks.files import too_long_number
+
+                    raise ConstructorError(None, None, too_long_number(e) or " ".join(str(e).split()),
+                                           node.start_mark) from None
+
+        TaskLoader.add_constructor("tag:yaml.org,2002:int", TaskLoader.construct_yaml_int)
+        _LOADER = TaskLoader
+    return _LOADER
+
+
+_LOADER = None
+
+
 def load_spec(path: str | Path) -> TaskSpec:
+    """The task file at ``path``, validated; :class:`SpecError` naming the file and what is wrong.
+
+    The file must be a regular file of at most :data:`~trex.tasks.files.MAX_INPUT_BYTES` (a FIFO, a device
+    or a folder is refused before anything is read), UTF-8 YAML with no key given twice in a mapping."""
     import yaml
+
+    from trex.tasks.files import InputFileError, read_input_file
 
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{p}: no such task file") from None
+        text = read_input_file(p, "task file").decode("utf-8")
+        raw = yaml.load(text, Loader=_task_loader())  # noqa: S506 - a SafeLoader subclass
+    except InputFileError as e:
+        raise SpecError(str(e)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{p}: cannot read the task file ({e})") from None
+    except _DuplicateKey as e:
+        raise SpecError(f"{p}: {e}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
