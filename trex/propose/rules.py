@@ -9,6 +9,8 @@ proposes one edit of the parent's values with a hypothesis stating what it shoul
 * a secondary metric below its bound and a pool to replay → mix the pool in (or double its share);
 * the final training loss still high (above half the first: underfitting) → a higher learning rate
   (x3; x10 when the loss barely moved, under 10% down: the lr is then orders of magnitude low);
+* the parent saw each of its capped rows :data:`MANY_EPOCHS` times or more and is not underfitting
+  (the loss fell: it memorises them) → continue its adapter on all the train rows;
 * the training loss still falling when the trial ended (:func:`~trex.search.tree.still_learning`)
   → a continuation of the parent's adapter for as many steps again;
 * the loss stalled far above fitting the rows → a third of the learning rate (it was too high);
@@ -62,7 +64,7 @@ class Candidate:
 # which evidence tool each edit reads
 EDIT_TOOLS = {"replay": ("constraint_slack",), "higher-lr": ("training_curve",), "lower-lr": ("training_curve",),
               "clean": ("training_curve", "bad_cases"), "try-pool": ("data_profile",),
-              "continue": ("training_curve",)}
+              "continue": ("training_curve",), "more-rows": ("training_curve", "data_profile")}
 
 
 
@@ -100,6 +102,30 @@ class Evidence:
                  f"train loss {_f(self.first_loss)} -> {_f(self.final_loss)}"]
         parts += [f"{m} {_f(v)} < {b:g} required" for m, v, b in self.violations]
         return "; ".join(parts)
+
+
+MANY_EPOCHS = 10
+"""Passes over its rows past which a low score with a falling loss reads as memorising: fine-tuning
+runs usually take 1 to 5 (the demo's 256-row drafts took 37; its 1,024-row draft, 9, still gained
+0.17 -> 0.675 when continued on the same rows)."""
+
+
+def epochs(tree, node) -> float | None:
+    """How many times the adapter ``node`` trained saw each of its rows: the steps of its line (a
+    continuation adds its parent's) times the batch, over the rows it trained on (``examples``)."""
+    rows = dict(node.train_metrics).get("examples")
+    if not is_number(rows) or rows <= 0:
+        return None
+    seen, n, visited = 0.0, node, set()
+    while n is not None and n.node_id not in visited:
+        visited.add(n.node_id)
+        plan = n.plan
+        steps, batch, accum = plan.get("max_steps"), plan.get("batch_size", 32), plan.get("grad_accum", 1)
+        if not (is_number(steps) and is_number(batch) and is_number(accum)):
+            return None
+        seen += float(steps) * float(batch) * float(accum)
+        n = tree.nodes.get(n.parent_id) if plan.get("continue_from_parent") and n.parent_id else None
+    return seen / float(rows)
 
 
 def _trend(node) -> str:
@@ -180,6 +206,20 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> l
                                                     f"{_f(ev.final_loss)}): {how} raises the score above "
                                                     f"{_f(ev.score)}")
     learning = still_learning(tree, parent)
+    passes = epochs(tree, parent)
+    rows = v0.get("rows", "all") if data is not None else "all"
+    if (data is not None and rows != "all" and passes is not None and passes >= MANY_EPOCHS and not ev.underfit
+            and "all" in data.dim("rows").choices):
+        # the loss fell on rows seen over and over: the adapter memorises them; more steps on the same
+        # few rows do not generalise (the rules' demo continued a 256-row draft: val 0.1 -> 0.1), more
+        # rows do; continuing the adapter keeps what its steps learnt
+        changes = {"rows": "all"}
+        if parent.adapter:
+            changes.update(continue_from_parent=True, max_steps=int(v0["max_steps"]))
+        add("more-rows", changes,
+            f"{parent.node_id} saw each of its {rows} rows about {passes:.0f} times (loss {_f(ev.first_loss)} -> "
+            f"{_f(ev.final_loss)}) yet scores {_f(ev.score)}: it memorises them; "
+            f"{'continued' if parent.adapter else 'trained'} on all the train rows it scores above {_f(ev.score)}")
     if learning and parent.adapter:  # the loss was still falling: more steps on the same adapter
         add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
             f"{parent.node_id} was still learning ({_trend(parent)}): {v0['max_steps']} more steps raise the "
