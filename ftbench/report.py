@@ -33,8 +33,8 @@ SELECT e.search_id,
        TRY_CAST(coalesce(json_extract_string(e.payload, '$.labels.ftbench_seed'),
                          json_extract_string(e.payload, '$.config.ftbench.seed')) AS INTEGER) AS seed,
        e.schema_version, e.payload,
-       CAST(json_extract_string(e.payload, '$.budget.max_trials') AS INTEGER) AS budget_trials,
-       CAST(json_extract_string(e.payload, '$.parallel') AS INTEGER) AS parallel,
+       TRY_CAST(json_extract_string(e.payload, '$.budget.max_trials') AS INTEGER) AS budget_trials,
+       TRY_CAST(json_extract_string(e.payload, '$.parallel') AS INTEGER) AS parallel,
        g.recorded_at AS started_at,  -- its first event after SearchStarted (cells are all started up front)
        f.recorded_at AS finished_at,
        json_extract_string(f.payload, '$.reason') AS finish_reason
@@ -52,11 +52,11 @@ ORDER BY task, proposer, seed
 # outputs, and the val-best nodes after 5 and 10 trials (``anytime``), for the anytime curve
 TEST_SQL = """
 SELECT search_id, json_extract_string(payload, '$.node_id') AS node_id,
-       CAST(json_extract_string(payload, '$.value') AS DOUBLE) AS value,
+       TRY_CAST(json_extract_string(payload, '$.value') AS DOUBLE) AS value,
        json_extract_string(payload, '$.outputs_artifact') AS outputs,
-       CAST(json_extract_string(payload, '$.rank') AS INTEGER) AS rank,
+       TRY_CAST(json_extract_string(payload, '$.rank') AS INTEGER) AS rank,
        json_extract(payload, '$.anytime') AS anytime
-FROM events WHERE type = 'HeldOutScored' AND CAST(json_extract_string(payload, '$.primary') AS BOOLEAN)
+FROM events WHERE type = 'HeldOutScored' AND TRY_CAST(json_extract_string(payload, '$.primary') AS BOOLEAN)
 """
 
 BASE_SQL = """

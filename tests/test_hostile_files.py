@@ -215,3 +215,17 @@ def test_ftbench_report_refuses_an_out_folder_inside_the_log(via, tmp_path):
     _refused(r, "--out", "log's own folder")
     assert _tree(tmp_path) == before
     assert _trex("verify", "--home", home, cwd=tmp_path).returncode == 0
+
+
+def test_yaml_merge_keys_reused_through_an_alias_are_not_duplicates():
+    """A mapping merged into another (`<<`) and used again through its alias holds the merged keys twice
+    after PyYAML flattens it in place: the duplicate-key check reads each mapping once, as written."""
+    import yaml
+
+    from trex.tasks.schema import _task_loader
+
+    text = "base: &base {lr: 1, a: 2}\ny: {<<: &x {<<: *base, lr: 2}}\nz: *x\n"
+    assert yaml.load(text, Loader=_task_loader()) == {"base": {"lr": 1, "a": 2}, "y": {"lr": 2, "a": 2},
+                                                      "z": {"lr": 2, "a": 2}}
+    with pytest.raises(Exception, match="'y' is given twice"):
+        yaml.load("base: &b {x: 1}\nm: {<<: *b, y: 1, y: 2}\n", Loader=_task_loader())

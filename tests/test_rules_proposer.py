@@ -336,3 +336,29 @@ def test_a_parent_that_saw_its_few_rows_many_times_is_continued_on_all_rows():
     tree = fitted(1024, 1024)  # 4.7 passes at this batch: not memorising
     edits = [c.edit for c in candidates(tree, tree.nodes["n1"], DS, 40)]
     assert "more-rows" not in edits and edits[0] == "continue"
+
+
+def test_more_rows_for_a_second_stage_takes_its_lines_values_and_a_cap_that_did_not_bind_is_left():
+    from trex.propose.rules import epochs
+
+    curve_ = [7.39, 4.0, 2.6, 1.9, 1.5, 1.2, 1.0, 0.9, 0.75, 0.6, 0.5, 0.47]
+
+    def trained(nid, plan_, examples, parent=None):
+        evs = with_curve(nid, plan_, 0.1, curve_)
+        if parent:
+            evs[0] = PlanProposed(node_id=nid, parent_id=parent, operator="improve", plan=plan_)
+        i = next(k for k, e in enumerate(evs) if isinstance(e, TrialFinished))
+        evs[i] = TrialFinished(node_id=nid, trial_id=f"t{nid}", adapter=(nid[1] * 64),
+                               train_metrics={"first_loss": 7.39, "final_loss": 0.47, "examples": examples})
+        return evs
+
+    stage = plan(rows=256, max_steps=150, learning_rate=5e-3 / 3, continue_from_parent=True)
+    tree = fold([SearchStarted(task=TASK), *trained("n1", plan(rows=256, max_steps=300), 256),
+                 *trained("n2", stage, 256, parent="n1")])
+    assert abs(epochs(tree, tree.nodes["n2"]) - 450 * 16 / 256) < 1e-9  # the line's steps on the same cap
+    (more,) = [c for c in candidates(tree, tree.nodes["n2"], DS, 40) if c.edit == "more-rows"]
+    assert more.values["learning_rate"] == 5e-3 and more.values["max_steps"] == 300 and more.values["rows"] == "all"
+    # a cap of 1,024 over a split of 800 rows trained on every row: "all" would be the same rows
+    tree = fold([SearchStarted(task=TASK), *trained("n1", plan(rows=1024, max_steps=1000), 800)])
+    assert epochs(tree, tree.nodes["n1"]) >= 10
+    assert "more-rows" not in [c.edit for c in candidates(tree, tree.nodes["n1"], DS, 40)]

@@ -18,9 +18,9 @@ SAY_WAIT_AFTER_S = 1.0  # an append waiting longer than this on another process'
 
 
 def lock_timeout_s() -> float:
-    """The append lock's wait limit: ``TREX_LOCK_TIMEOUT`` (seconds, finite and > 0), else 120. Read when
-    a lock is made, so a bad value is one line naming the variable (``nan``, ``inf`` and ``1e400`` waited
-    forever; ``abc`` failed at import with a ValueError)."""
+    """The append lock's wait limit: ``TREX_LOCK_TIMEOUT`` (seconds, finite and >= 0), else 120. Read when
+    the lock is taken (a reader that never appends is not refused for it), so a bad value is one line
+    naming the variable (``nan``, ``inf`` and ``1e400`` waited forever; ``abc`` failed at import)."""
     raw = os.environ.get("TREX_LOCK_TIMEOUT")
     if raw is None:
         return LOCK_TIMEOUT_S
@@ -28,8 +28,8 @@ def lock_timeout_s() -> float:
         x = float(raw)
     except ValueError:
         x = float("nan")
-    if not (math.isfinite(x) and x > 0):
-        raise EventError(f"TREX_LOCK_TIMEOUT must be a number of seconds above 0, got {raw!r}")
+    if not (math.isfinite(x) and x >= 0):  # 0: never wait
+        raise EventError(f"TREX_LOCK_TIMEOUT must be a number of seconds, 0 or more, got {raw!r}")
     return x
 
 
@@ -80,10 +80,14 @@ class AppendLock:
 
     def __init__(self, path: Path, timeout_s: float | None = None):
         self.path = Path(path)
-        self.timeout_s = lock_timeout_s() if timeout_s is None else timeout_s
+        self._timeout_s = timeout_s  # None: TREX_LOCK_TIMEOUT's, read when the lock is taken
         self._tlock = threading.RLock()
         self._fd: int | None = None
         self._depth = 0
+
+    @property
+    def timeout_s(self) -> float:
+        return lock_timeout_s() if self._timeout_s is None else self._timeout_s
 
     def __enter__(self) -> "AppendLock":
         self._tlock.acquire()
@@ -106,8 +110,9 @@ class AppendLock:
         return _open_lock(self.path)
 
     def _wait(self, fd: int) -> None:
+        timeout_s = self.timeout_s
         start = time.monotonic()
-        deadline = start + self.timeout_s
+        deadline = start + timeout_s
         delay = 0.001
         said = False
         while True:
@@ -116,13 +121,13 @@ class AppendLock:
                 return
             except BlockingIOError:
                 now = time.monotonic()
-                if not said and now - start >= min(SAY_WAIT_AFTER_S, self.timeout_s) and now < deadline:
+                if not said and now - start >= min(SAY_WAIT_AFTER_S, timeout_s) and now < deadline:
                     said = True  # appenders take turns in milliseconds: only a real wait is worth a line
-                    _say(f"trex: waiting up to {self.timeout_s:g} s for the append lock {self.path}, held by "
+                    _say(f"trex: waiting up to {timeout_s:g} s for the append lock {self.path}, held by "
                          "another process")
                 if now >= deadline:
                     raise LockTimeout(
-                        f"waited {self.timeout_s:g} s for the append lock {self.path}, held by another "
+                        f"waited {timeout_s:g} s for the append lock {self.path}, held by another "
                         "process (TREX_LOCK_TIMEOUT sets the limit)"
                     ) from None
                 time.sleep(delay)

@@ -105,27 +105,36 @@ class Evidence:
 
 
 MANY_EPOCHS = 10
-"""Passes over its rows past which a low score with a falling loss reads as memorising: fine-tuning
-runs usually take 1 to 5 (the demo's 256-row drafts took 37; its 1,024-row draft, 9, still gained
-0.17 -> 0.675 when continued on the same rows)."""
+"""Passes over its capped rows past which a loss that fell reads as memorising them: fine-tuning runs
+usually take 1 to 5 (the demo's 256-row drafts took 37 and scored 0.1, and a continuation on the same
+rows stayed there; its 1,024-row draft, 9, still gained 0.17 -> 0.675 when continued on the same rows)."""
+
+
+def _rows_cap(plan) -> Any:
+    return (plan.get("data") or {}).get("max_rows") if isinstance(plan.get("data"), Mapping) else None
 
 
 def epochs(tree, node) -> float | None:
     """How many times the adapter ``node`` trained saw each of its rows: the steps of its line (a
-    continuation adds its parent's) times the batch, over the rows it trained on (``examples``)."""
+    continuation adds its parent's, while it trained on the same row cap) times the batch, over the
+    rows it trained on (``examples``); a plan given in epochs adds its epochs."""
     rows = dict(node.train_metrics).get("examples")
     if not is_number(rows) or rows <= 0:
         return None
+    cap = _rows_cap(node.plan)
     seen, n, visited = 0.0, node, set()
-    while n is not None and n.node_id not in visited:
+    while n is not None and n.node_id not in visited and _rows_cap(n.plan) == cap:
         visited.add(n.node_id)
         plan = n.plan
         steps, batch, accum = plan.get("max_steps"), plan.get("batch_size", 32), plan.get("grad_accum", 1)
-        if not (is_number(steps) and is_number(batch) and is_number(accum)):
+        if is_number(steps) and is_number(batch) and is_number(accum):
+            seen += float(steps) * float(batch) * float(accum) / float(rows)
+        elif is_number(plan.get("epochs")):
+            seen += float(plan["epochs"])
+        else:
             return None
-        seen += float(steps) * float(batch) * float(accum)
         n = tree.nodes.get(n.parent_id) if plan.get("continue_from_parent") and n.parent_id else None
-    return seen / float(rows)
+    return seen
 
 
 def _trend(node) -> str:
@@ -208,14 +217,21 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> l
     learning = still_learning(tree, parent)
     passes = epochs(tree, parent)
     rows = v0.get("rows", "all") if data is not None else "all"
-    if (data is not None and rows != "all" and passes is not None and passes >= MANY_EPOCHS and not ev.underfit
+    examples = dict(parent.train_metrics).get("examples")
+    capped = rows != "all" and is_number(examples) and isinstance(rows, int) and examples >= rows  # the cap bit
+    if (data is not None and capped and passes is not None and passes >= MANY_EPOCHS and not ev.underfit
             and "all" in data.dim("rows").choices):
         # the loss fell on rows seen over and over: the adapter memorises them; more steps on the same
         # few rows do not generalise (the rules' demo continued a 256-row draft: val 0.1 -> 0.1), more
-        # rows do; continuing the adapter keeps what its steps learnt
-        changes = {"rows": "all"}
+        # rows do; continuing the adapter keeps what its steps learnt, at its line's training values
+        # (not a second stage's third of the lr and half the steps)
+        start = line_start(tree, parent)
+        changes: dict[str, Any] = {"rows": "all"}
+        if start is not parent:
+            changes.update({k: x for k, x in values_of(start.plan, steps, data).items()
+                            if k in DIMS or k == "max_steps"})
         if parent.adapter:
-            changes.update(continue_from_parent=True, max_steps=int(v0["max_steps"]))
+            changes.update(continue_from_parent=True)
         add("more-rows", changes,
             f"{parent.node_id} saw each of its {rows} rows about {passes:.0f} times (loss {_f(ev.first_loss)} -> "
             f"{_f(ev.final_loss)}) yet scores {_f(ev.score)}: it memorises them; "

@@ -94,9 +94,10 @@ def fork(log: EventLog, search_id: str, at_node: str, new_search_id: str | None 
         raise ReplayError(f"search {search_id!r} already sits under {depth} forks: a fork of it would be "
                           f"{depth + 1} deep, past the {MAX_FORK_DEPTH} a replay follows (fork its root instead)")
     if new_search_id is None:
-        new = f"{search_id}~{at_node}~{new_id()[:8]}"
+        node = at_node[:40]  # a node id from an imported log may be long: the generated id stays an id
+        new = f"{search_id}~{node}~{new_id()[:8]}"
         if len(new) > MAX_SEARCH_ID_LEN:  # a long parent id: the generated id keeps the parent's head
-            new = f"{search_id[:MAX_SEARCH_ID_LEN - len(at_node) - 10]}~{at_node}~{new_id()[:8]}"
+            new = f"{search_id[:MAX_SEARCH_ID_LEN - len(node) - 10]}~{node}~{new_id()[:8]}"
     else:
         new = new_search_id
     if new == search_id:

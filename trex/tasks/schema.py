@@ -201,8 +201,12 @@ def _task_loader():
         from yaml.constructor import ConstructorError
 
         class TaskLoader(yaml.SafeLoader):
-            def construct_mapping(self, node, deep=False):
-                if isinstance(node, yaml.MappingNode):
+            def flatten_mapping(self, node):
+                # checked once per node, on its first flattening (before PyYAML merges `<<` keys into it in
+                # place: a node merged elsewhere and used again through an alias holds merged keys twice)
+                checked = self.__dict__.setdefault("_dup_checked", set())
+                if isinstance(node, yaml.MappingNode) and id(node) not in checked:
+                    checked.add(id(node))
                     seen: dict = {}
                     for key_node, _ in node.value:
                         if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may override merged keys
@@ -216,7 +220,7 @@ def _task_loader():
                             seen[key] = line
                         except TypeError:  # an unhashable key: SafeLoader's own error says so
                             continue
-                return super().construct_mapping(node, deep)
+                return super().flatten_mapping(node)
 
             def construct_yaml_int(self, node):
                 try:
