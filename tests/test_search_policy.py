@@ -321,3 +321,17 @@ def test_mcts_explores_less_as_the_trial_budget_runs_out(started):
     assert s["a"] == pytest.approx(qa + (2 / 6) * math.sqrt(math.log(4) / 2))
     # with the last two trials handed out (pending), no exploration is left at all
     assert dict(select(tree(), pending=[None, None]).scores)["a"] == pytest.approx(qa)
+
+
+def test_mcts_drafts_at_most_a_third_of_a_trial_budget_before_improving(started):
+    """Six trials and three drafts left the demo's best line two continuations (test 0.84, still
+    learning). Drafts before any improve: num_drafts, at most a third of the budget (rounded up)."""
+    def tree(trials, *nodes):
+        return fold([started(policy="mcts", seed=5, budget=Budget(max_trials=trials),
+                             policy_params={"num_drafts": 3}), *nodes])
+
+    two = [*evaluated("a", None, 0.17), *evaluated("b", None, 0.03)]
+    assert select(tree(6, *two)).operator == "improve"  # 2 drafts of a 6-trial budget: improve now
+    assert (select(tree(6, *evaluated("a", None, 0.17))).node_id, select(tree(6)).operator) == (None, "draft")
+    assert select(tree(10, *two)).operator == "draft"  # a budget of ten keeps three drafts
+    assert select(tree(2, *evaluated("a", None, 0.17))).operator == "improve"
