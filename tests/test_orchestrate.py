@@ -159,6 +159,13 @@ def test_a_blind_draft_past_num_drafts_is_known_so_a_driver_ahead_of_its_executo
     # the drafts a policy wants are never blind
     t3 = _tree(started, *running[:2], policy="mcts", policy_params={"num_drafts": 3})
     assert not blind_draft(t3, select(t3))
+    # ... which for mcts is at most a third of a trial budget: with six trials, two drafts in flight make a
+    # third blind (the demo drafted it while both were training, and its best line ran out of trials)
+    t4 = _tree(started, *running[:4], policy="mcts", policy_params={"num_drafts": 3}, budget=Budget(max_trials=6))
+    d4 = select(t4)
+    assert d4.operator == "draft" and blind_draft(t4, d4)
+    t5 = _tree(started, *running[:4], policy="mcts", policy_params={"num_drafts": 3}, budget=Budget(max_trials=10))
+    assert not blind_draft(t5, select(t5))
 
 
 def test_an_improve_of_a_parent_with_a_child_in_flight_is_blind_so_a_driver_ahead_can_wait(started):

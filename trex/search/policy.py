@@ -202,7 +202,7 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         if v is None:
             own_op: str | None = "draft"
             drafts = _draft_count(tree, pend)
-            first = _first_drafts(tree, p)
+            first = first_drafts(tree, p)
             if drafts < first:
                 return None, "draft", (), f"drafts {drafts} < {first}"
         else:
@@ -244,7 +244,7 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         v = best_c
 
 
-def _first_drafts(tree: SearchTree, p: Mapping[str, Any]) -> int:
+def first_drafts(tree: SearchTree, p: Mapping[str, Any]) -> int:
     """How many drafts come before any improve: ``num_drafts``, and at most a third of a trial budget
     (rounded up), so that two thirds are left for the lines the evidence says gain. With six trials and
     three drafts the demo's best line got two continuations and stopped at test 0.84 while still
