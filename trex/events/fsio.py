@@ -89,6 +89,10 @@ class AppendLock:
     def timeout_s(self) -> float:
         return lock_timeout_s() if self._timeout_s is None else self._timeout_s
 
+    @timeout_s.setter
+    def timeout_s(self, value: float | None) -> None:
+        self._timeout_s = value
+
     def __enter__(self) -> "AppendLock":
         self._tlock.acquire()
         if self._depth:
