@@ -223,9 +223,9 @@ def report(tag, out_dir, home, fmt):
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,31}", tag):  # it becomes a folder name: never a path
         fail(f"--tag {tag!r}: use lowercase letters, digits, '.', '_' or '-'")
     out_dir = out_dir or home / "reports" / tag
-    log_dir = (home / "log").resolve()  # resolved: a link to it, or `..` through it, is seen
-    target = Path(out_dir).resolve()
-    if target == log_dir or log_dir in target.parents:
+    from trex.events.fsio import in_log_folder
+
+    if in_log_folder(out_dir, home):  # resolved: a link to it, or `..` through it, is seen
         fail(f"--out {out_dir}: refusing to write the report into the log's own folder ({home / 'log'})")
     try:
         summary = write_report(home, tag, out_dir, warn=info)

@@ -1,10 +1,10 @@
 """File operations of the log that never follow a link, and the append lock with a bounded wait."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import math
-import contextlib
 import os
 import stat
 import threading
@@ -176,6 +176,14 @@ def check_not_link(path: Path) -> Path:
     return Path(path)
 
 
+def in_log_folder(path: str | os.PathLike, home: str | os.PathLike) -> bool:
+    """Whether ``path`` is the home's ``log`` folder or lies in it, links and ``..`` resolved: no output a
+    user names may land there (an export, a tree, a benchmark report)."""
+    log_dir = (Path(home) / "log").resolve()
+    target = Path(path).resolve()
+    return target == log_dir or log_dir in target.parents
+
+
 def check_output(path: str | os.PathLike, home: str | os.PathLike | None = None) -> Path:
     """A file a command writes where its user says (``export -o``, ``tree -o``): never inside the home's
     log, and only a new name or a regular file, which is replaced whole — a link, a pipe, a device or a
@@ -184,9 +192,7 @@ def check_output(path: str | os.PathLike, home: str | os.PathLike | None = None)
 
     path = Path(path)
     if home is not None:
-        log_dir = (Path(home) / "log").resolve()
-        target = path.resolve()
-        if target == log_dir or log_dir in target.parents:
+        if in_log_folder(path, home):
             raise EventError(f"refusing to write {path} into the log's own folder ({Path(home) / 'log'})")
     try:
         mode = os.lstat(path).st_mode

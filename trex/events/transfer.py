@@ -54,10 +54,9 @@ def lineage(log: EventLog, search_id: str) -> list[str]:
 def export_search(log: EventLog, search_id: str, out: Path) -> int:
     from trex.events import segments
 
-    from trex.events.fsio import check_output
+    from trex.events.fsio import check_output, in_log_folder
 
-    target = Path(out).resolve()
-    if target == log.dir.resolve() or log.dir.resolve() in target.parents:
+    if in_log_folder(out, log.home):
         raise EventError(f"refusing to export into the log's own folder ({log.dir})")
     check_output(out)  # written beside the destination and renamed over it: only a file is replaced
 
