@@ -89,10 +89,10 @@ def note(search, text, author, home, fmt):
     from trex.events.log import EventLog
     from trex.events.notes import NoteAdded
 
+    from trex.events.records import is_utf8
+
     for name, value in (("text", text), ("author", author)):
-        try:  # a byte that is not UTF-8 reaches here as a lone surrogate: no event may hold one
-            value.encode("utf-8")
-        except UnicodeEncodeError:
+        if not is_utf8(value):  # a byte that is not UTF-8 reaches here as a lone surrogate: no event may hold one
             fail(f"invalid note: its {name} is not UTF-8 text")
     log = EventLog(home)
     if not log.exists(search):

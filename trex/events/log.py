@@ -99,7 +99,7 @@ def check_search_id(search_id) -> None:
     if (not isinstance(search_id, str) or not search_id or len(search_id) > MAX_SEARCH_ID_LEN
             or any(ord(c) < 0x20 or ord(c) == 0x7F for c in search_id)):  # no NUL, newline or other control
         raise EventError(f"invalid search id {str(search_id)[:80]!r}")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in search_id):  # a byte of argv that is not UTF-8
+    if not records.is_utf8(search_id):  # a byte of argv that is not UTF-8
         raise EventError(f"invalid search id {search_id[:80]!r}: not UTF-8 text")
 
 

@@ -220,17 +220,21 @@ def json_depth(obj) -> int:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a lone surrogate is how Python hands over bytes of argv (or of a
+    path) that are not UTF-8, and no event, search id or DuckDB query may hold one."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def lone_surrogate(text: str, obj) -> bool:
     """Whether JSON ``text`` (parsed: ``obj``) holds a ``\\ud800``-style escape of half a surrogate pair:
     Python's JSON reads it, DuckDB refuses the whole value (an imported one made `trex ls` fail for
     good). Only text holding such an escape is looked at closely."""
-    if not _SURROGATE_ESCAPE.search(text):
-        return False
-    try:
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+    return bool(_SURROGATE_ESCAPE.search(text)) and not is_utf8(json.dumps(obj, ensure_ascii=False))
 
 
 def _bad_payload(text: str) -> str | None:

@@ -24,6 +24,7 @@ import duckdb
 
 from trex.events import fsio, layout
 from trex.events.errors import EventError
+from trex.events.records import is_utf8
 from trex.events.views import VIEWS as LOG_VIEWS
 
 ALLOWED = {"SELECT", "EXPLAIN"}
@@ -66,18 +67,10 @@ def _statements(query: str):
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALY[SZ]E\b)?", re.IGNORECASE)
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # a lone surrogate: how Python hands over bytes that are not UTF-8
-        return False
-
-
 def check_statements(query: str) -> None:
     """Only SELECT runs, and EXPLAIN of a SELECT. ``EXPLAIN ANALYZE`` executes its statement, so it is
     refused outright (``EXPLAIN ANALYZE COPY … TO`` would otherwise write files)."""
-    if not _utf8(query):  # a byte of argv that is not UTF-8: DuckDB's parser raised a TypeError
+    if not is_utf8(query):  # a byte of argv that is not UTF-8: DuckDB's parser raised a TypeError
         raise SqlRefused("the query is not UTF-8 text")
     stmts = _statements(query)
     if not stmts:
@@ -461,7 +454,7 @@ def _connect(home: str | Path, memory_limit: str = "1GB", threads: int = 2,
              views: Iterable[str] = ()) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     home = Path(home)
     readable = str(layout.segments_dir(home).resolve())
-    if not _utf8(readable):  # DuckDB takes paths as UTF-8 only (InvalidInputException, exit 70)
+    if not is_utf8(readable):  # DuckDB takes paths as UTF-8 only (InvalidInputException, exit 70)
         raise SqlFailed(f"the log's path {readable!r} is not UTF-8 text: DuckDB cannot read it; use a home "
                         "path in UTF-8")
     if _GLOB.search(readable):  # read_parquet would expand it: another home's segments read as this one's
