@@ -110,14 +110,18 @@ def upcast(type_name: str, version: int, payload: dict) -> dict:
     return payload
 
 
+def validation_errors(e: ValidationError, limit: int = 5) -> str:
+    """A pydantic ``ValidationError``'s first ``limit`` errors on one line: ``loc: msg; loc: msg``."""
+    return "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors()[:limit])
+
+
 def decode(type_name: str, version: int, payload: dict) -> Event:
     cls, _ = lookup(type_name)
     data = upcast(type_name, version, payload)
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors()[:5])
-        raise InvalidPayload(f"invalid payload for {type_name!r}: {errs}") from None
+        raise InvalidPayload(f"invalid payload for {type_name!r}: {validation_errors(e)}") from None
 
 
 def encode_json(ev: Event) -> tuple[str, int, str]:

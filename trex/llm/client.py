@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from trex.events.base import Event
+from trex.events.base import Event, validation_errors
 from trex.events.envelope import canonical_json, new_id
 from trex.events.plans import LlmCallFailed, LlmCallMade
 from trex.llm.types import (
@@ -77,8 +77,7 @@ def parse_output(text: str, schema: type[BaseModel]) -> BaseModel:
     try:
         return schema.model_validate(data)
     except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors()[:5])
-        raise InvalidOutput(f"schema validation failed: {errs}", text) from None
+        raise InvalidOutput(f"schema validation failed: {validation_errors(e)}", text) from None
 
 
 class LLMClient:

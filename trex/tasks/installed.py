@@ -33,10 +33,9 @@ def _one_line(e: ValueError) -> str:
     """A pydantic ``ValidationError`` (or any ``ValueError``) as one short line."""
     from pydantic import ValidationError
 
-    if isinstance(e, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {' '.join(str(x['msg']).split())}"
-                         for x in e.errors()[:4])[:500]
-    return " ".join(str(e).split())[:500]
+    from trex.events.base import validation_errors
+
+    return " ".join((validation_errors(e, 4) if isinstance(e, ValidationError) else str(e)).split())[:500]
 
 
 def _read_definition(p: Path) -> Task:

@@ -21,11 +21,13 @@ it can run here).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trex.events.base import validation_errors
 from trex.tasks.model import NAME_PATTERN, POOL_NAME_PATTERN, MetricSpec, Pool, SplitName, Task
 
 
@@ -191,52 +193,47 @@ class _DuplicateKey(Exception):
     """A mapping of a task file that gives a key twice (the message names the key and its line)."""
 
 
+@functools.cache
 def _task_loader():
     """PyYAML's SafeLoader, stricter: a key given twice in one mapping is refused (PyYAML keeps the last
     one silently, where the log, imports and plans refuse a duplicate key), and an integer of more digits
     than Python converts is a YAML error at its line (not a bare ``ValueError``). Built on first use."""
-    global _LOADER
-    if _LOADER is None:
-        import yaml
-        from yaml.constructor import ConstructorError
+    import yaml
+    from yaml.constructor import ConstructorError
 
-        class TaskLoader(yaml.SafeLoader):
-            def flatten_mapping(self, node):
-                # checked once per node, on its first flattening (before PyYAML merges `<<` keys into it in
-                # place: a node merged elsewhere and used again through an alias holds merged keys twice)
-                checked = self.__dict__.setdefault("_dup_checked", set())
-                if isinstance(node, yaml.MappingNode) and id(node) not in checked:
-                    checked.add(id(node))
-                    seen: dict = {}
-                    for key_node, _ in node.value:
-                        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may override merged keys
-                            continue
-                        key = self.construct_object(key_node, deep=True)
-                        line = key_node.start_mark.line + 1
-                        try:
-                            if key in seen:
-                                raise _DuplicateKey(f"line {line}: the key {str(key)[:80]!r} is given twice in "
-                                                    f"one mapping (first at line {seen[key]})")
-                            seen[key] = line
-                        except TypeError:  # an unhashable key: SafeLoader's own error says so
-                            continue
-                return super().flatten_mapping(node)
+    class TaskLoader(yaml.SafeLoader):
+        def flatten_mapping(self, node):
+            # checked once per node, on its first flattening (before PyYAML merges `<<` keys into it in
+            # place: a node merged elsewhere and used again through an alias holds merged keys twice)
+            checked = self.__dict__.setdefault("_dup_checked", set())
+            if isinstance(node, yaml.MappingNode) and id(node) not in checked:
+                checked.add(id(node))
+                seen: dict = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may override merged keys
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        if key in seen:
+                            raise _DuplicateKey(f"line {line}: the key {str(key)[:80]!r} is given twice in "
+                                                f"one mapping (first at line {seen[key]})")
+                        seen[key] = line
+                    except TypeError:  # an unhashable key: SafeLoader's own error says so
+                        continue
+            return super().flatten_mapping(node)
 
-            def construct_yaml_int(self, node):
-                try:
-                    return super().construct_yaml_int(node)
-                except ValueError as e:  # Python's limit on the digits of an int
-                    from trex.tasks.files import too_long_number
+        def construct_yaml_int(self, node):
+            try:
+                return super().construct_yaml_int(node)
+            except ValueError as e:  # Python's limit on the digits of an int
+                from trex.tasks.files import too_long_number
 
-                    raise ConstructorError(None, None, too_long_number(e) or " ".join(str(e).split()),
-                                           node.start_mark) from None
+                raise ConstructorError(None, None, too_long_number(e) or " ".join(str(e).split()),
+                                       node.start_mark) from None
 
-        TaskLoader.add_constructor("tag:yaml.org,2002:int", TaskLoader.construct_yaml_int)
-        _LOADER = TaskLoader
-    return _LOADER
-
-
-_LOADER = None
+    TaskLoader.add_constructor("tag:yaml.org,2002:int", TaskLoader.construct_yaml_int)
+    return TaskLoader
 
 
 def load_spec(path: str | Path) -> TaskSpec:
@@ -265,8 +262,7 @@ def load_spec(path: str | Path) -> TaskSpec:
     try:
         return TaskSpec.model_validate(raw)
     except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors()[:8])
-        raise SpecError(f"{p}: {errs}") from None
+        raise SpecError(f"{p}: {validation_errors(e, 8)}") from None
 
 
 def fetch_plan(spec: TaskSpec) -> list[str]:
