@@ -218,8 +218,8 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> l
     passes = epochs(tree, parent)
     rows = v0.get("rows", "all") if data is not None else "all"
     examples = dict(parent.train_metrics).get("examples")
-    capped = rows != "all" and is_number(examples) and isinstance(rows, int) and examples >= rows  # the cap bit
-    if (data is not None and capped and passes is not None and passes >= MANY_EPOCHS and not ev.underfit
+    capped = isinstance(rows, int) and is_number(examples) and examples >= rows  # a cap that bit ("all": none)
+    if (capped and passes is not None and passes >= MANY_EPOCHS and not ev.underfit
             and "all" in data.dim("rows").choices):
         # the loss fell on rows seen over and over: the adapter memorises them; more steps on the same
         # few rows do not generalise (the rules' demo continued a 256-row draft: val 0.1 -> 0.1), more
@@ -371,11 +371,6 @@ def tpe_value(tree, decision, parent, key: str, *, task: str, steps: int, batch_
     return x if x > 0 and math.isfinite(x) else None
 
 
-def tpe_share(tree, decision, parent, pool: str, *, task: str, steps: int, batch_size: int, data) -> float | None:
-    """TPE's share for mixing ``pool`` into ``parent``'s plan (:func:`tpe_value`)."""
-    return tpe_value(tree, decision, parent, pool, task=task, steps=steps, batch_size=batch_size, data=data)
-
-
 def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, data=None,
                       evidence: Mapping[str, tuple[str, str | None]] | None = None,
                       decision=None) -> list[Ranked]:
@@ -388,7 +383,7 @@ def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, d
     share_for = lr_for = None
     if decision is not None and data is not None and data.pools:
         def share_for(pool):
-            return tpe_share(tree, decision, parent, pool, task=task, steps=steps, batch_size=batch_size, data=data)
+            return tpe_value(tree, decision, parent, pool, task=task, steps=steps, batch_size=batch_size, data=data)
     if decision is not None:
         def lr_for():
             return tpe_value(tree, decision, parent, "learning_rate", task=task, steps=steps,

@@ -19,6 +19,7 @@ from trex.events.base import EventError, upcast
 from trex.events.envelope import Envelope, new_id
 from trex.events.log import MAX_SEARCH_ID_LEN, EventLog, UnknownSearch
 from trex.events.search import MAX_FORK_DEPTH, Budget, SearchForked
+from trex.events.transfer import lineage
 from trex.search.projection import fold
 from trex.search.tree import SearchTree
 
@@ -51,17 +52,8 @@ def load_events(log: EventLog, search_id: str, until: int | None = None, _depth:
 
 
 def fork_depth(log: EventLog, search_id: str) -> int:
-    """How many forks ``search_id`` sits under (0 for a search that is no fork), from the first event of
-    each search up its lineage; a lineage deeper than :data:`MAX_FORK_DEPTH` is a :class:`ReplayError`."""
-    depth, sid = 0, search_id
-    while True:
-        first = log.read(sid, until_seq=1)
-        if not first or first[0].type != "SearchForked":
-            return depth
-        depth += 1
-        if depth > MAX_FORK_DEPTH:
-            raise ReplayError(f"fork chain deeper than {MAX_FORK_DEPTH} at {search_id!r} (a cycle?)")
-        sid = upcast("SearchForked", first[0].schema_version, json.loads(first[0].payload))["parent_search_id"]
+    """How many forks ``search_id`` sits under (0 for a search that is no fork): its lineage, less itself."""
+    return len(lineage(log, search_id)) - 1
 
 
 def build_tree(log: EventLog, search_id: str, until: int | None = None) -> SearchTree:
