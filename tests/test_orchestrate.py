@@ -214,3 +214,34 @@ def test_a_continuation_repeats_only_the_same_plan_continuing_the_same_parent(st
     assert repeated_plan(t, "h-cont", "n1", True) == "n2"  # n1 continued that way already
     assert repeated_plan(t, "h-draft", "n2", False) == "n1"  # from the base model: the parent is moot
     assert repeated_plan(t, "h-draft", None, False) == "n1"
+
+
+def test_a_blind_decision_waits_for_a_score_or_in_a_budgets_last_round_even_with_an_executor_idle(started):
+    """Six trials on two executors. A blind decision waits while an evaluation is in flight (the demo's
+    third draft was made while its first draft was being scored), and in the last round (two trials left
+    to decide) while any result is coming; earlier, with nothing in flight, without a trial budget, or
+    with a budget of one round (four trials on four executors: all start at once), it does not."""
+    from trex.events.search import Budget
+    from trex.orchestrate.rules import late_blind_wait
+    from trex.search import fold
+
+    t = fold([started(policy="mcts", budget=Budget(max_trials=6))])
+    assert late_blind_wait(t, committed=2, in_flight=2, scoring=1, executors=2)  # a score seconds away
+    assert not late_blind_wait(t, committed=2, in_flight=2, scoring=0, executors=2)  # four left: explore
+    assert late_blind_wait(t, committed=4, in_flight=1, scoring=0, executors=2)  # the last round
+    assert not late_blind_wait(t, committed=4, in_flight=0, scoring=0, executors=2)  # nothing to wait for
+    assert not late_blind_wait(fold([started(policy="mcts", budget=Budget(max_trials=4))]), committed=2,
+                               in_flight=2, scoring=0, executors=4)
+    assert not late_blind_wait(fold([started(policy="mcts", budget=Budget(max_seconds=60))]), committed=5,
+                               in_flight=2, scoring=1, executors=2)
+
+
+def test_the_last_round_of_a_trial_budget_has_no_more_trials_left_than_executors(started):
+    from trex.events.search import Budget
+    from trex.orchestrate.rules import last_round
+    from trex.search import fold
+
+    t = fold([started(policy="mcts", budget=Budget(max_trials=6))])
+    assert [last_round(t, c, 2) for c in range(7)] == [False] * 4 + [True] * 3
+    assert not last_round(fold([started(policy="mcts", budget=Budget(max_trials=4))]), 3, 4)  # one round
+    assert not last_round(fold([started(policy="mcts", budget=Budget(max_seconds=60))]), 5, 2)

@@ -335,3 +335,37 @@ def test_mcts_drafts_at_most_a_third_of_a_trial_budget_before_improving(started)
     assert (select(tree(6, *evaluated("a", None, 0.17))).node_id, select(tree(6)).operator) == (None, "draft")
     assert select(tree(10, *two)).operator == "draft"  # a budget of ten keeps three drafts
     assert select(tree(2, *evaluated("a", None, 0.17))).operator == "improve"
+
+
+def test_mcts_root_widens_to_at_most_a_third_of_a_trial_budget(started):
+    """Two drafts, a improved once (a1 in flight), b twice: progressive widening alone drafts a third
+    time on the fifth visit (ceil(sqrt(5)) = 3 > 2 drafts). With six trials a third of the budget is two
+    drafts, so the descent improves a line; with ten (a third: four) the root still widens, and without
+    a trial budget it widens as progressive widening allows."""
+    from trex.search.policy import max_drafts
+
+    nodes = [*evaluated("a", None, 0.17), *evaluated("b", None, 0.03), *evaluated("b1", "b", 0.02),
+             *evaluated("b2", "b", 0.01), *evaluated("a1", "a", 0.4)[:2]]
+
+    def tree(budget):
+        return fold([started(policy="mcts", seed=5, budget=budget, policy_params={"num_drafts": 2}), *nodes])
+
+    six, ten, free = tree(Budget(max_trials=6)), tree(Budget(max_trials=10)), tree(Budget(max_seconds=600))
+    assert (max_drafts(six, {"num_drafts": 2}), max_drafts(ten, {"num_drafts": 2})) == (2, 4)
+    assert select(six, params={"horizon": False}).operator == "improve"
+    assert select(ten, params={"horizon": False}).operator == "draft"
+    assert select(free).operator == "draft"
+
+
+def test_without_virtual_loss_the_last_round_follows_the_results_in_hand(started):
+    """The demo's fifth decision: n1 (0.03) -> n3 (0.2), n2 (0.135) with its continuation n4 in flight.
+    Virtual loss counts n4 as a visit worth 0, so the descent continues the weaker line (n3); without
+    it (a trial budget's last round) it goes to n2, whose line the scores in hand favour — an edit of a
+    busy parent, which the driver then waits on."""
+    t = fold([started(policy="mcts", seed=5, budget=Budget(max_trials=6), policy_params={"num_drafts": 3}),
+              *evaluated("n1", None, 0.03), *evaluated("n2", None, 0.135), *evaluated("n3", "n1", 0.2),
+              *evaluated("n4", "n2", 0.5)[:2]])
+    assert select(t).node_id == "n3"
+    d = select(t, virtual_loss=False)
+    assert (d.node_id, d.operator) == ("n2", "improve")
+    assert mcts_stats(t, virtual_loss=False)["n2"].visits == 1 and mcts_stats(t)["n2"].visits == 2

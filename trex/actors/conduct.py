@@ -32,7 +32,7 @@ from trex.events.trials import (ExecutorLeased, ExecutorReleased, ExecutorsAwait
 from trex.orchestrate import recovery as rec
 from trex.orchestrate.rules import (
     BASE_NODE, MAX_DISPATCH_ATTEMPTS, MAX_PROPOSAL_ATTEMPTS, ConcurrentRun, blind_draft, blind_improve, command_id, decision_event_id,
-    endgame_wait,
+    endgame_wait, last_round, late_blind_wait,
     finish_events, hypothesis_event_id, may_retry_dispatch, may_retry_evaluation, may_retry_proposal, may_retry_trial, next_node_id,
     proposal_event_id, repeated_plan, stop_reason, trials_used,
 )
@@ -310,12 +310,18 @@ def conduct(home, sid: str, pool: Pool, *, distill_every: int = 3, poll_s: float
                 # shared pool has no executor left to ask for
                 ahead = len(st.idle) <= len(st.ready) + len(st.props) and not (
                     st.shared and len(st.leased) < len(pool.executors))
+                # results still coming: plans being proposed, waiting for an executor, training or scored
+                in_flight = len(st.props) + len(st.ready) + len(st.trains) + len(st.evals)
                 if lookahead and endgame_wait(tree, committed, len(st.trains) + len(st.evals)):
                     break  # the budget's last decisions wait for the results in flight
-                d = select(tree, busy=busy)
+                d = select(tree, busy=busy, virtual_loss=st.shared or not last_round(tree, committed,
+                                                                                  len(pool.executors)))
                 scoring = [tree.nodes[n].parent_id for n, *_ in st.evals.values() if n in tree.nodes]
-                if ahead and st.trains and (blind_draft(tree, d) or blind_improve(d, busy + scoring)):
-                    break  # wait for the trials in flight rather than draft, or edit a parent again, blind
+                if (blind_draft(tree, d) or blind_improve(d, busy + scoring)) and (
+                        (ahead and st.trains)
+                        or (not st.shared and late_blind_wait(tree, committed, in_flight, len(st.evals),
+                                                                   len(pool.executors)))):
+                    break  # wait for the results in flight rather than draft, or edit a parent again, blind
                 emit(d.to_event(), event_id=decision_event_id(sid, d.decision_id))
                 dispatch_proposal({"decision_id": d.decision_id, "node_id": d.node_id, "operator": d.operator,
                                    "index": d.index})

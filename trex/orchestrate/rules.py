@@ -139,6 +139,36 @@ def endgame_wait(tree: SearchTree, committed: int, in_flight: int) -> bool:
     return float(limit) - committed <= in_flight
 
 
+def last_round(tree: SearchTree, committed: int, executors: int) -> bool:
+    """Whether the next decision is in a trial budget's last round: no more trials left to decide than
+    executors (``committed``: trials used, dispatched, waiting or being proposed), in a budget of more
+    than one round (one of a single round starts every executor at once)."""
+    limit = tree.budget.get("max_trials")
+    return is_number(limit) and float(limit) > executors and float(limit) - committed <= executors
+
+
+def late_blind_wait(tree: SearchTree, committed: int, in_flight: int, scoring: int, executors: int) -> bool:
+    """Whether a blind decision (:func:`blind_draft`, :func:`blind_improve`) waits for the results in
+    flight even with an executor idle — with a trial budget, when a score is being computed
+    (``scoring``: evaluations in flight, seconds away), or in the budget's :func:`last_round`
+    (``in_flight``: plans being proposed, waiting, training or scored). In the last round the driver
+    also decides without virtual loss (``select(..., virtual_loss=False)``): the last trials go where
+    the scores in hand say, and one that would edit the best line's parent while the line's child is
+    in flight waits for that child instead of spreading to a weaker line.
+
+    The demo's six trials on two executors: an idle executor drafted a third time while the first
+    draft was being scored (0.7 s); in the last round it edited the best line's parent a second time
+    while the line's continuation was being proposed, or continued a weaker line because the stronger
+    one's trial in flight counted as a loss; each time the best line, still learning, ended two
+    continuations deep (test 0.84, 0.88). The cost is an idle executor, never a trial: at most one
+    trial's time per executor at the end. A search sharing its executors with other searches does
+    not wait (the driver's check): another search can use them."""
+    limit = tree.budget.get("max_trials")
+    if not in_flight or not is_number(limit):
+        return False
+    return bool(scoring) or last_round(tree, committed, executors)
+
+
 # ------------------------------------------------------------------------------------ repeats
 NO_REPEAT_PROPOSERS = frozenset({"rules", "llm", "llm-notools"})  # the agent's proposers: never a plan twice
 

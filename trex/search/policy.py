@@ -16,7 +16,8 @@ Policies:
 
 * ``mcts`` — UCT descent from the root. At each node: if progressive widening
   allows another child (``children < ceil(pw_k * visits ** pw_alpha)``, and the
-  root until ``num_drafts`` drafts exist — at most a third of a trial budget), expand it; else go to the child with
+  root until ``num_drafts`` drafts exist — at most a third of a trial budget, and never past a third
+  of a trial budget unless no node beats the base model), expand it; else go to the child with
   the highest UCT ``Q + c * sqrt(ln N(parent) / N(child)) + gain``. N and Q come
   from :func:`mcts_stats`: visits and value sums backed up over each node's
   subtree (evaluated nodes count their score min-max normalised to [0, 1] in the
@@ -123,8 +124,11 @@ def _draft_count(tree: SearchTree, pend: Counter) -> int:
     return sum(1 for c in tree.children.get(None, ()) if tree.nodes[c].status != "rejected") + pend[None]
 
 
-def mcts_stats(tree: SearchTree, pending: Iterable[str | None] = ()) -> dict[str | None, Stats]:
-    """Visits and value sums backed up from every node to its ancestors and the root (key None)."""
+def mcts_stats(tree: SearchTree, pending: Iterable[str | None] = (), virtual_loss: bool = True
+               ) -> dict[str | None, Stats]:
+    """Visits and value sums backed up from every node to its ancestors and the root (key None).
+    Without ``virtual_loss`` work with no result yet (pending decisions, nodes in flight) is not
+    counted as a visit: only results are."""
     pend = pending_targets(tree, pending)
     visits: dict[str | None, int] = {None: 0}
     scored: dict[str | None, int] = {None: 0}
@@ -134,7 +138,7 @@ def mcts_stats(tree: SearchTree, pending: Iterable[str | None] = ()) -> dict[str
         scored[nid] = 0
         ssum[nid] = 0.0
     for target, k in pend.items():  # a pending expansion will be a child of its target
-        if target is None or target in visits:
+        if virtual_loss and (target is None or target in visits):
             visits[target] += k
     for nid in reversed(tree.order):  # children come after their parents in creation order
         n = tree.nodes[nid]
@@ -142,7 +146,7 @@ def mcts_stats(tree: SearchTree, pending: Iterable[str | None] = ()) -> dict[str
             scored[nid] += 1
             ssum[nid] += n.score
             visits[nid] += 1
-        elif n.status == "failed" or n.status in IN_FLIGHT or is_number(n.score):
+        elif n.status == "failed" or (virtual_loss and n.status in IN_FLIGHT) or is_number(n.score):
             visits[nid] += 1  # a failure, an infeasible node, or work with no result yet: a visit worth 0
         p = n.parent_id if n.parent_id in visits else None
         visits[p] += visits[nid]
@@ -176,8 +180,9 @@ def _normaliser(tree: SearchTree):
     return value
 
 
-def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple) -> tuple[str | None, str, tuple, str]:
-    stats = mcts_stats(tree, pending)
+def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple, virtual_loss: bool = True
+          ) -> tuple[str | None, str, tuple, str]:
+    stats = mcts_stats(tree, pending, virtual_loss)
     value = _normaliser(tree)
     mdd = int(p["max_debug_depth"])
     # can the node, or something under it, be expanded? Bottom-up (children are created after
@@ -214,7 +219,9 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple)
         if v is None:
             if _redraft(tree, kids, pend, p):  # no node beats the base model yet: explore another draft
                 return None, "draft", last, f"{where}: no node beats the base model ({tree.base_score:g}) yet"
-            gained = False  # the root widens as progressive widening allows
+            gained = False  # the root widens as progressive widening allows, up to a third of a trial budget
+            if drafts >= max_drafts(tree, p):
+                allowed = st.expansions
         if own_op is not None and ((st.expansions < allowed and not gained) or not kids):
             why = "no selectable child" if not kids else f"widening ({st.expansions} expansions < {allowed})"
             return v, own_op, last, f"{reason}{where}: {why}"
@@ -254,6 +261,18 @@ def first_drafts(tree: SearchTree, p: Mapping[str, Any]) -> int:
     if is_number(limit) and limit > 0:
         n = min(n, max(1, math.ceil(float(limit) / 3)))
     return n
+
+
+def max_drafts(tree: SearchTree, p: Mapping[str, Any]) -> float:
+    """How many drafts the root may widen to: a third of a trial budget (rounded up, at least
+    :func:`first_drafts`), unbounded without one. Progressive widening alone lets the root grow with the
+    square root of its visits: the demo's sixth visit drafted a third time while its best line, still
+    learning at val 0.44, had one continuation left to reach 0.84 instead of more. Drafting again when no
+    node beats the base model (``_redraft``) is not bounded by this."""
+    limit = tree.budget.get("max_trials")
+    if not (is_number(limit) and limit > 0):
+        return math.inf
+    return max(first_drafts(tree, p), math.ceil(float(limit) / 3))
 
 
 def _horizon(tree: SearchTree, pend: Counter) -> float:
@@ -361,12 +380,18 @@ def select(
     pending: Iterable[str | None] = (),
     params: Mapping[str, Any] | None = None,
     busy: Iterable[str | None] = (),
+    virtual_loss: bool = True,
 ) -> Decision:
     """The next decision. ``seed`` defaults to the search's (SearchStarted.seed), ``policy`` to its policy.
 
     ``pending``: decisions made but not yet in ``tree`` (they advance the decision index);
     ``busy``: targets whose recorded children are still being proposed or trained (virtual loss
-    only: they do not change the index, so decision ids stay unique)."""
+    only: they do not change the index, so decision ids stay unique).
+    ``virtual_loss=False`` (mcts): work with no result yet does not count as a visit worth 0, so the
+    decision follows the results in hand, even onto a node that is busy. A driver asks for it in a
+    trial budget's last round (:func:`trex.orchestrate.rules.last_round`), where spreading parallel
+    work over other lines has no trials left to pay off, and waits when the decision edits a busy
+    parent."""
     seed = tree.seed if seed is None else seed
     name = (policy or tree.policy or "mcts").replace("-", "_")
     p = policy_params(tree, name, params)
@@ -375,7 +400,7 @@ def select(
     index = tree.n_decisions + len(pending)
     rng = _rng(seed, index)
     if name == "mcts":
-        node_id, op, scores, reason = _mcts(tree, pend, p, pending + busy)
+        node_id, op, scores, reason = _mcts(tree, pend, p, pending + busy, virtual_loss)
     elif name == "greedy":
         node_id, op, scores, reason = _greedy(tree, pend, p, rng)
     else:
