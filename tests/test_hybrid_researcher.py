@@ -85,11 +85,14 @@ def test_the_llm_chooses_among_the_rules_candidates_and_the_hypothesis_cites_the
     ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=tree.started.trial.steps,
                                batch_size=tree.started.trial.batch_size, data=DS)
     assert len(ranked) >= 2 and ranked[0].candidate.edit == "replay"
-    k = len(ranked)  # asked twice, the menu rotated by one the second time: the same candidate both times
+    k = len(ranked)  # asked three times, the menu rotated by one, then by two: the same candidate each time
     model = Scripted('{"rationale": "n1 underfits per training_curve", "choice": 2}',
-                     '{"rationale": "n1 underfits per training_curve", "choice": 1}')
+                     '{"rationale": "n1 underfits per training_curve", "choice": 1}',
+                     f'{{"rationale": "n1 underfits per training_curve", "choice": {(1 - 2) % k + 1}}}')
     prop, rec = ask(tree, IMPROVE, model, tmp_path)
-    assert prop.plan == ranked[1].proposal.plan and prop.rationale.startswith(f"chose 2 of {k} (and again with the menu rotated)")
+    assert prop.plan == ranked[1].proposal.plan and prop.rationale.startswith(f"chose 2 of {k} (and again with the "
+                                                                              f"menu rotated twice)")
+    assert len(model.seen) == 3
     tools = rec.tool_ids()
     assert {"task_data", "read_insights", "training_curve", "constraint_slack"} <= {t.tool for t in tools.values()}
     h = prop.hypothesis
@@ -98,7 +101,7 @@ def test_the_llm_chooses_among_the_rules_candidates_and_the_hypothesis_cites_the
     slack = next(t for t in tools.values() if t.tool == "constraint_slack")
     assert "add_exact_match 0.02 vs >= 0.9: slack -0.88 (violated)" in slack.result
     # the prompt is the evidence and the menu, bounded, with no hyperparameter advice
-    messages, rotated = model.seen
+    messages, rotated, _ = model.seen
     prompt = "\n".join(m["content"] for m in messages)
     assert "1. replay:" in prompt and "2. " in prompt and "slack -0.88" in prompt
     assert f"{k}. replay:" in "\n".join(m["content"] for m in rotated)
@@ -150,10 +153,11 @@ def test_a_draft_is_the_models_choice_among_the_optimisers_new_plans(tmp_path):
     sigs = [signature(r.candidate.values) for r in drafts]
     assert len(drafts) == 3 and len(set(sigs)) == 3 and not set(sigs) & tried(tree, tree.started.trial.steps, DS)
     model = Scripted('{"rationale": "3 explores a higher learning rate than n1", "choice": 3}',
-                     '{"rationale": "2 explores a higher learning rate than n1", "choice": 2}')
+                     '{"rationale": "2 explores a higher learning rate than n1", "choice": 2}',
+                     '{"rationale": "1 explores a higher learning rate than n1", "choice": 1}')
     prop, rec = ask(tree, d, model, tmp_path)
     assert prop.plan == drafts[2].proposal.plan and prop.rationale.startswith("chose 3 of 3")
-    messages, _ = model.seen
+    messages, _, _ = model.seen
     prompt = "\n".join(m["content"] for m in messages)
     assert "New plans (drafts)" in prompt and "3. learning_rate " in prompt and len(prompt) < 6000
     tables = {eid for eid, ev in rec.events if isinstance(ev, ToolCalled) and ev.tool == "tried_plans"}
@@ -240,8 +244,9 @@ def test_an_outside_model_may_propose_its_own_edit_and_the_guard_still_refuses_t
     own["data"]["sources"][0]["uri"] = f"task:{TASK}/test"  # the held-out split, dressed as training data
     k = len(ranked_candidates(forgetting_tree(), forgetting_tree().nodes["n1"], task=TASK, steps=100, batch_size=32,
                               data=DS))
-    answers = ['{"rationale": "replay per constraint_slack", "choice": 1}',  # and again, the menu rotated:
+    answers = ['{"rationale": "replay per constraint_slack", "choice": 1}',  # and again, the menu rotated twice:
                f'{{"rationale": "replay per constraint_slack", "choice": {k}}}',
+               f'{{"rationale": "replay per constraint_slack", "choice": {(0 - 2) % k + 1}}}',
                "lol", "lol", "lol",
                json.dumps({"rationale": "my own: train on the test rows", "choice": 0, "plan": own})]
     server = Server(answers)
@@ -329,3 +334,20 @@ def test_a_choice_that_follows_the_position_not_the_evidence_is_not_taken(tmp_pa
         assert prop.plan == ranked[0].proposal.plan and len(model.seen) == 2
         assert prop.rationale.startswith(f"the LLM chose {pos} of {k}, but asked again with the menu rotated it "
                                          f"chose {pos} (= {pos % k + 1} above): its choice followed the position")
+
+
+def test_a_choice_that_holds_once_but_not_a_third_time_is_not_taken(tmp_path):
+    """With two candidates a model answering at random names the same one after one rotation half the
+    time (the demos' SmolLM2 held to a weaker edit that way). Asked a third time, the menu rotated again,
+    an answer naming another candidate sends the choice back to the top-ranked, and the rationale says so."""
+    tree = forgetting_tree()
+    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=tree.started.trial.steps,
+                               batch_size=tree.started.trial.batch_size, data=DS)
+    k = len(ranked)
+    third = (1 - 2) % k + 1  # where the chosen candidate (ranked[1]) stands in the third menu
+    model = Scripted('{"rationale": "this one", "choice": 2}', '{"rationale": "this one", "choice": 1}',
+                     f'{{"rationale": "this one", "choice": {third % k + 1}}}')  # another candidate
+    prop, _ = ask(tree, IMPROVE, model, tmp_path)
+    assert prop.plan == ranked[0].proposal.plan and len(model.seen) == 3
+    assert prop.rationale.startswith(f"the LLM chose 2 of {k}, but asked a third time with the menu rotated again "
+                                     f"it chose {third % k + 1}")

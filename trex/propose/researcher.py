@@ -337,8 +337,8 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
     ``LlmCallFailed`` events): the search never stalls on the model.
 
     A choice counts only if it survives reordering: the model is asked again with the menu rotated by
-    one (no candidate keeps its number), and where the two answers name different candidates its choice followed the position, not the
-    evidence (small models pick by position: SmolLM2 answered "3 of 3" to most menus, always the
+    one (no candidate keeps its number) and by two, and where the answers name different candidates its
+    choice followed the position (or chance), not the evidence (small models pick by position: SmolLM2 answered "3 of 3" to most menus, always the
     rules' last-ranked edit), so the top-ranked candidate is taken and the rationale says so (the
     positional bias of multiple-choice answers, Zheng et al. 2023, arXiv 2309.03882)."""
     from trex.llm.types import LLMError
@@ -374,23 +374,30 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
         return replace(chosen.proposal, rationale=f"the only candidate: {answer.rationale} | "
                                                   f"{chosen.proposal.rationale}")
     # rotated by one, no candidate keeps its number (reversed, the middle of three would: a model that
-    # always answers 2 would pass)
-    rotated = ranked[1:] + ranked[:1]
-    try:
-        again = ask(rotated, 1)
-        second = rotated[again.choice - 1] if again.choice else None
-    except LLMError as e:
-        second, again = None, None
-        why = f"asked again with the menu rotated, it failed ({str(e)[:120]})"
-    if second is not chosen:
-        if again is not None:
-            why = (f"asked again with the menu rotated it chose "
-                   + (f"{again.choice} (= {ranked.index(second) + 1} above)" if second is not None else "its own plan"))
-        what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
-        return replace(top, rationale=f"the LLM chose {answer.choice} of {len(ranked)}, but {why}: its choice "
-                                      f"followed the position, not the evidence; took {what}. {top.rationale}")
+    # always answers 2 would pass); then by two (a menu of two: its first order again, another seed). A
+    # model that picks by position fails the first; one that picks at random survives both with chance
+    # 1/n² (a quarter for two candidates) where one rotation let it through half the time (the demos'
+    # SmolLM2 twice held to a second stage over continuing a node still learning, and to continuing 256
+    # memorised rows over more rows: each scored below the top-ranked edit)
+    what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
+    for turn, how in ((1, "asked again with the menu rotated"), (2, "asked a third time with the menu rotated again")):
+        k = turn % len(ranked)
+        order = ranked[k:] + ranked[:k]
+        try:
+            again = ask(order, turn)
+            second = order[again.choice - 1] if again.choice else None
+        except LLMError as e:
+            second, again = None, None
+            why = f"{how}, it failed ({str(e)[:120]})"
+        if second is not chosen:
+            if again is not None:
+                why = (f"{how} it chose "
+                       + (f"{again.choice} (= {ranked.index(second) + 1} above)" if second is not None
+                          else "its own plan"))
+            return replace(top, rationale=f"the LLM chose {answer.choice} of {len(ranked)}, but {why}: its choice "
+                                          f"followed the position, not the evidence; took {what}. {top.rationale}")
     return replace(chosen.proposal, rationale=f"chose {answer.choice} of {len(ranked)} (and again with the menu "
-                                              f"rotated): {answer.rationale} | {chosen.proposal.rationale}")
+                                              f"rotated twice): {answer.rationale} | {chosen.proposal.rationale}")
 
 
 def _choice_messages(tree, parent, order, task_text: str, insights_text: str, evidence: Mapping[str, str], base,
