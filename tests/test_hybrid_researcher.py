@@ -167,7 +167,8 @@ def test_a_draft_is_the_models_choice_among_the_optimisers_new_plans(tmp_path):
 def test_the_first_drafts_of_a_search_fill_the_space_whichever_the_model_picks():
     """Before TPE has five results its draws are random and clump; the drafts offered come from the
     search's Sobol sequence instead: the first menu spans the learning-rate range (each in its own
-    quarter of the log range), and a later draft decision is offered the next points of the sequence."""
+    quarter of the log range), on the task's own recipe, and a later draft decision is offered the next
+    points of the sequence."""
     import math
 
     from trex.events.search import NodeSelected
@@ -182,6 +183,8 @@ def test_the_first_drafts_of_a_search_fill_the_space_whichever_the_model_picks()
                for r in first]
     assert len(first) == 3 and len(set(quarter)) == 3, quarter
     assert all("space-filling draft" in r.proposal.rationale for r in first)
+    # on the task's own recipe: data edits are the evidence's to ask for, not drawn before any exists
+    assert all({k: r.candidate.values[k] for k in DS.defaults()} == DS.defaults() for r in first)
     # the second draft decision of the search (the first one recorded before it) is offered the next
     # window of the sequence: drafts decided at once never share a point
     tree = fold([SearchStarted(task=TASK, proposer="llm"), NodeSelected(decision_id="d0", node_id=None,

@@ -472,8 +472,11 @@ def draft_candidates(tree, decision, *, task: str, steps: int, batch_size: int, 
     decade of learning rates in the demo): the training values then come from the search's scrambled
     Sobol sequence (seeded by the search), a window of ``k`` points per draft by its place among the
     search's drafts (so drafts decided at once are offered different points), skipping points tried
-    already, and the data values from the optimiser's draw. The ``rules`` arm drafts the first of them:
-    the two arms differ only in who chooses."""
+    already, on the task's own recipe (the data space's defaults): a data edit is a structural choice
+    the evidence asks for (forgetting → replay, noise → cleaning, a shift → a pool), made by the rules
+    on a trained node, not drawn at random before any evidence exists (random draws capped the demos'
+    drafts at 256 of 4,000 rows, seen ~37 times each: they memorised them, and a trial went on
+    undoing it). The ``rules`` arm drafts the first of them: the two arms differ only in who chooses."""
     from trex.propose import evidence as tools
 
     table, eid = tools.call_tool(emit, "tried_plans", {}, lambda: tools.tried_plans(tree, steps, data))
@@ -507,7 +510,8 @@ def draft_candidates(tree, decision, *, task: str, steps: int, batch_size: int, 
             v = _values(q, steps, data)
             if v is None:
                 continue
-            v = {key: x for key, x in v.items() if key not in TRAINING and key != "continue_from_parent"} | point
+            v = ({key: x for key, x in v.items() if key not in TRAINING and key != "continue_from_parent"}
+                 | (data.defaults() if data is not None else {}) | point)
             if take(finish(task, steps, batch_size, v, f"space-filling draft {offset + i + 1} of the search "
                                                        f"(Sobol, seed {tree.seed})", data, tree)):
                 break
