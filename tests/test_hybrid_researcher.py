@@ -245,11 +245,7 @@ def test_an_outside_model_may_propose_its_own_edit_and_the_guard_still_refuses_t
 
     own = copy.deepcopy(dict(plan(pool_addition=0.2)))
     own["data"]["sources"][0]["uri"] = f"task:{TASK}/test"  # the held-out split, dressed as training data
-    k = len(ranked_candidates(forgetting_tree(), forgetting_tree().nodes["n1"], task=TASK, steps=100, batch_size=32,
-                              data=DS))
-    answers = ['{"rationale": "replay per constraint_slack", "choice": 1}',  # and again, the menu rotated twice:
-               f'{{"rationale": "replay per constraint_slack", "choice": {k}}}',
-               f'{{"rationale": "replay per constraint_slack", "choice": {(0 - 2) % k + 1}}}',
+    answers = ['{"rationale": "replay per constraint_slack", "choice": 1}',  # the top-ranked: not asked again
                "lol", "lol", "lol",
                json.dumps({"rationale": "my own: train on the test rows", "choice": 0, "plan": own})]
     server = Server(answers)
@@ -354,3 +350,14 @@ def test_a_choice_that_holds_once_but_not_a_third_time_is_not_taken(tmp_path):
     assert prop.plan == ranked[0].proposal.plan and len(model.seen) == 3
     assert prop.rationale.startswith(f"the LLM chose 2 of {k}, but asked a third time with the menu rotated again "
                                      f"it chose {third % k + 1}")
+
+
+def test_a_choice_of_the_top_ranked_candidate_is_taken_without_asking_again(tmp_path):
+    """Whatever the rotations found, the top-ranked would be taken: one call, and the rationale says so."""
+    tree = forgetting_tree()
+    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=tree.started.trial.steps,
+                               batch_size=tree.started.trial.batch_size, data=DS)
+    model = Scripted('{"rationale": "replay per constraint_slack", "choice": 1}')
+    prop, _ = ask(tree, IMPROVE, model, tmp_path)
+    assert prop.plan == ranked[0].proposal.plan and len(model.seen) == 1
+    assert prop.rationale.startswith(f"chose 1 of {len(ranked)}, the top-ranked (not asked again)")

@@ -230,8 +230,9 @@ def test_a_blind_decision_waits_for_a_score_or_in_a_budgets_last_round_even_with
     assert not late_blind_wait(t, committed=2, in_flight=2, scoring=0, executors=2)  # four left: explore
     assert late_blind_wait(t, committed=4, in_flight=1, scoring=0, executors=2)  # the last round
     assert not late_blind_wait(t, committed=4, in_flight=0, scoring=0, executors=2)  # nothing to wait for
-    assert not late_blind_wait(fold([started(policy="mcts", budget=Budget(max_trials=4))]), committed=2,
-                               in_flight=2, scoring=0, executors=4)
+    four = fold([started(policy="mcts", budget=Budget(max_trials=4))])  # one round on four executors
+    assert not late_blind_wait(four, committed=2, in_flight=2, scoring=0, executors=4)
+    assert not late_blind_wait(four, committed=2, in_flight=2, scoring=1, executors=4)
     assert not late_blind_wait(fold([started(policy="mcts", budget=Budget(max_seconds=60))]), committed=5,
                                in_flight=2, scoring=1, executors=2)
 
@@ -244,4 +245,6 @@ def test_the_last_round_of_a_trial_budget_has_no_more_trials_left_than_executors
     t = fold([started(policy="mcts", budget=Budget(max_trials=6))])
     assert [last_round(t, c, 2) for c in range(7)] == [False] * 4 + [True] * 3
     assert not last_round(fold([started(policy="mcts", budget=Budget(max_trials=4))]), 3, 4)  # one round
+    # six trials on four executors: the last round is what comes after the first, not trials 3 to 6
+    assert [last_round(t, c, 4) for c in range(7)] == [False] * 4 + [True] * 3
     assert not last_round(fold([started(policy="mcts", budget=Budget(max_seconds=60))]), 5, 2)

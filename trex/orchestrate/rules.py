@@ -101,8 +101,8 @@ def blind_draft(tree: SearchTree, decision) -> bool:
     expanded yet (every draft still training or being scored), or by the root's widening or re-drafting
     rules. A driver proposing ahead of its executors (every executor busy) waits for the results in
     flight instead: the next score may make a node worth improving, and a small budget is not spent on
-    drafts no evidence asked for. An idle executor is never kept waiting for this (the search must go
-    on)."""
+    drafts no evidence asked for. An idle executor is kept waiting for this only where
+    :func:`late_blind_wait` says (a trial budget, a private pool); otherwise the search goes on."""
     from trex.search.policy import DEFAULTS, first_drafts, policy_params
 
     if decision.operator != "draft" or decision.policy not in DEFAULTS:
@@ -120,8 +120,8 @@ def blind_improve(decision, busy) -> bool:
     the plans being proposed, waiting or training). Made ahead of the executors it would choose the
     parent's next edit before the result of the one in flight says whether that direction works (the
     demo improved its weakest draft three times while its best draft's first result was a minute away):
-    the driver waits for the results in flight instead, as for a blind draft. An idle executor is never
-    kept waiting for this."""
+    the driver waits for the results in flight instead, as for a blind draft. An idle executor is kept
+    waiting for this only where :func:`late_blind_wait` says."""
     return decision.operator in ("improve", "debug") and decision.node_id is not None and decision.node_id in set(busy)
 
 
@@ -141,16 +141,20 @@ def endgame_wait(tree: SearchTree, committed: int, in_flight: int) -> bool:
 
 def last_round(tree: SearchTree, committed: int, executors: int) -> bool:
     """Whether the next decision is in a trial budget's last round: no more trials left to decide than
-    executors (``committed``: trials used, dispatched, waiting or being proposed), in a budget of more
-    than one round (one of a single round starts every executor at once)."""
+    executors (``committed``: trials used, dispatched, waiting or being proposed), after a first round
+    (at least as many trials committed as executors). A budget of one round starts every executor at
+    once; with many executors for the budget (six trials on four) only the trials after the first
+    round count, not most of the budget."""
     limit = tree.budget.get("max_trials")
-    return is_number(limit) and float(limit) > executors and float(limit) - committed <= executors
+    return (is_number(limit) and float(limit) > executors
+            and committed >= max(float(limit) - executors, executors))
 
 
 def late_blind_wait(tree: SearchTree, committed: int, in_flight: int, scoring: int, executors: int) -> bool:
     """Whether a blind decision (:func:`blind_draft`, :func:`blind_improve`) waits for the results in
-    flight even with an executor idle — with a trial budget, when a score is being computed
-    (``scoring``: evaluations in flight, seconds away), or in the budget's :func:`last_round`
+    flight even with an executor idle — with a trial budget of more than one round, when a score is
+    being computed (``scoring``: evaluations in flight, the base model's included; an evaluation is
+    assumed shorter than a trial, as on every task here), or in the budget's :func:`last_round`
     (``in_flight``: plans being proposed, waiting, training or scored). In the last round the driver
     also decides without virtual loss (``select(..., virtual_loss=False)``): the last trials go where
     the scores in hand say, and one that would edit the best line's parent while the line's child is
@@ -160,11 +164,11 @@ def late_blind_wait(tree: SearchTree, committed: int, in_flight: int, scoring: i
     draft was being scored (0.7 s); in the last round it edited the best line's parent a second time
     while the line's continuation was being proposed, or continued a weaker line because the stronger
     one's trial in flight counted as a loss; each time the best line, still learning, ended two
-    continuations deep (test 0.84, 0.88). The cost is an idle executor, never a trial: at most one
-    trial's time per executor at the end. A search sharing its executors with other searches does
-    not wait (the driver's check): another search can use them."""
+    continuations deep (test 0.84, 0.88). The cost is idle executors, never a trial: the last round
+    can run one trial after another, up to ``executors - 1`` trials' time more. A search sharing its
+    executors with other searches does not wait (the driver's check): another search can use them."""
     limit = tree.budget.get("max_trials")
-    if not in_flight or not is_number(limit):
+    if not in_flight or not is_number(limit) or float(limit) <= executors:
         return False
     return bool(scoring) or last_round(tree, committed, executors)
 

@@ -373,6 +373,9 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
     if len(ranked) == 1:
         return replace(chosen.proposal, rationale=f"the only candidate: {answer.rationale} | "
                                                   f"{chosen.proposal.rationale}")
+    if chosen is ranked[0]:  # whatever the checks below found, the top-ranked would be taken: no more calls
+        return replace(chosen.proposal, rationale=f"chose 1 of {len(ranked)}, the top-ranked (not asked again): "
+                                                  f"{answer.rationale} | {chosen.proposal.rationale}")
     # rotated by one, no candidate keeps its number (reversed, the middle of three would: a model that
     # always answers 2 would pass); then by two (a menu of two: its first order again, another seed). A
     # model that picks by position fails the first; one that picks at random survives both with chance
@@ -387,13 +390,11 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
             again = ask(order, turn)
             second = order[again.choice - 1] if again.choice else None
         except LLMError as e:
-            second, again = None, None
-            why = f"{how}, it failed ({str(e)[:120]})"
+            return replace(top, rationale=f"the LLM chose {answer.choice} of {len(ranked)}, but {how}, it failed "
+                                          f"({str(e)[:120]}): its choice is unchecked; took {what}. {top.rationale}")
         if second is not chosen:
-            if again is not None:
-                why = (f"{how} it chose "
-                       + (f"{again.choice} (= {ranked.index(second) + 1} above)" if second is not None
-                          else "its own plan"))
+            why = (f"{how} it chose "
+                   + (f"{again.choice} (= {ranked.index(second) + 1} above)" if second is not None else "its own plan"))
             return replace(top, rationale=f"the LLM chose {answer.choice} of {len(ranked)}, but {why}: its choice "
                                           f"followed the position, not the evidence; took {what}. {top.rationale}")
     return replace(chosen.proposal, rationale=f"chose {answer.choice} of {len(ranked)} (and again with the menu "

@@ -504,14 +504,9 @@ def draft_candidates(tree, decision, *, task: str, steps: int, batch_size: int, 
                 break
             position += dr.node_id is None
         offset = k * position  # disjoint windows: drafts decided at once are offered different points
+        recipe = {key: x for key, x in values_of({}, steps, data).items() if key not in TRAINING}  # the task's own
         for i, point in enumerate(space_filling(offset + 4 * k, tree.seed)[offset:]):
-            q = propose_optuna(tree, _reseeded(decision, 100 + i), task=task, steps=steps, batch_size=batch_size,
-                               data=data)  # the data values: the optimiser's draw
-            v = _values(q, steps, data)
-            if v is None:
-                continue
-            v = ({key: x for key, x in v.items() if key not in TRAINING and key != "continue_from_parent"}
-                 | (data.defaults() if data is not None else {}) | point)
+            v = recipe | point
             if take(finish(task, steps, batch_size, v, f"space-filling draft {offset + i + 1} of the search "
                                                        f"(Sobol, seed {tree.seed})", data, tree)):
                 break

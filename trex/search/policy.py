@@ -17,7 +17,7 @@ Policies:
 * ``mcts`` — UCT descent from the root. At each node: if progressive widening
   allows another child (``children < ceil(pw_k * visits ** pw_alpha)``, and the
   root until ``num_drafts`` drafts exist — at most a third of a trial budget, and never past a third
-  of a trial budget unless no node beats the base model), expand it; else go to the child with
+  of a trial budget unless no node beats the base model or no child can be expanded), expand it; else go to the child with
   the highest UCT ``Q + c * sqrt(ln N(parent) / N(child)) + gain``. N and Q come
   from :func:`mcts_stats`: visits and value sums backed up over each node's
   subtree (evaluated nodes count their score min-max normalised to [0, 1] in the
@@ -121,6 +121,9 @@ def _expandable(n: Node, max_debug_depth: int) -> str | None:
 
 
 def _draft_count(tree: SearchTree, pend: Counter) -> int:
+    """Drafts made or being made: the root's children (rejected ones aside) and the decisions targeting
+    the root that have no plan yet (``pend`` without the driver's ``busy``: a draft training or being
+    proposed is already one of those, and counting it again cut the first drafts short)."""
     return sum(1 for c in tree.children.get(None, ()) if tree.nodes[c].status != "rejected") + pend[None]
 
 
@@ -180,8 +183,8 @@ def _normaliser(tree: SearchTree):
     return value
 
 
-def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple, virtual_loss: bool = True
-          ) -> tuple[str | None, str, tuple, str]:
+def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple, drafts: int,
+          virtual_loss: bool = True) -> tuple[str | None, str, tuple, str]:
     stats = mcts_stats(tree, pending, virtual_loss)
     value = _normaliser(tree)
     mdd = int(p["max_debug_depth"])
@@ -206,7 +209,6 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple,
         st = stats[v]
         if v is None:
             own_op: str | None = "draft"
-            drafts = _draft_count(tree, pend)
             first = first_drafts(tree, p)
             if drafts < first:
                 return None, "draft", (), f"drafts {drafts} < {first}"
@@ -217,7 +219,7 @@ def _mcts(tree: SearchTree, pend: Counter, p: Mapping[str, Any], pending: tuple,
         where = " > ".join(path) or ROOT
         gained = bool(p["deepen_on_gain"]) and any(_gained(tree, tree.nodes[c]) for c in kids)
         if v is None:
-            if _redraft(tree, kids, pend, p):  # no node beats the base model yet: explore another draft
+            if _redraft(tree, kids, pend, p, drafts):  # no node beats the base model yet: explore another draft
                 return None, "draft", last, f"{where}: no node beats the base model ({tree.base_score:g}) yet"
             gained = False  # the root widens as progressive widening allows, up to a third of a trial budget
             if drafts >= max_drafts(tree, p):
@@ -264,15 +266,16 @@ def first_drafts(tree: SearchTree, p: Mapping[str, Any]) -> int:
 
 
 def max_drafts(tree: SearchTree, p: Mapping[str, Any]) -> float:
-    """How many drafts the root may widen to: a third of a trial budget (rounded up, at least
-    :func:`first_drafts`), unbounded without one. Progressive widening alone lets the root grow with the
-    square root of its visits: the demo's sixth visit drafted a third time while its best line, still
-    learning at val 0.44, had one continuation left to reach 0.84 instead of more. Drafting again when no
-    node beats the base model (``_redraft``) is not bounded by this."""
+    """How many drafts the root may widen to: a third of a trial budget (rounded up; never fewer than
+    :func:`first_drafts`, which is at most that), unbounded without one. Progressive widening alone lets
+    the root grow with the square root of its visits: the demo's sixth visit drafted a third time while
+    its best line, still learning at val 0.44, had one continuation left to reach 0.84 instead of more.
+    Not bounded by this: drafting again when no node beats the base model (``_redraft``), and a draft
+    when the root has no selectable child (every draft in flight, or failed past the debug depth)."""
     limit = tree.budget.get("max_trials")
     if not (is_number(limit) and limit > 0):
         return math.inf
-    return max(first_drafts(tree, p), math.ceil(float(limit) / 3))
+    return math.ceil(float(limit) / 3)
 
 
 def _horizon(tree: SearchTree, pend: Counter) -> float:
@@ -287,13 +290,13 @@ def _horizon(tree: SearchTree, pend: Counter) -> float:
     return min(1.0, max(0.0, (float(limit) - used) / float(limit)))
 
 
-def _redraft(tree: SearchTree, kids: list[str], pend: Counter, p: Mapping[str, Any]) -> bool:
+def _redraft(tree: SearchTree, kids: list[str], pend: Counter, p: Mapping[str, Any], drafts: int) -> bool:
     """Draft again rather than improve: drafts are scored, no feasible node anywhere beats the base
     model, no draft's loss is still falling (that one is continued instead), no other draft is pending,
     and fewer than twice ``num_drafts`` drafts exist (the search then improves what it has)."""
     if not p["deepen_on_gain"] or not is_number(tree.base_score) or pend[None]:
         return False
-    if _draft_count(tree, pend) >= 2 * int(p["num_drafts"]):
+    if drafts >= 2 * int(p["num_drafts"]):
         return False
     if not any(tree.nodes[c].feasible for c in kids):
         return False
@@ -330,8 +333,7 @@ def _ranked(tree: SearchTree) -> list[Node]:
     return sorted(nodes, key=lambda n: (n.infeasible is not None, sign * n.score, idx[n.node_id]))
 
 
-def _greedy(tree: SearchTree, pend: Counter, p: Mapping[str, Any], rng: random.Random):
-    drafts = _draft_count(tree, pend)
+def _greedy(tree: SearchTree, pend: Counter, p: Mapping[str, Any], rng: random.Random, drafts: int):
     if drafts < int(p["num_drafts"]):
         return None, "draft", (), f"drafts {drafts} < {p['num_drafts']}"
     mdd = int(p["max_debug_depth"])
@@ -345,8 +347,7 @@ def _greedy(tree: SearchTree, pend: Counter, p: Mapping[str, Any], rng: random.R
     return _improve_best_free(tree, pend, "improve best free node")
 
 
-def _best_first(tree: SearchTree, pend: Counter, p: Mapping[str, Any]):
-    drafts = _draft_count(tree, pend)
+def _best_first(tree: SearchTree, pend: Counter, p: Mapping[str, Any], drafts: int):
     if drafts < int(p["num_drafts"]):
         return None, "draft", (), f"drafts {drafts} < {p['num_drafts']}"
     return _improve_best_free(tree, pend, "best free node")
@@ -397,14 +398,15 @@ def select(
     p = policy_params(tree, name, params)
     pending, busy = tuple(pending), tuple(busy)
     pend = pending_targets(tree, pending + busy)
+    drafts = _draft_count(tree, pending_targets(tree, pending))
     index = tree.n_decisions + len(pending)
     rng = _rng(seed, index)
     if name == "mcts":
-        node_id, op, scores, reason = _mcts(tree, pend, p, pending + busy, virtual_loss)
+        node_id, op, scores, reason = _mcts(tree, pend, p, pending + busy, drafts, virtual_loss)
     elif name == "greedy":
-        node_id, op, scores, reason = _greedy(tree, pend, p, rng)
+        node_id, op, scores, reason = _greedy(tree, pend, p, rng, drafts)
     else:
-        node_id, op, scores, reason = _best_first(tree, pend, p)
+        node_id, op, scores, reason = _best_first(tree, pend, p, drafts)
     return Decision(node_id, op, name, seed, index, _decision_id(tree, seed, index), scores, reason)
 
 
