@@ -257,6 +257,21 @@ def _median(xs):
     return statistics.median(xs) if xs else None
 
 
+def _median_of_seeds(xs, direction: str = "max"):
+    """The median over seeds of a search's outcome, where a seed without one (no feasible node: the search
+    hands back nothing better than the base model) ranks below every score rather than dropping out: the
+    median of (0.795, none, 0.07) is 0.07, not 0.43, and of (none, none, 0.055) none. A difference of
+    outcomes may be infinite (one side had none); the median is then infinite too when it lands there."""
+    if not xs:
+        return None
+    worst = -math.inf if direction == "max" else math.inf
+    ys = sorted(worst if x is None else x for x in xs)
+    middle = ys[(len(ys) - 1) // 2: len(ys) // 2 + 1]
+    if all(y == worst for y in middle) or (len(middle) == 2 and worst in middle):
+        return None
+    return statistics.median(ys)
+
+
 def summarise(runs: list[CellRun], directions: dict[str, str] | None = None) -> dict:
     """Per task and proposer: best score median/spread over seeds, trials/compute to 90% of the best known."""
     directions = directions or {}
@@ -280,7 +295,7 @@ def summarise(runs: list[CellRun], directions: dict[str, str] | None = None) -> 
             known = [b for b in bests if b is not None]
             props[p] = {
                 "seeds": [r.seed for r in cells], "best_per_seed": bests,
-                "best_median": _median(bests), "best_min": min(known) if known else None,
+                "best_median": _median_of_seeds(bests, d), "best_min": min(known) if known else None,
                 "best_max": max(known) if known else None,
                 "trials_per_seed": [len(r.scores) for r in cells],
                 "failed_trials": sum(s is None for r in cells for s in r.scores),
@@ -293,9 +308,9 @@ def summarise(runs: list[CellRun], directions: dict[str, str] | None = None) -> 
             }
             if any(r.test is not None for r in rs):  # a run with held-out scores (issue 13 on)
                 tests = [r.test for r in cells]
-                props[p].update({"test_per_seed": tests, "test_median": _median(tests),
+                props[p].update({"test_per_seed": tests, "test_median": _median_of_seeds(tests, d),
                                  "test_ci_per_seed": [list(r.test_ci) if r.test_ci else None for r in cells],
-                                 "test_at_median": {str(t): _median([r.test_at.get(t) for r in cells])
+                                 "test_at_median": {str(t): _median_of_seeds([r.test_at.get(t) for r in cells], d)
                                                     for t in sorted({t for r in cells for t in r.test_at})}})
         first = rs[0].started
         settings = {"trial_steps": first.trial.steps, "batch_size": first.trial.batch_size,
@@ -447,13 +462,20 @@ def goals(summary: dict) -> list[str]:
         else:
             third = "no constraints"
         if NO_LLM in pr and "test_per_seed" in pr[NO_LLM]:
-            pairs = [(x, y) for x, y in zip(a["test_per_seed"], pr[NO_LLM]["test_per_seed"]) if x is not None
-                     and y is not None]
-            diffs = [sign * (x - y) for x, y in pairs]
-            margin = _median(diffs)
+            # a seed where one arm has no feasible best and the other has one counts as an infinite margin
+            # for the other (both without: a tie); left out, it made a search with nothing look even
+            pairs = list(zip(a["test_per_seed"], pr[NO_LLM]["test_per_seed"]))
+            diffs = [0.0 if x is None and y is None else -math.inf if x is None else math.inf if y is None
+                     else sign * (x - y) for x, y in pairs]
+            margin = statistics.median(diffs) if diffs else None
+            if margin is not None and math.isnan(margin):  # the middle pair: -inf and +inf
+                margin = None
             verdict = ("the LLM adds nothing over rules + optimiser here" if margin is None or margin <= 0
                        else "the LLM is credited with this margin")
-            fourth = f"{'+' if (margin or 0) > 0 else ''}{_f(margin)} median over {len(pairs)} paired seeds: {verdict}"
+            shown = "−∞ (no feasible best where rules had one)" if margin == -math.inf else \
+                "+∞ (a feasible best where rules had none)" if margin == math.inf else _f(margin)
+            fourth = f"{'+' if (margin or 0) > 0 and math.isfinite(margin) else ''}{shown} median over " \
+                     f"{len(pairs)} paired seeds: {verdict}"
         else:
             fourth = "no rules arm in this run: the LLM is credited with nothing"
         lines.append(f"| {task} | {first} | {second} | {third} | {fourth} |")
@@ -471,7 +493,9 @@ def markdown(tag: str, home: str, summary: dict, plots: dict[str, list[Path]], o
              "on the validation split the search selects on (a selection score, biased up by the choice). "
              "'To 90%' = trials (or training seconds) until the search's best-so-far closes 90% of the gap "
              "between the base model and the best score any search found on the task; median over the seeds "
-             "that reached it.", ""]
+             "that reached it. A search with no feasible node (outside the task's constraints: it hands back "
+             "nothing better than the base model) shows – and ranks below every score in the medians over "
+             "seeds; 'failed trials' counts trials with no usable score: failed, or infeasible.", ""]
     for task, s in summary["tasks"].items():
         st = s["settings"]
         lines += [f"## {task}", "",

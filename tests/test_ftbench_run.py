@@ -248,10 +248,12 @@ def test_a_users_data_files_are_read_as_jsonl_json_or_csv_and_bad_rows_are_named
         read_rows(tmp_path / "empty.jsonl")
 
 
-@pytest.mark.parametrize("folder,tag,searches", [("ftbench", "baseline", 18), ("ftbench-hybrid", "hybrid", 15)])
+@pytest.mark.parametrize("folder,tag,searches", [("ftbench", "baseline", 18), ("ftbench-hybrid", "hybrid", 15),
+                                                  ("ftbench-retain15", "retain15", 9)])
 def test_a_committed_report_is_reproduced_from_its_committed_log(tmp_path, folder, tag, searches):
     """docs/results/<folder>: the log of a benchmark run, exported, gives the committed numbers again (the
-    baseline, and issue 15's arms on arith-sub with its goals section)."""
+    baseline, issue 15's arms on arith-sub with its goals section, and three of them on the constrained
+    arith-sub-retain, where seeds without a feasible best rank below every score)."""
     from ftbench.report import write_report
     from trex.events.transfer import import_file
 
@@ -319,3 +321,26 @@ def test_the_report_states_each_goal_of_the_agent_as_met_or_not_and_credits_the_
     assert "-0.050 median over 3 paired seeds: the LLM adds nothing over rules + optimiser here" in text
     assert "1 of 1 task(s) — met" in text
     assert goals(summarise([c for c in cells if c.proposer != "optuna"])) == []  # no optuna arm: no goals
+
+
+def test_a_seed_without_a_feasible_best_ranks_below_every_score_and_counts_against_its_arm():
+    """The retain run: rules 0.795, none, 0.07 over three seeds; llm none, none, 0.055. Leaving the seeds
+    without a feasible node out made rules' median 0.43 and llm's 0.055, and the paired margin 0.000 over
+    one seed; they count as nothing better than the base model instead."""
+    from ftbench.report import _median_of_seeds, goals
+
+    assert _median_of_seeds([0.795, None, 0.07]) == 0.07 and _median_of_seeds([None, None, 0.055]) is None
+    assert _median_of_seeds([0.3, None]) is None and _median_of_seeds([0.3, 0.5, 0.4, None]) == 0.35
+    assert _median_of_seeds([None, 0.2], "min") is None and _median_of_seeds([0.1, 0.2, None], "min") == 0.2
+    cells = []
+    for p, tests in (("llm", (None, None, 0.032)), ("optuna", (None, 0.012, 0.016)), ("rules", (0.826, None, 0.032))):
+        for seed, t in enumerate(tests):
+            c = _cell(p, seed, [t, t])
+            c.test, c.test_ci, c.test_at = t, None, {10: t}
+            cells.append(c)
+    s = summarise(cells)["tasks"]["t"]["proposers"]
+    assert (s["llm"]["test_median"], s["rules"]["test_median"], s["optuna"]["test_median"]) == (None, 0.032, 0.012)
+    text = "\n".join(goals(summarise(cells)))
+    assert "| t | not met (– vs 0.012) |" in text
+    # seed 0: rules had a feasible best, llm none (-inf); seed 1: neither (a tie); seed 2: 0.032 both
+    assert "0.000 median over 3 paired seeds: the LLM adds nothing" in text
