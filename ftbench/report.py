@@ -260,14 +260,14 @@ def _median(xs):
 def _median_of_seeds(xs, direction: str = "max"):
     """The median over seeds of a search's outcome, where a seed without one (no feasible node: the search
     hands back nothing better than the base model) ranks below every score rather than dropping out: the
-    median of (0.795, none, 0.07) is 0.07, not 0.43, and of (none, none, 0.055) none. A difference of
-    outcomes may be infinite (one side had none); the median is then infinite too when it lands there."""
+    median of (0.795, none, 0.07) is 0.07, not 0.43, and of (none, none, 0.055) none: none whenever the
+    middle of the sorted seeds is a seed without one."""
     if not xs:
         return None
     worst = -math.inf if direction == "max" else math.inf
     ys = sorted(worst if x is None else x for x in xs)
     middle = ys[(len(ys) - 1) // 2: len(ys) // 2 + 1]
-    if all(y == worst for y in middle) or (len(middle) == 2 and worst in middle):
+    if worst in middle:
         return None
     return statistics.median(ys)
 

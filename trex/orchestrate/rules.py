@@ -103,16 +103,14 @@ def blind_draft(tree: SearchTree, decision) -> bool:
     flight instead: the next score may make a node worth improving, and a small budget is not spent on
     drafts no evidence asked for. An idle executor is kept waiting for this only where
     :func:`late_blind_wait` says (a trial budget, a private pool); otherwise the search goes on."""
-    from trex.search.policy import DEFAULTS, first_drafts, policy_params
+    from trex.search.policy import DEFAULTS, draft_count, first_drafts, policy_params
 
     if decision.operator != "draft" or decision.policy not in DEFAULTS:
         return False
     params = policy_params(tree, decision.policy)
     wanted = (first_drafts(tree, params) if decision.policy == "mcts"  # at most a third of a trial budget
               else int(params.get("num_drafts", 0)))
-    drafts = sum(1 for c in tree.children.get(None, ()) if tree.nodes[c].status != "rejected")
-    drafts += sum(1 for target in tree.open_decisions.values() if target is None)
-    return drafts >= wanted
+    return draft_count(tree) >= wanted
 
 
 def blind_improve(decision, busy) -> bool:

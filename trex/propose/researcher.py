@@ -354,10 +354,10 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
         return client.chat(messages, schema=schema, purpose="choose", max_tokens=96 if not own_edit else 2048,
                            temperature=tree.started.llm.temperature, seed=seed + attempt).parsed
 
+    what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
     try:
         answer = ask(ranked, 0)
     except LLMError as e:
-        what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
         return replace(top, rationale=f"LLM failed ({str(e)[:200]}): took {what}. {top.rationale}")
     if answer.choice == 0:
         if answer.plan is None:
@@ -382,7 +382,6 @@ def choose_candidate(tree, decision, ranked, client, task_text: str, insights_te
     # 1/n² (a quarter for two candidates) where one rotation let it through half the time (the demos'
     # SmolLM2 twice held to a second stage over continuing a node still learning, and to continuing 256
     # memorised rows over more rows: each scored below the top-ranked edit)
-    what = "the top-ranked candidate" if parent is not None else "the optimiser's first draft"
     for turn, how in ((1, "asked again with the menu rotated"), (2, "asked a third time with the menu rotated again")):
         k = turn % len(ranked)
         order = ranked[k:] + ranked[:k]

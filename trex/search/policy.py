@@ -120,11 +120,12 @@ def _expandable(n: Node, max_debug_depth: int) -> str | None:
     return None
 
 
-def _draft_count(tree: SearchTree, pend: Counter) -> int:
+def draft_count(tree: SearchTree, pending: Iterable[str | None] = ()) -> int:
     """Drafts made or being made: the root's children (rejected ones aside) and the decisions targeting
-    the root that have no plan yet (``pend`` without the driver's ``busy``: a draft training or being
-    proposed is already one of those, and counting it again cut the first drafts short)."""
-    return sum(1 for c in tree.children.get(None, ()) if tree.nodes[c].status != "rejected") + pend[None]
+    the root that have no plan yet (open ones, and ``pending``). Not the driver's ``busy``: a draft
+    training or being proposed is already one of those, and counting it again cut the first drafts short."""
+    return (sum(1 for c in tree.children.get(None, ()) if tree.nodes[c].status != "rejected")
+            + pending_targets(tree, pending)[None])
 
 
 def mcts_stats(tree: SearchTree, pending: Iterable[str | None] = (), virtual_loss: bool = True
@@ -398,7 +399,7 @@ def select(
     p = policy_params(tree, name, params)
     pending, busy = tuple(pending), tuple(busy)
     pend = pending_targets(tree, pending + busy)
-    drafts = _draft_count(tree, pending_targets(tree, pending))
+    drafts = draft_count(tree, pending)
     index = tree.n_decisions + len(pending)
     rng = _rng(seed, index)
     if name == "mcts":
