@@ -130,3 +130,26 @@ def test_the_service_finds_identical_work_incrementally_whoever_wrote_it(service
     assert [(e["search_id"], e["node_id"], e["adapter"]) for e in got] == [("s", "n1", a)] * 2
     assert remote.find_work("k2")[0]["search_id"] == "imported"
     assert got == WorkIndex().update(direct).candidates("k1")  # what reading the whole log finds
+
+
+
+def test_the_work_index_keeps_the_last_attempts_curve_and_a_reuses_own(tmp_path):
+    """An entry carries the sampled losses of the trial that did the work: of its last attempt (a
+    retry starts its steps again), and a reuse passes on the curve it carries; a malformed curve in a
+    cache entry reads as none."""
+    from trex.events.trials import TrialAbandoned, TrialFinished, TrialProgressed, TrialReused
+    from trex.events.work_index import WorkIndex, sampled_curve
+
+    log = EventLog(tmp_path)
+    p = lambda step, loss: TrialProgressed(node_id="n1", trial_id="t1", step=step, loss=loss)  # noqa: E731
+    log.append("s", [p(10, 3.0), p(20, 2.0), TrialAbandoned(node_id="n1", trial_id="t1"),
+                     p(10, 2.9), p(20, 1.9), p(30, None),
+                     TrialProgressed(node_id="n2", trial_id="t2", step=10, loss=9.0),
+                     TrialFinished(node_id="n1", trial_id="t1", adapter="a" * 64, work_key="k1"),
+                     TrialReused(node_id="n3", plan_hash="", adapter="b" * 64, work_key="k2",
+                                 source_search_id="x", source_node_id="y", progress=((5, 1.0),))])
+    idx = WorkIndex().update(log)
+    assert idx.candidates("k1")[0]["progress"] == [[10, 2.9], [20, 1.9], [30, None]]
+    assert idx.candidates("k2")[0]["progress"] == [[5, 1.0]]
+    assert sampled_curve([[1, "x"]]) == () and sampled_curve("junk") == () and sampled_curve(None) == ()
+    assert sampled_curve([[1, float("nan")]]) == () and sampled_curve([[True, 1.0]]) == ()

@@ -136,6 +136,26 @@ def test_reused_trial_and_progress(started):
     assert t.nodes["b"].progress == ((10, 1.5), (20, None))
 
 
+def test_a_reused_node_carries_its_source_curve_and_reads_as_the_source_does(started):
+    """Identical work, identical evidence: a node served from the work cache judges 'still learning'
+    on the curve the source trial sampled (v2), not on the first/final fallback a v1 reuse gets."""
+    from trex.events.base import decode
+    from trex.search.tree import still_learning
+
+    stalled = tuple((10 * (i + 1), 1.0 - 0.002 * i) for i in range(9))  # flat: the last third ~ the middle
+    metrics = {"first_loss": 3.0, "final_loss": 2.9}  # not fitted: the fallback would say 'still learning'
+    v2 = TrialReused(node_id="a", plan_hash="h", adapter="ad", source_search_id="old", source_node_id="n9",
+                     train_metrics=metrics, progress=stalled)
+    v1 = decode("TrialReused", 1, {"node_id": "b", "plan_hash": "h", "adapter": "ad", "source_search_id": "old",
+                                   "source_node_id": "n9", "train_metrics": metrics})
+    assert v1.progress == ()
+    t = fold([started(), PlanProposed(node_id="a", parent_id=None, plan={}), v2,
+              PlanProposed(node_id="b", parent_id=None, plan={}), v1])
+    assert t.nodes["a"].progress == stalled and t.nodes["a"].loss_trend is not None
+    assert not still_learning(t, t.nodes["a"])
+    assert t.nodes["b"].loss_trend is None and still_learning(t, t.nodes["b"])
+
+
 def test_search_level_state(started):
     evs = [started(policy="greedy", seed=11, base_model="tiny", budget={"max_trials": 3}),
            NodeSelected(decision_id="d1", node_id=None, operator="draft", policy="greedy", seed=11),

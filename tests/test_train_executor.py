@@ -71,6 +71,8 @@ def test_train_reuse_and_continue(arith_home):
     r = trial(again.events)[0]
     assert isinstance(r, TrialReused) and r.adapter == out.adapter and r.source_node_id == "n1"
     assert r.source_search_id == SID and r.work_key == fin.work_key == out.work_key != ""
+    curve = tuple((e.step, e.loss) for e in out.events if isinstance(e, TrialProgressed))
+    assert r.progress == curve  # the reuse carries the curve its source sampled: the same evidence
 
     # the index is only a cache of the log: without it, an Executor given the log finds the work there
     import shutil
@@ -81,6 +83,7 @@ def test_train_reuse_and_continue(arith_home):
     via_log = ex_log.run(p, task="arith-sub", node_id="m1", on_worker_start=started.append)
     assert via_log.status == "reused" and via_log.adapter == out.adapter and not started
     assert trial(via_log.events)[0].source_node_id == "n1" and trial(via_log.events)[0].source_search_id == SID
+    assert trial(via_log.events)[0].progress == curve  # the log's index gathers it from TrialProgressed
 
     # a continued child starts from its parent's checkpoint and trains only its own steps
     child = plan(max_steps=10, continue_from_parent=True)

@@ -63,9 +63,11 @@ class TrialAbandoned(Event):
     reason: str = ""
 
 
-@event("TrialReused")
+@event("TrialReused", version=2)
 class TrialReused(Event):
-    """Identical work was already done: the node points to the existing result, nothing is trained."""
+    """Identical work was already done: the node points to the existing result, nothing is trained.
+    v2: ``progress``, the source trial's sampled (step, loss) curve, so that a reused node carries the
+    same evidence as the work it stands for (whether its loss was still falling reads the same)."""
 
     node_id: str
     plan_hash: str
@@ -74,6 +76,13 @@ class TrialReused(Event):
     source_search_id: str
     source_node_id: str
     train_metrics: dict[str, Any] = Field(default_factory=dict)
+    progress: tuple[tuple[int, float | None], ...] = ()
+
+
+@upcaster("TrialReused", 1)
+def upcast_trial_reused_v1_v2(d: dict) -> dict:
+    """A v1 reuse carried no curve: it reads with none (its node falls back to first/final loss)."""
+    return dict(d)
 
 
 @event("TrialDispatchFailed")

@@ -11,9 +11,33 @@ from __future__ import annotations
 from typing import Any
 
 
-def work_entry(env) -> tuple[str, dict[str, Any]] | None:
-    """(work key, the Executor's cache entry) of a ``TrialFinished`` or ``TrialReused``; else None.
-    A reuse names the trial it came from, so the entry points at the work's origin."""
+MAX_CURVE = 10_000  # points of a sampled curve kept in an entry (a trial samples every few steps)
+
+
+def sampled_curve(raw: Any) -> tuple[tuple[int, float | None], ...]:
+    """A trial's sampled (step, loss) curve from a cache entry or an event: pairs of an int step and a
+    finite loss (or None); anything else — a cache file edited by hand, an older entry — reads as no
+    curve, never as a wrong one."""
+    try:
+        out = []
+        for step, loss in list(raw or ())[:MAX_CURVE]:
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                return ()
+            if loss is not None:
+                if isinstance(loss, bool) or not isinstance(loss, (int, float)) or loss != loss \
+                        or abs(loss) == float("inf"):
+                    return ()
+                loss = float(loss)
+            out.append((step, loss))
+        return tuple(out)
+    except (TypeError, ValueError):
+        return ()
+
+
+def work_entry(env, curve: Any = ()) -> tuple[str, dict[str, Any]] | None:
+    """(work key, the Executor's cache entry) of a ``TrialFinished`` (``curve``: its trial's sampled
+    losses) or ``TrialReused`` (which carries its source's); else None. A reuse names the trial it
+    came from, so the entry points at the work's origin."""
     if env.type not in ("TrialFinished", "TrialReused"):
         return None
     d = env.data
@@ -23,10 +47,14 @@ def work_entry(env) -> tuple[str, dict[str, Any]] | None:
     if env.type == "TrialFinished":
         src = (env.search_id, d.get("node_id", ""))
     else:
-        src = (d.get("source_search_id", ""), d.get("source_node_id", ""))
+        src, curve = (d.get("source_search_id", ""), d.get("source_node_id", "")), d.get("progress", ())
     return key, {"adapter": adapter, "plan_hash": d.get("plan_hash", ""), "search_id": src[0], "node_id": src[1],
                  "steps": d.get("steps", 0), "train_metrics": d.get("train_metrics", {}),
-                 "compute_seconds": d.get("compute_seconds", 0.0)}
+                 "compute_seconds": d.get("compute_seconds", 0.0),
+                 "progress": [list(p) for p in sampled_curve(curve)]}
+
+
+_CLOSES_TRIAL = ("TrialFinished", "TrialFailed", "TrialAbandoned")
 
 
 class WorkIndex:
@@ -35,6 +63,7 @@ class WorkIndex:
     def __init__(self) -> None:
         self.seen: dict[str, int] = {}  # stream -> the last seq folded in
         self.entries: dict[str, list[dict]] = {}
+        self._curves: dict[tuple[str, str], list[tuple[int, Any]]] = {}  # open trials' sampled losses
 
     def update(self, log) -> "WorkIndex":
         """Fold in what ``log`` holds past what this index has seen (every stream, new ones included).
@@ -59,7 +88,15 @@ class WorkIndex:
             if env.seq <= self.seen.get(env.search_id, 0):
                 continue
             self.seen[env.search_id] = env.seq
-            hit = work_entry(env)
+            trial = (env.search_id, str(env.data.get("trial_id", "")))
+            if env.type == "TrialProgressed":
+                curve = self._curves.setdefault(trial, [])
+                if curve and env.data.get("step", 0) <= curve[-1][0]:
+                    curve.clear()  # the steps started again: a new attempt, and only the last one counts
+                curve.append((env.data.get("step", 0), env.data.get("loss")))
+                continue
+            curve = self._curves.pop(trial, ()) if env.type in _CLOSES_TRIAL else ()
+            hit = work_entry(env, curve)
             if hit is not None:
                 self.entries.setdefault(hit[0], []).append(hit[1])
 

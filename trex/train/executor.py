@@ -38,6 +38,7 @@ from trex.events.errors import EventError, LinkRefused
 from trex.events.fsio import check_not_link, ensure_dir, open_nofollow, write_file_replace, write_file_under
 from trex.events.plans import PlanRejected
 from trex.events.trials import TrialFailed, TrialFinished, TrialProgressed, TrialReused, TrialStarted
+from trex.events.work_index import sampled_curve
 from trex.plan import Plan, parse_plan, plan_hash
 from trex.recipe import RecipeError, materialize
 from trex.train.row_loss import loss_key
@@ -148,6 +149,8 @@ class Executor:
         except (OSError, ValueError):
             entry = None
         if entry is not None and self.store.exists(entry.get("adapter", "0" * 64)):
+            if "progress" not in entry and self.log is not None:  # an entry written before curves were kept:
+                return self._lookup_log(key) or entry  # the log has the curve (and the entry is rewritten)
             return entry
         return self._lookup_log(key) if self.log is not None else None
 
@@ -249,7 +252,7 @@ class Executor:
             metrics = dict(hit.get("train_metrics", {}))
             emit(TrialReused(node_id=node_id, plan_hash=phash, adapter=hit["adapter"], work_key=key,
                              source_search_id=hit.get("search_id", ""), source_node_id=hit.get("node_id", ""),
-                             train_metrics=metrics))
+                             train_metrics=metrics, progress=sampled_curve(hit.get("progress"))))
             return TrialOutcome("reused", node_id, phash, work_key=key, adapter=hit["adapter"],
                                 steps=int(hit.get("steps", 0)), train_metrics=metrics,
                                 compute_seconds=0.0, resume_from=resume_from,
@@ -359,6 +362,7 @@ class Executor:
             on_worker_start(proc.pid)
         offset = 0
         lines: list[dict] = []
+        curve: list[tuple[int, float | None]] = []  # the sampled losses, for the work index's entry
         killed_for: str | None = None
 
         def drain() -> None:
@@ -385,6 +389,7 @@ class Executor:
                         loss = None
                     emit(TrialProgressed(node_id=node_id, trial_id=trial_id, step=int(msg["step"]), loss=loss,
                                          learning_rate=msg.get("lr")))
+                    curve.append((int(msg["step"]), loss))
 
         while True:
             rc = proc.poll()
@@ -417,7 +422,8 @@ class Executor:
                                    train_metrics=metrics, compute_seconds=compute, device=finished.get("device", device)))
                 self._record(key, {"adapter": adapter, "plan_hash": phash, "search_id": self.search_id,
                                    "node_id": node_id, "trial_id": trial_id, "steps": steps,
-                                   "train_metrics": metrics, "compute_seconds": compute})
+                                   "train_metrics": metrics, "compute_seconds": compute,
+                                   "progress": [list(p) for p in curve]})
                 shutil.rmtree(run_dir, ignore_errors=True)
                 return TrialOutcome("finished", node_id, phash, work_key=key, trial_id=trial_id, adapter=adapter,
                                     steps=steps, train_metrics=metrics, compute_seconds=compute,
