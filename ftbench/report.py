@@ -2,7 +2,7 @@
 
 Per task: the base model's score, each proposer's best score over seeds (median and spread),
 the trials and the training compute each needed to get within 90% of the best known result,
-and plots of best-so-far against trials and against compute-seconds (median line, min–max band
+and plots of best-so-far against trials, compute-seconds and wall-clock seconds (median line, min–max band
 over seeds, the base model as a dashed line).
 
 "90% of the best known" is measured on the gain over the base model: a search reaches it when
@@ -64,7 +64,9 @@ SELECT search_id, arg_max(value, seq) AS base_score FROM metrics
 WHERE node_id = 'base' AND "primary" GROUP BY search_id
 """
 
-# every trial the budget paid for, in the order it closed, with its node's primary score. An abandoned
+# every trial the budget paid for, in the order it closed, with its node's primary score and when that
+# score was first recorded (the wall-clock axis: proposing, the LLM's time included, training and
+# evaluating all count). An abandoned
 # attempt (its executor died; the node was retried) has no score of its own. A trial served from the
 # cache (TrialReused) costs nothing when the work was done in the same search, and is charged the
 # source trial's compute when it was done in another: benchmark cells are independent samples.
@@ -88,8 +90,10 @@ t AS (
     FROM reused r LEFT JOIN finished f ON f.search_id = r.src_search AND f.node_id = r.src_node
 )
 SELECT t.search_id, t.compute_s, CASE WHEN t.last_event = 'TrialAbandoned' THEN NULL ELSE n.score END AS score,
-       t.node_id
+       t.node_id, CASE WHEN t.last_event = 'TrialAbandoned' THEN NULL ELSE m.scored_at END AS scored_at
 FROM t LEFT JOIN nodes n USING (search_id, node_id)
+LEFT JOIN (SELECT search_id, node_id, min(recorded_at) AS scored_at FROM metrics
+           WHERE "primary" AND node_id <> 'base' GROUP BY search_id, node_id) m USING (search_id, node_id)
 ORDER BY t.search_id, t.closed_seq
 """
 
@@ -113,6 +117,8 @@ class CellRun:
     base: float | None
     scores: list = field(default_factory=list)  # per closed trial: score, or None (failed, or infeasible; validation)
     compute: list = field(default_factory=list)  # per closed trial: training seconds
+    wall: list = field(default_factory=list)  # per closed trial: seconds from the search's start to its score
+    started_at: float | None = None  # when the search began (its first event after SearchStarted)
     test: float | None = None  # the held-out test score of the node chosen on validation
     test_ci: tuple | None = None  # its 95% bootstrap interval over the test examples
     test_at: dict = field(default_factory=dict)  # trials -> test score of the val-best node after them
@@ -180,8 +186,9 @@ def load(home: str | Path, tag: str, warn=_warn) -> list[CellRun]:
         t0, t1 = _ts(started), _ts(finished)
         first = SearchStarted(**upcast("SearchStarted", int(version), json.loads(payload)))
         out[sid] = CellRun(sid, task, proposer, int(seed), first, budget,
-                           None if t1 is None or t0 is None else t1 - t0, finished is not None, base.get(sid))
-    for sid, compute_s, score, nid in trials:
+                           None if t1 is None or t0 is None else t1 - t0, finished is not None, base.get(sid),
+                           started_at=t0)
+    for sid, compute_s, score, nid, scored_at in trials:
         if sid in out:
             cons = out[sid].started.constraints
             if score is not None and cons and any(c.violation(node_metrics.get((sid, nid), {}).get(c.metric))
@@ -189,6 +196,8 @@ def load(home: str | Path, tag: str, warn=_warn) -> list[CellRun]:
                 score = None  # infeasible: outside the task's constraints, never a best (so "none" can be the answer)
             out[sid].scores.append(None if score is None else float(score))
             out[sid].compute.append(float(compute_s))
+            t, t0 = _ts(scored_at), out[sid].started_at
+            out[sid].wall.append(None if score is None or t is None or t0 is None else round(t - t0, 3))
     for sid, _node, value, outputs, rank, anytime in tests:
         if sid not in out:
             continue
@@ -252,6 +261,13 @@ def reach(scores: list, compute: list, threshold: float, direction: str = "max")
     return None, None
 
 
+def reach_wall(scores: list, wall: list, threshold: float, direction: str = "max") -> float | None:
+    """Seconds from the search's start until a score reaching ``threshold`` was recorded; None if never."""
+    times = [t for s, t in zip(scores, wall) if s is not None and t is not None
+             and (s >= threshold if direction == "max" else s <= threshold)]
+    return min(times) if times else None
+
+
 def _median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -302,6 +318,8 @@ def summarise(runs: list[CellRun], directions: dict[str, str] | None = None) -> 
                 "reached_90": sum(h[0] is not None for h in hits),
                 "trials_to_90_median": _median([h[0] for h in hits]),
                 "compute_to_90_median_s": _median([h[1] for h in hits]),
+                "wall_to_90_median_s": _median([reach_wall(r.scores, r.wall, thr, d) if thr is not None else None
+                                                for r in cells]),
                 "compute_total_median_s": _median([sum(r.compute) for r in cells]),
                 "wall_median_s": _median([r.wall_s for r in cells]),
                 "finished": all(r.finished for r in cells),
@@ -321,8 +339,10 @@ def summarise(runs: list[CellRun], directions: dict[str, str] | None = None) -> 
     return {"tasks": tasks, "constrained_tasks": sorted({r.task for r in runs if r.started.constraints})}
 
 
-def _curves(runs: list[CellRun], direction: str, grid=None):
-    """Per run: best-so-far on a trials axis (1..n) or on a compute grid (seconds).
+def _curves(runs: list[CellRun], direction: str, grid=None, axis: str = "compute"):
+    """Per run: best-so-far on a trials axis (1..n), or on a grid of seconds: training compute
+    (``axis="compute"``, trials in closing order) or wall-clock since the search began (``"wall"``,
+    each score from the moment it was recorded: proposing, the LLM's time included, counts).
 
     Until its first scored trial a search holds the base model, so the curve starts at the base
     score: every curve is monotone, and so is their median (with gaps, a median over fewer seeds
@@ -332,7 +352,15 @@ def _curves(runs: list[CellRun], direction: str, grid=None):
     out = []
     for r in runs:
         bsf = best_so_far(r.scores, direction, start=r.base)
-        if grid is None:
+        if grid is not None and axis == "wall":
+            pick = max if direction == "max" else min
+            timed = sorted((t, s) for s, t in zip(r.scores, r.wall) if s is not None and t is not None)
+            row = []
+            for x in grid:
+                seen = [s for t, s in timed if t <= x] + ([r.base] if r.base is not None else [])
+                row.append(pick(seen) if seen else np.nan)
+            out.append(row)
+        elif grid is None:
             out.append([np.nan if b is None else b for b in bsf])
         else:
             cum = np.cumsum(r.compute) if r.compute else np.array([])
@@ -360,12 +388,15 @@ def plot_task(task: str, runs: list[CellRun], summary: dict, out_dir: Path) -> l
     d = summary["direction"]
     paths = []
     total = max((sum(r.compute) for r in runs), default=0.0)
-    for axis in ("trials", "compute"):
+    longest = max((t for r in runs for t in r.wall if t is not None), default=0.0)
+    names = {"trials": "trials", "compute": "training compute (s)",
+             "wall": "wall-clock since the search began (s; proposing and the LLM's time included)"}
+    for axis in ("trials", "compute", "wall"):
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-        grid = None if axis == "trials" else np.linspace(0, max(total, 1e-9), 200)
+        grid = None if axis == "trials" else np.linspace(0, max(total if axis == "compute" else longest, 1e-9), 200)
         for i, p in enumerate(sorted(summary["proposers"])):
             rs = sorted((r for r in runs if r.proposer == p), key=lambda r: r.seed)
-            ys = _curves(rs, d, grid)
+            ys = _curves(rs, d, grid, axis)
             if ys.size == 0:
                 continue
             xs = np.arange(1, ys.shape[1] + 1) if grid is None else grid
@@ -380,10 +411,10 @@ def plot_task(task: str, runs: list[CellRun], summary: dict, out_dir: Path) -> l
             ax.axhline(summary["base_score"], color="gray", linestyle="--", label="base model")
         if summary["threshold_90"] is not None:
             ax.axhline(summary["threshold_90"], color="gray", linestyle=":", linewidth=0.8, label="90% of best gain")
-        ax.set_xlabel("trials" if axis == "trials" else "training compute (s)")
+        ax.set_xlabel(names[axis], fontsize=8 if axis == "wall" else None)
         ax.set_ylabel(f"best so far, base model included ({'higher' if d == 'max' else 'lower'} is better)",
                       fontsize=8)
-        ax.set_title(f"{task}: best so far vs {'trials' if axis == 'trials' else 'compute'} (band: min-max over seeds)",
+        ax.set_title(f"{task}: best so far vs {axis if axis != 'wall' else 'wall-clock'} (band: min-max over seeds)",
                      fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -491,7 +522,8 @@ def markdown(tag: str, home: str, summary: dict, plots: dict[str, list[Path]], o
              f"Read from the event log in `{home}` through DuckDB by `ftbench report --tag {tag}`. "
              "Each (task, proposer, seed) is one trex search; best = the best primary score among its trials, "
              "on the validation split the search selects on (a selection score, biased up by the choice). "
-             "'To 90%' = trials (or training seconds) until the search's best-so-far closes 90% of the gap "
+             "'To 90%' = trials (or training seconds, or wall-clock seconds from the search's start, proposing "
+             "and the LLM's time included) until the search's best-so-far closes 90% of the gap "
              "between the base model and the best score any search found on the task; median over the seeds "
              "that reached it. A search with no feasible node (outside the task's constraints: it hands back "
              "nothing better than the base model) shows – and ranks below every score in the medians over "
@@ -504,14 +536,15 @@ def markdown(tag: str, home: str, summary: dict, plots: dict[str, list[Path]], o
                   f"steps, batch {st['batch_size']}, eval on {st['eval_limit']} examples, {st['parallel']} "
                   f"executor(s) x {st['threads']} thread(s)", "",
                   "| proposer | best (median) | spread (min–max) | per seed | trials to 90% (reached) "
-                  "| compute to 90% | compute per search | wall per search | failed trials |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| compute to 90% | wall to 90% | compute per search | wall per search | failed trials |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for p, r in s["proposers"].items():
             per_seed = ", ".join(_f(b) for b in r["best_per_seed"])
             lines.append(
                 f"| {p} | {_f(r['best_median'])} | {_f(r['best_min'])}–{_f(r['best_max'])} | {per_seed} "
                 f"| {_f(r['trials_to_90_median'], 1).removesuffix('.0')} ({r['reached_90']}/{len(r['seeds'])}) "
-                f"| {_f(r['compute_to_90_median_s'], 0)} s | {_f(r['compute_total_median_s'], 0)} s "
+                f"| {_f(r['compute_to_90_median_s'], 0)} s | {_f(r.get('wall_to_90_median_s'), 0)} s "
+                f"| {_f(r['compute_total_median_s'], 0)} s "
                 f"| {_f(r['wall_median_s'], 0)} s | {r['failed_trials']} |")
         lines.append("")
         lines += _test_table(s)
@@ -540,6 +573,7 @@ def write_report(home: str | Path, tag: str, out_dir: str | Path, warn=_warn) ->
     summary["tag"] = tag
     summary["searches"] = [{"search_id": r.search_id, "task": r.task, "proposer": r.proposer, "seed": r.seed,
                             "base": r.base, "scores": r.scores, "compute_s": r.compute, "wall_s": r.wall_s,
+                            "wall_at_s": r.wall,
                             "finished": r.finished,
                             **({"test": r.test, "test_ci": list(r.test_ci) if r.test_ci else None,
                                 "test_at": {str(t): v for t, v in sorted(r.test_at.items())}}

@@ -40,6 +40,21 @@ def test_reach_counts_trials_and_compute_until_the_threshold():
     assert reach([0.5, 0.2], [4, 4], 0.3, "min") == (2, 8.0)
 
 
+def test_the_wall_clock_axis_takes_each_score_when_it_was_recorded_llm_time_included():
+    """Wall-clock since the search began, proposing included: a score counts from when it was recorded,
+    not in the order its trial closed (a later-closing trial can be scored first)."""
+    from ftbench.report import _curves, reach_wall
+
+    assert reach_wall([0.1, 0.9, None, 0.95], [5.0, 40.0, None, 30.0], 0.75) == 30.0
+    assert reach_wall([0.1, 0.2], [1.0, 2.0], 0.75) is None
+    assert reach_wall([0.5, 0.2], [4.0, 9.0], 0.3, "min") == 9.0
+    r = _cell("a", 0, [0.3, 0.9, None], base=0.2)
+    r.wall = [50.0, 20.0, None]
+    row = _curves([r], "max", grid=[0.0, 19.9, 20.0, 49.0, 60.0], axis="wall")[0].tolist()
+    assert row == [0.2, 0.2, 0.9, 0.9, 0.9]
+    assert _curves([r], "max", grid=[0.0, 10.0, 20.0, 30.0], axis="compute")[0].tolist() == [0.2, 0.3, 0.9, 0.9]
+
+
 def _cell(proposer, seed, scores, base=0.2, task="t"):
     from trex.events.search import SearchStarted, TrialSettings
 
