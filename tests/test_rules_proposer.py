@@ -179,8 +179,9 @@ def test_the_in_process_driver_records_the_rules_proposers_hypotheses(tmp_path):
 
 def test_with_enough_scored_nodes_the_replay_share_is_tpes_with_the_rest_of_the_parent_held():
     """The rule chooses the structure (mix the pool in, keep the parent's other values); the number
-    (the share) is TPE's, from the evaluated nodes — before 5 are scored, the rule's own 0.2."""
-    from trex.propose.rules import TPE_MIN_SCORED, ranked_candidates
+    (the share) is TPE's, from the evaluated nodes, at least REPLAY_FLOOR — before 5 are scored, the rule's
+    own 0.2."""
+    from trex.propose.rules import REPLAY_FLOOR, TPE_MIN_SCORED, ranked_candidates, tpe_value
 
     evs = [SearchStarted(task=TASK, constraints=CONS, proposer="rules"), *node("n1", plan(), 0.6, 0.02)]
     tree = fold(evs)
@@ -193,15 +194,32 @@ def test_with_enough_scored_nodes_the_replay_share_is_tpes_with_the_rest_of_the_
         evs += node(f"n{i}", plan(pool_addition=share, learning_rate=3e-3 + 1e-4 * i), score, add)
     tree = fold(evs)
     assert sum(n.score is not None for n in tree.nodes.values()) >= TPE_MIN_SCORED
-    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=40, batch_size=16, data=DS,
-                               decision=Decision("n1", "improve", "mcts", 0, 2, "d2"))
+    d2 = Decision("n1", "improve", "mcts", 0, 2, "d2")
+    ranked = ranked_candidates(tree, tree.nodes["n1"], task=TASK, steps=40, batch_size=16, data=DS, decision=d2)
     replay = next(r for r in ranked if r.candidate.edit == "replay")
     share = replay.candidate.values["pool_addition"]
-    assert share != 0.2 and 0.01 <= share <= 0.5
+    tpe = tpe_value(tree, d2, tree.nodes["n1"], "pool_addition", task=TASK, steps=40, batch_size=16, data=DS)
+    assert tpe is not None and tpe != 0.2 and 0.01 <= tpe <= 0.5
+    assert share == max(tpe, REPLAY_FLOOR)  # TPE's number, never below the floor (here it drew ~0.1: the floor)
     parent = values_of(dict(tree.nodes["n1"].plan), 40, DS)
     assert {k: v for k, v in replay.candidate.values.items() if k != "pool_addition"} == {
         k: v for k, v in parent.items() if k != "pool_addition"}  # the structure: the parent's, one edit
     assert f"at {share:g}" in replay.candidate.hypothesis
+
+
+def test_replay_never_mixes_in_a_sliver():
+    """The optimiser's share is taken at or above REPLAY_FLOOR; below it (TPE drew 0.01-0.04 on
+    arith-sub-retain with no feasible node yet, and addition stayed near 0) the floor is; a parent with a
+    sliver already goes to the floor, not to twice the sliver."""
+    from trex.propose.rules import REPLAY_FLOOR, candidates
+
+    tree = fold([SearchStarted(task=TASK, constraints=CONS, proposer="rules"), *node("n1", plan(), 0.6, 0.02),
+                 *node("n2", plan(pool_addition=0.02), 0.55, 0.05), *node("n3", plan(pool_addition=0.3), 0.5, 0.8)])
+    share = lambda c: next(x for x in c if x.edit == "replay").values["pool_addition"]  # noqa: E731
+    assert share(candidates(tree, tree.nodes["n1"], DS, 40, share_for=lambda p: 0.04)) == REPLAY_FLOOR
+    assert share(candidates(tree, tree.nodes["n1"], DS, 40, share_for=lambda p: 0.35)) == 0.35
+    assert share(candidates(tree, tree.nodes["n2"], DS, 40)) == REPLAY_FLOOR
+    assert share(candidates(tree, tree.nodes["n3"], DS, 40)) == 0.5
 
 
 def test_a_loss_that_barely_moved_gets_ten_times_the_lr_and_no_second_stage():
