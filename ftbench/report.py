@@ -92,7 +92,7 @@ t AS (
 SELECT t.search_id, t.compute_s, CASE WHEN t.last_event = 'TrialAbandoned' THEN NULL ELSE n.score END AS score,
        t.node_id, CASE WHEN t.last_event = 'TrialAbandoned' THEN NULL ELSE m.scored_at END AS scored_at
 FROM t LEFT JOIN nodes n USING (search_id, node_id)
-LEFT JOIN (SELECT search_id, node_id, min(recorded_at) AS scored_at FROM metrics
+LEFT JOIN (SELECT search_id, node_id, arg_max(recorded_at, seq) AS scored_at FROM metrics  -- the score nodes holds
            WHERE "primary" AND node_id <> 'base' GROUP BY search_id, node_id) m USING (search_id, node_id)
 ORDER BY t.search_id, t.closed_seq
 """
@@ -118,7 +118,8 @@ class CellRun:
     scores: list = field(default_factory=list)  # per closed trial: score, or None (failed, or infeasible; validation)
     compute: list = field(default_factory=list)  # per closed trial: training seconds
     wall: list = field(default_factory=list)  # per closed trial: seconds from the search's start to its score
-    started_at: float | None = None  # when the search began (its first event after SearchStarted)
+    started_at: float | None = None  # when the search began: its first event after SearchStarted (the cells
+    # of a run are all started up front); a resumed search's wall-clock includes its time stopped
     test: float | None = None  # the held-out test score of the node chosen on validation
     test_ci: tuple | None = None  # its 95% bootstrap interval over the test examples
     test_at: dict = field(default_factory=dict)  # trials -> test score of the val-best node after them

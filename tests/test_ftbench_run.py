@@ -213,7 +213,7 @@ def test_ftbench_run_survives_a_kill_resumes_and_the_report_matches_the_log(tmp_
     assert task["settings"]["trial_steps"] == 30 and task["settings"]["budget_trials"] == 2
     md = (out / "report.md").read_text()
     assert "## arith-sub" in md and "| random |" in md and "| optuna |" in md
-    for axis in ("trials", "compute"):
+    for axis in ("trials", "compute", "wall"):
         assert (out / f"arith-sub-{axis}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = _run(FTBENCH + ["report", "--tag", "nope", "--home", str(home), "--out", str(out)], timeout=120)
     assert missing.returncode == 1 and "no searches of benchmark run 'nope'" in missing.stderr

@@ -196,7 +196,7 @@ def test_ftbench_report_leaves_out_a_search_whose_task_label_is_a_path(tmp_path)
     assert _tree(outside) == {}, "a plot was written outside the report folder"
     report = home / "reports" / "baseline"
     assert sorted(p.name for p in report.iterdir()) == [
-        "arith-sub-compute.png", "arith-sub-trials.png", "report.md", "results.json"]
+        "arith-sub-compute.png", "arith-sub-trials.png", "arith-sub-wall.png", "report.md", "results.json"]
     assert "trav" not in (report / "results.json").read_text()
     assert {p.name for p in tmp_path.iterdir()} == {"home", "outside", "evil.parquet"}
 

@@ -138,7 +138,7 @@ def test_the_work_index_keeps_the_last_attempts_curve_and_a_reuses_own(tmp_path)
     retry starts its steps again), and a reuse passes on the curve it carries; a malformed curve in a
     cache entry reads as none."""
     from trex.events.trials import TrialAbandoned, TrialFinished, TrialProgressed, TrialReused
-    from trex.events.work_index import WorkIndex, sampled_curve
+    from trex.events.work_index import MAX_CURVE, WorkIndex, sampled_curve
 
     log = EventLog(tmp_path)
     p = lambda step, loss: TrialProgressed(node_id="n1", trial_id="t1", step=step, loss=loss)  # noqa: E731
@@ -148,8 +148,16 @@ def test_the_work_index_keeps_the_last_attempts_curve_and_a_reuses_own(tmp_path)
                      TrialFinished(node_id="n1", trial_id="t1", adapter="a" * 64, work_key="k1"),
                      TrialReused(node_id="n3", plan_hash="", adapter="b" * 64, work_key="k2",
                                  source_search_id="x", source_node_id="y", progress=((5, 1.0),))])
+    log.append("r", [TrialProgressed(node_id="n5", trial_id="t5", step=10, loss=5.0),
+                     TrialProgressed(node_id="n5", trial_id="t5", step=20, loss=4.0),
+                     TrialProgressed(node_id="n5", trial_id="t5", step=10, loss=4.5),  # a retry, nothing closed
+                     TrialFinished(node_id="n5", trial_id="t5", adapter="c" * 64, work_key="k3")])
     idx = WorkIndex().update(log)
+    assert idx.candidates("k3")[0]["progress"] == [[10, 4.5]]
     assert idx.candidates("k1")[0]["progress"] == [[10, 2.9], [20, 1.9], [30, None]]
     assert idx.candidates("k2")[0]["progress"] == [[5, 1.0]]
     assert sampled_curve([[1, "x"]]) == () and sampled_curve("junk") == () and sampled_curve(None) == ()
     assert sampled_curve([[1, float("nan")]]) == () and sampled_curve([[True, 1.0]]) == ()
+    assert sampled_curve([[10**400, 1.0]]) == ()  # a step no event can hold
+    long = [[i, 1.0] for i in range(MAX_CURVE + 50)]
+    assert sampled_curve(long)[0] == (50, 1.0) and len(sampled_curve(long)) == MAX_CURVE  # the end is kept

@@ -156,6 +156,22 @@ def test_a_reused_node_carries_its_source_curve_and_reads_as_the_source_does(sta
     assert t.nodes["b"].loss_trend is None and still_learning(t, t.nodes["b"])
 
 
+def test_still_falling_is_a_last_third_below_095_of_the_middle_third(started):
+    """The boundary of FALLING (0.95): a curve at 0.93 (the label-noise task's, which a continuation
+    lifted 0.105 -> 0.32) is still learning; one at 0.97 has stalled."""
+    from trex.search.tree import still_learning
+
+    def curve(ratio):  # first third 3.0, middle 1.0, last `ratio`
+        pts = [3.0] * 4 + [1.0] * 4 + [ratio] * 4
+        return [TrialProgressed(node_id="a", trial_id="t", step=10 * (i + 1), loss=x) for i, x in enumerate(pts)]
+
+    for ratio, learning in ((0.93, True), (0.949, True), (0.951, False), (0.97, False)):
+        t = fold([started(), PlanProposed(node_id="a", parent_id=None, plan={}), TrialStarted(node_id="a", trial_id="t"),
+                  *curve(ratio)])
+        assert t.nodes["a"].loss_trend == pytest.approx((1.0, ratio))
+        assert still_learning(t, t.nodes["a"]) is learning, ratio
+
+
 def test_search_level_state(started):
     evs = [started(policy="greedy", seed=11, base_model="tiny", budget={"max_trials": 3}),
            NodeSelected(decision_id="d1", node_id=None, operator="draft", policy="greedy", seed=11),

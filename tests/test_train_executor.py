@@ -214,3 +214,38 @@ def test_a_recorded_overlap_override_holds_for_the_search_and_its_forks(tmp_path
     allowed = {sid: Executor(tmp_path, lambda ev: None, search_id=sid, log=log)._overlap_allowed()
                for sid in ("allowed", "strict", "allowed~f", "allowed~f~g", "nope")}
     assert allowed == {"allowed": True, "strict": False, "allowed~f": True, "allowed~f~g": True, "nope": False}
+
+
+def test_an_index_entry_from_before_curves_gets_its_own_trials_curve_once_and_a_bad_entry_is_a_miss(tmp_path):
+    """No training: the index and the log by hand. An entry without ``progress`` is given the curve the log
+    holds for the same adapter — not another trial's of the same work — and rewritten, so the log is read
+    once; an entry that is not one (a list, steps as text, metrics as a list) is a miss, never a crash."""
+    import json
+
+    home = tmp_path / "home"
+    ex, log, _ = make_executor(home, log=EventLog(home))
+    adir = tmp_path / "adapter"
+    adir.mkdir()
+    (adir / "adapter_config.json").write_text("{}")
+    a = ex.store.put(adir)
+    other = "f" * 64  # another trial of the same work, logged first, whose adapter the store lacks
+    log.append("s0", [TrialProgressed(node_id="m1", trial_id="u1", step=10, loss=9.0),
+                      TrialFinished(node_id="m1", trial_id="u1", adapter=other, work_key="k")])
+    log.append("s1", [TrialProgressed(node_id="n1", trial_id="t1", step=10, loss=2.0),
+                      TrialProgressed(node_id="n1", trial_id="t1", step=20, loss=1.5),
+                      TrialFinished(node_id="n1", trial_id="t1", adapter=a, work_key="k")])
+    path = ex._index_path("k")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"adapter": a, "search_id": "s1", "node_id": "n1", "steps": 20,
+                                "train_metrics": {"final_loss": 1.5}}))
+    got = ex.lookup("k")
+    assert got["adapter"] == a and got["progress"] == [[10, 2.0], [20, 1.5]]
+    assert json.loads(path.read_text())["progress"] == [[10, 2.0], [20, 1.5]]  # rewritten: asked once
+    for bad in ([a], {"adapter": a, "steps": "20"}, {"adapter": a, "train_metrics": [1]}, {"adapter": 7},
+                {"adapter": a, "train_metrics": {"x": "y"}}):
+        path.write_text(json.dumps(bad))
+        again = ex.lookup("k")  # a miss in the index: the log's own entry (the stored adapter), or none
+        assert again is not None and again["adapter"] == a and again["progress"] == [[10, 2.0], [20, 1.5]]
+    bare = Executor(home, lambda ev: None, search_id="x", threads=1)  # no log to ask
+    path.write_text(json.dumps({"adapter": a, "steps": 3}))
+    assert bare.lookup("k")["progress"] == []

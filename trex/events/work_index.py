@@ -8,10 +8,13 @@ the events since the last one rather than a read of every search in the home.
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 
-MAX_CURVE = 10_000  # points of a sampled curve kept in an entry (a trial samples every few steps)
+MAX_CURVE = 1_000
+"""Points of a sampled curve an entry keeps: the last ones, which is what judging the curve's end reads (a
+trial samples every ``progress_every`` steps: 40 points for 400 steps at the default 10)."""
 
 
 def sampled_curve(raw: Any) -> tuple[tuple[int, float | None], ...]:
@@ -20,8 +23,8 @@ def sampled_curve(raw: Any) -> tuple[tuple[int, float | None], ...]:
     curve, never as a wrong one."""
     try:
         out = []
-        for step, loss in list(raw or ())[:MAX_CURVE]:
-            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        for step, loss in list(raw or ())[-MAX_CURVE:]:
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**63:
                 return ()
             if loss is not None:
                 if isinstance(loss, bool) or not isinstance(loss, (int, float)) or loss != loss \
@@ -63,7 +66,7 @@ class WorkIndex:
     def __init__(self) -> None:
         self.seen: dict[str, int] = {}  # stream -> the last seq folded in
         self.entries: dict[str, list[dict]] = {}
-        self._curves: dict[tuple[str, str], list[tuple[int, Any]]] = {}  # open trials' sampled losses
+        self._curves: dict[tuple[str, str], deque] = {}  # open trials' sampled losses (the last MAX_CURVE)
 
     def update(self, log) -> "WorkIndex":
         """Fold in what ``log`` holds past what this index has seen (every stream, new ones included).
@@ -90,11 +93,14 @@ class WorkIndex:
             self.seen[env.search_id] = env.seq
             trial = (env.search_id, str(env.data.get("trial_id", "")))
             if env.type == "TrialProgressed":
-                curve = self._curves.setdefault(trial, [])
+                curve = self._curves.setdefault(trial, deque(maxlen=MAX_CURVE))
                 if curve and env.data.get("step", 0) <= curve[-1][0]:
                     curve.clear()  # the steps started again: a new attempt, and only the last one counts
                 curve.append((env.data.get("step", 0), env.data.get("loss")))
                 continue
+            if env.type == "SearchFinished":  # a trial left open in a finished search never closes
+                for k in [k for k in self._curves if k[0] == env.search_id]:
+                    del self._curves[k]
             curve = self._curves.pop(trial, ()) if env.type in _CLOSES_TRIAL else ()
             hit = work_entry(env, curve)
             if hit is not None:

@@ -460,7 +460,8 @@ def _trial_reused(b: _Builder, d: dict) -> None:
         n["status"], n["adapter"] = "trained", d.get("adapter")
         n["reused_from"] = (d.get("source_search_id", ""), d.get("source_node_id", ""))
         n["train_metrics"] = tuple(sorted((d.get("train_metrics") or {}).items()))
-        n["progress"] = [(_i(step), _fn(loss)) for step, loss in d.get("progress") or ()]  # the source's curve
+        if "progress" in d:  # v2: the source's curve (a v1 reuse leaves the node's as it was)
+            n["progress"] = [(_i(step), _fn(loss)) for step, loss in d["progress"] or ()]
 
 
 def _metric_recorded(b: _Builder, d: dict) -> None:

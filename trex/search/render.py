@@ -208,7 +208,7 @@ _JS = r"""
     b.appendChild(el('h4','','metrics and cost')); b.appendChild(kv(m));
     if(n.adapter){ b.appendChild(el('div','','adapter: '+n.adapter)); }
     if(n.reused_from){ b.appendChild(el('div','','reused from '+n.reused_from.join(' / '))); }
-    if((n.progress||[]).length){ b.appendChild(el('h4','','training log (step: loss)'));
+    if((n.progress||[]).length){ b.appendChild(el('h4','',n.reused_from?'training log of the reused trial (step: loss)':'training log (step: loss)'));
       b.appendChild(el('pre','losses',n.progress.map(function(p){return p[0]+': '+fmt(p[1]);}).join('\n'))); }
     if(n.failure){ b.appendChild(el('h4','','failure')); b.appendChild(el('div','',n.failure+(n.failure_message?': '+n.failure_message:'')));
       if(n.log_tail) b.appendChild(el('pre','logtail',n.log_tail)); }

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -38,7 +39,7 @@ from trex.events.errors import EventError, LinkRefused
 from trex.events.fsio import check_not_link, ensure_dir, open_nofollow, write_file_replace, write_file_under
 from trex.events.plans import PlanRejected
 from trex.events.trials import TrialFailed, TrialFinished, TrialProgressed, TrialReused, TrialStarted
-from trex.events.work_index import sampled_curve
+from trex.events.work_index import MAX_CURVE, sampled_curve
 from trex.plan import Plan, parse_plan, plan_hash
 from trex.recipe import RecipeError, materialize
 from trex.train.row_loss import loss_key
@@ -111,6 +112,20 @@ def _detect_device(device: str) -> str:
         return "cpu"
 
 
+def _entry_ok(entry) -> bool:
+    """A work-index entry (a file under the home, so anything may stand there) that a reuse can be
+    built from: an adapter hash, whole steps, numeric training metrics, names that are strings."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("adapter"), str):
+        return False
+    steps, metrics = entry.get("steps", 0), entry.get("train_metrics", {})
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0 or not isinstance(metrics, dict):
+        return False
+    if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+               for k, v in metrics.items()):
+        return False
+    return all(isinstance(entry.get(k, ""), str) for k in ("search_id", "node_id", "plan_hash"))
+
+
 class Executor:
     """Trains plans for one trex home. Thread-safe enough for one trial per call at a time."""
 
@@ -148,11 +163,33 @@ class Executor:
             entry = None
         except (OSError, ValueError):
             entry = None
-        if entry is not None and self.store.exists(entry.get("adapter", "0" * 64)):
-            if "progress" not in entry and self.log is not None:  # an entry written before curves were kept:
-                return self._lookup_log(key) or entry  # the log has the curve (and the entry is rewritten)
+        if not _entry_ok(entry):
+            entry = None  # an entry that is not one (a list, a string, a field of the wrong kind) is a miss
+        if entry is not None and self.store.exists(entry["adapter"]):
+            if "progress" not in entry:  # written before curves were kept: the log has this work's curve
+                entry = self._with_curve(key, entry)
             return entry
         return self._lookup_log(key) if self.log is not None else None
+
+    def _with_curve(self, key: str, entry: dict) -> dict:
+        """An index entry from before curves were kept, given the curve the log holds for the same trial
+        (the same adapter: never another trial of the same work), else none; rewritten either way, so
+        the log is asked once. The log is advice here: when it cannot answer, the entry stands."""
+        from trex.events.work_index import WorkIndex
+
+        curve: list = []
+        if self.log is not None:
+            try:
+                find = getattr(self.log, "find_work", None)
+                found = find(key) if find is not None else WorkIndex().update(self.log).candidates(key)
+                same = next((e for e in found if e.get("adapter") == entry["adapter"]), None)
+                curve = list(same.get("progress") or []) if same is not None else []
+            except Exception as e:  # noqa: BLE001 - a log that cannot be read costs the curve, not the reuse
+                _say(f"trex: the curve of work {key[:12]} was not read from the log: {type(e).__name__}: {e}")
+                return entry
+        entry = {**entry, "progress": curve}
+        self._record(key, entry)
+        return entry
 
     def _lookup_log(self, key: str) -> dict | None:
         """The first trial of identical work in the log whose adapter the store holds. Through the
@@ -162,7 +199,7 @@ class Executor:
 
         find = getattr(self.log, "find_work", None)
         for entry in (find(key) if find is not None else WorkIndex().update(self.log).candidates(key)):
-            if self.store.exists(entry.get("adapter", "0" * 64)):
+            if isinstance(entry.get("adapter"), str) and self.store.exists(entry["adapter"]):
                 self._record(key, entry)
                 return entry
         return None
@@ -362,7 +399,7 @@ class Executor:
             on_worker_start(proc.pid)
         offset = 0
         lines: list[dict] = []
-        curve: list[tuple[int, float | None]] = []  # the sampled losses, for the work index's entry
+        curve: deque = deque(maxlen=MAX_CURVE)  # the sampled losses (the last ones), for the work index's entry
         killed_for: str | None = None
 
         def drain() -> None:
