@@ -114,12 +114,15 @@ def _csv(value: str) -> list[str]:
 @click.option("--eval-limit", type=click.IntRange(1, None), default=None,
               help="Evaluation examples per split (default: each task file's).")
 @click.option("--trial-time-limit", type=FiniteRange(1, None), default=900.0, show_default=True)
+@click.option("--reuse", type=click.Choice(["cell", "home"]), default="cell", show_default=True,
+              help="Where a trial may be served from identical work: its own search (cells stay independent "
+                   "samples) or any search in the home (faster; the report charges the source's compute).")
 @click.option("--tag", default="ftb", show_default=True,
               help="Names this benchmark run: searches are <tag>-<task>-<proposer>-s<seed>.")
 @home_option
 @format_option
 def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps, batch_size, eval_limit,
-        trial_time_limit, tag, home, fmt):
+        trial_time_limit, reuse, tag, home, fmt):
     """Run every (task, proposer, seed) as a trex search; run it again to continue where it stopped."""
 
     from rich.console import Console
@@ -164,12 +167,13 @@ def run(tasks, proposers, policy, budget_trials, seeds, parallel, threads, steps
             start_cell(home, c, t, budget_trials=budget_trials, policy=policy.replace("-", "_"), parallel=parallel,
                        threads=threads, steps=steps or d.get("steps") or DEFAULT_TRIAL_STEPS,
                        batch_size=batch_size or d.get("batch_size") or 32, eval_limit=eval_limit or d.get("eval_limit"),
-                       trial_time_limit_s=trial_time_limit, extra=extra)
+                       trial_time_limit_s=trial_time_limit, extra=extra, reuse=reuse)
         except ValueError as e:
             fail(str(e))
     info(f"{len(todo)} searches ({len(resolved)} task(s) x {len(props)} proposer(s) x {seeds} seed(s)), "
          f"{budget_trials} trials each, {parallel} executor(s) x {threads} thread(s); home {home}")
-    pool = spawn_pool(parallel, threads=threads, time_limit_s=trial_time_limit).as_dict()
+    pool = spawn_pool(parallel, threads=threads, time_limit_s=trial_time_limit,
+                      executor_options={"reuse": "search" if reuse == "cell" else "home"}).as_dict()
     done: set[str] = set()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False, disable=not console.is_terminal) as bar:

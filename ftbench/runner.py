@@ -33,15 +33,19 @@ def cells(tasks, proposers, seeds, tag: str) -> list[Cell]:
 
 def start_cell(home: Path, cell: Cell, task, *, budget_trials: int, policy: str, parallel: int, threads: int,
                steps: int, batch_size: int, eval_limit: int | None, trial_time_limit_s: float,
-               extra: dict | None = None) -> str:
-    """Record the cell's ``SearchStarted`` (once; an existing search is left as it is)."""
+               extra: dict | None = None, reuse: str = "cell") -> str:
+    """Record the cell's ``SearchStarted`` (once; an existing search is left as it is). ``reuse``: where its
+    trials may be served from identical work — ``cell``, its own search only (cells are independent samples:
+    work another cell did would arrive at no cost and change this cell's timing, and with it the decisions),
+    or ``home`` (any search in the home; faster, and its compute is charged in the report). It is the
+    label ``ftbench_reuse`` (a search started before it existed reused across the home)."""
     from trex.conductor import SearchConfig, start_search
     from trex.events.log import EventLog
     from trex.events.search import Budget
 
     log = EventLog(home)
     want = {"max_trials": budget_trials, "policy": policy, "trial_steps": steps, "batch_size": batch_size,
-            "eval_limit": eval_limit}
+            "eval_limit": eval_limit, "reuse": reuse}
     if log.exists(cell.search_id):  # continue it, but only with the settings it was started with
         first = log.read(cell.search_id, until_seq=1)[0].event
         mine = cell_labels(cell)
@@ -50,7 +54,7 @@ def start_cell(home: Path, cell: Cell, task, *, budget_trials: int, policy: str,
                              "use another --tag")
         have = {"max_trials": first.budget.max_trials, "policy": first.policy,
                 "trial_steps": first.trial.steps, "batch_size": first.trial.batch_size,
-                "eval_limit": first.trial.eval_limit}
+                "eval_limit": first.trial.eval_limit, "reuse": first.labels.get("ftbench_reuse", "home")}
         diff = {k: (have[k], v) for k, v in want.items() if have[k] != v}
         if diff:
             raise ValueError(f"search {cell.search_id} exists with other settings ("
@@ -63,7 +67,7 @@ def start_cell(home: Path, cell: Cell, task, *, budget_trials: int, policy: str,
         trial_time_limit_s=trial_time_limit_s, threads=threads, parallel=parallel,
         # cells are independent samples: the llm proposer does not read other cells' insights
         extra={**(extra or {}), "prior_insights": False, "metric_direction": task.primary_metric.direction,
-               "labels": cell_labels(cell)})
+               "labels": {**cell_labels(cell), "ftbench_reuse": reuse}})
     return start_search(log, cfg, cell.search_id)
 
 

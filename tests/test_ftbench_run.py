@@ -233,6 +233,9 @@ def test_a_benchmark_cell_continues_only_with_the_settings_it_started_with(tmp_p
     assert EventLog(tmp_path).version(cell.search_id) == 1
     with pytest.raises(ValueError, match="trial_steps 20 there, 40 asked.*another --tag"):
         start_cell(tmp_path, cell, get_task("arith-sub"), **{**kw, "steps": 40})
+    assert started.labels["ftbench_reuse"] == "cell"  # its trials are served only from its own work
+    with pytest.raises(ValueError, match="reuse cell there, home asked"):
+        start_cell(tmp_path, cell, get_task("arith-sub"), **{**kw, "reuse": "home"})
     assert started.metric_direction == "max"
     from trex.conductor import SearchConfig, start_search
     from trex.events.search import Budget

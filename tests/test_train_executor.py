@@ -249,3 +249,29 @@ def test_an_index_entry_from_before_curves_gets_its_own_trials_curve_once_and_a_
     bare = Executor(home, lambda ev: None, search_id="x", threads=1)  # no log to ask
     path.write_text(json.dumps({"adapter": a, "steps": 3}))
     assert bare.lookup("k")["progress"] == []
+
+
+def test_an_executor_scoped_to_its_search_serves_only_that_searchs_work(tmp_path):
+    """``reuse="search"`` (a benchmark's cells): identical work another search did is not served — from
+    the index or the log — so it cannot arrive at no cost and change the cell's timing; ``"home"`` serves it."""
+    import json
+
+    home = tmp_path / "home"
+    log = EventLog(home)
+    adir = tmp_path / "adapter"
+    adir.mkdir()
+    (adir / "adapter_config.json").write_text("{}")
+    a = Executor(home, lambda ev: None, threads=1).store.put(adir)
+    log.append("other", [TrialFinished(node_id="n1", trial_id="t1", adapter=a, work_key="k")])
+    path = Executor(home, lambda ev: None)._index_path("k")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"adapter": a, "search_id": "other", "node_id": "n1", "steps": 1,
+                                "train_metrics": {}, "progress": []}))
+    mine = Executor(home, lambda ev: None, search_id="cell", log=log, reuse="search")
+    assert mine.lookup("k") is None
+    assert Executor(home, lambda ev: None, search_id="other", log=log, reuse="search").lookup("k")["node_id"] == "n1"
+    assert Executor(home, lambda ev: None, search_id="cell", log=log).lookup("k")["search_id"] == "other"
+    log.append("cell", [TrialFinished(node_id="n4", trial_id="t4", adapter=a, work_key="k")])
+    assert mine.lookup("k")["node_id"] == "n4"  # its own work, found in the log
+    with pytest.raises(ValueError, match="reuse must be"):
+        Executor(home, lambda ev: None, reuse="everywhere")

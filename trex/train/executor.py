@@ -133,8 +133,15 @@ class Executor:
                  device: str = "auto", progress_every: int = 10, time_limit_s: float | None = None,
                  allowed_roots: Sequence[str | os.PathLike] = (), store: ArtifactStore | None = None,
                  worker_env: dict[str, str] | None = None, packing: bool | None = None,
-                 chunked_ce: bool | None = None, compile: bool | None = None, log=None):
+                 chunked_ce: bool | None = None, compile: bool | None = None, log=None,
+                 reuse: Literal["home", "search"] = "home"):
+        if reuse not in ("home", "search"):
+            raise ValueError(f"reuse must be 'home' or 'search', not {reuse!r}")
         self.home = Path(home)
+        # where identical work may come from: anywhere in the home, or only this search's own trials (a
+        # benchmark's cells are independent samples: work another cell did would arrive at no cost and
+        # change the timing, and so the decisions, of the cell that reuses it)
+        self.reuse = reuse
         self.emit_fn = emit
         self.search_id = search_id
         self.threads = threads
@@ -163,13 +170,17 @@ class Executor:
             entry = None
         except (OSError, ValueError):
             entry = None
-        if not _entry_ok(entry):
+        if not _entry_ok(entry) or not self._mine(entry):
             entry = None  # an entry that is not one (a list, a string, a field of the wrong kind) is a miss
         if entry is not None and self.store.exists(entry["adapter"]):
             if "progress" not in entry:  # written before curves were kept: the log has this work's curve
                 entry = self._with_curve(key, entry)
             return entry
         return self._lookup_log(key) if self.log is not None else None
+
+    def _mine(self, entry: dict) -> bool:
+        """Whether this Executor may serve ``entry``'s work (with ``reuse="search"``: only its search's)."""
+        return self.reuse == "home" or entry.get("search_id") == self.search_id
 
     def _with_curve(self, key: str, entry: dict) -> dict:
         """An index entry from before curves were kept, given the curve the log holds for the same trial
@@ -199,7 +210,7 @@ class Executor:
 
         find = getattr(self.log, "find_work", None)
         for entry in (find(key) if find is not None else WorkIndex().update(self.log).candidates(key)):
-            if isinstance(entry.get("adapter"), str) and self.store.exists(entry["adapter"]):
+            if isinstance(entry.get("adapter"), str) and self._mine(entry) and self.store.exists(entry["adapter"]):
                 self._record(key, entry)
                 return entry
         return None
