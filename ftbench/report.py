@@ -580,5 +580,8 @@ def write_report(home: str | Path, tag: str, out_dir: str | Path, warn=_warn) ->
                                 "test_at": {str(t): v for t, v in sorted(r.test_at.items())}}
                                if r.test is not None else {})} for r in runs]
     write_file_replace(out / "report.md", markdown(tag, str(home), summary, plots, out).encode("utf-8"))
-    write_file_replace(out / "results.json", json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+    from trex.commands.common import finite  # NaN and infinities as the log writes them: strict JSON
+
+    write_file_replace(out / "results.json",
+                       json.dumps(finite(summary), indent=2, sort_keys=True, allow_nan=False).encode("utf-8"))
     return summary

@@ -283,6 +283,11 @@ def test_a_committed_report_is_reproduced_from_its_committed_log(tmp_path, folde
     summary = write_report(tmp_path, tag, tmp_path / "out")
     committed = json.loads((results / "results.json").read_text())
 
+    def no_literals(x):  # NaN / Infinity: not JSON, refused by strict parsers
+        raise AssertionError(f"results.json holds the literal {x}")
+
+    json.loads((tmp_path / "out" / "results.json").read_text(), parse_constant=no_literals)
+
     def without_intervals(tasks):  # the bootstrap intervals come from the evaluation outputs, not the log
         return {t: {**v, "proposers": {p: {k: x for k, x in r.items() if k != "test_ci_per_seed"}
                                        for p, r in v["proposers"].items()}} for t, v in tasks.items()}
