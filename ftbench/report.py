@@ -352,7 +352,6 @@ def _curves(runs: list[CellRun], direction: str, grid=None, axis: str = "compute
 
     out = []
     for r in runs:
-        bsf = best_so_far(r.scores, direction, start=r.base)
         if grid is not None and axis == "wall":
             pick = max if direction == "max" else min
             timed = sorted((t, s) for s, t in zip(r.scores, r.wall) if s is not None and t is not None)
@@ -361,7 +360,9 @@ def _curves(runs: list[CellRun], direction: str, grid=None, axis: str = "compute
                 seen = [s for t, s in timed if t <= x] + ([r.base] if r.base is not None else [])
                 row.append(pick(seen) if seen else np.nan)
             out.append(row)
-        elif grid is None:
+            continue
+        bsf = best_so_far(r.scores, direction, start=r.base)
+        if grid is None:
             out.append([np.nan if b is None else b for b in bsf])
         else:
             cum = np.cumsum(r.compute) if r.compute else np.array([])

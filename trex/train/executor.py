@@ -186,14 +186,10 @@ class Executor:
         """An index entry from before curves were kept, given the curve the log holds for the same trial
         (the same adapter: never another trial of the same work), else none; rewritten either way, so
         the log is asked once. The log is advice here: when it cannot answer, the entry stands."""
-        from trex.events.work_index import WorkIndex
-
         curve: list = []
         if self.log is not None:
             try:
-                find = getattr(self.log, "find_work", None)
-                found = find(key) if find is not None else WorkIndex().update(self.log).candidates(key)
-                same = next((e for e in found if e.get("adapter") == entry["adapter"]), None)
+                same = next((e for e in self._log_entries(key) if e.get("adapter") == entry["adapter"]), None)
                 curve = list(same.get("progress") or []) if same is not None else []
             except Exception as e:  # noqa: BLE001 - a log that cannot be read costs the curve, not the reuse
                 _say(f"trex: the curve of work {key[:12]} was not read from the log: {type(e).__name__}: {e}")
@@ -202,14 +198,19 @@ class Executor:
         self._record(key, entry)
         return entry
 
-    def _lookup_log(self, key: str) -> dict | None:
-        """The first trial of identical work in the log whose adapter the store holds. Through the
-        log service, its incremental index answers (:meth:`RemoteLog.find_work`); a log read here
-        directly is indexed whole (:class:`trex.events.work_index.WorkIndex`)."""
+    def _log_entries(self, key: str) -> list[dict]:
+        """Every trial of identical work in the log, in log order. Through the log service, its
+        incremental index answers (:meth:`RemoteLog.find_work`); a log read here directly is indexed
+        whole (:class:`trex.events.work_index.WorkIndex`)."""
         from trex.events.work_index import WorkIndex
 
         find = getattr(self.log, "find_work", None)
-        for entry in (find(key) if find is not None else WorkIndex().update(self.log).candidates(key)):
+        return find(key) if find is not None else WorkIndex().update(self.log).candidates(key)
+
+    def _lookup_log(self, key: str) -> dict | None:
+        """The first trial of identical work in the log that this Executor may serve and whose adapter
+        the store holds."""
+        for entry in self._log_entries(key):
             if isinstance(entry.get("adapter"), str) and self._mine(entry) and self.store.exists(entry["adapter"]):
                 self._record(key, entry)
                 return entry
