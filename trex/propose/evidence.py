@@ -13,6 +13,7 @@ import math
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable
 
 Emit = Callable[..., Any]
@@ -222,4 +223,72 @@ def data_profile(task: str, home, max_rows: int = 5000) -> str:
     return "\n".join(out)
 
 
-__all__ = ["bad_cases", "call_tool", "constraint_slack", "data_profile", "training_curve", "tried_plans"]
+# ------------------------------------------------------------------------------------ formats
+_RUNS = re.compile(r"[0-9]+|[^\W\d_]+")
+FORMAT_COVER = 0.9  # the validation prompts' commonest shapes must cover this share of them ...
+FORMAT_SHAPES = 20  # ... in at most this many shapes (free text has a shape per row: nothing to match)
+FORMAT_MATCH = 0.9  # a source whose rows take the shapes of at least this share of validation is in its format
+
+
+def shape(text: str) -> str:
+    """A prompt's format with its content taken out: every run of digits one ``9``, every run of
+    letters one ``a``; spaces, newlines and punctuation kept (``'1-1=0\n12-5='`` -> ``'9-9=9\n9-9='``)."""
+    return _RUNS.sub(lambda m: "9" if m.group()[0].isdigit() else "a", text)
+
+
+@dataclass(frozen=True)
+class FormatMatch:
+    """How the validation prompts' format is met by each training source: ``shares`` maps a source
+    (``"train"``, ``"template '<t>'"``: the train split written in template ``t`` (its repr), ``"pool <name>"``) to
+    the share of validation prompts whose shape some row of that source has."""
+
+    val_shape: str  # the commonest validation shape (for the text)
+    shares: tuple[tuple[str, float], ...]
+
+    def share(self, source: str) -> float:
+        return dict(self.shares).get(source, 0.0)
+
+    def text(self) -> str:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in self.shares)
+        return f"validation prompts are written like {self.val_shape!r}; share of them in each source's format: {parts}"
+
+
+def format_match(task: str, home, max_rows: int = 5000) -> FormatMatch | None:
+    """The validation split's prompt format against the train split's (as is and written in each of the
+    task's templates) and each pool's; None for a task without pools or templates, or whose validation
+    prompts are free text (no few shapes cover them). Reads train, pools and validation, never test."""
+    from trex.tasks import get_task, load_split
+
+    t = get_task(task, home)
+    if not t.pools and not t.templates:
+        return None
+    val = load_split(t, t.primary_metric.split, home)[:max_rows]
+    if not val:
+        return None
+    render = lambda tpl, rows: Counter(shape(_render(tpl, r)) for r in rows)  # noqa: E731
+    vshapes = render(t.prompt_template, val)
+    common = vshapes.most_common(FORMAT_SHAPES)
+    if sum(c for _, c in common) < FORMAT_COVER * len(val):
+        return None
+    train = load_split(t, "train", home)[:max_rows]
+    sources = [("train", render("{prompt}", train))]
+    sources += [(f"template {tpl!r}", render(tpl, train)) for tpl in t.templates if tpl != "{prompt}"]
+    sources += [(f"pool {p.name}", render("{prompt}", load_split(t, p.split, home)[:max_rows])) for p in t.pools]
+    n = sum(vshapes.values())
+    shares = tuple((name, round(sum(c for s, c in vshapes.items() if s in have) / n, 3)) for name, have in sources)
+    return FormatMatch(common[0][0], shares)
+
+
+def _render(template: str, row: dict) -> str:
+    try:
+        return template.format(**row)
+    except (KeyError, IndexError, ValueError):
+        return str(row.get("prompt", ""))
+
+
+def prompt_format(task: str, home) -> str:
+    fm = format_match(task, home)
+    return "validation prompts are free text (no format to match)" if fm is None else fm.text()
+
+
+__all__ = ["bad_cases", "call_tool", "constraint_slack", "data_profile", "format_match", "prompt_format", "shape", "training_curve", "tried_plans"]

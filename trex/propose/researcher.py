@@ -175,7 +175,7 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
 
         ev = gather_evidence(tree, parent, home=home, data=data, emit=emit)
         ranked = ranked_candidates(tree, parent, task=task, steps=steps, batch_size=batch_size, data=data,
-                                   evidence=ev, decision=decision)
+                                   evidence=ev, decision=decision, home=home)
         if ranked:
             return choose_candidate(tree, decision, ranked, client, task_text, insights_text,
                                     {k: v[0] for k, v in ev.items()}, base, data,

@@ -13,13 +13,16 @@ proposes one edit of the parent's values with a hypothesis stating what it shoul
   (the loss fell: it memorises them) → continue its adapter on all the train rows;
 * the training loss still falling when the trial ended (:func:`~trex.search.tree.still_learning`)
   → a continuation of the parent's adapter for as many steps again;
-* the loss stalled far above fitting the rows → a third of the learning rate (it was too high);
+* the loss stalled far above fitting the rows → a third of the learning rate (it was too high),
+  unless the tree already retrained a parent at this lr or a higher one at a lower lr and the loss did
+  not fall (:func:`lower_lr_refuted`: the stall is then not the lr's);
 
   once :data:`TPE_MIN_SCORED` nodes are scored, a rule that moves the learning rate takes TPE's
   (the parent's other values held: the structure the rule chose) when TPE's lies on the rule's side
   of the parent's by more than a grid step, and a pool's share is TPE's the same way;
 * the training loss low and no longer falling but the score low (the rows teach the wrong thing:
-  label noise) → clean by loss with the parent's adapter (or clean more); a loss still falling says
+  label noise), or stalled where a lower lr already failed to lower it → clean by loss with the
+  parent's adapter (or clean more); a loss still falling says
   the rows are not learnt yet, and cleaning would drop the ones not learnt (the demo's n5 cleaned a
   node still learning, 0.17 -> 0.155, while continuing it reached 0.675);
 * a pool the parent never used → try it (a pool written in the evaluation's format helps a shift);
@@ -39,6 +42,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from trex.propose.evidence import FORMAT_MATCH
 from trex.propose.baselines import Hypothesis, Proposal, _clamp, finish, propose_optuna, propose_random
 from trex.propose.space import DIMS, values_of
 from trex.search.tree import FIT_RATIO, is_number, line_first_loss, line_start, still_learning
@@ -48,8 +52,8 @@ BARELY = 0.1  # a loss that fell by less than this fraction of its start "barely
 LR_STEP = 1.10  # learning rates within 10% are the same point of the grid
 SHARE_STEP = 1.20
 REPLAY_FLOOR = 0.2
-"""The least share a replay edit mixes in. On the constrained arith-sub-retain (docs/results/ftbench-retain15)
-replay at shares of 0.01-0.11 (TPE's, drawn with no feasible node yet) left addition at 0.005-0.48 (median
+"""The least share a rule mixes a pool in at (a replay, a pool tried, a pool in the validation format).
+On the constrained arith-sub-retain (docs/results/ftbench-retain15) replay at shares of 0.01-0.11 (TPE's, drawn with no feasible node yet) left addition at 0.005-0.48 (median
 ~0.1), at 0.2-0.44 at 0.55-0.81 (one parent at lr 1.3e-2 excepted); the bound was 0.9."""
 
 
@@ -68,7 +72,8 @@ class Candidate:
 # which evidence tool each edit reads
 EDIT_TOOLS = {"replay": ("constraint_slack",), "higher-lr": ("training_curve",), "lower-lr": ("training_curve",),
               "clean": ("training_curve", "bad_cases"), "try-pool": ("data_profile",),
-              "continue": ("training_curve",), "more-rows": ("training_curve", "data_profile")}
+              "continue": ("training_curve",), "more-rows": ("training_curve", "data_profile"),
+              "match-format": ("prompt_format", "training_curve")}
 
 
 
@@ -163,11 +168,13 @@ def evidence(tree, node) -> Evidence:
                     num(tm.get("final_loss")), viol)
 
 
-def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> list[Candidate]:
+def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None, formats=None) -> list[Candidate]:
     """The edits the evidence on ``parent`` suggests, best first (values are the parent's, edited).
     ``share_for(pool) -> share | None``: the optimiser's share for mixing a pool in (None: the rule's 0.2).
     ``lr_for() -> lr | None``: the optimiser's learning rate for this parent's structure; a rule that moves
-    the lr takes it when it moves the way the rule says by more than a grid step (else the rule's factor)."""
+    the lr takes it when it moves the way the rule says by more than a grid step (else the rule's factor).
+    ``formats``: the validation prompts' format against each training source's
+    (:func:`trex.propose.evidence.format_match`), or None."""
     ev = evidence(tree, parent)
     v0 = values_of(parent.plan, steps, data)
     pools = [d.name for d in data.dims if d.kind == "share"] if data is not None else []
@@ -197,6 +204,7 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> l
             if new != share:
                 add("replay", {p: new}, f"{parent.node_id} has {metric} {_f(value)} < {bound:g}: mixing "
                                         f"{p[5:]} at {new:g} raises {metric} to >= {bound:g}", metric, ">=", bound)
+    out += _format_edits(tree, parent, ev, v0, data, steps, formats, first_share)
     tpe_lr: list[float | None] = []
 
     def optimiser_lr(higher_lr: bool) -> float | None:
@@ -246,7 +254,10 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> l
         add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
             f"{parent.node_id} was still learning ({_trend(parent)}): {v0['max_steps']} more steps raise the "
             f"score above {_f(ev.score)}")
-    if not learning and not ev.underfit and ev.final_loss is not None and not ev.fits:
+    stall_not_lr = lower_lr_refuted(tree, steps, data)
+    if stall_not_lr is not None and float(v0["learning_rate"]) > stall_not_lr[0] * LR_STEP:
+        stall_not_lr = None  # tested below a lower lr only: this parent's higher lr may still be the cause
+    if not learning and not ev.underfit and ev.final_loss is not None and not ev.fits and stall_not_lr is None:
         # the loss fell, then stalled well above a fit: the lr is too high (one that never fell is too low)
         lr = _clamp(_LR, v0["learning_rate"] / 3)
         how = "at a third of the lr"
@@ -256,7 +267,9 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> l
             add("lower-lr", {"learning_rate": lr},
                 f"{parent.node_id}'s loss stalled at {_f(ev.final_loss)} ({_trend(parent)}), far from fitting its "
                 f"rows: {how} it keeps falling and the score rises above {_f(ev.score)}")
-    if data is not None and parent.adapter and ev.fits and not learning:
+    # a stall the lr did not cause (a lower lr already failed to lower it) is the rows' as much as a fit is
+    noise = ev.fits or (stall_not_lr is not None and not ev.underfit and ev.final_loss is not None)
+    if data is not None and parent.adapter and noise and not learning:
         frac = float(v0.get("clean_fraction") or 0.0)
         nxt = next((c for c in data.dim("clean_fraction").choices if c > max(frac, 0.1)), None)
         # cleaning retrains from the base: with the training values of the line's start, not a second
@@ -265,13 +278,16 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> l
         training = {k: x for k, x in values_of(start.plan, steps, data).items()
                     if k in DIMS or k == "max_steps"} if start is not parent else {}
         if nxt is not None:
+            why = (f"fits its rows (loss {_f(ev.first_loss)} -> {_f(ev.final_loss)})" if ev.fits else
+                   f"stalls at loss {_f(ev.final_loss)} that a lower lr did not lower ({stall_not_lr[1]})")
             add("clean", {**training, "clean_fraction": nxt, "clean_node": parent.node_id},
-                f"{parent.node_id} fits its rows (loss {_f(ev.first_loss)} -> {_f(ev.final_loss)}) yet scores "
-                f"{_f(ev.score)}: the rows it finds hardest are noise, and dropping {nxt:g} of them raises the "
-                f"score above {_f(ev.score)}")
+                f"{parent.node_id} {why} yet scores {_f(ev.score)}: the rows it finds hardest are noise, and "
+                f"dropping {nxt:g} of them raises the score above {_f(ev.score)}")
     for p in pools:
         if not float(v0.get(p) or 0.0):
-            new = first_share(p)
+            # at a sliver of the rows a pool is not tried: TPE's 0.011 and 0.019 (noisy17) and 0.0175
+            # (shift18) changed nothing; the same floor as a replay
+            new = max(first_share(p), REPLAY_FLOOR)
             add("try-pool", {p: new}, f"pool {p[5:]} adds what the train split lacks: at {new:.3g} the score rises "
                                       f"above {_f(ev.score)}")
     # refining an adapter that learnt little at a lower lr gains nothing; one whose loss still falls gains
@@ -282,6 +298,83 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None) -> l
                          "max_steps": max(1, int(v0["max_steps"]) // 2)},
             f"a second stage at a third of the lr refines {parent.node_id} above {_f(ev.score)}")
     return out
+
+
+def _format_edits(tree, parent, ev: Evidence, v0: Mapping[str, Any], data, steps: int, formats,
+                  first_share) -> list[Candidate]:
+    """Train in the validation prompts' format when the parent's data is not in it and a template or a
+    pool is: a practitioner makes the training prompts look like the ones to be answered. An adapter
+    that learnt the task in the other format (its loss fits its rows) is continued in the new one; one
+    that did not is retrained from the base with its line's first values. The template goes first: it
+    writes every train row in the format (FT-Bench's headroom on arith-sub-shift, val / test: template
+    0.106 / 0.118, mean of three seeds 0.167; a 30% target pool 0.116 / 0.096; the best of 21
+    hyperparameter-only plans 0.024 / 0.018)."""
+    if formats is None or data is None:
+        return []
+    template = str(v0.get("template") or "{prompt}")
+    pools = [d.name for d in data.dims if d.kind == "share"]
+    used = [p for p in pools if float(v0.get(p) or 0.0) > 0]
+    mixed = min(1.0, sum(float(v0[p]) for p in used))
+    have = formats.share("train" if template == "{prompt}" else f"template {template!r}") * (1 - mixed) + \
+        sum(formats.share(f"pool {p[5:]}") * float(v0[p]) for p in used)  # of its rows, by their shares
+    if have >= FORMAT_MATCH:
+        return []  # the parent already trains on rows in the validation format
+    carry = parent.adapter is not None and ev.fits
+    start = line_start(tree, parent)
+    training = {k: x for k, x in values_of(start.plan, steps, data).items()
+                if k in DIMS or k == "max_steps"} if start is not parent and not carry else {}
+    how = (f"continued on its adapter (it fits its rows: loss {_f(ev.first_loss)} -> {_f(ev.final_loss)})"
+           if carry else "retrained")
+    out = []
+
+    def add(edit_values, source, share):
+        out.append(Candidate("match-format", {**v0, **training, **edit_values,
+                                              **({"continue_from_parent": True} if carry else {})},
+                             f"{formats.share(source):.0%} of validation prompts are written like "
+                             f"{formats.val_shape!r}, {have:.0%} of {parent.node_id}'s training rows' format: "
+                             f"{how} on {source}{share} it scores above {_f(ev.score)}",
+                             ev.line(), "", ">" if tree.higher_is_better else "<",
+                             float(ev.score) if ev.score is not None else 0.0, EDIT_TOOLS["match-format"]))
+
+    if data.templates:
+        for tpl in data.templates:
+            if tpl != template and formats.share(f"template {tpl!r}") >= FORMAT_MATCH:
+                add({"template": tpl}, f"template {tpl!r}", "")
+                break
+    for p in pools:
+        if p not in used and formats.share(f"pool {p[5:]}") >= FORMAT_MATCH:
+            share = max(first_share(p), REPLAY_FLOOR)
+            add({p: share}, f"pool {p[5:]}", f" mixed in at {share:.3g}")
+            break
+    return out
+
+
+def lower_lr_refuted(tree, steps: int, data) -> tuple[float, str] | None:
+    """The highest learning rate from which this tree already retrained at a lower one and the loss did
+    not fall below the parent's (``(lr, "n5 at lr 2e-3 ended at loss 1.56, n2 at 6e-3 at 1.45")``), or None.
+
+    The lower-lr rule reads a stalled loss as a learning rate too high; such a child is the test of
+    that reading and it failed: the stall is the rows' (label noise) or the steps', not the lr's, and it
+    will be no more the lr's at a parent's lr lower still. In the committed FT-Bench logs (every arm: 44
+    such retrains) the 11 whose loss fell below the parent's won 10 and tied 1; the 33 whose loss rose
+    lost 30, tied 1 and gained twice (0.005, 0.01). Replayed on those trees, this gate would have
+    stopped 7 of the losses and none of the gains (docs/search.md, "When lower-lr is offered"). A
+    retrain is a child that does not continue its parent and changes nothing but a lower learning
+    rate (a grid step or more), whichever proposer made it."""
+    worst: tuple[float, str] | None = None
+    for n in tree.nodes.values():
+        p = tree.nodes.get(n.parent_id) if n.parent_id else None
+        if p is None or not n.plan or not p.plan or n.plan.get("continue_from_parent"):
+            continue
+        a, b = values_of(p.plan, steps, data), values_of(n.plan, steps, data)
+        la, lb = a.pop("learning_rate", None), b.pop("learning_rate", None)
+        if not (is_number(la) and is_number(lb)) or lb * LR_STEP >= la or a != b:
+            continue
+        fa, fb = dict(p.train_metrics).get("final_loss"), dict(n.train_metrics).get("final_loss")
+        if is_number(fa) and is_number(fb) and fb >= fa and (worst is None or la > worst[0]):
+            worst = (float(la), f"{n.node_id} at lr {lb:.2g} ended at loss {_f(fb)}, {p.node_id} at {la:.2g} "
+                                f"at {_f(fa)}")
+    return worst
 
 
 # ------------------------------------------------------------------------------------- repeats
@@ -346,6 +439,9 @@ def gather_evidence(tree, parent, *, home=None, data=None, emit=None) -> dict[st
     if home is not None and data is not None and data.pools:
         out["data_profile"] = tools.call_tool(emit, "data_profile", {"task": tree.task},
                                               lambda: tools.data_profile(tree.task, home))
+    if home is not None and data is not None and (data.pools or data.templates):
+        out["prompt_format"] = tools.call_tool(emit, "prompt_format", {"task": tree.task},
+                                               lambda: tools.prompt_format(tree.task, home))
     return out
 
 
@@ -382,7 +478,7 @@ def tpe_value(tree, decision, parent, key: str, *, task: str, steps: int, batch_
 
 def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, data=None,
                       evidence: Mapping[str, tuple[str, str | None]] | None = None,
-                      decision=None) -> list[Ranked]:
+                      decision=None, home=None) -> list[Ranked]:
     """The rules' candidate edits of ``parent`` that make a valid plan repeating no tried plan, best
     first, each with its hypothesis citing the evidence tool calls its rule reads. With ``decision``
     the share a pool is mixed in at is TPE's (conditioned on the rest of the parent's plan)."""
@@ -397,7 +493,15 @@ def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, d
         def lr_for():
             return tpe_value(tree, decision, parent, "learning_rate", task=task, steps=steps,
                              batch_size=batch_size, data=data)
-    for c in candidates(tree, parent, data, steps, share_for, lr_for):
+    formats = None
+    if home is not None and data is not None and (data.pools or data.templates):
+        from trex.propose.evidence import format_match
+
+        try:
+            formats = format_match(task, home)
+        except Exception:  # noqa: BLE001 - unreadable data: no format evidence (the tool call says why)
+            formats = None
+    for c in candidates(tree, parent, data, steps, share_for, lr_for, formats):
         v = dict(c.values)
         if v.get("continue_from_parent") and not parent.adapter:
             continue
@@ -421,7 +525,7 @@ def propose_rules(tree, decision, *, task: str, steps: int, batch_size: int = 32
     if decision.operator == "improve" and parent is not None and parent.plan:
         ev = gather_evidence(tree, parent, home=home, data=data, emit=emit)
         ranked = ranked_candidates(tree, parent, task=task, steps=steps, batch_size=batch_size, data=data,
-                                   evidence=ev, decision=decision)
+                                   evidence=ev, decision=decision, home=home)
         if ranked:
             return ranked[0].proposal
     return fresh_numbers(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data, emit=emit)
