@@ -477,7 +477,7 @@ def test_a_parent_trained_in_another_format_than_validation_is_moved_to_it_templ
     assert not float(tpl.get("pool_target") or 0) and pool["pool_target"] >= 0.2
     assert pool["template"] == "{prompt}" and pool["continue_from_parent"] is True
     assert "100% of validation prompts are written like '9-9=9\\n9-9='" in cands[0].hypothesis
-    assert "0% of n1's training rows' format" in cands[0].hypothesis
+    assert "0% of n1's training rows are: continued" in cands[0].hypothesis
     assert cands[0].tools == ("prompt_format", "training_curve") and cands[0].op == ">"
     assert cands[0].threshold == 0.03
 
@@ -500,3 +500,83 @@ def test_no_format_edit_where_the_parent_already_trains_in_the_validation_format
     edits = [(c.edit, c.values.get("template")) for c in candidates(tree, tree.nodes["n1"], SHIFT_DS, 40,
                                                                      formats=_fm())]
     assert edits[0] == ("match-format", "1-1=0\n{prompt}")
+
+
+def test_a_pool_is_tried_at_the_floor_not_at_a_sliver():
+    """TPE drew 0.011 and 0.019 for the noisy task's clean pool (noisy17) and 0.0175 for the shift's
+    target pool (shift18): none of them changed anything. A pool tried is mixed in at REPLAY_FLOOR or more."""
+    from trex.propose.rules import REPLAY_FLOOR
+
+    tree = fold([SearchStarted(task=TASK), *node("n1", plan(), 0.3, 0.95)])
+    (c,) = [c for c in candidates(tree, tree.nodes["n1"], DS, 40, share_for=lambda p: 0.04) if c.edit == "try-pool"]
+    assert c.values["pool_addition"] == REPLAY_FLOOR
+    (c,) = [c for c in candidates(tree, tree.nodes["n1"], DS, 40, share_for=lambda p: 0.3) if c.edit == "try-pool"]
+    assert c.values["pool_addition"] == 0.3  # TPE's, above the floor
+
+
+def test_only_a_fair_retrain_on_the_same_data_refutes_the_lower_lr_edit():
+    """A continuation's final loss is its whole line's, so a retrain of its values from the base at a lower
+    lr that ends higher tests nothing; and a stall seen on other data (a pool mixed in) says nothing of
+    this parent's rows."""
+    stalled = [7.7, 6.4, 3.2, 1.9, 1.5, 1.5, 1.45, 1.46, 1.45, 1.45, 1.44, 1.45]
+    higher = [7.7, 6.4, 3.2, 2.2, 1.8, 1.6, 1.57, 1.56, 1.57, 1.56, 1.56, 1.56]
+    evs = [SearchStarted(task=TASK), *with_curve("n1", plan(learning_rate=6e-3), 0.1, stalled),
+           *_child("n2", "n1", plan(learning_rate=6e-3, continue_from_parent=True), 0.1, stalled),
+           *_child("n3", "n2", plan(learning_rate=2e-3), 0.03, higher)]
+    assert lower_lr_refuted(fold(evs), 40, DS) is None  # n3 retrains n2, a continuation
+
+    evs = [SearchStarted(task=TASK), *with_curve("n1", plan(learning_rate=6e-3, pool_addition=0.3), 0.1, stalled),
+           *_child("n2", "n1", plan(learning_rate=2e-3, pool_addition=0.3), 0.03, higher),
+           *with_curve("n3", plan(learning_rate=4e-3), 0.08, stalled)]
+    tree = fold(evs)
+    assert lower_lr_refuted(tree, 40, DS)[0] == 6e-3  # refuted on the pool's mix ...
+    assert lower_lr_refuted(tree, 40, DS, like=values_of(tree.nodes["n3"].plan, 40, DS)) is None
+    assert [c.edit for c in candidates(tree, tree.nodes["n3"], DS, 40)][0] == "lower-lr"  # ... not on train alone
+
+
+def test_a_format_edit_stays_bounded_and_measures_pools_as_they_are():
+    """A task's template or validation shape may be long (a few-shot prompt): the hypothesis cuts them
+    (HypothesisStated.text holds 1,000 characters). A pool was measured as it is, so the pool edit
+    trains it without the parent's template, and a pool under another template counts as no rows in
+    the format."""
+    from trex.propose.evidence import FormatMatch
+
+    long_shape = "a 9 " * 400
+    fm = FormatMatch(long_shape, (("train", 0.0), ("template ' {prompt}'", 0.0),
+                                  ("template '1-1=0\\n{prompt}'", 1.0), ("pool target", 1.0)))
+    assert len(fm.text()) < 400
+    fits = [8.4, 5.0, 2.0, 1.0, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.11]
+    tree = fold([SearchStarted(task=SHIFT),
+                 *with_curve("n1", shift_plan(template=" {prompt}", pool_target=0.95), 0.03, fits)])
+    cands = [c for c in candidates(tree, tree.nodes["n1"], SHIFT_DS, 40, formats=fm) if c.edit == "match-format"]
+    assert cands and all(len(c.hypothesis) < 400 and "..." in c.hypothesis for c in cands)
+    assert cands[0].values["template"] == "1-1=0\n{prompt}"  # 95% pool rows, but written ' 1-1=0\n...': not it
+    tree = fold([SearchStarted(task=SHIFT), *with_curve("n1", shift_plan(template=" {prompt}"), 0.03, fits)])
+    pool = [c for c in candidates(tree, tree.nodes["n1"], SHIFT_DS, 40, formats=fm) if c.edit == "match-format"][1]
+    assert pool.values["pool_target"] >= 0.2 and pool.values["template"] == "{prompt}"
+
+
+def test_free_text_validation_gives_no_format_evidence(tmp_path):
+    from trex.propose.evidence import format_match, prompt_format
+
+    assert format_match("tickets", tmp_path) is None
+    assert "no format evidence" in prompt_format("tickets", tmp_path)
+
+
+def test_the_rules_proposer_reads_the_format_from_the_home_and_cites_the_tool_call(tmp_path):
+    """The whole path: gather_evidence records a prompt_format ToolCalled from the task's files, and the
+    proposal's hypothesis (a match-format edit, the top-ranked) cites that call's event id."""
+    from trex.events.plans import ToolCalled
+
+    fits = [8.4, 5.0, 2.0, 1.0, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.11]
+    tree = fold([SearchStarted(task=SHIFT), *with_curve("n1", shift_plan(), 0.03, fits)])
+    calls = {}
+
+    def emit(event, event_id=None):
+        if isinstance(event, ToolCalled):
+            calls[event.tool] = event_id
+
+    p = propose_rules(tree, Decision("n1", "improve", "mcts", 0, 1, "d1"), task=SHIFT, steps=40, batch_size=16,
+                      data=SHIFT_DS, home=tmp_path, emit=emit)
+    assert p.rationale.startswith("match-format:") and p.plan.data.prompt_template == "1-1=0\n{prompt}"
+    assert calls["prompt_format"] in p.hypothesis.cites and calls["training_curve"] in p.hypothesis.cites

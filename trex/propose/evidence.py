@@ -249,8 +249,10 @@ class FormatMatch:
         return dict(self.shares).get(source, 0.0)
 
     def text(self) -> str:
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in self.shares)
-        return f"validation prompts are written like {self.val_shape!r}; share of them in each source's format: {parts}"
+        cut = lambda t: t if len(t) <= 80 else t[:77] + "..."  # noqa: E731 - a template may be long
+        parts = ", ".join(f"{cut(k)} {v:.2f}" for k, v in self.shares)
+        return (f"validation prompts are written like {cut(repr(self.val_shape))}; share of them in each "
+                f"source's format: {parts}")
 
 
 def format_match(task: str, home, max_rows: int = 5000) -> FormatMatch | None:
@@ -282,13 +284,14 @@ def format_match(task: str, home, max_rows: int = 5000) -> FormatMatch | None:
 def _render(template: str, row: dict) -> str:
     try:
         return template.format(**row)
-    except (KeyError, IndexError, ValueError):
+    except (KeyError, IndexError, ValueError, AttributeError):
         return str(row.get("prompt", ""))
 
 
 def prompt_format(task: str, home) -> str:
     fm = format_match(task, home)
-    return "validation prompts are free text (no format to match)" if fm is None else fm.text()
+    return "no format evidence: no pools or templates, no validation rows, or free-text validation prompts " \
+           "(no few shapes cover them)" if fm is None else fm.text()
 
 
 __all__ = ["bad_cases", "call_tool", "constraint_slack", "data_profile", "format_match", "prompt_format", "shape", "training_curve", "tried_plans"]

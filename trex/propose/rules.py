@@ -1,12 +1,16 @@
 """The ``rules`` proposer: candidate edits a practitioner would make, from the evidence in the tree,
 with the numbers left to TPE — the "rules + optimiser, no LLM" arm of the Researcher.
 
-For an ``improve`` of a parent the evidence is read from the fold (no file is read): whether the
-parent breaks a constraint and by how much, its training curve (first and final loss), its score
-against the base model's, and what its plan already does with the data. Each rule that fires
-proposes one edit of the parent's values with a hypothesis stating what it should change:
+For an ``improve`` of a parent the evidence is read from the fold: whether the parent breaks a
+constraint and by how much, its training curve (first and final loss), its score against the base
+model's, and what its plan already does with the data; and, from the task's files, which training
+source is written in the validation prompts' format (:func:`trex.propose.evidence.format_match`).
+Each rule that fires proposes one edit of the parent's values with a hypothesis stating what it
+should change:
 
 * a secondary metric below its bound and a pool to replay → mix the pool in (or double its share);
+* the parent's rows not in the validation prompts' format while a template or a pool is → train in
+  it (``match-format``: the template first, then the pool; an adapter that fits its rows continued);
 * the final training loss still high (above half the first: underfitting) → a higher learning rate
   (x3; x10 when the loss barely moved, under 10% down: the lr is then orders of magnitude low);
 * the parent saw each of its capped rows :data:`MANY_EPOCHS` times or more and is not underfitting
@@ -42,7 +46,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from trex.propose.evidence import FORMAT_MATCH
+from trex.propose.evidence import FORMAT_MATCH, format_match
 from trex.propose.baselines import Hypothesis, Proposal, _clamp, finish, propose_optuna, propose_random
 from trex.propose.space import DIMS, values_of
 from trex.search.tree import FIT_RATIO, is_number, line_first_loss, line_start, still_learning
@@ -59,7 +63,7 @@ On the constrained arith-sub-retain (docs/results/ftbench-retain15) replay at sh
 
 @dataclass(frozen=True)
 class Candidate:
-    edit: str  # short name: "replay", "higher-lr", "continue", "lower-lr", "clean", "try-pool"
+    edit: str  # short name: "replay", "match-format", "higher-lr", "more-rows", "continue", "lower-lr", "clean", ...
     values: Mapping[str, Any]
     hypothesis: str
     evidence: str
@@ -254,7 +258,7 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None, form
         add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
             f"{parent.node_id} was still learning ({_trend(parent)}): {v0['max_steps']} more steps raise the "
             f"score above {_f(ev.score)}")
-    stall_not_lr = lower_lr_refuted(tree, steps, data)
+    stall_not_lr = lower_lr_refuted(tree, steps, data, like=v0)
     if stall_not_lr is not None and float(v0["learning_rate"]) > stall_not_lr[0] * LR_STEP:
         stall_not_lr = None  # tested below a lower lr only: this parent's higher lr may still be the cause
     if not learning and not ev.underfit and ev.final_loss is not None and not ev.fits and stall_not_lr is None:
@@ -315,14 +319,17 @@ def _format_edits(tree, parent, ev: Evidence, v0: Mapping[str, Any], data, steps
     pools = [d.name for d in data.dims if d.kind == "share"]
     used = [p for p in pools if float(v0.get(p) or 0.0) > 0]
     mixed = min(1.0, sum(float(v0[p]) for p in used))
+    # the validation format's share of the parent's rows, weighted by their shares in its mix; a template
+    # writes the pool rows too, and pools were measured as they are (so under another template: none)
     have = formats.share("train" if template == "{prompt}" else f"template {template!r}") * (1 - mixed) + \
-        sum(formats.share(f"pool {p[5:]}") * float(v0[p]) for p in used)  # of its rows, by their shares
+        sum(formats.share(f"pool {p[5:]}") * float(v0[p]) for p in used if template == "{prompt}")
     if have >= FORMAT_MATCH:
         return []  # the parent already trains on rows in the validation format
     carry = parent.adapter is not None and ev.fits
     start = line_start(tree, parent)
+    # the line's training values (not a second stage's third of the lr and half the steps), as more-rows
     training = {k: x for k, x in values_of(start.plan, steps, data).items()
-                if k in DIMS or k == "max_steps"} if start is not parent and not carry else {}
+                if k in DIMS or k == "max_steps"} if start is not parent else {}
     how = (f"continued on its adapter (it fits its rows: loss {_f(ev.first_loss)} -> {_f(ev.final_loss)})"
            if carry else "retrained")
     out = []
@@ -331,8 +338,8 @@ def _format_edits(tree, parent, ev: Evidence, v0: Mapping[str, Any], data, steps
         out.append(Candidate("match-format", {**v0, **training, **edit_values,
                                               **({"continue_from_parent": True} if carry else {})},
                              f"{formats.share(source):.0%} of validation prompts are written like "
-                             f"{formats.val_shape!r}, {have:.0%} of {parent.node_id}'s training rows' format: "
-                             f"{how} on {source}{share} it scores above {_f(ev.score)}",
+                             f"{_cut(repr(formats.val_shape))}, {have:.0%} of {parent.node_id}'s training rows are: "
+                             f"{how} on {_cut(source)}{share} it scores above {_f(ev.score)}",
                              ev.line(), "", ">" if tree.higher_is_better else "<",
                              float(ev.score) if ev.score is not None else 0.0, EDIT_TOOLS["match-format"]))
 
@@ -344,12 +351,18 @@ def _format_edits(tree, parent, ev: Evidence, v0: Mapping[str, Any], data, steps
     for p in pools:
         if p not in used and formats.share(f"pool {p[5:]}") >= FORMAT_MATCH:
             share = max(first_share(p), REPLAY_FLOOR)
-            add({p: share}, f"pool {p[5:]}", f" mixed in at {share:.3g}")
+            add({p: share, **({"template": "{prompt}"} if data.templates else {})}, f"pool {p[5:]}",
+                f" mixed in at {share:.3g}")  # as measured: its rows as they are
             break
     return out
 
 
-def lower_lr_refuted(tree, steps: int, data) -> tuple[float, str] | None:
+def _cut(text: str, n: int = 80) -> str:
+    """A task's text in a hypothesis, bounded (a template may be 2,000 characters)."""
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def lower_lr_refuted(tree, steps: int, data, like: Mapping[str, Any] | None = None) -> tuple[float, str] | None:
     """The highest learning rate from which this tree already retrained at a lower one and the loss did
     not fall below the parent's (``(lr, "n5 at lr 2e-3 ended at loss 1.56, n2 at 6e-3 at 1.45")``), or None.
 
@@ -358,23 +371,36 @@ def lower_lr_refuted(tree, steps: int, data) -> tuple[float, str] | None:
     will be no more the lr's at a parent's lr lower still. In the committed FT-Bench logs (every arm: 44
     such retrains) the 11 whose loss fell below the parent's won 10 and tied 1; the 33 whose loss rose
     lost 30, tied 1 and gained twice (0.005, 0.01). Replayed on those trees, this gate would have
-    stopped 7 of the losses and none of the gains (docs/search.md, "When lower-lr is offered"). A
+    stopped 5 of the losses and none of the gains (docs/search.md, "When lower-lr is offered"). A
     retrain is a child that does not continue its parent and changes nothing but a lower learning
-    rate (a grid step or more), whichever proposer made it."""
+    rate (a grid step or more), whichever proposer made it, of a parent trained from the base model (a
+    continuation's final loss is its whole line's: a retrain of its values from the base is no test).
+    With ``like`` (a parent's values) only retrains on the same data count: a stall is the rows'."""
     worst: tuple[float, str] | None = None
     for n in tree.nodes.values():
         p = tree.nodes.get(n.parent_id) if n.parent_id else None
-        if p is None or not n.plan or not p.plan or n.plan.get("continue_from_parent"):
+        if p is None or not n.plan or not p.plan or n.plan.get("continue_from_parent") or \
+                p.plan.get("continue_from_parent"):
             continue
         a, b = values_of(p.plan, steps, data), values_of(n.plan, steps, data)
         la, lb = a.pop("learning_rate", None), b.pop("learning_rate", None)
         if not (is_number(la) and is_number(lb)) or lb * LR_STEP >= la or a != b:
+            continue
+        if like is not None and _data_values(a) != _data_values(like):
             continue
         fa, fb = dict(p.train_metrics).get("final_loss"), dict(n.train_metrics).get("final_loss")
         if is_number(fa) and is_number(fb) and fb >= fa and (worst is None or la > worst[0]):
             worst = (float(la), f"{n.node_id} at lr {lb:.2g} ended at loss {_f(fb)}, {p.node_id} at {la:.2g} "
                                 f"at {_f(fa)}")
     return worst
+
+
+def _data_values(values: Mapping[str, Any]) -> dict:
+    """Which rows a plan trains on, for :func:`lower_lr_refuted`: rows, pools and template (its values
+    outside the training dimensions and the steps). Cleaning is left out: it drops some of the same rows,
+    and a stall on them is still theirs (noisy19's rules-s1 cleaned 0.2, then 0.3: 0.095, 0.17)."""
+    return {k: x for k, x in values.items()
+            if k not in DIMS and k not in ("max_steps", "clean_node", "clean_fraction")}
 
 
 # ------------------------------------------------------------------------------------- repeats
@@ -425,7 +451,8 @@ class Ranked:
 def gather_evidence(tree, parent, *, home=None, data=None, emit=None) -> dict[str, tuple[str, str | None]]:
     """The evidence tools on ``parent``, each call recorded (``ToolCalled``) when ``emit`` is given:
     ``{tool: (result, event id)}``. Bad cases need the home (the Evaluator's outputs); the data
-    profile runs only for a task with pools (what a pool would add is what it reads)."""
+    profile runs only for a task with pools (what a pool would add is what it reads), the prompt
+    format for a task with pools or templates (what the ``match-format`` edit reads)."""
     from trex.propose import evidence as tools
 
     out = {"training_curve": tools.call_tool(emit, "training_curve", {"node_id": parent.node_id},
@@ -495,8 +522,6 @@ def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, d
                              batch_size=batch_size, data=data)
     formats = None
     if home is not None and data is not None and (data.pools or data.templates):
-        from trex.propose.evidence import format_match
-
         try:
             formats = format_match(task, home)
         except Exception:  # noqa: BLE001 - unreadable data: no format evidence (the tool call says why)
@@ -513,7 +538,7 @@ def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, d
         cites = tuple(eid for t in c.tools if (eid := evidence.get(t, ("", None))[1]))
         texts = " | ".join(evidence[t][0].splitlines()[0][:300] for t in c.tools if t in evidence)
         metric = c.metric or primary_metric(tree)
-        h = Hypothesis(c.hypothesis, metric, c.op, c.threshold, f"{c.evidence}" + (f" | {texts}" if texts else ""),
+        h = Hypothesis(c.hypothesis[:1000], metric, c.op, c.threshold, f"{c.evidence}" + (f" | {texts}" if texts else ""),
                        cites)
         out.append(Ranked(c, replace(p, hypothesis=h)))
     return out
