@@ -249,10 +249,15 @@ class FormatMatch:
         return dict(self.shares).get(source, 0.0)
 
     def text(self) -> str:
-        cut = lambda t: t if len(t) <= 80 else t[:77] + "..."  # noqa: E731 - a template may be long
         parts = ", ".join(f"{cut(k)} {v:.2f}" for k, v in self.shares)
         return (f"validation prompts are written like {cut(repr(self.val_shape))}; share of them in each "
                 f"source's format: {parts}")
+
+
+def cut(text: str, n: int = 80) -> str:
+    """A task's text (a template, a shape) in a result or a hypothesis, bounded: a template may be 2,000
+    characters."""
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def format_match(task: str, home, max_rows: int = 5000) -> FormatMatch | None:

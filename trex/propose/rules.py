@@ -46,7 +46,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from trex.propose.evidence import FORMAT_MATCH, format_match
+from trex.propose.evidence import FORMAT_MATCH, cut, format_match
 from trex.propose.baselines import Hypothesis, Proposal, _clamp, finish, propose_optuna, propose_random
 from trex.propose.space import DIMS, values_of
 from trex.search.tree import FIT_RATIO, is_number, line_first_loss, line_start, still_learning
@@ -243,11 +243,7 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None, form
         # few rows do not generalise (the rules' demo continued a 256-row draft: val 0.1 -> 0.1), more
         # rows do; continuing the adapter keeps what its steps learnt, at its line's training values
         # (not a second stage's third of the lr and half the steps)
-        start = line_start(tree, parent)
-        changes: dict[str, Any] = {"rows": "all"}
-        if start is not parent:
-            changes.update({k: x for k, x in values_of(start.plan, steps, data).items()
-                            if k in DIMS or k == "max_steps"})
+        changes: dict[str, Any] = {"rows": "all", **line_training(tree, parent, steps, data)}
         if parent.adapter:
             changes.update(continue_from_parent=True)
         add("more-rows", changes,
@@ -278,9 +274,7 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None, form
         nxt = next((c for c in data.dim("clean_fraction").choices if c > max(frac, 0.1)), None)
         # cleaning retrains from the base: with the training values of the line's start, not a second
         # stage's third of the lr and half the steps (the demo's n6 retrained at those and scored 0.02)
-        start = line_start(tree, parent)
-        training = {k: x for k, x in values_of(start.plan, steps, data).items()
-                    if k in DIMS or k == "max_steps"} if start is not parent else {}
+        training = line_training(tree, parent, steps, data)
         if nxt is not None:
             why = (f"fits its rows (loss {_f(ev.first_loss)} -> {_f(ev.final_loss)})" if ev.fits else
                    f"stalls at loss {_f(ev.final_loss)} that a lower lr did not lower ({stall_not_lr[1]})")
@@ -302,6 +296,16 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None, form
                          "max_steps": max(1, int(v0["max_steps"]) // 2)},
             f"a second stage at a third of the lr refines {parent.node_id} above {_f(ev.score)}")
     return out
+
+
+def line_training(tree, parent, steps: int, data) -> dict[str, Any]:
+    """The training values (and steps) of the draft that started ``parent``'s line of continuations, or
+    nothing when ``parent`` is that draft: what more-rows, cleaning and match-format train with, not a
+    second stage's third of the lr and half the steps."""
+    start = line_start(tree, parent)
+    if start is parent:
+        return {}
+    return {k: x for k, x in values_of(start.plan, steps, data).items() if k in DIMS or k == "max_steps"}
 
 
 def _format_edits(tree, parent, ev: Evidence, v0: Mapping[str, Any], data, steps: int, formats,
@@ -326,10 +330,7 @@ def _format_edits(tree, parent, ev: Evidence, v0: Mapping[str, Any], data, steps
     if have >= FORMAT_MATCH:
         return []  # the parent already trains on rows in the validation format
     carry = parent.adapter is not None and ev.fits
-    start = line_start(tree, parent)
-    # the line's training values (not a second stage's third of the lr and half the steps), as more-rows
-    training = {k: x for k, x in values_of(start.plan, steps, data).items()
-                if k in DIMS or k == "max_steps"} if start is not parent else {}
+    training = line_training(tree, parent, steps, data)  # not a second stage's third of the lr, half the steps
     how = (f"continued on its adapter (it fits its rows: loss {_f(ev.first_loss)} -> {_f(ev.final_loss)})"
            if carry else "retrained")
     out = []
@@ -338,8 +339,8 @@ def _format_edits(tree, parent, ev: Evidence, v0: Mapping[str, Any], data, steps
         out.append(Candidate("match-format", {**v0, **training, **edit_values,
                                               **({"continue_from_parent": True} if carry else {})},
                              f"{formats.share(source):.0%} of validation prompts are written like "
-                             f"{_cut(repr(formats.val_shape))}, {have:.0%} of {parent.node_id}'s training rows are: "
-                             f"{how} on {_cut(source)}{share} it scores above {_f(ev.score)}",
+                             f"{cut(repr(formats.val_shape))}, {have:.0%} of {parent.node_id}'s training rows are: "
+                             f"{how} on {cut(source)}{share} it scores above {_f(ev.score)}",
                              ev.line(), "", ">" if tree.higher_is_better else "<",
                              float(ev.score) if ev.score is not None else 0.0, EDIT_TOOLS["match-format"]))
 
@@ -355,11 +356,6 @@ def _format_edits(tree, parent, ev: Evidence, v0: Mapping[str, Any], data, steps
                 f" mixed in at {share:.3g}")  # as measured: its rows as they are
             break
     return out
-
-
-def _cut(text: str, n: int = 80) -> str:
-    """A task's text in a hypothesis, bounded (a template may be 2,000 characters)."""
-    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def lower_lr_refuted(tree, steps: int, data, like: Mapping[str, Any] | None = None) -> tuple[float, str] | None:
