@@ -86,8 +86,8 @@ def _read_import(path: Path) -> list[dict]:
         if not stat.S_ISREG(mode):
             raise BadImportFile(f"{path}: not a regular file (a device, pipe or socket), not a file made by "
                                 "`trex export`")
-        try:
-            table = pq.read_table(f)
+        try:  # one thread: pyarrow's threaded read of a Python file object aborted the process at exit
+            table = pq.read_table(f, use_threads=False)  # under load (std::terminate, 4 in 10 on 2 busy cores)
         except (OSError, pa.ArrowException) as e:
             raise BadImportFile(f"{path}: not a readable Parquet file ({e})") from None
     meta = table.schema.metadata or {}
@@ -104,8 +104,8 @@ def _read_import(path: Path) -> list[dict]:
                 "prev_hash", "hash"):
         if table.column(col).null_count:
             raise BadImportFile(f"{path}: column {col!r} has nulls")
-    try:  # a string column whose bytes are not UTF-8: refused by Arrow's own check, before Python decodes
-        table.validate(full=True)  # them (decoding them in to_pylist aborted the process at exit, 1 in 12)
+    try:  # a string column whose bytes are not UTF-8: refused by Arrow's own check, before Python decodes them
+        table.validate(full=True)
     except (pa.ArrowException, ValueError) as e:
         raise BadImportFile(f"{path}: a column holds what its type does not allow ({_first_line(e)})") from None
     try:
