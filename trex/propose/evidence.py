@@ -293,10 +293,14 @@ def _render(template: str, row: dict) -> str:
         return str(row.get("prompt", ""))
 
 
-def prompt_format(task: str, home) -> str:
-    fm = format_match(task, home)
+def format_text(fm: FormatMatch | None) -> str:
+    """The ``prompt_format`` tool's result for a :func:`format_match` reading."""
     return "no format evidence: no pools or templates, no validation rows, or free-text validation prompts " \
            "(no few shapes cover them)" if fm is None else fm.text()
 
 
-__all__ = ["bad_cases", "call_tool", "constraint_slack", "data_profile", "format_match", "prompt_format", "shape", "training_curve", "tried_plans"]
+def prompt_format(task: str, home) -> str:
+    return format_text(format_match(task, home))
+
+
+__all__ = ["bad_cases", "call_tool", "constraint_slack", "data_profile", "format_match", "format_text", "prompt_format", "shape", "training_curve", "tried_plans"]

@@ -173,9 +173,9 @@ def propose_llm(tree, decision, *, task: str, steps: int, batch_size: int, clien
     if decision.operator == "improve" and parent is not None and parent.plan:
         from trex.propose.rules import gather_evidence, ranked_candidates
 
-        ev = gather_evidence(tree, parent, home=home, data=data, emit=emit)
+        ev, formats = gather_evidence(tree, parent, home=home, data=data, emit=emit)
         ranked = ranked_candidates(tree, parent, task=task, steps=steps, batch_size=batch_size, data=data,
-                                   evidence=ev, decision=decision, home=home)
+                                   evidence=ev, decision=decision, formats=formats)
         if ranked:
             return choose_candidate(tree, decision, ranked, client, task_text, insights_text,
                                     {k: v[0] for k, v in ev.items()}, base, data,

@@ -46,7 +46,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from trex.propose.evidence import FORMAT_MATCH, cut, format_match
+from trex.propose.evidence import FORMAT_MATCH, FormatMatch, cut
 from trex.propose.baselines import Hypothesis, Proposal, _clamp, finish, propose_optuna, propose_random
 from trex.propose.space import DIMS, values_of
 from trex.search.tree import FIT_RATIO, is_number, line_first_loss, line_start, still_learning
@@ -444,11 +444,13 @@ class Ranked:
     proposal: Proposal  # with its hypothesis (citing the tool calls it rests on)
 
 
-def gather_evidence(tree, parent, *, home=None, data=None, emit=None) -> dict[str, tuple[str, str | None]]:
+def gather_evidence(tree, parent, *, home=None, data=None, emit=None
+                    ) -> tuple[dict[str, tuple[str, str | None]], FormatMatch | None]:
     """The evidence tools on ``parent``, each call recorded (``ToolCalled``) when ``emit`` is given:
-    ``{tool: (result, event id)}``. Bad cases need the home (the Evaluator's outputs); the data
-    profile runs only for a task with pools (what a pool would add is what it reads), the prompt
-    format for a task with pools or templates (what the ``match-format`` edit reads)."""
+    ``{tool: (result, event id)}``, and the prompt-format reading behind that tool's result (read once:
+    the ``match-format`` rule takes it, see :func:`ranked_candidates`). Bad cases need the home (the
+    Evaluator's outputs); the data profile runs only for a task with pools (what a pool would add is
+    what it reads), the prompt format for a task with pools or templates."""
     from trex.propose import evidence as tools
 
     out = {"training_curve": tools.call_tool(emit, "training_curve", {"node_id": parent.node_id},
@@ -462,10 +464,14 @@ def gather_evidence(tree, parent, *, home=None, data=None, emit=None) -> dict[st
     if home is not None and data is not None and data.pools:
         out["data_profile"] = tools.call_tool(emit, "data_profile", {"task": tree.task},
                                               lambda: tools.data_profile(tree.task, home))
+    read: list[FormatMatch | None] = []
     if home is not None and data is not None and (data.pools or data.templates):
-        out["prompt_format"] = tools.call_tool(emit, "prompt_format", {"task": tree.task},
-                                               lambda: tools.prompt_format(tree.task, home))
-    return out
+        def prompt_format() -> str:
+            read.append(tools.format_match(tree.task, home))
+            return tools.format_text(read[0])
+
+        out["prompt_format"] = tools.call_tool(emit, "prompt_format", {"task": tree.task}, prompt_format)
+    return out, (read[0] if read else None)  # unread, or unreadable data (the tool's result says why): none
 
 
 TPE_MIN_SCORED = 5  # TPE's startup trials: below this many scored nodes its draws are random ones
@@ -501,10 +507,11 @@ def tpe_value(tree, decision, parent, key: str, *, task: str, steps: int, batch_
 
 def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, data=None,
                       evidence: Mapping[str, tuple[str, str | None]] | None = None,
-                      decision=None, home=None) -> list[Ranked]:
+                      decision=None, formats: FormatMatch | None = None) -> list[Ranked]:
     """The rules' candidate edits of ``parent`` that make a valid plan repeating no tried plan, best
     first, each with its hypothesis citing the evidence tool calls its rule reads. With ``decision``
-    the share a pool is mixed in at is TPE's (conditioned on the rest of the parent's plan)."""
+    the share a pool is mixed in at is TPE's (conditioned on the rest of the parent's plan); with
+    ``formats`` (:func:`gather_evidence`'s reading) ``match-format`` is offered where it fits."""
     seen = tried(tree, steps, data)
     evidence = evidence or {}
     out, sigs = [], set()
@@ -516,12 +523,6 @@ def ranked_candidates(tree, parent, *, task: str, steps: int, batch_size: int, d
         def lr_for():
             return tpe_value(tree, decision, parent, "learning_rate", task=task, steps=steps,
                              batch_size=batch_size, data=data)
-    formats = None
-    if home is not None and data is not None and (data.pools or data.templates):
-        try:
-            formats = format_match(task, home)
-        except Exception:  # noqa: BLE001 - unreadable data: no format evidence (the tool call says why)
-            formats = None
     for c in candidates(tree, parent, data, steps, share_for, lr_for, formats):
         v = dict(c.values)
         if v.get("continue_from_parent") and not parent.adapter:
@@ -544,9 +545,9 @@ def propose_rules(tree, decision, *, task: str, steps: int, batch_size: int = 32
                   emit=None) -> Proposal:
     parent = tree.nodes.get(decision.node_id) if decision.node_id else None
     if decision.operator == "improve" and parent is not None and parent.plan:
-        ev = gather_evidence(tree, parent, home=home, data=data, emit=emit)
+        ev, formats = gather_evidence(tree, parent, home=home, data=data, emit=emit)
         ranked = ranked_candidates(tree, parent, task=task, steps=steps, batch_size=batch_size, data=data,
-                                   evidence=ev, decision=decision, home=home)
+                                   evidence=ev, decision=decision, formats=formats)
         if ranked:
             return ranked[0].proposal
     return fresh_numbers(tree, decision, task=task, steps=steps, batch_size=batch_size, data=data, emit=emit)
