@@ -275,7 +275,8 @@ def test_a_users_data_files_are_read_as_jsonl_json_or_csv_and_bad_rows_are_named
                                                   ("ftbench-shift19", "shift19", 15),
                                                   ("ftbench-noisy17-rules5", "noisy17", 5),
                                                   ("ftbench-noisy19", "noisy19", 5),
-                                                  ("ftbench-noisy20", "noisy20", 5)])
+                                                  ("ftbench-noisy20", "noisy20", 5),
+                                                  ("ftbench-orders21", "orders21", 5)])
 def test_a_committed_report_is_reproduced_from_its_committed_log(tmp_path, folder, tag, searches):
     """docs/results/<folder>: the log of a benchmark run, exported, gives the committed numbers again (the
     baseline, issue 15's arms on arith-sub with its goals section, and three of them on the constrained
