@@ -47,6 +47,24 @@ def test_an_underfitting_parent_gets_a_higher_learning_rate_first():
     assert cands[0].edit == "higher-lr" and abs(cands[0].values["learning_rate"] - 1.5e-2) < 1e-9
 
 
+def test_a_diverged_parent_gets_a_tenth_of_its_learning_rate_never_a_higher_one():
+    """FT-Bench orders: a draft whose loss rose (0.886 -> 6.22, score 0) was read as underfitting and
+    given ten times its lr (loss 9.02, score 0 again). A loss that rose says the lr is too high."""
+    from trex.propose.evidence import training_curve
+
+    tree = fold([SearchStarted(task=TASK), *node("n1", plan(), 0.0, 0.95, first_loss=0.886, final_loss=6.22)])
+    cands = candidates(tree, tree.nodes["n1"], DS, 40)
+    edits = [c.edit for c in cands]
+    assert edits[0] == "lower-lr" and "higher-lr" not in edits, edits
+    assert abs(cands[0].values["learning_rate"] - 5e-4) < 1e-12 and not cands[0].values.get("continue_from_parent")
+    assert "loss rose (0.886 -> 6.22)" in cands[0].hypothesis
+    assert "diverged" in training_curve(tree, tree.nodes["n1"])
+    # a loss that fell but not below half its start is still underfitting: a higher lr, as before
+    slow = fold([SearchStarted(task=TASK), *node("n1", plan(), 0.0, 0.95, first_loss=0.886, final_loss=0.8)])
+    assert candidates(slow, slow.nodes["n1"], DS, 40)[0].edit == "higher-lr"
+    assert "underfitting" in training_curve(slow, slow.nodes["n1"])
+
+
 def curve(nid, losses):
     from trex.events.trials import TrialProgressed
 

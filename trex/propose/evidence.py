@@ -45,8 +45,8 @@ def _f(x) -> str:
 # ------------------------------------------------------------------------------------ training
 def training_curve(tree, node) -> str:
     """The node's training loss (first -> final), its validation score against its parent's and the
-    base model's, and what that says: underfitting (loss still above half its start), overfitting
-    (loss near zero while validation falls behind the parent), or neither."""
+    base model's, and what that says: diverged (the loss rose), underfitting (loss still above half its
+    start), overfitting (loss near zero while validation falls behind the parent), or neither."""
     from trex.search.tree import line_first_loss, still_learning
 
     tm = dict(node.train_metrics)
@@ -55,7 +55,9 @@ def training_curve(tree, node) -> str:
     pscore = parent.score if parent is not None else None
     verdict = "no training curve recorded"
     if isinstance(first, (int, float)) and isinstance(final, (int, float)) and first > 0:
-        if final > 0.5 * first:
+        if final > first:
+            verdict = "diverged: the loss rose above its start (the learning rate is too high)"
+        elif final > 0.5 * first:
             verdict = "underfitting: the loss is still above half its start"
         elif final < 0.05 * first and pscore is not None and node.score is not None and _worse(tree, node.score,
                                                                                                   pscore):

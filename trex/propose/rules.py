@@ -11,6 +11,8 @@ should change:
 * a secondary metric below its bound and a pool to replay → mix the pool in (or double its share);
 * the parent's rows not in the validation prompts' format while a template or a pool is → train in
   it (``match-format``: the template first, then the pool; an adapter that fits its rows continued);
+* the final training loss above the first (the loss rose: it diverged) → a tenth of the learning rate,
+  retrained from the base (a higher lr, as for underfitting, made FT-Bench's orders draft worse still);
 * the final training loss still high (above half the first: underfitting) → a higher learning rate
   (x3; x10 when the loss barely moved, under 10% down: the lr is then orders of magnitude low);
 * the parent saw each of its capped rows :data:`MANY_EPOCHS` times or more and is not underfitting
@@ -94,6 +96,13 @@ class Evidence:
     @property
     def underfit(self) -> bool:
         return self.first_loss is not None and self.final_loss is not None and self.final_loss > 0.5 * self.first_loss
+
+    @property
+    def diverged(self) -> bool:
+        """The loss ended above where it started: the learning rate is too high, not too low (FT-Bench's
+        orders draft at lr 0.0128 went 0.886 -> 6.22 and scored 0; read as underfitting, ten times the lr
+        went to 9.02 and 0 again)."""
+        return self.first_loss is not None and self.final_loss is not None and self.final_loss > self.first_loss
 
     @property
     def barely_moved(self) -> bool:
@@ -222,7 +231,16 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None, form
             return None
         return x
 
-    if ev.underfit:
+    if ev.diverged:
+        lr = _clamp(_LR, v0["learning_rate"] / 10)
+        how = "at a tenth of the lr"
+        if (t := optimiser_lr(False)) is not None:
+            lr, how = t, f"at lr {t:.3g} (the optimiser's, below {float(v0['learning_rate']):.3g})"
+        if lr != v0["learning_rate"]:  # retrained from the base: the diverged adapter holds nothing to keep
+            add("lower-lr", {"learning_rate": lr, "continue_from_parent": False},
+                f"{parent.node_id}'s loss rose ({_f(ev.first_loss)} -> {_f(ev.final_loss)}): the lr is too high; "
+                f"{how} the loss falls and the score rises above {_f(ev.score)}")
+    elif ev.underfit:
         factor = 10 if ev.barely_moved else 3
         lr = _clamp(_LR, v0["learning_rate"] * factor)
         how = f"lr x{factor}"
