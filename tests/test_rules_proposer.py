@@ -55,7 +55,7 @@ def test_a_diverged_parent_gets_a_tenth_of_its_learning_rate_never_a_higher_one(
     tree = fold([SearchStarted(task=TASK), *node("n1", plan(), 0.0, 0.95, first_loss=0.886, final_loss=6.22)])
     cands = candidates(tree, tree.nodes["n1"], DS, 40)
     edits = [c.edit for c in cands]
-    assert edits[0] == "lower-lr" and "higher-lr" not in edits, edits
+    assert edits[0] == "lower-lr" and "higher-lr" not in edits and "continue" not in edits, edits
     assert abs(cands[0].values["learning_rate"] - 5e-4) < 1e-12 and not cands[0].values.get("continue_from_parent")
     assert "loss rose (0.886 -> 6.22)" in cands[0].hypothesis
     assert "diverged" in training_curve(tree, tree.nodes["n1"])

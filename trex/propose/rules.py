@@ -234,7 +234,7 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None, form
     if ev.diverged:
         lr = _clamp(_LR, v0["learning_rate"] / 10)
         how = "at a tenth of the lr"
-        if (t := optimiser_lr(False)) is not None:
+        if (t := optimiser_lr(False)) is not None and t <= float(v0["learning_rate"]) / 3:  # a cut that counts
             lr, how = t, f"at lr {t:.3g} (the optimiser's, below {float(v0['learning_rate']):.3g})"
         if lr != v0["learning_rate"]:  # retrained from the base: the diverged adapter holds nothing to keep
             add("lower-lr", {"learning_rate": lr, "continue_from_parent": False},
@@ -268,7 +268,7 @@ def candidates(tree, parent, data, steps: int, share_for=None, lr_for=None, form
             f"{parent.node_id} saw each of its {rows} rows about {passes:.0f} times (loss {_f(ev.first_loss)} -> "
             f"{_f(ev.final_loss)}) yet scores {_f(ev.score)}: it memorises them; "
             f"{'continued' if parent.adapter else 'trained'} on all the train rows it scores above {_f(ev.score)}")
-    if learning and parent.adapter:  # the loss was still falling: more steps on the same adapter
+    if learning and parent.adapter and not ev.diverged:  # the loss was still falling: more steps on the adapter
         add("continue", {"continue_from_parent": True, "max_steps": int(v0["max_steps"])},
             f"{parent.node_id} was still learning ({_trend(parent)}): {v0['max_steps']} more steps raise the "
             f"score above {_f(ev.score)}")
