@@ -142,15 +142,7 @@ class QuickExecutor(HangingExecutor):
         super().__init__(hang=())
 
     def train(self, home, sid, task, node_id, plan, parent_adapter, attempt, command_id, time_limit_s=None):
-        import hashlib
-
-        from trex.events.trials import TrialFinished
-
-        trial, h = fake_train_started(home, sid, node_id, plan, attempt)
-        adapter = hashlib.sha256(f"{h}:{parent_adapter}".encode()).hexdigest()
-        EventLog(home).append(sid, [TrialFinished(node_id=node_id, trial_id=trial, adapter=adapter, plan_hash=h,
-                                                  steps=10, train_metrics={"loss": 1.0})])
-        return {"ok": True, "adapter": adapter}
+        return fake_train(home, sid, node_id, plan, parent_adapter, attempt, fail=False)
 
 
 @pytest.mark.timeout(300)

@@ -42,11 +42,12 @@ def fake_train_started(home, sid: str, node_id: str, plan: dict, attempt: int) -
     return trial, h
 
 
-def fake_train(home, sid: str, node_id: str, plan: dict, parent_adapter: str | None, attempt: int) -> dict:
-    """A trial that records what a real one would; about one plan in eight fails."""
+def fake_train(home, sid: str, node_id: str, plan: dict, parent_adapter: str | None, attempt: int,
+               fail: bool = True) -> dict:
+    """A trial that records what a real one would; about one plan in eight fails (none with ``fail=False``)."""
     trial, h = fake_train_started(home, sid, node_id, plan, attempt)
     log = EventLog(home)
-    if _digest(plan) % 8 == 0:
+    if fail and _digest(plan) % 8 == 0:
         log.append(sid, [TrialFailed(node_id=node_id, trial_id=trial, reason="nan_loss", message="loss is nan at step 3")])
         return {"ok": False}
     adapter = hashlib.sha256(f"{h}:{parent_adapter}".encode()).hexdigest()
